@@ -1,0 +1,20 @@
+//! The reference domain's schema.
+//!
+//! The migrations describe production as it stood before Phase 53. The indexes Phase 53c
+//! adds for the inbox counts are applied separately ([`apply_phase53_indexes`]) so that a
+//! legacy arm runs on the schema the incident happened on.
+
+use sqlx::PgPool;
+
+/// Migrations for the legacy schema (every table the fixes need exists, since a deploy ships
+/// tables before flags are turned on; only the Phase 53 indexes are held back).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The Phase 53c indexes behind the fixed inbox counts.
+pub const PHASE53_INDEXES: &str = include_str!("../sql/phase53_indexes.sql");
+
+/// Creates the Phase 53 indexes (idempotent).
+pub async fn apply_phase53_indexes(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(PHASE53_INDEXES).execute(pool).await?;
+    Ok(())
+}

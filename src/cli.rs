@@ -1,0 +1,258 @@
+//! The command line: parses arguments, runs a subcommand, maps the outcome to an exit code.
+//!
+//! Exit codes (the contract CI relies on): 0 every expectation held; 1 an expectation failed;
+//! 2 bad usage or an invalid scenario; 3 infrastructure could not start.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataset::{Scale, Template};
+use crate::postgres::{PgServer, PgSettings, PostgresChoice, ProvisionRequest, DEFAULT_PG_IMAGE};
+use crate::units::{parse_duration, MemSize};
+
+/// Reproduce the Phase 53 production incident under load, and prove its fixes.
+#[derive(Debug, Parser)]
+#[command(name = "incident-lab", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with the seeded incident database.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Provision Postgres, migrate, seed, print the connection URL, and stay up until Ctrl-C;
+    /// then tear everything down.
+    Up(DbUpArgs),
+}
+
+/// Where Postgres comes from and how it is constrained (shared by every subcommand).
+#[derive(Debug, Clone, Args)]
+pub struct PostgresArgs {
+    /// auto | local | docker | postgres://USER:PASS@HOST:PORT/DB. `auto` takes DATABASE_URL if
+    /// set, else Docker if a daemon answers and the image is present, else a local cluster.
+    #[arg(long, env = "INCIDENT_LAB_POSTGRES", default_value = "auto", value_parser = parse_choice)]
+    pub postgres: PostgresChoice,
+    /// Directory with initdb and postgres for the local backend (default: PATH, then
+    /// /usr/lib/postgresql/*/bin).
+    #[arg(long, env = "INCIDENT_LAB_PG_BIN", value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Image for the docker backend; on an offline machine use a locally built one.
+    #[arg(long, env = "INCIDENT_LAB_PG_IMAGE", default_value = DEFAULT_PG_IMAGE, value_name = "NAME:TAG")]
+    pub pg_image: String,
+    /// Server max_connections.
+    #[arg(long, default_value_t = 60)]
+    pub max_connections: u32,
+    /// Default statement_timeout of the harness's databases (0 = none), e.g. 8s.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+    /// Server shared_buffers, e.g. 128MB.
+    #[arg(long, default_value = "128MB")]
+    pub shared_buffers: MemSize,
+    /// Turn fsync and synchronous_commit on (off by default: faster, not crash-safe).
+    #[arg(long)]
+    pub durable: bool,
+    /// CPU limit in cores (docker backend only).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+}
+
+fn parse_choice(s: &str) -> Result<PostgresChoice, String> {
+    s.parse()
+}
+
+impl PostgresArgs {
+    /// The provisioning request these arguments describe.
+    pub fn request(&self) -> ProvisionRequest {
+        ProvisionRequest {
+            choice: self.postgres.clone(),
+            pg_bin: self.pg_bin.clone(),
+            pg_image: self.pg_image.clone(),
+            settings: PgSettings {
+                max_connections: self.max_connections,
+                statement_timeout: (!self.statement_timeout.is_zero())
+                    .then_some(self.statement_timeout),
+                shared_buffers: self.shared_buffers,
+                fsync: self.durable,
+                synchronous_commit: self.durable,
+                cpus: self.cpus,
+            },
+        }
+    }
+}
+
+/// How much data to seed.
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Preset: smoke (20 workspaces, 40k messages) or default (200 workspaces, 2M messages).
+    #[arg(long, default_value = "default")]
+    pub scale: Scale,
+    /// Override the preset's workspace count.
+    #[arg(long)]
+    pub workspaces: Option<u32>,
+    /// Override the preset's lead count.
+    #[arg(long)]
+    pub leads: Option<u32>,
+    /// Override the preset's message count.
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Seed for the deterministic data generator.
+    #[arg(long, default_value_t = 53)]
+    pub seed: i64,
+}
+
+impl ScaleArgs {
+    /// The preset with any overrides applied.
+    pub fn scale(&self) -> Scale {
+        Scale {
+            workspaces: self.workspaces.unwrap_or(self.scale.workspaces),
+            leads: self.leads.unwrap_or(self.scale.leads),
+            messages: self.messages.unwrap_or(self.scale.messages),
+            ..self.scale
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DbUpArgs {
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
+    #[command(flatten)]
+    pub scale: ScaleArgs,
+}
+
+/// A failure, classified by the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Exit 1: the run worked, and an expectation did not hold.
+    #[error("{0}")]
+    Expectation(String),
+    /// Exit 2: bad usage or an invalid scenario.
+    #[error("{0}")]
+    Usage(String),
+    /// Exit 3: infrastructure could not start.
+    #[error("{0:#}")]
+    Infrastructure(anyhow::Error),
+}
+
+impl Failure {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Expectation(_) => 1,
+            Failure::Usage(_) => 2,
+            Failure::Infrastructure(_) => 3,
+        }
+    }
+}
+
+/// Parses the process arguments, runs, and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Db(DbCommand::Up(args)) => db_up(args).await,
+    }
+}
+
+/// Runs `work` until it finishes or the process is asked to stop (Ctrl-C, SIGTERM). On a
+/// signal, `work` is dropped, and with it every resource it holds: Drop does the teardown.
+pub async fn until_interrupted<F: Future>(work: F) -> Option<F::Output> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        out = work => Some(out),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = terminated => None,
+    }
+}
+
+async fn db_up(args: DbUpArgs) -> Result<(), Failure> {
+    let scale = args.scale.scale();
+    scale.validate().map_err(Failure::Usage)?;
+    let request = args.postgres.request();
+    let outcome = until_interrupted(async {
+        let server = PgServer::provision(&request)
+            .await
+            .map_err(|e| Failure::Infrastructure(e.into()))?;
+        println!(
+            "postgres: {} backend, ready in {:.2}s ({})",
+            server.backend(),
+            server.ready_in().as_secs_f64(),
+            server.why()
+        );
+        if let Some(cluster) = server.local_cluster() {
+            println!(
+                "data dir: {} (postmaster pid {})",
+                cluster.dir().display(),
+                cluster.pid()
+            );
+        }
+        println!("seeding {scale} (seed {}) …", args.scale.seed);
+        let template = Template::prepare(&server, scale, args.scale.seed)
+            .await
+            .map_err(|e| Failure::Infrastructure(e.into()))?;
+        let (db, clone_time) = template
+            .clone_for_arm(&server, "workbench", false)
+            .await
+            .map_err(|e| Failure::Infrastructure(e.into()))?;
+        println!(
+            "migrated in {:.2}s, seeded in {:.2}s, cloned in {:.2}s",
+            template.timings.migrate.as_secs_f64(),
+            template.timings.seed.as_secs_f64(),
+            clone_time.as_secs_f64()
+        );
+        println!(
+            "url: {}",
+            server.url(&db, server.backend() != crate::postgres::Backend::Url)
+        );
+        println!("ready; Ctrl-C to stop and clean up");
+        std::future::pending::<()>().await;
+        // Unreachable: the pending future only ends by interruption, which drops `server`.
+        drop(server);
+        Ok(())
+    })
+    .await;
+    match outcome {
+        Some(result) => result,
+        None => {
+            println!("interrupted: cleaned up");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! Postgres provisioning: one interface, three backends.
+//!
+//! - [`local`]: an ephemeral cluster from the Postgres binaries on this machine.
+//! - [`docker`]: a testcontainers Postgres from a configurable image.
+//! - a URL: an existing server on which the harness creates and drops its own databases.
+//!
+//! [`PgServer::provision`] picks one ([`PostgresChoice::Auto`] says which and why), applies
+//! the scenario's constrained settings ([`PgSettings`]) and hands out databases. Whatever the
+//! backend, teardown is the same: [`PgServer::shutdown`] (or, failing that, `Drop`) leaves no
+//! server process, no temp dir and no harness database behind.
+
+pub mod docker;
+pub mod local;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+use crate::units::{format_duration, MemSize};
+
+/// Where the harness gets its Postgres from (`--postgres`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostgresChoice {
+    /// A URL if one is given (`DATABASE_URL`), else Docker if a daemon answers and the image is
+    /// present, else a local cluster.
+    Auto,
+    /// An ephemeral cluster from the binaries on this machine.
+    Local,
+    /// A testcontainers Postgres.
+    Docker,
+    /// An existing server.
+    Url(String),
+}
+
+impl FromStr for PostgresChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "local" => Ok(Self::Local),
+            "docker" => Ok(Self::Docker),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Url(url.to_owned()))
+            }
+            other => Err(format!(
+                "{other:?} is not a Postgres choice: expected auto, local, docker, or a postgres:// URL"
+            )),
+        }
+    }
+}
+
+/// The backend a [`PgServer`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Local,
+    Docker,
+    Url,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Local => "local",
+            Backend::Docker => "docker",
+            Backend::Url => "url",
+        })
+    }
+}
+
+/// The constrained server configuration a scenario asks for, applied by every backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSettings {
+    /// Server `max_connections` (Supabase Micro allows 60).
+    pub max_connections: u32,
+    /// Default `statement_timeout` of every harness database (as Supabase sets one per role);
+    /// `None` for no limit.
+    pub statement_timeout: Option<Duration>,
+    /// Server `shared_buffers`.
+    pub shared_buffers: MemSize,
+    /// `fsync`: off trades crash safety for speed, as on a laptop.
+    pub fsync: bool,
+    /// `synchronous_commit`.
+    pub synchronous_commit: bool,
+    /// CPU limit in cores; only the docker backend can apply it.
+    pub cpus: Option<f64>,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 60,
+            statement_timeout: Some(Duration::from_secs(8)),
+            shared_buffers: MemSize::mib(128),
+            fsync: false,
+            synchronous_commit: false,
+            cpus: None,
+        }
+    }
+}
+
+impl PgSettings {
+    /// The server-level settings as `name=value` pairs, for `postgres -c`.
+    pub fn server_settings(&self) -> Vec<(&'static str, String)> {
+        let on_off = |b: bool| if b { "on" } else { "off" }.to_owned();
+        vec![
+            ("max_connections", self.max_connections.to_string()),
+            ("shared_buffers", self.shared_buffers.to_string()),
+            ("fsync", on_off(self.fsync)),
+            ("synchronous_commit", on_off(self.synchronous_commit)),
+            // Without fsync, torn-page protection buys nothing; with it, keep Postgres's default.
+            ("full_page_writes", on_off(self.fsync)),
+        ]
+    }
+
+    /// `-c name=value` arguments for the `postgres` command line.
+    pub fn server_args(&self) -> Vec<String> {
+        self.server_settings()
+            .into_iter()
+            .flat_map(|(name, value)| ["-c".to_owned(), format!("{name}={value}")])
+            .collect()
+    }
+
+    /// The value `SHOW statement_timeout` prints for this setting.
+    pub fn statement_timeout_setting(&self) -> String {
+        self.statement_timeout
+            .map(format_duration)
+            .unwrap_or_else(|| "0".to_owned())
+    }
+}
+
+/// Why no Postgres could be had; the harness exits 3 on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("no Postgres is available: {tried}.\nGet one in any of three ways:\n  - install the PostgreSQL server binaries (initdb, postgres) and use --postgres local (or --pg-bin DIR),\n  - run a Docker daemon with a Postgres image (--postgres docker, --pg-image NAME:TAG),\n  - point at an existing server with --postgres postgres://USER:PASS@HOST/DB (or DATABASE_URL)")]
+    NoneAvailable { tried: String },
+    #[error("local Postgres: {0}")]
+    Local(String),
+    #[error("docker Postgres: {0}")]
+    Docker(String),
+    #[error("Postgres at {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("Postgres admin statement failed ({what}): {source}")]
+    Admin {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// What [`PgServer::provision`] needs to know.
+#[derive(Debug, Clone)]
+pub struct ProvisionRequest {
+    pub choice: PostgresChoice,
+    /// Directory holding `initdb` and `postgres` (local backend); searched when `None`.
+    pub pg_bin: Option<PathBuf>,
+    /// Image for the docker backend, `NAME:TAG`.
+    pub pg_image: String,
+    pub settings: PgSettings,
+}
+
+/// The image the docker backend uses unless told otherwise: public, for users with a registry.
+pub const DEFAULT_PG_IMAGE: &str = "postgres:15-alpine";
+
+enum Handle {
+    Local(local::LocalCluster),
+    Docker(Box<docker::DockerPostgres>),
+    Url,
+}
+
+/// A running Postgres server the harness may create databases on.
+pub struct PgServer {
+    backend: Backend,
+    why: String,
+    admin: PgConnectOptions,
+    /// The admin password as it stands in a URL (percent-encoded), if the server has one.
+    password: Option<String>,
+    settings: PgSettings,
+    ready_in: Duration,
+    /// Databases this harness created and must drop (all backends; essential on a URL server).
+    owned: Mutex<Vec<String>>,
+    handle: Handle,
+}
+
+impl fmt::Debug for PgServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgServer")
+            .field("backend", &self.backend)
+            .field("host", &self.admin.get_host())
+            .field("port", &self.admin.get_port())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgServer {
+    /// Starts (or connects to) a Postgres server as the request asks.
+    #[tracing::instrument(skip_all, fields(choice = ?request.choice))]
+    pub async fn provision(request: &ProvisionRequest) -> Result<Self, ProvisionError> {
+        let started = Instant::now();
+        let (backend, why) = choose(request).await?;
+        tracing::info!(%backend, why = %why, "provisioning Postgres");
+        let (admin, password, handle) = match backend {
+            Backend::Local => {
+                let bin = local::find_bin_dir(request.pg_bin.as_deref())
+                    .map_err(ProvisionError::Local)?;
+                let cluster = local::LocalCluster::start(&bin, &request.settings).await?;
+                (cluster.admin_options(), None, Handle::Local(cluster))
+            }
+            Backend::Docker => {
+                let pg =
+                    docker::DockerPostgres::start(&request.pg_image, &request.settings).await?;
+                let password = Some(docker::PASSWORD.to_owned());
+                (pg.admin_options(), password, Handle::Docker(Box::new(pg)))
+            }
+            Backend::Url => {
+                let url = url_of(request).expect("choose() picks url only when one is given");
+                let admin = url_admin_options(&url)?;
+                let password = reqwest::Url::parse(&url)
+                    .ok()
+                    .and_then(|u| u.password().map(str::to_owned));
+                (admin, password, Handle::Url)
+            }
+        };
+        let server = Self {
+            backend,
+            why,
+            admin,
+            password,
+            settings: request.settings.clone(),
+            ready_in: started.elapsed(),
+            owned: Mutex::new(Vec::new()),
+            handle,
+        };
+        server.check_settings().await?;
+        Ok(server)
+    }
+
+    /// Which backend is running.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Why this backend was chosen (for `auto`, which probes ran and what they found).
+    pub fn why(&self) -> &str {
+        &self.why
+    }
+
+    /// Time from the provisioning call to a server accepting connections.
+    pub fn ready_in(&self) -> Duration {
+        self.ready_in
+    }
+
+    /// The settings this server was asked for.
+    pub fn settings(&self) -> &PgSettings {
+        &self.settings
+    }
+
+    /// Connection options for database `name` on this server.
+    pub fn connect_options(&self, name: &str) -> PgConnectOptions {
+        self.admin.clone().database(name)
+    }
+
+    /// A connection URL for database `name`, with any password masked unless `reveal`.
+    pub fn url(&self, name: &str, reveal: bool) -> String {
+        let o = &self.admin;
+        let password = match &self.password {
+            Some(_) if !reveal => ":****".to_owned(),
+            Some(p) => format!(":{p}"),
+            None => String::new(),
+        };
+        format!(
+            "postgres://{}{password}@{}:{}/{name}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port()
+        )
+    }
+
+    /// The local cluster's process id and data directory, for teardown checks.
+    pub fn local_cluster(&self) -> Option<&local::LocalCluster> {
+        match &self.handle {
+            Handle::Local(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    async fn admin_connection(&self) -> Result<PgConnection, ProvisionError> {
+        self.admin
+            .connect()
+            .await
+            .map_err(|source| ProvisionError::Admin {
+                what: "connect to the maintenance database".into(),
+                source,
+            })
+    }
+
+    /// Runs one admin statement. Its dynamic parts are identifiers quoted by [`quote_ident`]
+    /// or values the harness formats itself, never user text: hence `AssertSqlSafe`.
+    async fn admin_execute(&self, what: &str, sql: String) -> Result<(), ProvisionError> {
+        let mut conn = self.admin_connection().await?;
+        let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+        result.map(|_| ()).map_err(|source| ProvisionError::Admin {
+            what: what.to_owned(),
+            source,
+        })
+    }
+
+    /// A fresh, unique database name for this process.
+    pub fn unique_name(purpose: &str) -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "ilab_{purpose}_{}_{}_{:04x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u16>()
+        )
+    }
+
+    /// Creates an empty database named `name`, owned by this harness.
+    pub async fn create_database(&self, name: &str) -> Result<(), ProvisionError> {
+        self.admin_execute(
+            &format!("create database {name}"),
+            format!("CREATE DATABASE {}", quote_ident(name)),
+        )
+        .await?;
+        self.own(name);
+        self.apply_database_settings(name).await
+    }
+
+    /// Creates `name` as a copy of `template` (which must have no open connections).
+    pub async fn clone_database(&self, template: &str, name: &str) -> Result<(), ProvisionError> {
+        // FILE_COPY copies the files instead of WAL-logging every block: much faster for a
+        // large seeded template (Postgres 15+, where WAL_LOG became the default).
+        let strategy = if self.server_version_num().await? >= 150_000 {
+            " STRATEGY = FILE_COPY"
+        } else {
+            ""
+        };
+        self.admin_execute(
+            &format!("clone database {template} as {name}"),
+            format!(
+                "CREATE DATABASE {} TEMPLATE {}{strategy}",
+                quote_ident(name),
+                quote_ident(template)
+            ),
+        )
+        .await?;
+        self.own(name);
+        self.apply_database_settings(name).await
+    }
+
+    /// Drops database `name` (closing its connections first).
+    pub async fn drop_database(&self, name: &str) -> Result<(), ProvisionError> {
+        self.admin_execute(&format!("drop database {name}"), drop_statement(name))
+            .await?;
+        self.owned
+            .lock()
+            .expect("owned-database list poisoned")
+            .retain(|n| n != name);
+        Ok(())
+    }
+
+    /// The databases this harness created and has not dropped yet.
+    pub fn owned_databases(&self) -> Vec<String> {
+        self.owned
+            .lock()
+            .expect("owned-database list poisoned")
+            .clone()
+    }
+
+    fn own(&self, name: &str) {
+        self.owned
+            .lock()
+            .expect("owned-database list poisoned")
+            .push(name.to_owned());
+    }
+
+    async fn server_version_num(&self) -> Result<i32, ProvisionError> {
+        let mut conn = self.admin_connection().await?;
+        let v: String = sqlx::query_scalar("SHOW server_version_num")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|source| ProvisionError::Admin {
+                what: "read server_version_num".into(),
+                source,
+            })?;
+        let _ = conn.close().await;
+        Ok(v.parse().unwrap_or(0))
+    }
+
+    /// Per-database settings (a default `statement_timeout`, as Supabase sets per role).
+    async fn apply_database_settings(&self, name: &str) -> Result<(), ProvisionError> {
+        self.admin_execute(
+            &format!("set statement_timeout on {name}"),
+            format!(
+                "ALTER DATABASE {} SET statement_timeout = '{}'",
+                quote_ident(name),
+                self.settings.statement_timeout_setting()
+            ),
+        )
+        .await
+    }
+
+    /// Reads a setting back with `SHOW` on database `name`.
+    pub async fn show(&self, name: &str, setting: &str) -> Result<String, ProvisionError> {
+        let mut conn = self
+            .connect_options(name)
+            .connect()
+            .await
+            .map_err(|source| ProvisionError::Admin {
+                what: format!("connect to {name}"),
+                source,
+            })?;
+        let value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SHOW {}",
+            quote_ident(setting)
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|source| ProvisionError::Admin {
+            what: format!("SHOW {setting}"),
+            source,
+        });
+        let _ = conn.close().await;
+        value
+    }
+
+    /// Compares the server's settings with those asked for. Local and docker servers were
+    /// started with them, so a difference is an error; an existing server (URL) cannot be
+    /// reconfigured by the harness, so a difference is a loud warning.
+    async fn check_settings(&self) -> Result<(), ProvisionError> {
+        let mut differences = Vec::new();
+        for (name, wanted) in self.settings.server_settings() {
+            let actual = self.show("postgres", name).await?;
+            if !same_setting(&actual, &wanted) {
+                differences.push(format!("{name} is {actual}, scenario asks {wanted}"));
+            }
+        }
+        if differences.is_empty() {
+            return Ok(());
+        }
+        let summary = differences.join("; ");
+        match self.backend {
+            Backend::Url => {
+                tracing::warn!(
+                    differences = %summary,
+                    "the existing server's settings differ from the scenario's; results may not be comparable"
+                );
+                Ok(())
+            }
+            Backend::Local => Err(ProvisionError::Local(format!(
+                "settings not applied: {summary}"
+            ))),
+            Backend::Docker => Err(ProvisionError::Docker(format!(
+                "settings not applied: {summary}"
+            ))),
+        }
+    }
+
+    /// Drops every database this harness created and stops the server (if it started one).
+    pub async fn shutdown(mut self) {
+        for name in self.owned_databases() {
+            if let Err(e) = self.drop_database(&name).await {
+                tracing::warn!(database = %name, error = %e, "could not drop a harness database");
+            }
+        }
+        match std::mem::replace(&mut self.handle, Handle::Url) {
+            Handle::Local(mut cluster) => {
+                tokio::task::spawn_blocking(move || cluster.stop())
+                    .await
+                    .ok();
+            }
+            Handle::Docker(pg) => pg.stop().await,
+            Handle::Url => {}
+        }
+    }
+}
+
+impl Drop for PgServer {
+    /// Last-resort cleanup (a panic, an early return): on a URL server the harness's databases
+    /// are dropped from a helper thread; a local cluster or container cleans up in its own Drop.
+    fn drop(&mut self) {
+        let owned = std::mem::take(&mut *self.owned.lock().unwrap_or_else(|p| p.into_inner()));
+        if owned.is_empty() || !matches!(self.handle, Handle::Url) {
+            return;
+        }
+        let admin = self.admin.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mut conn = admin.connect().await?;
+                for name in owned {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(drop_statement(&name)))
+                        .execute(&mut conn)
+                        .await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            tracing::warn!("could not drop every harness database on the existing server");
+        }
+    }
+}
+
+/// `SHOW` prints sizes and booleans in its own units; compare what it means.
+fn same_setting(actual: &str, wanted: &str) -> bool {
+    if actual == wanted {
+        return true;
+    }
+    match (actual.parse::<MemSize>(), wanted.parse::<MemSize>()) {
+        (Ok(a), Ok(w)) => a == w,
+        _ => false,
+    }
+}
+
+fn drop_statement(name: &str) -> String {
+    format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))
+}
+
+/// Quotes an SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn url_of(request: &ProvisionRequest) -> Option<String> {
+    match &request.choice {
+        PostgresChoice::Url(url) => Some(url.clone()),
+        PostgresChoice::Auto => std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()),
+        _ => None,
+    }
+}
+
+fn url_admin_options(url: &str) -> Result<PgConnectOptions, ProvisionError> {
+    let masked = mask_url(url);
+    url.parse::<PgConnectOptions>()
+        .map_err(|e| ProvisionError::Url {
+            url: masked,
+            reason: format!("not a valid Postgres URL: {e}"),
+        })
+        // The harness makes its own databases; it connects to the maintenance one to do so.
+        .map(|o| o.database("postgres"))
+}
+
+/// A URL with its password replaced by `****`, for messages and logs.
+pub fn mask_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+/// Decides the backend; for `auto`, probes in order and explains the pick.
+async fn choose(request: &ProvisionRequest) -> Result<(Backend, String), ProvisionError> {
+    match &request.choice {
+        PostgresChoice::Local => Ok((Backend::Local, "asked for local".into())),
+        PostgresChoice::Docker => Ok((Backend::Docker, "asked for docker".into())),
+        PostgresChoice::Url(url) => {
+            probe_url(url).await?;
+            Ok((Backend::Url, "asked for a URL".into()))
+        }
+        PostgresChoice::Auto => {
+            if let Some(url) = url_of(request) {
+                probe_url(&url).await?;
+                return Ok((Backend::Url, "auto: DATABASE_URL is set".into()));
+            }
+            let docker = docker::probe(&request.pg_image).await;
+            if docker.is_ok() {
+                return Ok((
+                    Backend::Docker,
+                    format!(
+                        "auto: Docker answers and image {} is present",
+                        request.pg_image
+                    ),
+                ));
+            }
+            let docker_why = docker.unwrap_err();
+            match local::find_bin_dir(request.pg_bin.as_deref()) {
+                Ok(bin) => Ok((
+                    Backend::Local,
+                    format!(
+                        "auto: no DATABASE_URL; docker not used ({docker_why}); Postgres binaries found in {}",
+                        bin.display()
+                    ),
+                )),
+                Err(local_why) => Err(ProvisionError::NoneAvailable {
+                    tried: format!(
+                        "no DATABASE_URL; docker: {docker_why}; local: {local_why}"
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// Connects once to a URL server so a bad URL fails early and clearly.
+async fn probe_url(url: &str) -> Result<(), ProvisionError> {
+    let opts = url_admin_options(url)?;
+    let attempt = tokio::time::timeout(Duration::from_secs(10), opts.connect()).await;
+    let fail = |reason: String| ProvisionError::Url {
+        url: mask_url(url),
+        reason,
+    };
+    match attempt {
+        Err(_) => Err(fail("no answer within 10s".into())),
+        Ok(Err(e)) => Err(fail(format!("cannot connect: {e}"))),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_choices_parse_and_bad_ones_name_the_options() {
+        assert_eq!("auto".parse(), Ok(PostgresChoice::Auto));
+        assert_eq!("local".parse(), Ok(PostgresChoice::Local));
+        assert_eq!("docker".parse(), Ok(PostgresChoice::Docker));
+        assert_eq!(
+            "postgres://u@h/db".parse(),
+            Ok(PostgresChoice::Url("postgres://u@h/db".into()))
+        );
+        let err = "mysql://h".parse::<PostgresChoice>().unwrap_err();
+        assert!(err.contains("auto, local, docker"), "{err}");
+    }
+
+    #[test]
+    fn server_args_carry_every_constrained_setting() {
+        let settings = PgSettings {
+            max_connections: 25,
+            shared_buffers: MemSize::mib(64),
+            fsync: true,
+            synchronous_commit: false,
+            ..PgSettings::default()
+        };
+        let args = settings.server_args().join(" ");
+        assert!(args.contains("-c max_connections=25"), "{args}");
+        assert!(args.contains("-c shared_buffers=65536kB"), "{args}");
+        assert!(args.contains("-c fsync=on"), "{args}");
+        assert!(args.contains("-c synchronous_commit=off"), "{args}");
+    }
+
+    #[test]
+    fn show_output_is_compared_by_meaning() {
+        assert!(same_setting("128MB", "131072kB"));
+        assert!(same_setting("off", "off"));
+        assert!(!same_setting("100", "60"));
+    }
+
+    #[test]
+    fn passwords_never_appear_in_masked_urls() {
+        let masked = mask_url("postgres://app:s3cret@db.example:5432/x");
+        assert!(!masked.contains("s3cret"), "{masked}");
+        assert!(masked.contains("****"), "{masked}");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests: real Postgres, nothing mocked.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use incident_lab::postgres::{
+    PgServer, PgSettings, PostgresChoice, ProvisionRequest, DEFAULT_PG_IMAGE,
+};
+
+/// A request for a local cluster with `settings`.
+pub fn local_request(settings: PgSettings) -> ProvisionRequest {
+    ProvisionRequest {
+        choice: PostgresChoice::Local,
+        pg_bin: None,
+        pg_image: DEFAULT_PG_IMAGE.to_owned(),
+        settings,
+    }
+}
+
+/// A fresh local cluster with default settings.
+pub async fn local_server() -> PgServer {
+    incident_lab::telemetry::init();
+    PgServer::provision(&local_request(PgSettings::default()))
+        .await
+        .expect("a local Postgres cluster starts")
+}
+
+/// Whether a process with this id exists.
+pub fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
+}
