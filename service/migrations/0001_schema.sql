@@ -55,6 +55,9 @@ CREATE TABLE lead_activities (
     provider_event_id  text,
     created_at         timestamptz NOT NULL DEFAULT now()
 );
+-- Exactly-once for the activity-only events (opened, bounced).
+CREATE UNIQUE INDEX lead_activities_provider_event_id_key
+    ON lead_activities (provider_event_id) WHERE provider_event_id IS NOT NULL;
 
 -- Postgres job queue (Phase 53b): one idempotent insert on the webhook hot path.
 CREATE TABLE background_jobs (
@@ -75,9 +78,11 @@ CREATE INDEX background_jobs_ready_idx ON background_jobs (run_after) WHERE stat
 
 -- Per-scope sidebar counts (Phase 53c), refreshed by the worker, served stale on timeout.
 CREATE TABLE inbox_counts_cache (
-    scope_key    text        PRIMARY KEY,
-    counts       jsonb       NOT NULL,
-    computed_at  timestamptz NOT NULL
+    scope_key      text        PRIMARY KEY,
+    -- The scope's workspaces, so the worker can recompute it (the key is a one-way hash).
+    workspace_ids  bigint[]    NOT NULL,
+    counts         jsonb       NOT NULL,
+    computed_at    timestamptz NOT NULL
 );
 
 CREATE TABLE followup_tasks (

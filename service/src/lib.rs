@@ -1,10 +1,64 @@
 //! # inbox-service
 //!
 //! The reference service for the Phase 53 incident: the system under test. It knows nothing
-//! of the harness — configuration in, HTTP out.
+//! of the harness — configuration in (environment, [`Config`]), HTTP out. Every Phase 53 fix is
+//! here, each behind its rollout flag or a legacy switch, so the pre-fix world runs too.
 //!
 //! # Layout
-//! - [`db`]: the schema (sqlx migrations for the legacy world) and the Phase 53 indexes,
-//!   kept apart so an arm can run without them.
+//! - [`config`]: typed configuration; the rollout flags and legacy switches ([`config::Switches`]).
+//! - [`state`]: shared state — the constrained pool, switches, metrics, per-request tally.
+//! - [`observe`]: middleware — function time limit (504), `x-db-writes` / `x-external-calls`,
+//!   request metrics, error categories, client aborts.
+//! - [`routes`]: one module per feature, merged by [`app`].
+//! - [`domain`]: events and their effects, the job queue, counts, the ledger.
+//! - [`auth`]: sessions and the quiet handling of expected-unauthenticated requests.
+//! - [`providers`]: GHL / Unipile / AI calls — timeouts, classification, backoff.
+//! - [`error`]: the HTTP error type and the error categories.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`db`]: migrations and the Phase 53 indexes.
 
+pub mod auth;
+pub mod config;
 pub mod db;
+pub mod domain;
+pub mod error;
+pub mod metrics;
+pub mod observe;
+pub mod providers;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use config::{Config, Switches};
+pub use state::AppState;
+
+/// The whole application: every feature's router, observed by [`observe::observe`].
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(routes::webhooks::router())
+        .merge(routes::inbox::router())
+        .merge(routes::ai_draft::router())
+        .merge(routes::cron::router())
+        .merge(routes::admin::router())
+        .merge(routes::ops::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

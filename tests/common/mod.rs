@@ -21,7 +21,10 @@ pub fn local_request(settings: PgSettings) -> ProvisionRequest {
 
 /// A fresh local cluster with default settings.
 pub async fn local_server() -> PgServer {
-    incident_lab::telemetry::init();
+    // Tests are quiet unless asked (RUST_LOG=...).
+    if std::env::var_os("RUST_LOG").is_some() {
+        incident_lab::telemetry::init();
+    }
     PgServer::provision(&local_request(PgSettings::default()))
         .await
         .expect("a local Postgres cluster starts")
@@ -36,3 +39,5 @@ pub fn process_alive(pid: u32) -> bool {
 pub fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
 }
+
+pub mod app;

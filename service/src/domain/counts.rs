@@ -1,0 +1,284 @@
+//! The sidebar inbox counts (`getInboxCounts()`).
+//!
+//! One aggregation over a scope's leads and their latest message. Legacy: run live on the
+//! schema without the Phase 53 indexes, under the database's default `statement_timeout` — a
+//! cancel surfaces as an error. Fixed (`INBOX_COUNTS_CACHE_FALLBACK`): the same query (now
+//! served by the Phase 53 indexes) under `SET LOCAL statement_timeout` below the endpoint
+//! budget; on a timeout or a saturated pool the last computed counts come back marked stale.
+//! Fresh results go to the per-scope cache table (and an in-process copy for when even the
+//! table is out of reach); the background-jobs cron refreshes cached scopes.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+
+use crate::error::{AppError, Category};
+use crate::state::{AppState, Tally};
+
+/// The sidebar's numbers.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow,
+)]
+pub struct Counts {
+    pub all: i64,
+    pub unread: i64,
+    pub awaiting_reply: i64,
+    pub positive: i64,
+    pub interested: i64,
+    pub meetings_booked: i64,
+}
+
+/// Counts as last computed.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CachedCounts {
+    pub counts: Counts,
+    pub computed_at: DateTime<Utc>,
+}
+
+/// What the endpoint answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CountsAnswer {
+    pub scope_key: String,
+    /// `None` only when nothing was ever computed for the scope and the live query failed.
+    pub counts: Option<Counts>,
+    /// True when these are cached counts, not a live result.
+    pub stale: bool,
+    pub computed_at: Option<DateTime<Utc>>,
+}
+
+const COUNTS_SQL: &str = "
+    WITH last_message AS (
+        SELECT DISTINCT ON (m.lead_id) m.lead_id, m.direction, m.is_read
+        FROM messages m
+        WHERE m.workspace_id = ANY($1)
+        ORDER BY m.lead_id, m.sent_at DESC
+    )
+    SELECT
+        count(*)                                                            AS all,
+        count(*) FILTER (WHERE lm.direction = 'inbound' AND NOT lm.is_read) AS unread,
+        count(*) FILTER (WHERE lm.direction = 'inbound')                    AS awaiting_reply,
+        count(*) FILTER (WHERE l.sentiment = 'positive')                    AS positive,
+        count(*) FILTER (WHERE l.status = 'interested')                     AS interested,
+        count(*) FILTER (WHERE l.status = 'meeting_booked')                 AS meetings_booked
+    FROM leads l
+    LEFT JOIN last_message lm ON lm.lead_id = l.id
+    WHERE l.workspace_id = ANY($1)";
+
+/// Runs the aggregation on `conn`.
+pub async fn live(conn: &mut PgConnection, workspaces: &[i64]) -> Result<Counts, sqlx::Error> {
+    sqlx::query_as(COUNTS_SQL)
+        .bind(workspaces)
+        .fetch_one(conn)
+        .await
+}
+
+/// Reads the cached counts of `scope_key`.
+pub async fn cached(
+    conn: &mut PgConnection,
+    scope_key: &str,
+) -> Result<Option<CachedCounts>, sqlx::Error> {
+    let row: Option<(sqlx::types::Json<Counts>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT counts, computed_at FROM inbox_counts_cache WHERE scope_key = $1")
+            .bind(scope_key)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(c, at)| CachedCounts {
+        counts: c.0,
+        computed_at: at,
+    }))
+}
+
+/// Stores fresh counts for `scope_key`.
+pub async fn store(
+    conn: &mut PgConnection,
+    scope_key: &str,
+    workspaces: &[i64],
+    fresh: &CachedCounts,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO inbox_counts_cache (scope_key, workspace_ids, counts, computed_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (scope_key) DO UPDATE SET counts = EXCLUDED.counts, computed_at = EXCLUDED.computed_at",
+    )
+    .bind(scope_key)
+    .bind(workspaces)
+    .bind(sqlx::types::Json(fresh.counts))
+    .bind(fresh.computed_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The live query under `SET LOCAL statement_timeout = limit`, in its own transaction.
+pub async fn live_bounded(
+    conn: &mut PgConnection,
+    workspaces: &[i64],
+    limit: Duration,
+) -> Result<Counts, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    // SET does not take bind parameters; the value is a number the service formats itself.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {}",
+        limit.as_millis().max(1)
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let counts = live(&mut tx, workspaces).await?;
+    tx.commit().await?;
+    Ok(counts)
+}
+
+/// The counts for a scope, as the current switches say.
+pub async fn inbox_counts(
+    state: &AppState,
+    tally: &Tally,
+    scope_key: &str,
+    workspaces: &[i64],
+) -> Result<CountsAnswer, AppError> {
+    let started = Instant::now();
+    let fixed = state.switches().counts_cache_fallback;
+    let answer = if fixed {
+        fixed_counts(state, tally, scope_key, workspaces).await
+    } else {
+        let mut conn = state.acquire(tally).await?;
+        let counts = live(&mut conn, workspaces).await?;
+        CountsAnswer {
+            scope_key: scope_key.to_owned(),
+            counts: Some(counts),
+            stale: false,
+            computed_at: Some(Utc::now()),
+        }
+    };
+    let elapsed = started.elapsed();
+    if elapsed > Duration::from_secs(1) {
+        tracing::warn!(
+            scope_key,
+            fallback_used = answer.stale,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "slow inbox counts"
+        );
+    }
+    Ok(answer)
+}
+
+async fn fixed_counts(
+    state: &AppState,
+    tally: &Tally,
+    scope_key: &str,
+    workspaces: &[i64],
+) -> CountsAnswer {
+    let limits = &state.config.limits;
+    let stale = |c: Option<CachedCounts>| CountsAnswer {
+        scope_key: scope_key.to_owned(),
+        counts: c.map(|c| c.counts),
+        stale: true,
+        computed_at: c.map(|c| c.computed_at),
+    };
+    let remembered = || {
+        state
+            .counts_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scope_key)
+            .copied()
+    };
+    // Waiting for the pool longer than the query may run buys nothing: fall back instead.
+    let mut conn = match state
+        .acquire_within(
+            tally,
+            limits.acquire_timeout.min(limits.counts_query_timeout),
+        )
+        .await
+    {
+        Ok(conn) => conn,
+        Err(e) => {
+            if let Some(c) = e.category() {
+                state.metrics.error(c);
+            }
+            return stale(remembered());
+        }
+    };
+    match live_bounded(&mut conn, workspaces, limits.counts_query_timeout).await {
+        Ok(counts) => {
+            let fresh = CachedCounts {
+                counts,
+                computed_at: Utc::now(),
+            };
+            remember(state, scope_key, fresh);
+            if store(&mut conn, scope_key, workspaces, &fresh)
+                .await
+                .is_ok()
+            {
+                tally.wrote(1);
+            }
+            CountsAnswer {
+                scope_key: scope_key.to_owned(),
+                counts: Some(counts),
+                stale: false,
+                computed_at: Some(fresh.computed_at),
+            }
+        }
+        Err(e) => {
+            let category = Category::of_sqlx(&e);
+            if let Some(c) = category {
+                state.metrics.error(c);
+            }
+            tracing::info!(
+                scope_key,
+                category = category.map(Category::as_str),
+                "live counts failed; serving cached counts"
+            );
+            let from_table = cached(&mut conn, scope_key).await.ok().flatten();
+            stale(from_table.or_else(remembered))
+        }
+    }
+}
+
+/// Keeps the latest counts of a scope in process memory.
+pub fn remember(state: &AppState, scope_key: &str, fresh: CachedCounts) {
+    state
+        .counts_memory
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(scope_key.to_owned(), fresh);
+}
+
+/// Recomputes up to `limit` cached scopes older than `older_than` (for the cron worker).
+/// Returns how many were refreshed.
+pub async fn refresh_stale(
+    state: &AppState,
+    tally: &Tally,
+    limit: i64,
+    older_than: Duration,
+) -> Result<u64, AppError> {
+    let mut conn = state.acquire(tally).await?;
+    let scopes: Vec<(String, Vec<i64>)> = sqlx::query_as(
+        "SELECT scope_key, workspace_ids FROM inbox_counts_cache
+         WHERE computed_at < now() - make_interval(secs => $1)
+         ORDER BY computed_at LIMIT $2",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut refreshed = 0;
+    for (scope_key, workspaces) in scopes {
+        if let Ok(counts) = live_bounded(
+            &mut conn,
+            &workspaces,
+            state.config.limits.counts_query_timeout,
+        )
+        .await
+        {
+            let fresh = CachedCounts {
+                counts,
+                computed_at: Utc::now(),
+            };
+            store(&mut conn, &scope_key, &workspaces, &fresh).await?;
+            tally.wrote(1);
+            remember(state, &scope_key, fresh);
+            refreshed += 1;
+        }
+    }
+    Ok(refreshed)
+}

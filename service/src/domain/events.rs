@@ -1,0 +1,434 @@
+//! Email provider events: parsing, and what each does to the data.
+//!
+//! `EMAIL_SENT` has two paths. Legacy (flag off): every effect on the request path inside one
+//! interactive transaction — lead upsert, message insert, lead counters, activity row,
+//! follow-up reschedule — plus the GHL contact sync while the connection is held, and the
+//! slot-ledger increment. Fixed (`INBOXXIA_EMAIL_SENT_ASYNC`): the request only enqueues a job;
+//! the worker applies the same effects. Either way the message's unique provider event id makes
+//! the effects happen once, however often and concurrently the event is delivered.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+
+use crate::domain::{ledger, steps::Steps};
+use crate::error::AppError;
+use crate::providers::{self, Provider};
+use crate::state::{AppState, Tally};
+
+/// An event type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    Sent,
+    Opened,
+    Replied,
+    Bounced,
+    /// Acknowledged and ignored (providers add types; refusing them would make them retry).
+    Unknown(String),
+}
+
+/// A validated event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailEvent {
+    pub event_id: String,
+    pub kind: EventKind,
+    pub workspace_id: i64,
+    pub lead_email: String,
+    pub occurred_at: DateTime<Utc>,
+    pub subject: String,
+}
+
+/// Parses and validates a webhook body. The error names the field and what was wrong with it.
+pub fn parse(body: &[u8]) -> Result<EmailEvent, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    let obj = value.as_object().ok_or("body must be a JSON object")?;
+    let text = |field: &str, max: usize| -> Result<String, String> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Err(format!("missing field `{field}`")),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(format!("field `{field}` is empty"))
+            }
+            Some(Value::String(s)) if s.len() > max => {
+                Err(format!("field `{field}` is longer than {max} bytes"))
+            }
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(format!(
+                "field `{field}` must be a string, got {}",
+                type_name(other)
+            )),
+        }
+    };
+    let event_id = text("event_id", 200)?;
+    let kind = match text("type", 64)?.as_str() {
+        "EMAIL_SENT" => EventKind::Sent,
+        "EMAIL_OPENED" => EventKind::Opened,
+        "EMAIL_REPLIED" => EventKind::Replied,
+        "EMAIL_BOUNCED" => EventKind::Bounced,
+        other => EventKind::Unknown(other.to_owned()),
+    };
+    let workspace_id = match obj.get("workspace_id") {
+        None | Some(Value::Null) => return Err("missing field `workspace_id`".into()),
+        Some(v) => v.as_i64().filter(|id| *id > 0).ok_or_else(|| {
+            format!(
+                "field `workspace_id` must be a positive integer, got {}",
+                type_name(v)
+            )
+        })?,
+    };
+    let lead_email = text("lead_email", 320)?;
+    if !lead_email.contains('@') {
+        return Err("field `lead_email` is not an email address".into());
+    }
+    let occurred_text = text("occurred_at", 64)?;
+    let occurred_at = DateTime::parse_from_rfc3339(&occurred_text)
+        .map_err(|_| "field `occurred_at` must be an RFC 3339 timestamp".to_owned())?
+        .with_timezone(&Utc);
+    let subject = match obj.get("subject") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.len() <= 1000 => s.clone(),
+        Some(Value::String(_)) => return Err("field `subject` is longer than 1000 bytes".into()),
+        Some(other) => {
+            return Err(format!(
+                "field `subject` must be a string, got {}",
+                type_name(other)
+            ))
+        }
+    };
+    Ok(EmailEvent {
+        event_id,
+        kind,
+        workspace_id,
+        lead_email,
+        occurred_at,
+        subject,
+    })
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What handling an event came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handled {
+    /// Effects applied now.
+    Applied,
+    /// Queued for the worker.
+    Accepted,
+    /// Seen before: nothing done.
+    Duplicate,
+    /// Unknown type or unknown lead: acknowledged, nothing done.
+    Ignored,
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
+}
+
+fn unknown_workspace(id: i64) -> AppError {
+    AppError::Unprocessable(format!("field `workspace_id`: no workspace {id}"))
+}
+
+/// The database effects of `EMAIL_SENT`, in the caller's transaction: five writes, or two
+/// when the event was seen before. Returns the lead id when the effects were applied.
+async fn sent_effects(
+    tx: &mut PgConnection,
+    tally: &Tally,
+    ev: &EmailEvent,
+    steps: &mut Steps,
+) -> Result<Option<i64>, AppError> {
+    let lead_id: i64 = sqlx::query_scalar(
+        "INSERT INTO leads (workspace_id, email, first_name, status)
+         VALUES ($1, $2, split_part($2, '@', 1), 'contacted')
+         ON CONFLICT (workspace_id, email) DO UPDATE SET last_message_at = greatest(leads.last_message_at, $3)
+         RETURNING id",
+    )
+    .bind(ev.workspace_id)
+    .bind(&ev.lead_email)
+    .bind(ev.occurred_at)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| if is_foreign_key_violation(&e) { unknown_workspace(ev.workspace_id) } else { e.into() })?;
+    tally.wrote(1);
+    steps.mark("lead_upsert");
+    let inserted = sqlx::query(
+        "INSERT INTO messages (workspace_id, lead_id, direction, channel, provider_event_id, subject, body, is_read, sent_at)
+         VALUES ($1, $2, 'outbound', 'email', $3, $4, '', true, $5)
+         ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+    )
+    .bind(ev.workspace_id)
+    .bind(lead_id)
+    .bind(&ev.event_id)
+    .bind(&ev.subject)
+    .bind(ev.occurred_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tally.wrote(1);
+    steps.mark("message_insert");
+    if inserted == 0 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "UPDATE leads SET emails_sent = emails_sent + 1, last_message_at = greatest(last_message_at, $2),
+                          status = CASE WHEN status = 'new' THEN 'contacted' ELSE status END
+         WHERE id = $1",
+    )
+    .bind(lead_id)
+    .bind(ev.occurred_at)
+    .execute(&mut *tx)
+    .await?;
+    tally.wrote(1);
+    sqlx::query("INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, 'email_sent', $3)")
+        .bind(ev.workspace_id)
+        .bind(lead_id)
+        .bind(&ev.event_id)
+        .execute(&mut *tx)
+        .await?;
+    tally.wrote(1);
+    sqlx::query("UPDATE followup_tasks SET due_at = now() + interval '3 days', updated_at = now() WHERE lead_id = $1 AND status = 'pending'")
+        .bind(lead_id)
+        .execute(&mut *tx)
+        .await?;
+    tally.wrote(1);
+    steps.mark("lead_effects");
+    Ok(Some(lead_id))
+}
+
+/// The GHL contact sync: the lead's email leaves only as a one-way hash.
+async fn sync_contact(state: &AppState, tally: &Tally, ev: &EmailEvent) -> Result<(), AppError> {
+    let body = json!({ "workspace_id": ev.workspace_id, "email_hash": incident_wire::redact(&ev.lead_email) });
+    providers::call(state, tally, Provider::Ghl, "/contacts/upsert", &body).await?;
+    Ok(())
+}
+
+/// Legacy `EMAIL_SENT`: everything on the request path, the external call inside the
+/// transaction, the ledger on a second connection.
+pub async fn apply_sent_sync(
+    state: &AppState,
+    tally: &Tally,
+    ev: &EmailEvent,
+) -> Result<Handled, AppError> {
+    let mut steps = Steps::new(state.switches().log_slow_paths);
+    let mut conn = state.acquire(tally).await?;
+    steps.mark("acquire");
+    let mut tx = conn.begin().await?;
+    let Some(_lead) = sent_effects(&mut tx, tally, ev, &mut steps).await? else {
+        tx.commit().await?;
+        return Ok(Handled::Duplicate);
+    };
+    sync_contact(state, tally, ev).await?;
+    steps.mark("ghl_sync");
+    ledger::increment(
+        state,
+        tally,
+        &mut tx,
+        ev.workspace_id,
+        ev.occurred_at.date_naive(),
+    )
+    .await?;
+    steps.mark("ledger");
+    tx.commit().await?;
+    steps.mark("commit");
+    steps.log("webhook EMAIL_SENT (sync)");
+    Ok(Handled::Applied)
+}
+
+/// The worker's `EMAIL_SENT`: the same effects and the ledger in one transaction (so all of
+/// them happen exactly once), the provider call after the commit, never holding a connection.
+pub async fn apply_sent_job(
+    state: &AppState,
+    tally: &Tally,
+    ev: &EmailEvent,
+) -> Result<Handled, AppError> {
+    let mut steps = Steps::new(state.switches().log_slow_paths);
+    let applied = {
+        let mut conn = state.acquire(tally).await?;
+        let mut tx = conn.begin().await?;
+        let applied = sent_effects(&mut tx, tally, ev, &mut steps).await?;
+        if applied.is_some() {
+            ledger::increment(
+                state,
+                tally,
+                &mut tx,
+                ev.workspace_id,
+                ev.occurred_at.date_naive(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        applied
+    };
+    if applied.is_none() {
+        return Ok(Handled::Duplicate);
+    }
+    if let Err(e) = sync_contact(state, tally, ev).await {
+        // The contact sync is best effort; the category is counted, the job is still done.
+        if let Some(c) = e.category() {
+            state.metrics.error(c);
+        }
+        tracing::warn!(
+            category = e.category().map(|c| c.as_str()),
+            "GHL contact sync failed after retries"
+        );
+    }
+    steps.log("job EMAIL_SENT");
+    Ok(Handled::Applied)
+}
+
+/// `EMAIL_OPENED`, `EMAIL_REPLIED`, `EMAIL_BOUNCED`: small, synchronous in every mode.
+pub async fn apply_other(
+    state: &AppState,
+    tally: &Tally,
+    ev: &EmailEvent,
+) -> Result<Handled, AppError> {
+    let mut conn = state.acquire(tally).await?;
+    let mut tx = conn.begin().await?;
+    let lead: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM leads WHERE workspace_id = $1 AND email = $2")
+            .bind(ev.workspace_id)
+            .bind(&ev.lead_email)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(lead_id) = lead else {
+        return Ok(Handled::Ignored);
+    };
+    let (kind, lead_update) = match ev.kind {
+        EventKind::Opened => (
+            "email_opened",
+            "UPDATE leads SET emails_opened = emails_opened + 1 WHERE id = $1",
+        ),
+        EventKind::Replied => (
+            "email_replied",
+            "UPDATE leads SET status = 'replied', last_message_at = now() WHERE id = $1",
+        ),
+        EventKind::Bounced => (
+            "email_bounced",
+            "UPDATE leads SET status = 'bounced' WHERE id = $1",
+        ),
+        EventKind::Sent | EventKind::Unknown(_) => unreachable!("routed elsewhere"),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+    )
+    .bind(ev.workspace_id)
+    .bind(lead_id)
+    .bind(kind)
+    .bind(&ev.event_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tally.wrote(1);
+    if inserted == 0 {
+        tx.commit().await?;
+        return Ok(Handled::Duplicate);
+    }
+    sqlx::query(lead_update)
+        .bind(lead_id)
+        .execute(&mut *tx)
+        .await?;
+    tally.wrote(1);
+    if ev.kind == EventKind::Replied {
+        sqlx::query(
+            "INSERT INTO messages (workspace_id, lead_id, direction, channel, subject, body, is_read, sent_at)
+             VALUES ($1, $2, 'inbound', 'email', $3, '', false, $4)",
+        )
+        .bind(ev.workspace_id)
+        .bind(lead_id)
+        .bind(&ev.subject)
+        .bind(ev.occurred_at)
+        .execute(&mut *tx)
+        .await?;
+        tally.wrote(1);
+    }
+    tx.commit().await?;
+    Ok(Handled::Applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> Vec<u8> {
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    fn valid() -> Value {
+        json!({
+            "event_id": "evt_1", "type": "EMAIL_SENT", "workspace_id": 3,
+            "lead_email": "ann@example.test", "occurred_at": "2026-01-23T17:51:00Z"
+        })
+    }
+
+    #[test]
+    fn a_valid_event_parses() {
+        let ev = parse(&body(valid())).unwrap();
+        assert_eq!(ev.kind, EventKind::Sent);
+        assert_eq!(ev.workspace_id, 3);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("event_id", Value::Null, "missing field `event_id`"),
+            (
+                "workspace_id",
+                json!("3"),
+                "`workspace_id` must be a positive integer, got a string",
+            ),
+            (
+                "workspace_id",
+                json!(-1),
+                "`workspace_id` must be a positive integer",
+            ),
+            (
+                "lead_email",
+                json!("nobody"),
+                "`lead_email` is not an email address",
+            ),
+            (
+                "occurred_at",
+                json!("yesterday"),
+                "`occurred_at` must be an RFC 3339 timestamp",
+            ),
+            ("type", json!(7), "`type` must be a string, got a number"),
+            (
+                "subject",
+                json!(["x"]),
+                "`subject` must be a string, got an array",
+            ),
+        ];
+        for (field, value, expected) in cases {
+            let mut v = valid();
+            v[field] = value;
+            let err = parse(&body(v)).unwrap_err();
+            assert!(err.contains(expected), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_types_parse_as_unknown() {
+        let mut v = valid();
+        v["type"] = json!("EMAIL_CLICKED");
+        assert_eq!(
+            parse(&body(v)).unwrap().kind,
+            EventKind::Unknown("EMAIL_CLICKED".into())
+        );
+    }
+
+    #[test]
+    fn non_json_and_non_objects_are_refused() {
+        assert!(parse(b"{not json").unwrap_err().contains("not valid JSON"));
+        assert!(parse(b"[1,2]").unwrap_err().contains("JSON object"));
+    }
+}

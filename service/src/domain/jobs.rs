@@ -1,0 +1,140 @@
+//! The Postgres job queue behind `INBOXXIA_EMAIL_SENT_ASYNC`.
+//!
+//! Enqueue is one idempotent insert (the provider event id is the unique dedupe key,
+//! `ON CONFLICT DO NOTHING`). Workers claim batches with `FOR UPDATE SKIP LOCKED` and a lease:
+//! a job whose worker died is claimed again once its lease runs out. Failures are retried with
+//! backoff up to a cap of attempts, then marked failed.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use crate::domain::events::EmailEvent;
+use crate::error::AppError;
+use crate::state::Tally;
+
+/// The job kind for a queued `EMAIL_SENT`.
+pub const EMAIL_SENT: &str = "email_sent";
+
+/// The outcome of an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    New,
+    Duplicate,
+}
+
+/// Queues `ev` with exactly one write. The workspace check rides in the same statement, so an
+/// unknown workspace writes nothing.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    tally: &Tally,
+    ev: &EmailEvent,
+    raw: &Value,
+) -> Result<Enqueued, AppError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO background_jobs (kind, dedupe_key, payload)
+         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $4)
+         ON CONFLICT (dedupe_key) DO NOTHING
+         RETURNING id",
+    )
+    .bind(EMAIL_SENT)
+    .bind(&ev.event_id)
+    .bind(raw)
+    .bind(ev.workspace_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    tally.wrote(1);
+    if inserted.is_some() {
+        return Ok(Enqueued::New);
+    }
+    // Nothing inserted: a duplicate, or a workspace that does not exist (rare; reads only).
+    let seen: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM background_jobs WHERE dedupe_key = $1)")
+            .bind(&ev.event_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if seen {
+        Ok(Enqueued::Duplicate)
+    } else {
+        Err(AppError::Unprocessable(format!(
+            "field `workspace_id`: no workspace {}",
+            ev.workspace_id
+        )))
+    }
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub payload: Value,
+    pub attempts: i32,
+}
+
+/// Claims up to `limit` runnable jobs (queued and due, or running with an expired lease).
+pub async fn claim(
+    conn: &mut PgConnection,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE background_jobs SET status = 'running', attempts = attempts + 1,
+                locked_until = now() + make_interval(secs => $2)
+         WHERE id IN (
+             SELECT id FROM background_jobs
+             WHERE (status = 'queued' AND run_after <= now())
+                OR (status = 'running' AND locked_until < now())
+             ORDER BY id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, kind, payload, attempts",
+    )
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(conn)
+    .await
+}
+
+/// Marks a job done.
+pub async fn complete(conn: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE background_jobs SET status = 'done', finished_at = now(), locked_until = NULL WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Puts a failed job back for another attempt after `delay`, or fails it for good.
+pub async fn retry_or_fail(
+    conn: &mut PgConnection,
+    job: &Job,
+    max_attempts: u32,
+    delay: Duration,
+    error: &str,
+) -> Result<bool, sqlx::Error> {
+    let retry = (job.attempts as u32) < max_attempts;
+    sqlx::query(
+        "UPDATE background_jobs
+         SET status = CASE WHEN $2 THEN 'queued' ELSE 'failed' END,
+             run_after = now() + make_interval(secs => $3),
+             locked_until = NULL, last_error = $4,
+             finished_at = CASE WHEN $2 THEN NULL ELSE now() END
+         WHERE id = $1",
+    )
+    .bind(job.id)
+    .bind(retry)
+    .bind(delay.as_secs_f64())
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(retry)
+}
+
+/// Job counts by status (for `/metrics`).
+pub async fn depth(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, count(*) FROM background_jobs GROUP BY status")
+        .fetch_all(conn)
+        .await
+}

@@ -1,0 +1,13 @@
+//! The domain: what the routes and the cron runners do to the data.
+//!
+//! - [`events`]: email provider events — parsing and their effects (legacy and queued).
+//! - [`jobs`]: the Postgres job queue (enqueue, claim with `SKIP LOCKED`, lease, retry).
+//! - [`counts`]: the sidebar inbox counts, live and cached.
+//! - [`ledger`]: the slot-offer ledger increment.
+//! - [`steps`]: step-level timing for `LOG_SLOW_PATHS`.
+
+pub mod counts;
+pub mod events;
+pub mod jobs;
+pub mod ledger;
+pub mod steps;

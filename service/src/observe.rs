@@ -1,0 +1,97 @@
+//! The middleware around every route: the platform's function limit (504 past it), the
+//! per-request tally exposed as `x-db-writes` / `x-external-calls`, request metrics, error
+//! categories, and client aborts.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::error::Category;
+use crate::state::{AppState, Tally};
+
+/// Wraps one request. Installed with `route_layer`, so the matched route labels the metrics.
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let route = format!(
+        "{} {}",
+        request.method(),
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str())
+    );
+    let tally = Arc::new(Tally::default());
+    request.extensions_mut().insert(tally.clone());
+    let started = Instant::now();
+    let mut abort = AbortWatch {
+        state: &state,
+        route: &route,
+        armed: true,
+    };
+    let outcome =
+        tokio::time::timeout(state.config.limits.request_timeout, next.run(request)).await;
+    abort.armed = false;
+
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(_) => {
+            // The platform kills the function; what it was doing names the cause.
+            let category = if tally.waiting_for_pool() {
+                Category::DbPoolWait
+            } else {
+                Category::FunctionTimeout
+            };
+            let mut r = (
+                StatusCode::GATEWAY_TIMEOUT,
+                Json(json!({ "error": "FUNCTION_INVOCATION_TIMEOUT" })),
+            )
+                .into_response();
+            r.extensions_mut().insert(category);
+            r
+        }
+    };
+    if let Some(category) = response.extensions().get::<Category>() {
+        state.metrics.error(*category);
+    }
+    let headers = response.headers_mut();
+    headers.insert("x-db-writes", HeaderValue::from(tally.writes()));
+    headers.insert("x-external-calls", HeaderValue::from(tally.calls()));
+    state.metrics.request(
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+        tally.writes(),
+        tally.calls(),
+    );
+    response
+}
+
+/// Fires when the request future is dropped before it finished: the client went away.
+struct AbortWatch<'a> {
+    state: &'a AppState,
+    route: &'a str,
+    armed: bool,
+}
+
+impl Drop for AbortWatch<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.state.metrics.error(Category::ClientAbort);
+        if self.state.switches().legacy_auth_noise {
+            tracing::error!(route = self.route, "AbortError: The operation was aborted");
+        } else {
+            tracing::debug!(
+                route = self.route,
+                category = Category::ClientAbort.as_str(),
+                "client went away"
+            );
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The inbox page: `GET /` (session check, sidebar counts, first page of conversations) and
+//! the `getInboxCounts()` server action, `POST /api/actions/inbox-counts`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::auth::{authenticate, with_session_cookie, Surface};
+use crate::domain::counts;
+use crate::error::AppError;
+use crate::state::{AppState, Tally};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(inbox_page))
+        .route("/api/actions/inbox-counts", post(inbox_counts))
+}
+
+/// One row of the conversation list.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+struct Conversation {
+    lead_id: i64,
+    first_name: String,
+    status: String,
+    sentiment: Option<String>,
+    last_message_at: Option<DateTime<Utc>>,
+}
+
+async fn inbox_page(
+    State(state): State<AppState>,
+    Extension(tally): Extension<Arc<Tally>>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let auth = match authenticate(&state, &headers, Surface::Page, "GET /") {
+        Ok(a) => a,
+        Err(response) => return Ok(response),
+    };
+    let scope_key = auth.session.scope_key();
+    let counts = counts::inbox_counts(&state, &tally, &scope_key, &auth.session.workspaces).await?;
+    let conversations: Vec<Conversation> = {
+        let mut conn = state.acquire(&tally).await?;
+        sqlx::query_as(
+            "SELECT id AS lead_id, first_name, status, sentiment, last_message_at FROM leads
+             WHERE workspace_id = ANY($1)
+             ORDER BY last_message_at DESC NULLS LAST, id DESC LIMIT 20",
+        )
+        .bind(&auth.session.workspaces)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    let body = Json(json!({ "counts": counts, "conversations": conversations }));
+    Ok(with_session_cookie(&auth, body.into_response()))
+}
+
+async fn inbox_counts(
+    State(state): State<AppState>,
+    Extension(tally): Extension<Arc<Tally>>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let auth = match authenticate(
+        &state,
+        &headers,
+        Surface::Action,
+        "POST /api/actions/inbox-counts",
+    ) {
+        Ok(a) => a,
+        Err(response) => return Ok(response),
+    };
+    let scope_key = auth.session.scope_key();
+    let answer = counts::inbox_counts(&state, &tally, &scope_key, &auth.session.workspaces).await?;
+    Ok(with_session_cookie(&auth, Json(answer).into_response()))
+}

@@ -1,0 +1,93 @@
+//! `POST /api/webhooks/email`: signed email provider events.
+//!
+//! Order of checks: size (413), signature and freshness (401), body (400), workspace (422);
+//! none of them writes anything. `EMAIL_SENT` is queued (`INBOXXIA_EMAIL_SENT_ASYNC`, 202) or
+//! applied on the spot (legacy, 200). Unknown event types are acknowledged and ignored (202):
+//! refusing them would only make the provider retry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use incident_wire::{verify_webhook, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use serde_json::json;
+
+use crate::domain::events::{self, EventKind, Handled};
+use crate::domain::jobs::{self, Enqueued};
+use crate::error::AppError;
+use crate::state::{AppState, Tally};
+
+/// Largest accepted body.
+pub const MAX_BODY: usize = 256 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/webhooks/email", post(email_webhook))
+}
+
+#[tracing::instrument(skip_all, fields(dedupe_key))]
+async fn email_webhook(
+    State(state): State<AppState>,
+    Extension(tally): Extension<Arc<Tally>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, AppError> {
+    let started = Instant::now();
+    let bytes = to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| AppError::PayloadTooLarge(format!("body over 256 KiB ({MAX_BODY} bytes)")))?;
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    verify_webhook(
+        &state.config.secrets.webhook,
+        header(TIMESTAMP_HEADER),
+        header(SIGNATURE_HEADER),
+        &bytes,
+        chrono::Utc::now().timestamp(),
+        state.config.limits.webhook_tolerance.as_secs(),
+    )
+    .map_err(|e| {
+        tracing::info!(reason = %e, "webhook refused");
+        AppError::Unauthorized("invalid webhook signature")
+    })?;
+    let ev = events::parse(&bytes).map_err(AppError::BadRequest)?;
+    tracing::Span::current().record("dedupe_key", ev.event_id.as_str());
+
+    let (status, handled) = match &ev.kind {
+        EventKind::Unknown(kind) => {
+            tracing::info!(kind = %kind, "unknown event type ignored");
+            (StatusCode::ACCEPTED, Handled::Ignored)
+        }
+        EventKind::Sent if state.switches().email_sent_async => {
+            let raw: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+            let mut conn = state.acquire(&tally).await?;
+            let handled = match jobs::enqueue(&mut conn, &tally, &ev, &raw).await? {
+                Enqueued::New => Handled::Accepted,
+                Enqueued::Duplicate => Handled::Duplicate,
+            };
+            (StatusCode::ACCEPTED, handled)
+        }
+        EventKind::Sent => (
+            StatusCode::OK,
+            events::apply_sent_sync(&state, &tally, &ev).await?,
+        ),
+        _ => (
+            StatusCode::OK,
+            events::apply_other(&state, &tally, &ev).await?,
+        ),
+    };
+
+    let elapsed = started.elapsed();
+    if elapsed > Duration::from_secs(2) {
+        tracing::warn!(dedupe_key = %ev.event_id, elapsed_ms = elapsed.as_millis() as u64, "slow webhook");
+    }
+    Ok((
+        status,
+        Json(json!({ "status": handled, "event_id": ev.event_id })),
+    )
+        .into_response())
+}

@@ -1,0 +1,168 @@
+//! Shared state: configuration, the constrained pool, run-time switches, metrics, the HTTP
+//! client for providers, and the per-request [`Tally`] of writes and external calls.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use crate::config::{Config, Switches};
+use crate::domain::counts::CachedCounts;
+use crate::error::{AppError, Category};
+use crate::metrics::Metrics;
+
+/// What one request did: DB writes, external calls, and whether it is waiting on the pool.
+#[derive(Debug, Default)]
+pub struct Tally {
+    writes: AtomicU32,
+    calls: AtomicU32,
+    waiting_for_pool: AtomicBool,
+}
+
+impl Tally {
+    /// Counts `n` DB write statements.
+    pub fn wrote(&self, n: u32) {
+        self.writes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one external call.
+    pub fn called(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn writes(&self) -> u32 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether the request is blocked on `acquire()` right now.
+    pub fn waiting_for_pool(&self) -> bool {
+        self.waiting_for_pool.load(Ordering::Relaxed)
+    }
+}
+
+/// The state every handler shares (cheap to clone).
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    /// The application pool: small, as in production.
+    pub pool: PgPool,
+    /// One connection for `/metrics`, so monitoring never competes with requests.
+    pub ops_pool: PgPool,
+    pub metrics: Metrics,
+    /// Client for provider calls; fixed paths set per-call timeouts, legacy ones do not.
+    pub http: reqwest::Client,
+    switches: RwLock<Switches>,
+    waiters: AtomicU64,
+    /// Last good counts per scope: the fallback when even the cache table is out of reach.
+    pub counts_memory: Mutex<HashMap<String, CachedCounts>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state; the pools connect lazily, [`AppState::check_database`] probes them.
+    pub fn new(config: Config) -> Result<Self, sqlx::Error> {
+        let mut options = PgConnectOptions::from_str(&config.database_url)?;
+        if let Some(t) = config.limits.statement_timeout {
+            options = options.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.limits.pool_max)
+            .acquire_timeout(config.limits.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        let ops_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy_with(options);
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        Ok(Self(Arc::new(Inner {
+            switches: RwLock::new(config.switches),
+            config,
+            pool,
+            ops_pool,
+            metrics: Metrics::default(),
+            http,
+            waiters: AtomicU64::new(0),
+            counts_memory: Mutex::new(HashMap::new()),
+        })))
+    }
+
+    /// Connects once, so a wrong URL fails at start-up rather than on the first request.
+    pub async fn check_database(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.ops_pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// The current switches (a copy: a flip mid-request does not change that request).
+    pub fn switches(&self) -> Switches {
+        *self.switches.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the switches.
+    pub fn set_switches(&self, switches: Switches) {
+        *self.switches.write().unwrap_or_else(|p| p.into_inner()) = switches;
+    }
+
+    /// How many requests are blocked on the pool right now.
+    pub fn pool_waiters(&self) -> u64 {
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Takes a pooled connection, measuring the wait; a timeout is a `db_pool_wait` error.
+    pub async fn acquire(&self, tally: &Tally) -> Result<PoolConnection<Postgres>, AppError> {
+        self.acquire_within(tally, self.config.limits.acquire_timeout)
+            .await
+    }
+
+    /// Like [`Self::acquire`] with a shorter deadline (paths that have a fallback).
+    pub async fn acquire_within(
+        &self,
+        tally: &Tally,
+        deadline: Duration,
+    ) -> Result<PoolConnection<Postgres>, AppError> {
+        let started = Instant::now();
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        tally.waiting_for_pool.store(true, Ordering::Relaxed);
+        let _waiting = WaitGuard(self, tally);
+        let result = match tokio::time::timeout(deadline, self.pool.acquire()).await {
+            Ok(r) => r,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        };
+        self.metrics.acquire_wait(started.elapsed());
+        if matches!(result, Err(sqlx::Error::PoolTimedOut)) {
+            self.metrics.error(Category::DbPoolWait);
+        }
+        Ok(result?)
+    }
+}
+
+/// Undoes the waiter count even when the waiting future is dropped (request timeout).
+struct WaitGuard<'a>(&'a AppState, &'a Tally);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
+        self.1.waiting_for_pool.store(false, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,475 @@
+//! `POST /api/webhooks/email`: the legacy and the enqueue-first EMAIL_SENT, exactly-once under
+//! concurrent redelivery, and bad input that never writes and never 5xxs.
+
+mod common;
+
+use common::app::{email_sent, header_n, TestApp, WEBHOOK_SECRET};
+use fake_providers::Provider;
+use inbox_service::Switches;
+use serde_json::{json, Value};
+
+fn async_on() -> Switches {
+    Switches {
+        email_sent_async: true,
+        ..Switches::default()
+    }
+}
+
+/// Fixed: one write (the job), no external call, 202; the worker applies it later, once.
+#[tokio::test]
+async fn fixed_email_sent_is_one_write_and_no_external_call() {
+    let app = TestApp::spawn(async_on()).await;
+
+    let r = app
+        .post_webhook(&email_sent("evt-fixed-1", 3, "ann@example.test"))
+        .await;
+
+    assert_eq!(r.status(), 202);
+    assert_eq!(header_n(&r, "x-db-writes"), 1);
+    assert_eq!(header_n(&r, "x-external-calls"), 0);
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs").await, 1);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-fixed-1'")
+            .await,
+        0
+    );
+    assert_eq!(app.fakes.counters().total(Provider::Ghl), 0);
+
+    let tick = app.cron("/api/cron/background-jobs").await;
+
+    assert_eq!(tick["processed"], 1);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-fixed-1'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM lead_activities WHERE provider_event_id = 'evt-fixed-1'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT sum(offered)::bigint FROM slot_offer_ledger")
+            .await,
+        1
+    );
+    assert_eq!(app.fakes.counters().calls(Provider::Ghl, 3), 1);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'done'")
+            .await,
+        1
+    );
+    app.shutdown().await;
+}
+
+/// Legacy: at least five writes and the GHL call on the request path, 200.
+#[tokio::test]
+async fn legacy_email_sent_writes_five_times_and_calls_ghl_inline() {
+    let app = TestApp::spawn(Switches::pre_phase_53()).await;
+
+    let r = app
+        .post_webhook(&email_sent("evt-legacy-1", 3, "ann@example.test"))
+        .await;
+
+    assert_eq!(r.status(), 200);
+    assert!(
+        header_n(&r, "x-db-writes") >= 5,
+        "{}",
+        header_n(&r, "x-db-writes")
+    );
+    assert_eq!(header_n(&r, "x-external-calls"), 1);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-legacy-1'")
+            .await,
+        1
+    );
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs").await, 0);
+    assert_eq!(app.fakes.counters().calls(Provider::Ghl, 3), 1);
+    app.shutdown().await;
+}
+
+async fn deliver_twenty_times_at_once(app: &TestApp, event: &Value) -> Vec<u16> {
+    let sends = (0..20).map(|_| app.post_webhook(event));
+    futures_join_all(sends)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect()
+}
+
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(f);
+    }
+    let mut out = Vec::with_capacity(set.len());
+    // Drive them concurrently: spawn-free, with a join over pinned futures.
+    let mut pinned: Vec<_> = set.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.expect("all ready")));
+    out
+}
+
+/// The same EMAIL_SENT delivered 20 times concurrently has one effect, with the flag on.
+#[tokio::test]
+async fn twenty_concurrent_redeliveries_apply_once_when_queued() {
+    let app = TestApp::spawn(async_on()).await;
+    let event = email_sent("evt-dup-async", 4, "bo@example.test");
+
+    let statuses = deliver_twenty_times_at_once(&app, &event).await;
+    app.cron("/api/cron/background-jobs").await;
+
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs").await, 1);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-dup-async'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM lead_activities WHERE provider_event_id = 'evt-dup-async'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT emails_sent::bigint FROM leads WHERE email = 'bo@example.test'")
+            .await,
+        1
+    );
+    app.shutdown().await;
+}
+
+/// The same with the legacy synchronous path (a pool large enough that no delivery starves:
+/// starvation is the incident, tested on its own).
+#[tokio::test]
+async fn twenty_concurrent_redeliveries_apply_once_when_synchronous() {
+    let app = TestApp::spawn_with(Switches::pre_phase_53(), |l| l.pool_max = 45).await;
+    let event = email_sent("evt-dup-sync", 4, "bo@example.test");
+
+    let statuses = deliver_twenty_times_at_once(&app, &event).await;
+
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-dup-sync'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM lead_activities WHERE provider_event_id = 'evt-dup-sync'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT emails_sent::bigint FROM leads WHERE email = 'bo@example.test'")
+            .await,
+        1
+    );
+    assert_eq!(app.fakes.counters().calls(Provider::Ghl, 4), 1);
+    app.shutdown().await;
+}
+
+/// A body that looks like SQL is data: stored verbatim through bind parameters.
+#[tokio::test]
+async fn sql_looking_input_is_stored_verbatim() {
+    let app = TestApp::spawn(Switches::default()).await;
+    let email = "robert'); DROP TABLE leads;--@example.test";
+    let mut event = email_sent("evt-sql'; DELETE FROM messages;--", 2, email);
+    event["subject"] = json!("1' OR '1'='1");
+
+    let r = app.post_webhook(&event).await;
+
+    assert_eq!(r.status(), 200);
+    let mut conn = app.db().await;
+    let (stored_email, subject): (String, String) = sqlx::query_as(
+        "SELECT l.email, m.subject FROM messages m JOIN leads l ON l.id = m.lead_id WHERE m.provider_event_id = $1",
+    )
+    .bind("evt-sql'; DELETE FROM messages;--")
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(stored_email, email);
+    assert_eq!(subject, "1' OR '1'='1");
+    assert!(
+        app.scalar("SELECT count(*) FROM messages").await > 1000,
+        "seeded messages intact"
+    );
+    app.shutdown().await;
+}
+
+/// How a bad request is sent.
+enum Send {
+    /// Signed correctly.
+    Signed(Vec<u8>),
+    /// With these (timestamp, signature) headers, either may be missing.
+    Headers(Vec<u8>, Option<String>, Option<String>),
+}
+
+fn valid() -> Value {
+    email_sent("evt-bad", 3, "cy@example.test")
+}
+
+fn with(field: &str, value: Value) -> Vec<u8> {
+    let mut v = valid();
+    if value.is_null() {
+        v.as_object_mut().unwrap().remove(field);
+    } else {
+        v[field] = value;
+    }
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn bad_inputs() -> Vec<(&'static str, Send, u16, &'static str)> {
+    let body = serde_json::to_vec(&valid()).unwrap();
+    let now = common::app::chrono_now();
+    let sig = |ts: i64, b: &[u8]| incident_wire::sign_webhook(WEBHOOK_SECRET, ts, b);
+    vec![
+        (
+            "no signature headers",
+            Send::Headers(body.clone(), None, None),
+            401,
+            "signature",
+        ),
+        (
+            "no timestamp",
+            Send::Headers(body.clone(), None, Some(sig(now, &body))),
+            401,
+            "signature",
+        ),
+        (
+            "no signature",
+            Send::Headers(body.clone(), Some(now.to_string()), None),
+            401,
+            "signature",
+        ),
+        (
+            "garbled signature",
+            Send::Headers(body.clone(), Some(now.to_string()), Some("zz".into())),
+            401,
+            "signature",
+        ),
+        (
+            "signed with another secret",
+            Send::Headers(
+                body.clone(),
+                Some(now.to_string()),
+                Some(incident_wire::sign_webhook("other", now, &body)),
+            ),
+            401,
+            "signature",
+        ),
+        (
+            "stale timestamp",
+            Send::Headers(
+                body.clone(),
+                Some((now - 3600).to_string()),
+                Some(sig(now - 3600, &body)),
+            ),
+            401,
+            "signature",
+        ),
+        (
+            "timestamp from the future",
+            Send::Headers(
+                body.clone(),
+                Some((now + 3600).to_string()),
+                Some(sig(now + 3600, &body)),
+            ),
+            401,
+            "signature",
+        ),
+        (
+            "timestamp not a number",
+            Send::Headers(body.clone(), Some("noon".into()), Some(sig(now, &body))),
+            401,
+            "signature",
+        ),
+        (
+            "body changed after signing",
+            Send::Headers(
+                with("workspace_id", json!(4)),
+                Some(now.to_string()),
+                Some(sig(now, &body)),
+            ),
+            401,
+            "signature",
+        ),
+        (
+            "body over 256 KiB",
+            Send::Signed(vec![b' '; 256 * 1024 + 1]),
+            413,
+            "256",
+        ),
+        (
+            "malformed JSON",
+            Send::Signed(b"{\"event_id\": ".to_vec()),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "a JSON array",
+            Send::Signed(b"[]".to_vec()),
+            400,
+            "JSON object",
+        ),
+        (
+            "missing event_id",
+            Send::Signed(with("event_id", Value::Null)),
+            400,
+            "event_id",
+        ),
+        (
+            "empty event_id",
+            Send::Signed(with("event_id", json!(" "))),
+            400,
+            "event_id",
+        ),
+        (
+            "event_id too long",
+            Send::Signed(with("event_id", json!("e".repeat(201)))),
+            400,
+            "event_id",
+        ),
+        (
+            "missing type",
+            Send::Signed(with("type", Value::Null)),
+            400,
+            "type",
+        ),
+        (
+            "type is a number",
+            Send::Signed(with("type", json!(5))),
+            400,
+            "type",
+        ),
+        (
+            "workspace_id is a string",
+            Send::Signed(with("workspace_id", json!("3"))),
+            400,
+            "workspace_id",
+        ),
+        (
+            "workspace_id is negative",
+            Send::Signed(with("workspace_id", json!(-3))),
+            400,
+            "workspace_id",
+        ),
+        (
+            "workspace_id is fractional",
+            Send::Signed(with("workspace_id", json!(1.5))),
+            400,
+            "workspace_id",
+        ),
+        (
+            "missing lead_email",
+            Send::Signed(with("lead_email", Value::Null)),
+            400,
+            "lead_email",
+        ),
+        (
+            "lead_email without @",
+            Send::Signed(with("lead_email", json!("cy.example.test"))),
+            400,
+            "lead_email",
+        ),
+        (
+            "occurred_at not a timestamp",
+            Send::Signed(with("occurred_at", json!("last tuesday"))),
+            400,
+            "occurred_at",
+        ),
+        (
+            "subject is an array",
+            Send::Signed(with("subject", json!(["a"]))),
+            400,
+            "subject",
+        ),
+        (
+            "unknown workspace",
+            Send::Signed(with("workspace_id", json!(999_999))),
+            422,
+            "workspace_id",
+        ),
+        (
+            "unknown event type",
+            Send::Signed(with("type", json!("EMAIL_CLICKED"))),
+            202,
+            "ignored",
+        ),
+    ]
+}
+
+async fn row_counts(app: &TestApp) -> [i64; 5] {
+    [
+        app.scalar("SELECT count(*) FROM messages").await,
+        app.scalar("SELECT count(*) FROM leads").await,
+        app.scalar("SELECT count(*) FROM lead_activities").await,
+        app.scalar("SELECT count(*) FROM background_jobs").await,
+        app.scalar("SELECT coalesce(sum(offered), 0)::bigint FROM slot_offer_ledger")
+            .await,
+    ]
+}
+
+async fn every_bad_input_is_refused_clearly_without_writing(switches: Switches) {
+    let app = TestApp::spawn(switches).await;
+    let before = row_counts(&app).await;
+    for (case, send, status, needle) in bad_inputs() {
+        let r = match send {
+            Send::Signed(body) => app.post_webhook_raw(body).await,
+            Send::Headers(body, ts, sig) => {
+                let mut req = app
+                    .http
+                    .post(format!("{}/api/webhooks/email", app.base))
+                    .body(body);
+                if let Some(ts) = ts {
+                    req = req.header(incident_wire::TIMESTAMP_HEADER, ts);
+                }
+                if let Some(sig) = sig {
+                    req = req.header(incident_wire::SIGNATURE_HEADER, sig);
+                }
+                req.send().await.unwrap()
+            }
+        };
+        let got = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(got, status, "{case}: {text}");
+        assert!(
+            text.contains(needle),
+            "{case}: {text:?} should mention {needle:?}"
+        );
+        assert_eq!(row_counts(&app).await, before, "{case} wrote something");
+    }
+    app.shutdown().await;
+}
+
+/// The table of bad inputs (26 cases) against the legacy path.
+#[tokio::test]
+async fn bad_webhooks_write_nothing_on_the_legacy_path() {
+    every_bad_input_is_refused_clearly_without_writing(Switches::pre_phase_53()).await;
+}
+
+/// The same table against the queued path.
+#[tokio::test]
+async fn bad_webhooks_write_nothing_on_the_queued_path() {
+    every_bad_input_is_refused_clearly_without_writing(Switches::all_fixed()).await;
+}

@@ -1,0 +1,276 @@
+//! # incident-wire
+//!
+//! The HTTP contract shared by the service (which checks) and the load generator (which
+//! produces): webhook signatures, session and refresh tokens, and the webhook event payload.
+//! Pure functions, no I/O.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Header carrying the webhook's unix timestamp (seconds).
+pub const TIMESTAMP_HEADER: &str = "x-webhook-timestamp";
+/// Header carrying hex HMAC-SHA256 over `"{timestamp}.{body}"`.
+pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
+/// Cookie with the access token.
+pub const ACCESS_COOKIE: &str = "sb-access-token";
+/// Cookie with the refresh token.
+pub const REFRESH_COOKIE: &str = "sb-refresh-token";
+
+/// Event types of `POST /api/webhooks/email`.
+pub const EVENT_TYPES: [&str; 4] = [
+    "EMAIL_SENT",
+    "EMAIL_OPENED",
+    "EMAIL_REPLIED",
+    "EMAIL_BOUNCED",
+];
+
+/// An email provider event, as the provider sends it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EmailEvent {
+    /// Provider event id; the dedupe key.
+    pub event_id: String,
+    /// One of [`EVENT_TYPES`] (others are acknowledged and ignored).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub workspace_id: i64,
+    pub lead_email: String,
+    /// RFC 3339.
+    pub occurred_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+fn mac(secret: &str, parts: &[&[u8]]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac
+}
+
+/// The signature header value for `body` sent at `timestamp`.
+pub fn sign_webhook(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    hex::encode(
+        mac(secret, &[ts.as_bytes(), b".", body])
+            .finalize()
+            .into_bytes(),
+    )
+}
+
+/// Why a webhook signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing {0} header")]
+    Missing(&'static str),
+    #[error("{TIMESTAMP_HEADER} is not a unix timestamp")]
+    BadTimestamp,
+    #[error("timestamp outside the {0}s tolerance (stale or replayed)")]
+    Stale(u64),
+    #[error("signature does not match")]
+    Mismatch,
+}
+
+/// Checks a webhook's signature and freshness, in constant time.
+pub fn verify_webhook(
+    secret: &str,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance_secs: u64,
+) -> Result<(), SignatureError> {
+    let ts_text = timestamp.ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
+    let sig_text = signature.ok_or(SignatureError::Missing(SIGNATURE_HEADER))?;
+    let ts: i64 = ts_text
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
+    if now.abs_diff(ts) > tolerance_secs {
+        return Err(SignatureError::Stale(tolerance_secs));
+    }
+    let given = hex::decode(sig_text.trim()).map_err(|_| SignatureError::Mismatch)?;
+    let expected = mac(secret, &[ts_text.trim().as_bytes(), b".", body])
+        .finalize()
+        .into_bytes();
+    if expected.as_slice().ct_eq(&given).into() {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// Who a session belongs to and which workspaces it may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    /// Sorted, non-empty.
+    pub workspaces: Vec<i64>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl Session {
+    /// A stable, non-identifying key for the session's scope (safe for logs and caches).
+    pub fn scope_key(&self) -> String {
+        scope_key(&self.workspaces)
+    }
+}
+
+/// `scope_` + 12 hex of SHA-256 over the sorted workspace ids.
+pub fn scope_key(workspaces: &[i64]) -> String {
+    let mut ids = workspaces.to_vec();
+    ids.sort_unstable();
+    let text = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    format!(
+        "scope_{}",
+        &hex::encode(Sha256::digest(text.as_bytes()))[..12]
+    )
+}
+
+/// A one-way tag for a sensitive value (an email address, a client id) in logs and payloads.
+pub fn redact(value: &str) -> String {
+    format!("h_{}", &hex::encode(Sha256::digest(value.as_bytes()))[..12])
+}
+
+/// Mints an access token: `"{user}|{ws,ws}|{exp}.{hmac}"` (hex-encoded payload).
+pub fn mint_access(secret: &str, session: &Session) -> String {
+    let ws = session
+        .workspaces
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    sign_token(
+        secret,
+        "access",
+        &format!("{}|{ws}|{}", session.user, session.expires_at),
+    )
+}
+
+/// Mints a refresh token for `user`.
+pub fn mint_refresh(secret: &str, user: &str, workspaces: &[i64]) -> String {
+    let ws = workspaces
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    sign_token(secret, "refresh", &format!("{user}|{ws}|0"))
+}
+
+fn sign_token(secret: &str, kind: &str, payload: &str) -> String {
+    let sig = mac(secret, &[kind.as_bytes(), b":", payload.as_bytes()])
+        .finalize()
+        .into_bytes();
+    format!("{}.{}", hex::encode(payload), hex::encode(sig))
+}
+
+/// Reads a token of `kind` ("access" or "refresh"); `None` if forged or malformed.
+/// Expiry is the caller's business (`expires_at` is 0 for refresh tokens).
+pub fn read_token(secret: &str, kind: &str, token: &str) -> Option<Session> {
+    let (payload_hex, sig_hex) = token.split_once('.')?;
+    let payload = String::from_utf8(hex::decode(payload_hex).ok()?).ok()?;
+    let given = hex::decode(sig_hex).ok()?;
+    let expected = mac(secret, &[kind.as_bytes(), b":", payload.as_bytes()])
+        .finalize()
+        .into_bytes();
+    if !bool::from(expected.as_slice().ct_eq(&given)) {
+        return None;
+    }
+    let mut parts = payload.split('|');
+    let user = parts.next()?.to_owned();
+    let mut workspaces: Vec<i64> = parts
+        .next()?
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let expires_at = parts.next()?.parse().ok()?;
+    if workspaces.is_empty() || parts.next().is_some() {
+        return None;
+    }
+    workspaces.sort_unstable();
+    Some(Session {
+        user,
+        workspaces,
+        expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_webhook_verifies_and_a_tampered_one_does_not() {
+        let body = br#"{"event_id":"e1"}"#;
+        let sig = sign_webhook("k", 1_000, body);
+        assert_eq!(
+            verify_webhook("k", Some("1000"), Some(&sig), body, 1_010, 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_webhook("k", Some("1000"), Some(&sig), b"{}", 1_010, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_webhook("other", Some("1000"), Some(&sig), body, 1_010, 300),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn stale_missing_and_garbled_signatures_are_refused() {
+        let sig = sign_webhook("k", 1_000, b"x");
+        assert_eq!(
+            verify_webhook("k", Some("1000"), Some(&sig), b"x", 2_000, 300),
+            Err(SignatureError::Stale(300))
+        );
+        assert_eq!(
+            verify_webhook("k", None, Some(&sig), b"x", 1_000, 300),
+            Err(SignatureError::Missing(TIMESTAMP_HEADER))
+        );
+        assert_eq!(
+            verify_webhook("k", Some("1000"), None, b"x", 1_000, 300),
+            Err(SignatureError::Missing(SIGNATURE_HEADER))
+        );
+        assert_eq!(
+            verify_webhook("k", Some("soon"), Some(&sig), b"x", 1_000, 300),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            verify_webhook("k", Some("1000"), Some("zz"), b"x", 1_000, 300),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn tokens_round_trip_and_forgeries_fail() {
+        let s = Session {
+            user: "u7".into(),
+            workspaces: vec![3, 1],
+            expires_at: 99,
+        };
+        let t = mint_access("k", &s);
+        let back = read_token("k", "access", &t).unwrap();
+        assert_eq!(back.workspaces, vec![1, 3]);
+        assert_eq!(back.expires_at, 99);
+        assert!(
+            read_token("k", "refresh", &t).is_none(),
+            "an access token is not a refresh token"
+        );
+        assert!(read_token("x", "access", &t).is_none());
+        assert!(read_token("k", "access", "nonsense").is_none());
+    }
+
+    #[test]
+    fn scope_keys_ignore_order_and_reveal_no_ids() {
+        assert_eq!(scope_key(&[2, 1]), scope_key(&[1, 2]));
+        assert_ne!(scope_key(&[1]), scope_key(&[2]));
+        assert!(!scope_key(&[12345]).contains("12345"));
+        assert!(!redact("a@b.test").contains('@'));
+    }
+}
