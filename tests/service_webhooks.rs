@@ -89,44 +89,8 @@ async fn legacy_email_sent_writes_five_times_and_calls_ghl_inline() {
 }
 
 async fn deliver_twenty_times_at_once(app: &TestApp, event: &Value) -> Vec<u16> {
-    let sends = (0..20).map(|_| app.post_webhook(event));
-    futures_join_all(sends)
+    app.post_webhooks_concurrently(vec![event.clone(); 20])
         .await
-        .iter()
-        .map(|r| r.status().as_u16())
-        .collect()
-}
-
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    let mut out = Vec::with_capacity(set.len());
-    // Drive them concurrently: spawn-free, with a join over pinned futures.
-    let mut pinned: Vec<_> = set.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.extend(results.into_iter().map(|r| r.expect("all ready")));
-    out
 }
 
 /// The same EMAIL_SENT delivered 20 times concurrently has one effect, with the flag on.

@@ -45,13 +45,17 @@ pub enum Surface {
     Action,
 }
 
-/// Checks the session cookies. `Err` is the finished response for an unauthenticated request.
+/// An expected-unauthenticated request (already logged); its response is a redirect or 401.
+#[derive(Debug, Clone, Copy)]
+pub struct Unauthenticated(Surface);
+
+/// Checks the session cookies.
 pub fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     surface: Surface,
     route: &str,
-) -> Result<Authenticated, Response> {
+) -> Result<Authenticated, Unauthenticated> {
     let secret = &state.config.secrets.session;
     let now = chrono::Utc::now().timestamp();
     if let Some(session) =
@@ -78,10 +82,6 @@ pub fn authenticate(
             set_cookie,
         });
     }
-    Err(unauthenticated(state, surface, route))
-}
-
-fn unauthenticated(state: &AppState, surface: Surface, route: &str) -> Response {
     let reason = "refresh_token_not_found";
     if state.switches().legacy_auth_noise {
         tracing::error!(
@@ -97,26 +97,32 @@ fn unauthenticated(state: &AppState, surface: Surface, route: &str) -> Response 
             "unauthenticated request"
         );
     }
-    let mut response = match surface {
-        Surface::Page => {
-            let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
-            r.headers_mut()
-                .insert(LOCATION, HeaderValue::from_static("/login"));
-            r
-        }
-        Surface::Action => (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": "not signed in" })),
-        )
-            .into_response(),
-    };
-    // Clear a dead refresh cookie once, so the browser stops sending it (no redirect churn).
-    response.headers_mut().append(
-        SET_COOKIE,
-        HeaderValue::from_static("sb-refresh-token=; Path=/; Max-Age=0"),
-    );
-    response.extensions_mut().insert(Category::ExpectedUnauth);
-    response
+    Err(Unauthenticated(surface))
+}
+
+impl IntoResponse for Unauthenticated {
+    fn into_response(self) -> Response {
+        let mut response = match self.0 {
+            Surface::Page => {
+                let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+                r.headers_mut()
+                    .insert(LOCATION, HeaderValue::from_static("/login"));
+                r
+            }
+            Surface::Action => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": "not signed in" })),
+            )
+                .into_response(),
+        };
+        // Clear a dead refresh cookie once, so the browser stops sending it (no redirect churn).
+        response.headers_mut().append(
+            SET_COOKIE,
+            HeaderValue::from_static("sb-refresh-token=; Path=/; Max-Age=0"),
+        );
+        response.extensions_mut().insert(Category::ExpectedUnauth);
+        response
+    }
 }
 
 /// Adds the refreshed-session cookie, if any, to a response.

@@ -31,7 +31,7 @@ impl Provider {
         }
     }
 
-    fn base<'a>(self, state: &'a AppState) -> &'a str {
+    fn base(self, state: &AppState) -> &str {
         let p = &state.config.providers;
         match self {
             Provider::Ghl => &p.ghl,

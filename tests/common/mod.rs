@@ -41,3 +41,4 @@ pub fn port_open(port: u16) -> bool {
 }
 
 pub mod app;
+pub mod logs;

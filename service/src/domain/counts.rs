@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{Connection, PgConnection};
 
 use crate::error::{AppError, Category};
@@ -109,6 +109,12 @@ pub async fn store(
     Ok(())
 }
 
+/// The current time at the database's precision (microseconds), so a cached answer carries
+/// exactly the `computed_at` its live answer had.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 /// The live query under `SET LOCAL statement_timeout = limit`, in its own transaction.
 pub async fn live_bounded(
     conn: &mut PgConnection,
@@ -146,7 +152,7 @@ pub async fn inbox_counts(
             scope_key: scope_key.to_owned(),
             counts: Some(counts),
             stale: false,
-            computed_at: Some(Utc::now()),
+            computed_at: Some(now()),
         }
     };
     let elapsed = started.elapsed();
@@ -202,7 +208,7 @@ async fn fixed_counts(
         Ok(counts) => {
             let fresh = CachedCounts {
                 counts,
-                computed_at: Utc::now(),
+                computed_at: now(),
             };
             remember(state, scope_key, fresh);
             if store(&mut conn, scope_key, workspaces, &fresh)
@@ -272,7 +278,7 @@ pub async fn refresh_stale(
         {
             let fresh = CachedCounts {
                 counts,
-                computed_at: Utc::now(),
+                computed_at: now(),
             };
             store(&mut conn, &scope_key, &workspaces, &fresh).await?;
             tally.wrote(1);

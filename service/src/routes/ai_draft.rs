@@ -42,7 +42,7 @@ async fn ai_draft(
         "POST /api/actions/ai-draft",
     ) {
         Ok(a) => a,
-        Err(response) => return Ok(response),
+        Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| AppError::BadRequest(format!("body is not valid JSON: {e}")))?;

@@ -39,7 +39,7 @@ async fn inbox_page(
 ) -> Result<Response, AppError> {
     let auth = match authenticate(&state, &headers, Surface::Page, "GET /") {
         Ok(a) => a,
-        Err(response) => return Ok(response),
+        Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };
     let scope_key = auth.session.scope_key();
     let counts = counts::inbox_counts(&state, &tally, &scope_key, &auth.session.workspaces).await?;
@@ -70,7 +70,7 @@ async fn inbox_counts(
         "POST /api/actions/inbox-counts",
     ) {
         Ok(a) => a,
-        Err(response) => return Ok(response),
+        Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };
     let scope_key = auth.session.scope_key();
     let answer = counts::inbox_counts(&state, &tally, &scope_key, &auth.session.workspaces).await?;

@@ -1,0 +1,180 @@
+//! The sidebar counts under a forced slow query (another session holds an ACCESS EXCLUSIVE
+//! lock on `messages`): legacy fails with a statement timeout; fixed answers 200 with the
+//! cached counts marked stale. And the inbox page built on them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::TestApp;
+use common::logs::Captured;
+use inbox_service::Switches;
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+const COUNTS: &str = "/api/actions/inbox-counts";
+
+fn counts_on() -> Switches {
+    Switches {
+        counts_cache_fallback: true,
+        ..Switches::default()
+    }
+}
+
+async fn counts(app: &TestApp, workspaces: &[i64]) -> (u16, Value) {
+    let r = app
+        .post_action(COUNTS, Some(&TestApp::signed_in(workspaces)), json!({}))
+        .await;
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Legacy: the live aggregation runs into the statement timeout and the caller gets a 500,
+/// counted as `db_timeout`.
+#[tokio::test]
+async fn legacy_counts_fail_when_the_query_is_slow() {
+    let app = TestApp::spawn_with(Switches::pre_phase_53(), |l| {
+        l.statement_timeout = Some(Duration::from_millis(300))
+    })
+    .await;
+    let (status, before) = counts(&app, &[1]).await;
+    assert_eq!(status, 200, "{before}");
+
+    let mut locker = app.db().await;
+    let lock = locker.begin().await.unwrap();
+    let mut lock = lock;
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (status, body) = counts(&app, &[1]).await;
+    let page = app.get("/", Some(&TestApp::signed_in(&[1]))).await.status();
+    lock.rollback().await.unwrap();
+
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        body["error"], "internal server error",
+        "no internals leak: {body}"
+    );
+    assert_eq!(page, 500);
+    assert!(app.metric("errors_total{category=\"db_timeout\"}").await >= 2.0);
+    app.shutdown().await;
+}
+
+/// Fixed: the same fault gives 200 with the last counts, `stale: true` and their `computed_at`.
+#[tokio::test]
+async fn fixed_counts_fall_back_to_stale_cache_when_the_query_is_slow() {
+    let app = TestApp::spawn_with(counts_on(), |l| {
+        l.counts_query_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let (status, fresh) = counts(&app, &[1, 2]).await;
+    assert_eq!(status, 200);
+    assert_eq!(fresh["stale"], false);
+    assert!(fresh["counts"]["all"].as_i64().unwrap() > 0);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM inbox_counts_cache").await,
+        1
+    );
+
+    let (logs, _guard) = Captured::start();
+    let mut locker = app.db().await;
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let (status, stale) = counts(&app, &[1, 2]).await;
+    let (other_status, never_computed) = counts(&app, &[3]).await;
+    let page = app.get("/", Some(&TestApp::signed_in(&[1, 2]))).await;
+    let page_status = page.status();
+    let page_body: Value = page.json().await.unwrap();
+    lock.rollback().await.unwrap();
+
+    assert_eq!(status, 200);
+    assert_eq!(stale["stale"], true);
+    assert_eq!(stale["counts"], fresh["counts"]);
+    assert_eq!(stale["computed_at"], fresh["computed_at"]);
+    assert_eq!(other_status, 200, "no cache yet is still not an error");
+    assert_eq!(never_computed["stale"], true);
+    assert_eq!(never_computed["counts"], Value::Null);
+    assert_eq!(page_status, 200);
+    assert_eq!(page_body["counts"]["stale"], true);
+    assert_eq!(page_body["conversations"].as_array().unwrap().len(), 20);
+    assert!(app.metric("errors_total{category=\"db_timeout\"}").await >= 3.0);
+    // The slow path is logged with the scope key, never the workspace ids.
+    assert!(
+        logs.text().contains("live counts failed"),
+        "{}",
+        logs.text()
+    );
+    app.shutdown().await;
+}
+
+/// A counts call slower than 1 s is logged with its scopeKey and whether it fell back.
+#[tokio::test]
+async fn slow_counts_are_logged_with_the_scope_key_only() {
+    let app = TestApp::spawn_with(counts_on(), |l| {
+        l.counts_query_timeout = Duration::from_millis(1200)
+    })
+    .await;
+    let (logs, _guard) = Captured::start();
+    let mut locker = app.db().await;
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let (status, body) = counts(&app, &[17]).await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(status, 200);
+    let slow = logs.at("WARN", "slow inbox counts");
+    assert_eq!(slow.len(), 1, "{}", logs.text());
+    assert_eq!(slow[0]["fields"]["scope_key"], body["scope_key"]);
+    assert_eq!(slow[0]["fields"]["fallback_used"], true);
+    assert!(
+        !slow[0].to_string().contains("17"),
+        "raw workspace id logged: {}",
+        slow[0]
+    );
+    app.shutdown().await;
+}
+
+/// The inbox page needs a session: without one, a redirect to /login (and nothing else).
+#[tokio::test]
+async fn the_inbox_page_redirects_without_a_session() {
+    let app = TestApp::spawn(Switches::default()).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let r = no_redirects
+        .get(format!("{}/", app.base))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"], "/login");
+    app.shutdown().await;
+}
+
+/// An expired access token with a valid refresh token is refreshed, not refused.
+#[tokio::test]
+async fn an_expired_session_is_refreshed_from_the_refresh_token() {
+    let app = TestApp::spawn(Switches::default()).await;
+    let refresh = incident_wire::mint_refresh(common::app::SESSION_SECRET, "u9", &[5]);
+    let cookie = format!("{}={refresh}", incident_wire::REFRESH_COOKIE);
+
+    let r = app.get("/", Some(&cookie)).await;
+
+    assert_eq!(r.status(), 200);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.starts_with(incident_wire::ACCESS_COOKIE),
+        "{set_cookie}"
+    );
+    app.shutdown().await;
+}

@@ -1,0 +1,336 @@
+//! The cron runners: the Unipile health gate (legacy sends and retries forever; fixed skips
+//! known-disconnected workspaces and stops on final errors), and the bounded job drain with
+//! leases and retries.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::app::{email_sent, TestApp};
+use fake_providers::{ErrorMix, Knobs, Provider};
+use inbox_service::Switches;
+
+const FOLLOWUPS: &str = "/api/cron/followups";
+const JOBS: &str = "/api/cron/background-jobs";
+
+fn gate_on() -> Switches {
+    Switches {
+        unipile_health_gate: true,
+        ..Switches::default()
+    }
+}
+
+/// A service whose follow-up tick takes every due task at once (batching is tested apart);
+/// backoffs last far longer than a test, so a backed-off send cannot come due mid-test.
+async fn spawn_unbatched(switches: Switches) -> TestApp {
+    let app = TestApp::spawn_with(switches, |l| {
+        l.cron_batch_limit = 10_000;
+        l.provider_backoff = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let due = app.scalar("SELECT count(*) FROM followup_tasks").await;
+    assert!(due > 100, "the smoke seed has follow-ups due: {due}");
+    app
+}
+
+async fn disconnected_workspaces(app: &TestApp) -> BTreeSet<i64> {
+    let mut conn = app.db().await;
+    sqlx::query_scalar("SELECT id FROM workspaces WHERE unipile_status = 'disconnected'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Makes the fake Unipile agree with the database about who is disconnected.
+async fn unipile_knows_disconnections(app: &TestApp) -> BTreeSet<i64> {
+    let disconnected = disconnected_workspaces(app).await;
+    assert!(
+        !disconnected.is_empty(),
+        "the seed marks some workspaces disconnected"
+    );
+    app.set_knobs(
+        Provider::Unipile,
+        Knobs {
+            disconnected_workspaces: disconnected.clone(),
+            ..Knobs::default()
+        },
+    );
+    disconnected
+}
+
+/// Fixed: not one LinkedIn send reaches a disconnected workspace; each skip is counted.
+#[tokio::test]
+async fn the_gate_sends_nothing_to_disconnected_workspaces() {
+    let app = spawn_unbatched(gate_on()).await;
+    let disconnected = unipile_knows_disconnections(&app).await;
+    let gated = app
+        .scalar(
+            "SELECT count(*) FROM followup_tasks f JOIN workspaces w ON w.id = f.workspace_id
+             WHERE f.channel = 'linkedin' AND w.unipile_status = 'disconnected'",
+        )
+        .await;
+
+    let tick = app.cron(FOLLOWUPS).await;
+
+    let counters = app.fakes.counters();
+    for ws in &disconnected {
+        assert_eq!(
+            counters.calls(Provider::Unipile, *ws),
+            0,
+            "workspace {ws} got a send"
+        );
+    }
+    assert!(gated > 0);
+    assert_eq!(tick["skipped_health_gated"].as_i64(), Some(gated));
+    assert!(
+        counters.total(Provider::Unipile) > 0,
+        "connected workspaces still get their sends"
+    );
+    assert_eq!(
+        app.metric("cron_units_total{runner=\"followups\",outcome=\"skipped_health_gated\"}")
+            .await,
+        gated as f64
+    );
+    app.shutdown().await;
+}
+
+/// Legacy: sends go to disconnected workspaces and are retried on every tick.
+#[tokio::test]
+async fn without_the_gate_disconnected_workspaces_are_retried_forever() {
+    let app = spawn_unbatched(Switches::pre_phase_53()).await;
+    let disconnected = unipile_knows_disconnections(&app).await;
+    let to_disconnected = |app: &TestApp| {
+        let c = app.fakes.counters();
+        disconnected
+            .iter()
+            .map(|ws| c.calls(Provider::Unipile, *ws))
+            .sum::<u64>()
+    };
+
+    app.cron(FOLLOWUPS).await;
+    let after_one = to_disconnected(&app);
+    app.cron(FOLLOWUPS).await;
+    let after_two = to_disconnected(&app);
+
+    assert!(after_one > 0);
+    assert_eq!(
+        after_two,
+        2 * after_one,
+        "every failed send is attempted again"
+    );
+    assert!(
+        app.metric("errors_total{category=\"provider_disconnected\"}")
+            .await
+            >= (2 * after_one) as f64
+    );
+    app.shutdown().await;
+}
+
+/// Fixed: an invalid recipient is final — failed once, never sent again.
+#[tokio::test]
+async fn invalid_recipients_are_not_retried() {
+    let app = spawn_unbatched(gate_on()).await;
+    app.set_knobs(
+        Provider::Unipile,
+        Knobs {
+            errors: ErrorMix {
+                invalid_recipient_pct: 100.0,
+                ..ErrorMix::default()
+            },
+            ..Knobs::default()
+        },
+    );
+
+    let first = app.cron(FOLLOWUPS).await;
+    let calls = app.fakes.counters().total(Provider::Unipile);
+    let second = app.cron(FOLLOWUPS).await;
+
+    assert!(first["failed"].as_i64().unwrap() > 0);
+    assert_eq!(first["retried"], 0);
+    assert_eq!(
+        app.fakes.counters().total(Provider::Unipile),
+        calls,
+        "no second attempt"
+    );
+    assert_eq!(second["failed"], 0);
+    app.shutdown().await;
+}
+
+/// Fixed: a provider 503 is retried later (backoff), not on the next tick; a disconnection the
+/// database did not know yet is remembered on the workspace.
+#[tokio::test]
+async fn retryable_errors_back_off_and_new_disconnections_are_remembered() {
+    let app = spawn_unbatched(gate_on()).await;
+    let newly_disconnected: i64 = app
+        .scalar(
+            "SELECT min(f.workspace_id) FROM followup_tasks f JOIN workspaces w ON w.id = f.workspace_id
+             WHERE f.channel = 'linkedin' AND w.unipile_status = 'connected'",
+        )
+        .await;
+    app.set_knobs(
+        Provider::Unipile,
+        Knobs {
+            errors: ErrorMix {
+                server_error_pct: 100.0,
+                ..ErrorMix::default()
+            },
+            disconnected_workspaces: BTreeSet::from([newly_disconnected]),
+            ..Knobs::default()
+        },
+    );
+
+    let first = app.cron(FOLLOWUPS).await;
+    let calls = app.fakes.counters().total(Provider::Unipile);
+    app.cron(FOLLOWUPS).await;
+
+    assert!(first["retried"].as_i64().unwrap() > 0, "{first}");
+    assert_eq!(
+        app.fakes.counters().total(Provider::Unipile),
+        calls,
+        "backed-off sends are not due yet"
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM followup_tasks WHERE status = 'pending' AND attempts = 1 AND next_attempt_at > now()").await,
+        first["retried"].as_i64().unwrap()
+    );
+    let mut conn = app.db().await;
+    let status: String = sqlx::query_scalar("SELECT unipile_status FROM workspaces WHERE id = $1")
+        .bind(newly_disconnected)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status, "disconnected");
+    app.shutdown().await;
+}
+
+/// A tick handles at most the batch limit and says it stopped with work left.
+#[tokio::test]
+async fn a_background_jobs_tick_is_bounded_by_its_batch_limit() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.cron_batch_limit = 10).await;
+    for i in 0..25 {
+        let r = app
+            .post_webhook(&email_sent(
+                &format!("evt-batch-{i}"),
+                1 + i % 5,
+                &format!("l{i}@example.test"),
+            ))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+
+    let tick = app.cron(JOBS).await;
+
+    assert_eq!(tick["processed"], 10);
+    assert_eq!(tick["budget_exhausted"], true);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'queued'")
+            .await,
+        15
+    );
+    assert_eq!(app.metric("job_queue_depth{status=\"queued\"}").await, 15.0);
+    app.cron(JOBS).await;
+    app.cron(JOBS).await;
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'done'")
+            .await,
+        25
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id LIKE 'evt-batch-%'")
+            .await,
+        25
+    );
+    app.shutdown().await;
+}
+
+/// Jobs held by a worker that died are picked up once their lease expires; live leases are not.
+#[tokio::test]
+async fn jobs_of_a_crashed_worker_are_claimed_again_after_the_lease() {
+    let app = TestApp::spawn(Switches::all_fixed()).await;
+    for i in 0..4 {
+        app.post_webhook(&email_sent(
+            &format!("evt-lease-{i}"),
+            2,
+            &format!("m{i}@example.test"),
+        ))
+        .await;
+    }
+    let mut conn = app.db().await;
+    sqlx::query("UPDATE background_jobs SET status = 'running', attempts = 1, locked_until = now() - interval '1 second' WHERE dedupe_key IN ('evt-lease-0', 'evt-lease-1')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE background_jobs SET status = 'running', attempts = 1, locked_until = now() + interval '1 hour' WHERE dedupe_key = 'evt-lease-2'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let tick = app.cron(JOBS).await;
+
+    assert_eq!(
+        tick["processed"], 3,
+        "two expired leases and one queued job: {tick}"
+    );
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key = 'evt-lease-2' AND status = 'running'").await, 1);
+    app.shutdown().await;
+}
+
+/// A job that fails is retried with backoff, then failed for good at the attempt cap.
+#[tokio::test]
+async fn failing_jobs_are_retried_then_failed() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.max_attempts = 2).await;
+    let mut conn = app.db().await;
+    sqlx::query("INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('email_sent', 'broken', '{}')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let first = app.cron(JOBS).await;
+    sqlx::query("UPDATE background_jobs SET run_after = now() WHERE dedupe_key = 'broken'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let second = app.cron(JOBS).await;
+
+    assert_eq!(
+        (first["retried"].as_i64(), first["failed"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        (second["retried"].as_i64(), second["failed"].as_i64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'failed' AND last_error LIKE '%event_id%'").await, 1);
+    app.shutdown().await;
+}
+
+/// Cron routes refuse callers without the secret.
+#[tokio::test]
+async fn cron_routes_need_the_secret() {
+    let app = TestApp::spawn(Switches::default()).await;
+    for path in [JOBS, FOLLOWUPS] {
+        let none = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let wrong = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(none.status(), 401, "{path}");
+        assert_eq!(wrong.status(), 401, "{path}");
+    }
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM followup_tasks WHERE status <> 'pending'")
+            .await,
+        0
+    );
+    app.shutdown().await;
+}
