@@ -2,3 +2,19 @@
 //!
 //! Goose-based open-model traffic engine: takes a plan (what to send, when) and returns
 //! recordings. It knows HTTP, schedules and recording — not Postgres, not flags.
+//!
+//! # Layout
+//! - [`plan`]: arrival processes → a deterministic schedule of intended send times.
+//! - [`traffic`]: what each stream sends (signed webhooks, sessions, cron ticks).
+//! - [`record`]: samples with their timestamps → mergeable, serializable HDR histograms.
+//! - [`engine`]: the goose run that sends the schedule and records it.
+
+pub mod engine;
+pub mod plan;
+pub mod record;
+pub mod traffic;
+
+pub use engine::{run, LoadgenError, RunSummary};
+pub use plan::{Arrival, Plan, RetryPolicy, Stream};
+pub use record::{EndpointRecording, Hist, Recording};
+pub use traffic::{Endpoint, Sessions};

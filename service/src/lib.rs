@@ -52,6 +52,33 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The service as a process: configuration from the environment, bind, print
+/// `listening on http://ADDR` on stdout (port 0 picks one), serve until SIGINT or SIGTERM.
+pub async fn serve_from_env() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let config = Config::from_env().context("invalid configuration")?;
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot bind {}", config.bind))?;
+    let state = AppState::new(config).context("invalid DATABASE_URL")?;
+    state
+        .check_database()
+        .await
+        .context("cannot reach the database")?;
+    println!("listening on http://{}", listener.local_addr()?);
+    let mut term = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    run(listener, state, shutdown).await?;
+    Ok(())
+}
+
 /// Serves [`app`] on `listener` until `shutdown` resolves, then drains in-flight requests.
 pub async fn run(
     listener: TcpListener,

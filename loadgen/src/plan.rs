@@ -1,0 +1,239 @@
+//! The open model: a schedule of intended send times, generated deterministically from each
+//! stream's arrival process. Requests go out at their time whether or not earlier ones have
+//! answered (as wrk2 and k6's arrival-rate executors do), so a slow server cannot slow the
+//! load down and hide its own latency.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::traffic::Endpoint;
+
+/// How requests of a stream arrive; rates are per second, times offsets from the run's start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Arrival {
+    /// `rate` throughout.
+    Constant { rate: f64 },
+    /// `rate` between `from` and `to`, nothing outside.
+    Burst {
+        rate: f64,
+        #[serde(with = "secs")]
+        from: Duration,
+        #[serde(with = "secs")]
+        to: Duration,
+    },
+    /// Linear from `from_rate` at `from` to `to_rate` at `to`; nothing outside.
+    Ramp {
+        from_rate: f64,
+        to_rate: f64,
+        #[serde(with = "secs")]
+        from: Duration,
+        #[serde(with = "secs")]
+        to: Duration,
+    },
+    /// Piecewise constant: each point's rate holds from its time to the next point's.
+    Schedule { points: Vec<(f64, f64)> },
+}
+
+mod secs {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v: f64 = serde::Deserialize::deserialize(d)?;
+        Ok(Duration::from_secs_f64(v.max(0.0)))
+    }
+}
+
+impl Arrival {
+    /// The rate at `t` seconds.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        match self {
+            Arrival::Constant { rate } => *rate,
+            Arrival::Burst { rate, from, to } => {
+                if t >= from.as_secs_f64() && t < to.as_secs_f64() {
+                    *rate
+                } else {
+                    0.0
+                }
+            }
+            Arrival::Ramp {
+                from_rate,
+                to_rate,
+                from,
+                to,
+            } => {
+                let (a, b) = (from.as_secs_f64(), to.as_secs_f64());
+                if t < a || t >= b || b <= a {
+                    0.0
+                } else {
+                    from_rate + (to_rate - from_rate) * (t - a) / (b - a)
+                }
+            }
+            Arrival::Schedule { points } => points
+                .iter()
+                .take_while(|(at, _)| *at <= t)
+                .last()
+                .map_or(0.0, |(_, rate)| *rate),
+        }
+    }
+}
+
+/// Retries the way an email provider does: a failed delivery is sent again later.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retry answers with a 5xx status.
+    pub on_5xx: bool,
+    /// Retry requests that got no answer in time.
+    pub on_timeout: bool,
+    /// Delay after the failure.
+    #[serde(with = "secs")]
+    pub after: Duration,
+    /// Retries per original request.
+    pub max: u8,
+}
+
+/// One traffic stream: what to send and when.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stream {
+    pub name: String,
+    pub endpoint: Endpoint,
+    pub arrival: Arrival,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Everything the load generator needs for one run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    /// Base URL of the service, e.g. `http://127.0.0.1:3000`.
+    pub host: String,
+    pub streams: Vec<Stream>,
+    /// Length of the schedule.
+    #[serde(with = "secs")]
+    pub duration: Duration,
+    /// Seed of the arrival processes and payload choices.
+    pub seed: u64,
+    /// Exponential gaps (Poisson arrivals) rather than evenly spaced ones.
+    pub poisson: bool,
+    /// Most requests in flight at once (goose users); beyond it, arrivals start late.
+    pub users: usize,
+    /// Client-side timeout of a request.
+    #[serde(with = "secs")]
+    pub client_timeout: Duration,
+    /// A request that starts later than this after its intended time counts as late.
+    #[serde(with = "secs")]
+    pub late_after: Duration,
+    /// A tag that makes this run's dedupe ids unique.
+    pub run_id: String,
+}
+
+/// One intended send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Scheduled {
+    /// Intended send time, from the run's start.
+    pub at: Duration,
+    pub stream: usize,
+    /// Sequence number within the stream (stable across retries).
+    pub seq: u64,
+    /// 0 for the original, 1.. for retries.
+    pub attempt: u8,
+}
+
+/// Integration step of the arrival processes.
+const STEP: f64 = 0.001;
+
+/// The intended send times of one arrival process over `duration`, deterministic by `seed`.
+pub fn arrivals(arrival: &Arrival, duration: Duration, seed: u64, poisson: bool) -> Vec<Duration> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let gap = |rng: &mut StdRng| {
+        if poisson {
+            -(1.0 - rng.random::<f64>()).ln()
+        } else {
+            1.0
+        }
+    };
+    let end = duration.as_secs_f64();
+    let mut out = Vec::new();
+    // Walk the integrated rate; emit whenever it crosses the next unit-rate event.
+    let (mut t, mut area) = (0.0, 0.0);
+    let mut next = if poisson { gap(&mut rng) } else { 0.5 };
+    while t < end {
+        area += arrival.rate_at(t) * STEP;
+        while area >= next {
+            out.push(Duration::from_secs_f64(t));
+            next += gap(&mut rng);
+        }
+        t += STEP;
+    }
+    out
+}
+
+impl Plan {
+    /// The whole schedule, in time order.
+    pub fn schedule(&self) -> Vec<Scheduled> {
+        let mut all: Vec<Scheduled> = self
+            .streams
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                arrivals(&s.arrival, self.duration, self.seed.wrapping_add(i as u64), self.poisson)
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(seq, at)| Scheduled {
+                        at,
+                        stream: i,
+                        seq: seq as u64,
+                        attempt: 0,
+                    })
+            })
+            .collect();
+        all.sort();
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_constant_rate_gives_rate_times_duration_arrivals_evenly() {
+        let a = arrivals(&Arrival::Constant { rate: 10.0 }, Duration::from_secs(3), 1, false);
+        assert_eq!(a.len(), 30);
+        let gaps: Vec<f64> = a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+        assert!(gaps.iter().all(|g| (g - 0.1).abs() < 0.002), "{gaps:?}");
+    }
+
+    #[test]
+    fn a_burst_only_arrives_inside_its_window() {
+        let burst = Arrival::Burst { rate: 50.0, from: Duration::from_secs(2), to: Duration::from_secs(4) };
+        let a = arrivals(&burst, Duration::from_secs(6), 1, true);
+        assert!(a.iter().all(|t| *t >= Duration::from_secs(2) && *t < Duration::from_secs(4)));
+        assert!((70..=130).contains(&a.len()), "{}", a.len());
+    }
+
+    #[test]
+    fn schedules_are_deterministic_by_seed() {
+        let ramp = Arrival::Ramp { from_rate: 1.0, to_rate: 40.0, from: Duration::ZERO, to: Duration::from_secs(5) };
+        let one = arrivals(&ramp, Duration::from_secs(5), 9, true);
+        assert_eq!(one, arrivals(&ramp, Duration::from_secs(5), 9, true));
+        assert_ne!(one, arrivals(&ramp, Duration::from_secs(5), 10, true));
+        // A ramp from 1/s to 40/s over 5 s carries about 102 arrivals.
+        assert!((70..=140).contains(&one.len()), "{}", one.len());
+    }
+
+    #[test]
+    fn a_schedule_holds_each_rate_until_the_next_point() {
+        let s = Arrival::Schedule { points: vec![(0.0, 2.0), (1.0, 0.0), (2.0, 10.0)] };
+        assert_eq!(s.rate_at(0.5), 2.0);
+        assert_eq!(s.rate_at(1.5), 0.0);
+        assert_eq!(s.rate_at(2.5), 10.0);
+        assert_eq!(arrivals(&s, Duration::from_secs(3), 1, false).len(), 12);
+    }
+}

@@ -1,0 +1,281 @@
+//! Recording: every sample carries its intended time, its actual start and its end; latency is
+//! measured from the *intended* time (wrk2). Samples go into HDR histograms (µs, 3 significant
+//! digits) per endpoint and per 1-second window, which merge exactly and serialize compactly,
+//! so a report can cut a run into phases after the fact.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+
+/// Highest latency a histogram holds: one hour, in µs.
+const MAX_US: u64 = 3_600_000_000;
+
+/// A latency histogram in microseconds; serializes as hex of the HDR V2 encoding.
+#[derive(Debug, Clone)]
+pub struct Hist(Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self(Histogram::new_with_bounds(1, MAX_US, 3).expect("valid HDR bounds"))
+    }
+}
+
+impl PartialEq for Hist {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Hist {
+    pub fn record(&mut self, d: Duration) {
+        self.0.saturating_record((d.as_micros() as u64).clamp(1, MAX_US));
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Hist) {
+        self.0.add(&other.0).expect("same bounds");
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The value at quantile `q` (0..=1) in milliseconds; `None` when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        (self.0.len() > 0).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
+    }
+
+    pub fn max_ms(&self) -> Option<f64> {
+        (self.0.len() > 0).then(|| self.0.max() as f64 / 1000.0)
+    }
+}
+
+impl serde::Serialize for Hist {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.0, &mut bytes)
+            .map_err(|e| serde::ser::Error::custom(format!("{e:?}")))?;
+        s.serialize_str(&hex::encode(bytes))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hist {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        let bytes = hex::decode(text).map_err(serde::de::Error::custom)?;
+        let h: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
+        let mut out = Hist::default();
+        out.0.add(&h).map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
+        Ok(out)
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Status(u16),
+    /// No answer within the client timeout.
+    Timeout,
+    /// Connection refused, reset, …
+    Error,
+}
+
+impl Outcome {
+    /// The label used in status counts: `"200"`, `"timeout"`, `"error"`.
+    pub fn label(self) -> String {
+        match self {
+            Outcome::Status(s) => s.to_string(),
+            Outcome::Timeout => "timeout".into(),
+            Outcome::Error => "error".into(),
+        }
+    }
+
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Status(200..=299))
+    }
+}
+
+/// One request, with its timestamps as offsets from the run's start.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub endpoint: String,
+    pub intended: Duration,
+    pub started: Duration,
+    pub ended: Duration,
+    pub outcome: Outcome,
+    /// `x-db-writes` / `x-external-calls`, when the service answered with them.
+    pub db_writes: Option<u32>,
+    pub external_calls: Option<u32>,
+    /// A retry of an earlier failed send.
+    pub retry: bool,
+}
+
+/// Everything recorded for one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EndpointRecording {
+    /// Latency from intended send time to the end of the response.
+    pub latency: Hist,
+    /// The same, per 1-second window of intended send time.
+    pub windows: BTreeMap<u32, Hist>,
+    /// Outcome label → count.
+    pub status_counts: BTreeMap<String, u64>,
+    pub requests: u64,
+    /// Requests that started more than `late_after` after their intended time.
+    pub late: u64,
+    pub retries: u64,
+    pub db_writes_total: u64,
+    pub db_writes_max: u32,
+    pub external_calls_total: u64,
+    pub external_calls_max: u32,
+    /// Requests that reported their writes and calls (the denominators).
+    pub instrumented: u64,
+}
+
+impl EndpointRecording {
+    /// Latency histogram of the windows starting in `[from, to)` seconds.
+    pub fn between(&self, from: u32, to: u32) -> Hist {
+        let mut h = Hist::default();
+        for (_, w) in self.windows.range(from..to) {
+            h.merge(w);
+        }
+        h
+    }
+
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: &EndpointRecording) {
+        self.latency.merge(&other.latency);
+        for (w, h) in &other.windows {
+            self.windows.entry(*w).or_default().merge(h);
+        }
+        for (k, n) in &other.status_counts {
+            *self.status_counts.entry(k.clone()).or_default() += n;
+        }
+        self.requests += other.requests;
+        self.late += other.late;
+        self.retries += other.retries;
+        self.db_writes_total += other.db_writes_total;
+        self.db_writes_max = self.db_writes_max.max(other.db_writes_max);
+        self.external_calls_total += other.external_calls_total;
+        self.external_calls_max = self.external_calls_max.max(other.external_calls_max);
+        self.instrumented += other.instrumented;
+    }
+}
+
+/// A run's recording: per endpoint, plus the dedupe ids the service acknowledged.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Recording {
+    pub endpoints: BTreeMap<String, EndpointRecording>,
+    /// Dedupe ids of `EMAIL_SENT` events the service answered 2xx to.
+    pub acked: BTreeSet<String>,
+}
+
+impl Recording {
+    /// Records one sample; `late_after` decides lateness.
+    pub fn record(&mut self, s: &Sample, late_after: Duration) {
+        let e = self.endpoints.entry(s.endpoint.clone()).or_default();
+        let latency = s.ended.saturating_sub(s.intended);
+        e.latency.record(latency);
+        e.windows.entry(s.intended.as_secs() as u32).or_default().record(latency);
+        *e.status_counts.entry(s.outcome.label()).or_default() += 1;
+        e.requests += 1;
+        if s.started.saturating_sub(s.intended) > late_after {
+            e.late += 1;
+        }
+        if s.retry {
+            e.retries += 1;
+        }
+        if let (Some(w), Some(c)) = (s.db_writes, s.external_calls) {
+            e.instrumented += 1;
+            e.db_writes_total += u64::from(w);
+            e.db_writes_max = e.db_writes_max.max(w);
+            e.external_calls_total += u64::from(c);
+            e.external_calls_max = e.external_calls_max.max(c);
+        }
+    }
+
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: &Recording) {
+        for (name, e) in &other.endpoints {
+            self.endpoints.entry(name.clone()).or_default().merge(e);
+        }
+        self.acked.extend(other.acked.iter().cloned());
+    }
+
+    /// Requests sent, all endpoints.
+    pub fn requests(&self) -> u64 {
+        self.endpoints.values().map(|e| e.requests).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(endpoint: &str, intended_ms: u64, ended_ms: u64) -> Sample {
+        Sample {
+            endpoint: endpoint.into(),
+            intended: Duration::from_millis(intended_ms),
+            started: Duration::from_millis(intended_ms),
+            ended: Duration::from_millis(ended_ms),
+            outcome: Outcome::Status(200),
+            db_writes: Some(1),
+            external_calls: Some(0),
+            retry: false,
+        }
+    }
+
+    #[test]
+    fn latency_counts_from_the_intended_time() {
+        let mut r = Recording::default();
+        let mut s = sample("GET /", 1000, 1600);
+        s.started = Duration::from_millis(1500); // sent late: the wait counts
+        r.record(&s, Duration::from_millis(10));
+        let e = &r.endpoints["GET /"];
+        assert_eq!(e.latency.max_ms().map(f64::round), Some(600.0));
+        assert_eq!(e.late, 1);
+    }
+
+    #[test]
+    fn merging_two_recordings_equals_recording_into_one() {
+        let samples: Vec<Sample> = (0..500).map(|i| sample(if i % 3 == 0 { "GET /" } else { "POST /x" }, i * 10, i * 10 + 5 + i % 97)).collect();
+        let late = Duration::from_millis(10);
+        let mut whole = Recording::default();
+        let (mut a, mut b) = (Recording::default(), Recording::default());
+        for (i, s) in samples.iter().enumerate() {
+            whole.record(s, late);
+            if i % 2 == 0 { a.record(s, late) } else { b.record(s, late) }
+        }
+        a.merge(&b);
+        assert_eq!(a, whole);
+    }
+
+    #[test]
+    fn recordings_survive_serialization() {
+        let mut r = Recording::default();
+        for i in 0..100 {
+            r.record(&sample("GET /", i * 7, i * 7 + i), Duration::from_millis(10));
+        }
+        r.acked.insert("evt-1".into());
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Recording = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.endpoints["GET /"].latency.quantile_ms(0.95), r.endpoints["GET /"].latency.quantile_ms(0.95));
+    }
+
+    #[test]
+    fn windows_cut_a_run_into_phases() {
+        let mut r = Recording::default();
+        r.record(&sample("GET /", 500, 510), Duration::from_millis(10));
+        r.record(&sample("GET /", 2500, 4500), Duration::from_millis(10));
+        let e = &r.endpoints["GET /"];
+        assert_eq!(e.between(0, 1).count(), 1);
+        // 3 significant digits: within 0.1 %.
+        let max = e.between(2, 3).max_ms().unwrap();
+        assert!((max - 2000.0).abs() <= 2.0, "{max}");
+    }
+}
