@@ -24,21 +24,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run every arm of a scenario (default: the 8 flag combinations + pre-phase-53), judge
+    /// each against what it must show, and write report.json/.md/.html and junit.xml.
+    Matrix(MatrixArgs),
+    /// Run one arm of a scenario (same outputs as matrix, one arm).
+    Run(RunArgs),
+    /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
+    Compare(CompareArgs),
     /// Work with the seeded incident database.
     #[command(subcommand)]
     Db(DbCommand),
 }
 
-#[derive(Debug, Subcommand)]
-pub enum DbCommand {
-    /// Provision Postgres, migrate, seed, print the connection URL, and stay up until Ctrl-C;
-    /// then tear everything down.
-    Up(DbUpArgs),
-}
-
-/// Where Postgres comes from and how it is constrained (shared by every subcommand).
+/// Where Postgres comes from (the scenario says how it is constrained).
 #[derive(Debug, Clone, Args)]
-pub struct PostgresArgs {
+pub struct BackendArgs {
     /// auto | local | docker | postgres://USER:PASS@HOST:PORT/DB. `auto` takes DATABASE_URL if
     /// set, else Docker if a daemon answers and the image is present, else a local cluster.
     #[arg(long, env = "INCIDENT_LAB_POSTGRES", default_value = "auto", value_parser = parse_choice)]
@@ -50,6 +50,79 @@ pub struct PostgresArgs {
     /// Image for the docker backend; on an offline machine use a locally built one.
     #[arg(long, env = "INCIDENT_LAB_PG_IMAGE", default_value = DEFAULT_PG_IMAGE, value_name = "NAME:TAG")]
     pub pg_image: String,
+}
+
+impl BackendArgs {
+    fn request(&self, settings: PgSettings) -> ProvisionRequest {
+        ProvisionRequest {
+            choice: self.postgres.clone(),
+            pg_bin: self.pg_bin.clone(),
+            pg_image: self.pg_image.clone(),
+            settings,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MatrixArgs {
+    /// The scenario file, e.g. scenarios/incident.toml.
+    pub scenario: PathBuf,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Output folder (default: target/incident-lab/SCENARIO-NAME).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Only these arms, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub arms: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// The arm to run.
+    #[arg(long)]
+    pub arm: String,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Output folder (default: target/incident-lab/SCENARIO-NAME-ARM).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline report.json.
+    pub base: PathBuf,
+    /// The new report.json.
+    pub new: PathBuf,
+    /// Largest allowed p95 increase per arm and endpoint, e.g. 10%.
+    #[arg(long, default_value = "10%", value_parser = parse_percent)]
+    pub max_regression: f64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    s.trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0)
+        .map(|v| v / 100.0)
+        .ok_or_else(|| format!("{s:?} is not a percentage like 10%"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Provision Postgres, migrate, seed, print the connection URL, and stay up until Ctrl-C;
+    /// then tear everything down.
+    Up(DbUpArgs),
+}
+
+/// Where Postgres comes from and how it is constrained (`db up`).
+#[derive(Debug, Clone, Args)]
+pub struct PostgresArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Server max_connections.
     #[arg(long, default_value_t = 60)]
     pub max_connections: u32,
@@ -74,20 +147,15 @@ fn parse_choice(s: &str) -> Result<PostgresChoice, String> {
 impl PostgresArgs {
     /// The provisioning request these arguments describe.
     pub fn request(&self) -> ProvisionRequest {
-        ProvisionRequest {
-            choice: self.postgres.clone(),
-            pg_bin: self.pg_bin.clone(),
-            pg_image: self.pg_image.clone(),
-            settings: PgSettings {
-                max_connections: self.max_connections,
-                statement_timeout: (!self.statement_timeout.is_zero())
-                    .then_some(self.statement_timeout),
-                shared_buffers: self.shared_buffers,
-                fsync: self.durable,
-                synchronous_commit: self.durable,
-                cpus: self.cpus,
-            },
-        }
+        self.backend.request(PgSettings {
+            max_connections: self.max_connections,
+            statement_timeout: (!self.statement_timeout.is_zero())
+                .then_some(self.statement_timeout),
+            shared_buffers: self.shared_buffers,
+            fsync: self.durable,
+            synchronous_commit: self.durable,
+            cpus: self.cpus,
+        })
     }
 }
 
@@ -180,6 +248,20 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Db(DbCommand::Up(args)) => db_up(args).await,
+        Command::Matrix(args) => {
+            let out = args.out.clone();
+            matrix(&args.scenario, &args.backend, out, args.arms.clone()).await
+        }
+        Command::Run(args) => {
+            matrix(
+                &args.scenario,
+                &args.backend,
+                args.out.clone(),
+                Some(vec![args.arm.clone()]),
+            )
+            .await
+        }
+        Command::Compare(args) => crate::compare::run(&args.base, &args.new, args.max_regression),
     }
 }
 
@@ -255,4 +337,76 @@ async fn db_up(args: DbUpArgs) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `matrix` and `run`: load and check the scenario (exit 2), provision and seed (exit 3),
+/// run the arms, write the reports, judge (exit 1 when an arm did not show what it must).
+async fn matrix(
+    path: &std::path::Path,
+    backend: &BackendArgs,
+    out: Option<PathBuf>,
+    only: Option<Vec<String>>,
+) -> Result<(), Failure> {
+    let scenario =
+        crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Some(names) = &only {
+        for name in names {
+            if !scenario.arms.iter().any(|a| &a.name == name) {
+                let known: Vec<&str> = scenario.arms.iter().map(|a| a.name.as_str()).collect();
+                return Err(Failure::Usage(format!(
+                    "{}: no arm {name:?}; arms are {}",
+                    path.display(),
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    let service_bin = crate::service_proc::find_binary().map_err(Failure::Infrastructure)?;
+    let out = out.unwrap_or_else(|| {
+        let suffix = match &only {
+            Some(names) if names.len() == 1 => format!("-{}", names[0]),
+            _ => String::new(),
+        };
+        PathBuf::from("target/incident-lab").join(format!("{}{suffix}", scenario.name))
+    });
+    let request = backend.request(scenario.postgres.clone());
+    let outcome = until_interrupted(async {
+        let server = PgServer::provision(&request)
+            .await
+            .map_err(|e| Failure::Infrastructure(e.into()))?;
+        println!(
+            "postgres: {} backend, ready in {:.2}s ({})",
+            server.backend(),
+            server.ready_in().as_secs_f64(),
+            server.why()
+        );
+        println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
+        let template = Template::prepare(&server, scenario.scale, scenario.seed as i64)
+            .await
+            .map_err(|e| Failure::Infrastructure(e.into()))?;
+        println!("seeded in {:.1}s", template.timings.seed.as_secs_f64());
+        let options = crate::matrix::RunOptions {
+            out: out.clone(),
+            service_bin,
+            only,
+        };
+        let result = crate::matrix::run(&scenario, &server, &template, &options).await;
+        server.shutdown().await;
+        let report = result.map_err(Failure::Infrastructure)?;
+        println!("\n{}", crate::report::markdown::render(&report));
+        println!("reports in {}", out.display());
+        if report.verdict == "pass" {
+            Ok(())
+        } else {
+            Err(Failure::Expectation(
+                "an arm did not show what the scenario says it must (see above)".into(),
+            ))
+        }
+    })
+    .await;
+    outcome.unwrap_or_else(|| {
+        Err(Failure::Infrastructure(anyhow::anyhow!(
+            "interrupted; cleaned up"
+        )))
+    })
 }

@@ -6,9 +6,14 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line — argument parsing, subcommands, exit codes.
+//! - [`compare`]: the baseline gate between two report.json files.
 //! - [`postgres`]: provisioning a server (local cluster, Docker container, or a URL) under the
 //!   scenario's constrained settings, and handing out databases; teardown leaves nothing.
 //! - [`dataset`]: the deterministic seeded dataset and the per-arm template clones.
+//! - [`scenario`]: scenario files — typed, validated, errors with file:line.
+//! - [`matrix`]: runs the arms — clone, fakes, service, load, drain, invariant, verdict.
+//! - [`service_proc`]: the service as a child process; `/metrics` scraping.
+//! - [`report`]: report.json / report.md / junit.xml / report.html.
 //! - [`units`]: durations and sizes as people write them (`3s`, `128MB`).
 //! - [`telemetry`]: logging setup.
 //!
@@ -16,7 +21,12 @@
 //! `loadgen`; this crate wires them together.
 
 pub mod cli;
+pub mod compare;
 pub mod dataset;
+pub mod matrix;
 pub mod postgres;
+pub mod report;
+pub mod scenario;
+pub mod service_proc;
 pub mod telemetry;
 pub mod units;

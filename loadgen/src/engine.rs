@@ -11,11 +11,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType};
-use goose::goose::{GooseMethod, GooseRequest, GooseUser, Scenario, Transaction, TransactionResult};
+use goose::goose::{
+    GooseMethod, GooseRequest, GooseUser, Scenario, Transaction, TransactionResult,
+};
 use goose::GooseAttack;
 
 use crate::plan::{Plan, Scheduled};
@@ -53,6 +56,8 @@ pub struct RunSummary {
 struct Shared {
     plan: Plan,
     queue: Mutex<BinaryHeap<Reverse<Scheduled>>>,
+    /// Arrivals taken from the queue and not yet recorded (sleeping or sending).
+    in_flight: AtomicUsize,
     epoch: OnceLock<Instant>,
     recording: Arc<Mutex<Recording>>,
 }
@@ -64,10 +69,21 @@ const START_DELAY: Duration = Duration::from_millis(500);
 impl Shared {
     async fn step(&self, user: &mut GooseUser) -> TransactionResult {
         let epoch = *self.epoch.get_or_init(|| Instant::now() + START_DELAY);
-        let next = self.queue.lock().expect("queue lock").pop();
+        let next = {
+            let mut queue = self.queue.lock().expect("queue lock");
+            let next = queue.pop();
+            if next.is_some() {
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+            }
+            next
+        };
         let Some(Reverse(item)) = next else {
-            // Nothing left: idle until goose ends the run.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Nothing queued: the run is over once nothing is in flight either (a request in
+            // flight may still queue a retry).
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                goose::trigger_killswitch("schedule complete");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
             return Ok(());
         };
         tokio::time::sleep_until((epoch + item.at).into()).await;
@@ -77,11 +93,21 @@ impl Shared {
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let request = stream.endpoint.request(item.stream, item.seq, &self.plan.run_id, unix_now);
-        let method = if request.method == reqwest::Method::POST { GooseMethod::Post } else { GooseMethod::Get };
-        let mut builder = user
-            .get_request_builder(&method, &request.path)?
-            .timeout(self.plan.client_timeout);
+        let request = stream
+            .endpoint
+            .request(item.stream, item.seq, &self.plan.run_id, unix_now);
+        let method = if request.method == reqwest::Method::POST {
+            GooseMethod::Post
+        } else {
+            GooseMethod::Get
+        };
+        let mut builder = match user.get_request_builder(&method, &request.path) {
+            Ok(b) => b.timeout(self.plan.client_timeout),
+            Err(e) => {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
         for (k, v) in &request.headers {
             builder = builder.header(k, v);
         }
@@ -94,22 +120,25 @@ impl Shared {
             .name(label.as_str())
             .set_request_builder(builder)
             .build();
-        let (outcome, writes, calls) = match user.request(goose_request).await {
+        let (outcome, writes, calls, categories) = match user.request(goose_request).await {
             Ok(goose) => match goose.response {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let header = |name: &str| {
-                        response.headers().get(name).and_then(|v| v.to_str().ok()?.parse().ok())
-                    };
-                    let (w, c) = (header("x-db-writes"), header("x-external-calls"));
+                    let header =
+                        |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+                    let number = |name: &str| header(name).and_then(|v| v.parse().ok());
+                    let (w, c) = (number("x-db-writes"), number("x-external-calls"));
+                    let categories = header("x-error-category")
+                        .map(|v| v.split(',').map(str::to_owned).collect())
+                        .unwrap_or_default();
                     // Read the whole body: the latency ends with the last byte.
                     let _ = response.bytes().await;
-                    (Outcome::Status(status), w, c)
+                    (Outcome::Status(status), w, c, categories)
                 }
-                Err(e) if e.is_timeout() => (Outcome::Timeout, None, None),
-                Err(_) => (Outcome::Error, None, None),
+                Err(e) if e.is_timeout() => (Outcome::Timeout, None, None, Vec::new()),
+                Err(_) => (Outcome::Error, None, None, Vec::new()),
             },
-            Err(_) => (Outcome::Error, None, None),
+            Err(_) => (Outcome::Error, None, None, Vec::new()),
         };
         let ended = Instant::now();
         let sample = Sample {
@@ -121,6 +150,7 @@ impl Shared {
             db_writes: writes,
             external_calls: calls,
             retry: item.attempt > 0,
+            categories,
         };
         {
             let mut rec = self.recording.lock().expect("recording lock");
@@ -130,6 +160,7 @@ impl Shared {
             }
         }
         self.maybe_retry(item, outcome, sample.ended);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -144,11 +175,14 @@ impl Shared {
         };
         let at = ended + policy.after;
         if wanted && item.attempt < policy.max && at < self.plan.duration {
-            self.queue.lock().expect("queue lock").push(Reverse(Scheduled {
-                at,
-                attempt: item.attempt + 1,
-                ..item
-            }));
+            self.queue
+                .lock()
+                .expect("queue lock")
+                .push(Reverse(Scheduled {
+                    at,
+                    attempt: item.attempt + 1,
+                    ..item
+                }));
         }
     }
 }
@@ -165,10 +199,12 @@ pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSumm
         return Err(LoadgenError::EmptyPlan);
     }
     let scheduled = schedule.len() as u64;
-    // Long enough for the last arrival to be answered or time out.
+    // An upper bound: the run normally ends as soon as the schedule is done and nothing is in
+    // flight (the killswitch below); this covers the last arrival timing out.
     let run_secs = (START_DELAY + plan.duration + plan.client_timeout).as_secs() as usize + 2;
     let shared = Arc::new(Shared {
         queue: Mutex::new(schedule.into_iter().map(Reverse).collect()),
+        in_flight: AtomicUsize::new(0),
         epoch: OnceLock::new(),
         recording,
         plan: plan.clone(),
@@ -183,16 +219,34 @@ pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSumm
     let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
         .map_err(goose_err)?
         .register_scenario(Scenario::new("open model").register_transaction(transaction));
-    let attack = *attack.set_default(GooseDefault::Host, plan.host.as_str()).map_err(goose_err)?;
-    let attack = *attack.set_default(GooseDefault::Users, plan.users.max(1)).map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::Host, plan.host.as_str())
+        .map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::Users, plan.users.max(1))
+        .map_err(goose_err)?;
     let rate = (plan.users.max(1) * 4).to_string();
-    let attack = *attack.set_default(GooseDefault::IncreaseRate, rate.as_str()).map_err(goose_err)?;
-    let attack = *attack.set_default(GooseDefault::RunTime, run_secs).map_err(goose_err)?;
-    let attack = *attack.set_default(GooseDefault::NoTelnet, true).map_err(goose_err)?;
-    let attack = *attack.set_default(GooseDefault::NoPrintMetrics, true).map_err(goose_err)?;
-    let attack = *attack.set_default(GooseDefault::NoErrorSummary, true).map_err(goose_err)?;
-    let attack = *attack.set_default(GooseDefault::Quiet, 1usize).map_err(goose_err)?;
-    let attack = *attack.set_default(GooseDefault::NoGzip, true).map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::IncreaseRate, rate.as_str())
+        .map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::RunTime, run_secs)
+        .map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::NoTelnet, true)
+        .map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::NoPrintMetrics, true)
+        .map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::NoErrorSummary, true)
+        .map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::Quiet, 1usize)
+        .map_err(goose_err)?;
+    let attack = *attack
+        .set_default(GooseDefault::NoGzip, true)
+        .map_err(goose_err)?;
     let metrics = attack.execute().await.map_err(goose_err)?;
     let goose = metrics
         .requests

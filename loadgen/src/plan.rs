@@ -182,15 +182,20 @@ impl Plan {
             .iter()
             .enumerate()
             .flat_map(|(i, s)| {
-                arrivals(&s.arrival, self.duration, self.seed.wrapping_add(i as u64), self.poisson)
-                    .into_iter()
-                    .enumerate()
-                    .map(move |(seq, at)| Scheduled {
-                        at,
-                        stream: i,
-                        seq: seq as u64,
-                        attempt: 0,
-                    })
+                arrivals(
+                    &s.arrival,
+                    self.duration,
+                    self.seed.wrapping_add(i as u64),
+                    self.poisson,
+                )
+                .into_iter()
+                .enumerate()
+                .map(move |(seq, at)| Scheduled {
+                    at,
+                    stream: i,
+                    seq: seq as u64,
+                    attempt: 0,
+                })
             })
             .collect();
         all.sort();
@@ -204,7 +209,12 @@ mod tests {
 
     #[test]
     fn a_constant_rate_gives_rate_times_duration_arrivals_evenly() {
-        let a = arrivals(&Arrival::Constant { rate: 10.0 }, Duration::from_secs(3), 1, false);
+        let a = arrivals(
+            &Arrival::Constant { rate: 10.0 },
+            Duration::from_secs(3),
+            1,
+            false,
+        );
         assert_eq!(a.len(), 30);
         let gaps: Vec<f64> = a.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
         assert!(gaps.iter().all(|g| (g - 0.1).abs() < 0.002), "{gaps:?}");
@@ -212,15 +222,26 @@ mod tests {
 
     #[test]
     fn a_burst_only_arrives_inside_its_window() {
-        let burst = Arrival::Burst { rate: 50.0, from: Duration::from_secs(2), to: Duration::from_secs(4) };
+        let burst = Arrival::Burst {
+            rate: 50.0,
+            from: Duration::from_secs(2),
+            to: Duration::from_secs(4),
+        };
         let a = arrivals(&burst, Duration::from_secs(6), 1, true);
-        assert!(a.iter().all(|t| *t >= Duration::from_secs(2) && *t < Duration::from_secs(4)));
+        assert!(a
+            .iter()
+            .all(|t| *t >= Duration::from_secs(2) && *t < Duration::from_secs(4)));
         assert!((70..=130).contains(&a.len()), "{}", a.len());
     }
 
     #[test]
     fn schedules_are_deterministic_by_seed() {
-        let ramp = Arrival::Ramp { from_rate: 1.0, to_rate: 40.0, from: Duration::ZERO, to: Duration::from_secs(5) };
+        let ramp = Arrival::Ramp {
+            from_rate: 1.0,
+            to_rate: 40.0,
+            from: Duration::ZERO,
+            to: Duration::from_secs(5),
+        };
         let one = arrivals(&ramp, Duration::from_secs(5), 9, true);
         assert_eq!(one, arrivals(&ramp, Duration::from_secs(5), 9, true));
         assert_ne!(one, arrivals(&ramp, Duration::from_secs(5), 10, true));
@@ -230,7 +251,9 @@ mod tests {
 
     #[test]
     fn a_schedule_holds_each_rate_until_the_next_point() {
-        let s = Arrival::Schedule { points: vec![(0.0, 2.0), (1.0, 0.0), (2.0, 10.0)] };
+        let s = Arrival::Schedule {
+            points: vec![(0.0, 2.0), (1.0, 0.0), (2.0, 10.0)],
+        };
         assert_eq!(s.rate_at(0.5), 2.0);
         assert_eq!(s.rate_at(1.5), 0.0);
         assert_eq!(s.rate_at(2.5), 10.0);

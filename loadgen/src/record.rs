@@ -30,7 +30,8 @@ impl PartialEq for Hist {
 
 impl Hist {
     pub fn record(&mut self, d: Duration) {
-        self.0.saturating_record((d.as_micros() as u64).clamp(1, MAX_US));
+        self.0
+            .saturating_record((d.as_micros() as u64).clamp(1, MAX_US));
     }
 
     /// Adds every sample of `other`.
@@ -70,7 +71,9 @@ impl<'de> serde::Deserialize<'de> for Hist {
             .deserialize(&mut bytes.as_slice())
             .map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
         let mut out = Hist::default();
-        out.0.add(&h).map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
+        out.0
+            .add(&h)
+            .map_err(|e| serde::de::Error::custom(format!("{e:?}")))?;
         Ok(out)
     }
 }
@@ -113,6 +116,8 @@ pub struct Sample {
     pub external_calls: Option<u32>,
     /// A retry of an earlier failed send.
     pub retry: bool,
+    /// Error categories the service reported (`x-error-category`).
+    pub categories: Vec<String>,
 }
 
 /// Everything recorded for one endpoint.
@@ -124,6 +129,8 @@ pub struct EndpointRecording {
     pub windows: BTreeMap<u32, Hist>,
     /// Outcome label → count.
     pub status_counts: BTreeMap<String, u64>,
+    /// Error category → requests that reported it.
+    pub error_categories: BTreeMap<String, u64>,
     pub requests: u64,
     /// Requests that started more than `late_after` after their intended time.
     pub late: u64,
@@ -155,6 +162,9 @@ impl EndpointRecording {
         for (k, n) in &other.status_counts {
             *self.status_counts.entry(k.clone()).or_default() += n;
         }
+        for (k, n) in &other.error_categories {
+            *self.error_categories.entry(k.clone()).or_default() += n;
+        }
         self.requests += other.requests;
         self.late += other.late;
         self.retries += other.retries;
@@ -180,8 +190,14 @@ impl Recording {
         let e = self.endpoints.entry(s.endpoint.clone()).or_default();
         let latency = s.ended.saturating_sub(s.intended);
         e.latency.record(latency);
-        e.windows.entry(s.intended.as_secs() as u32).or_default().record(latency);
+        e.windows
+            .entry(s.intended.as_secs() as u32)
+            .or_default()
+            .record(latency);
         *e.status_counts.entry(s.outcome.label()).or_default() += 1;
+        for c in &s.categories {
+            *e.error_categories.entry(c.clone()).or_default() += 1;
+        }
         e.requests += 1;
         if s.started.saturating_sub(s.intended) > late_after {
             e.late += 1;
@@ -226,6 +242,11 @@ mod tests {
             db_writes: Some(1),
             external_calls: Some(0),
             retry: false,
+            categories: if intended_ms % 2 == 0 {
+                vec!["db_timeout".into()]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -242,13 +263,25 @@ mod tests {
 
     #[test]
     fn merging_two_recordings_equals_recording_into_one() {
-        let samples: Vec<Sample> = (0..500).map(|i| sample(if i % 3 == 0 { "GET /" } else { "POST /x" }, i * 10, i * 10 + 5 + i % 97)).collect();
+        let samples: Vec<Sample> = (0..500)
+            .map(|i| {
+                sample(
+                    if i % 3 == 0 { "GET /" } else { "POST /x" },
+                    i * 10,
+                    i * 10 + 5 + i % 97,
+                )
+            })
+            .collect();
         let late = Duration::from_millis(10);
         let mut whole = Recording::default();
         let (mut a, mut b) = (Recording::default(), Recording::default());
         for (i, s) in samples.iter().enumerate() {
             whole.record(s, late);
-            if i % 2 == 0 { a.record(s, late) } else { b.record(s, late) }
+            if i % 2 == 0 {
+                a.record(s, late)
+            } else {
+                b.record(s, late)
+            }
         }
         a.merge(&b);
         assert_eq!(a, whole);
@@ -258,13 +291,19 @@ mod tests {
     fn recordings_survive_serialization() {
         let mut r = Recording::default();
         for i in 0..100 {
-            r.record(&sample("GET /", i * 7, i * 7 + i), Duration::from_millis(10));
+            r.record(
+                &sample("GET /", i * 7, i * 7 + i),
+                Duration::from_millis(10),
+            );
         }
         r.acked.insert("evt-1".into());
         let json = serde_json::to_string(&r).unwrap();
         let back: Recording = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.endpoints["GET /"].latency.quantile_ms(0.95), r.endpoints["GET /"].latency.quantile_ms(0.95));
+        assert_eq!(
+            back.endpoints["GET /"].latency.quantile_ms(0.95),
+            r.endpoints["GET /"].latency.quantile_ms(0.95)
+        );
     }
 
     #[test]

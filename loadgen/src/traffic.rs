@@ -2,7 +2,9 @@
 //! under sessions (some signed out, to produce expected-unauthenticated traffic), cron ticks.
 //! Every choice derives from the stream's sequence number, so a run is repeatable.
 
-use incident_wire::{mint_access, mint_refresh, sign_webhook, Session, ACCESS_COOKIE, REFRESH_COOKIE};
+use incident_wire::{
+    mint_access, mint_refresh, sign_webhook, Session, ACCESS_COOKIE, REFRESH_COOKIE,
+};
 use serde_json::json;
 
 /// The sessions a stream's requests carry.
@@ -77,7 +79,12 @@ impl Endpoint {
     pub fn request(&self, stream: usize, seq: u64, run_id: &str, unix_now: i64) -> Request {
         let h = mix(seq ^ ((stream as u64) << 48));
         match self {
-            Endpoint::EmailWebhook { event, secret, workspaces, leads } => {
+            Endpoint::EmailWebhook {
+                event,
+                secret,
+                workspaces,
+                leads,
+            } => {
                 // Lead i lives in workspace ((i - 1) % workspaces) + 1, as the seeder puts it.
                 let lead = 1 + h % u64::from((*leads).max(1));
                 let workspace = (lead - 1) % u64::from((*workspaces).max(1)) + 1;
@@ -187,32 +194,70 @@ mod tests {
     use super::*;
 
     fn sessions(signed_out_pct: f64) -> Sessions {
-        Sessions { secret: "s".into(), workspaces: 20, scope_workspaces: 5, users: 7, signed_out_pct }
+        Sessions {
+            secret: "s".into(),
+            workspaces: 20,
+            scope_workspaces: 5,
+            users: 7,
+            signed_out_pct,
+        }
     }
 
     #[test]
     fn webhooks_are_signed_unique_and_hit_a_seeded_lead() {
-        let e = Endpoint::EmailWebhook { event: "EMAIL_SENT".into(), secret: "k".into(), workspaces: 20, leads: 2000 };
+        let e = Endpoint::EmailWebhook {
+            event: "EMAIL_SENT".into(),
+            secret: "k".into(),
+            workspaces: 20,
+            leads: 2000,
+        };
         let a = e.request(0, 1, "run", 1_000);
         let b = e.request(0, 2, "run", 1_000);
         assert_ne!(a.dedupe_id, b.dedupe_id);
         let body: serde_json::Value = serde_json::from_slice(a.body.as_ref().unwrap()).unwrap();
-        let lead: u64 = body["lead_email"].as_str().unwrap()[4..].split('@').next().unwrap().parse().unwrap();
+        let lead: u64 = body["lead_email"].as_str().unwrap()[4..]
+            .split('@')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(body["workspace_id"].as_u64().unwrap(), (lead - 1) % 20 + 1);
-        let sig = &a.headers.iter().find(|(k, _)| k == incident_wire::SIGNATURE_HEADER).unwrap().1;
-        assert!(incident_wire::verify_webhook("k", Some("1000"), Some(sig), a.body.as_ref().unwrap(), 1_000, 5).is_ok());
+        let sig = &a
+            .headers
+            .iter()
+            .find(|(k, _)| k == incident_wire::SIGNATURE_HEADER)
+            .unwrap()
+            .1;
+        assert!(incident_wire::verify_webhook(
+            "k",
+            Some("1000"),
+            Some(sig),
+            a.body.as_ref().unwrap(),
+            1_000,
+            5
+        )
+        .is_ok());
     }
 
     #[test]
     fn requests_are_repeatable_by_sequence_number() {
-        let e = Endpoint::InboxCounts { sessions: sessions(0.0) };
-        assert_eq!(e.request(1, 42, "r", 5).headers, e.request(1, 42, "r", 5).headers);
+        let e = Endpoint::InboxCounts {
+            sessions: sessions(0.0),
+        };
+        assert_eq!(
+            e.request(1, 42, "r", 5).headers,
+            e.request(1, 42, "r", 5).headers
+        );
     }
 
     #[test]
     fn the_signed_out_share_carries_no_cookie() {
-        let e = Endpoint::InboxPage { sessions: sessions(30.0) };
-        let signed_out = (0..1000).filter(|i| e.request(0, *i, "r", 5).headers.is_empty()).count();
+        let e = Endpoint::InboxPage {
+            sessions: sessions(30.0),
+        };
+        let signed_out = (0..1000)
+            .filter(|i| e.request(0, *i, "r", 5).headers.is_empty())
+            .count();
         assert!((220..=380).contains(&signed_out), "{signed_out}");
     }
 

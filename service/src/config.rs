@@ -147,8 +147,11 @@ pub struct Limits {
     pub provider_backoff: Duration,
     /// `CRON_BATCH_LIMIT`: most units one cron tick handles.
     pub cron_batch_limit: u32,
-    /// `CRON_TIME_BUDGET_MS`: a cron tick stops claiming work after this long.
+    /// `CRON_TIME_BUDGET_MS`: a cron tick stops claiming work after this long (keep it below
+    /// the function limit).
     pub cron_time_budget: Duration,
+    /// `WORKER_CONCURRENCY`: jobs a background-jobs tick runs at once.
+    pub worker_concurrency: u32,
     /// `JOB_LEASE_MS`: a claimed job is handed to another worker once its lease expires.
     pub job_lease: Duration,
     /// `JOB_MAX_ATTEMPTS` / `FOLLOWUP_MAX_ATTEMPTS`: attempts before a unit is failed for good.
@@ -171,6 +174,7 @@ impl Default for Limits {
             provider_backoff: Duration::from_millis(100),
             cron_batch_limit: 200,
             cron_time_budget: Duration::from_secs(10),
+            worker_concurrency: 4,
             job_lease: Duration::from_secs(30),
             max_attempts: 5,
             webhook_tolerance: Duration::from_secs(300),
@@ -281,6 +285,10 @@ impl Config {
                 parsed("CRON_BATCH_LIMIT", d.cron_batch_limit.into())?,
             )?,
             cron_time_budget: ms("CRON_TIME_BUDGET_MS", d.cron_time_budget)?,
+            worker_concurrency: positive(
+                "WORKER_CONCURRENCY",
+                parsed("WORKER_CONCURRENCY", d.worker_concurrency.into())?,
+            )?,
             job_lease: ms("JOB_LEASE_MS", d.job_lease)?,
             max_attempts: positive(
                 "JOB_MAX_ATTEMPTS",

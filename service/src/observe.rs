@@ -1,6 +1,6 @@
 //! The middleware around every route: the platform's function limit (504 past it), the
-//! per-request tally exposed as `x-db-writes` / `x-external-calls`, request metrics, error
-//! categories, and client aborts.
+//! per-request tally exposed as `x-db-writes` / `x-external-calls` / `x-error-category`,
+//! request metrics, error categories, and client aborts.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,10 +55,20 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             r
         }
     };
-    if let Some(category) = response.extensions().get::<Category>() {
-        state.metrics.error(*category);
+    let mut categories = tally.take_categories();
+    categories.extend(response.extensions().get::<Category>().copied());
+    for c in &categories {
+        state.metrics.error(*c);
     }
+    categories.sort();
+    categories.dedup();
     let headers = response.headers_mut();
+    if !categories.is_empty() {
+        let list: Vec<&str> = categories.iter().map(|c| c.as_str()).collect();
+        if let Ok(v) = HeaderValue::from_str(&list.join(",")) {
+            headers.insert("x-error-category", v);
+        }
+    }
     headers.insert("x-db-writes", HeaderValue::from(tally.writes()));
     headers.insert("x-external-calls", HeaderValue::from(tally.calls()));
     state.metrics.request(

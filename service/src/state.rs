@@ -16,12 +16,14 @@ use crate::domain::counts::CachedCounts;
 use crate::error::{AppError, Category};
 use crate::metrics::Metrics;
 
-/// What one request did: DB writes, external calls, and whether it is waiting on the pool.
+/// What one request did: DB writes, external calls, error categories it absorbed, and whether
+/// it is waiting on the pool.
 #[derive(Debug, Default)]
 pub struct Tally {
     writes: AtomicU32,
     calls: AtomicU32,
     waiting_for_pool: AtomicBool,
+    categories: Mutex<Vec<Category>>,
 }
 
 impl Tally {
@@ -33,6 +35,20 @@ impl Tally {
     /// Counts one external call.
     pub fn called(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes an error the request absorbed (a fallback, a skipped side effect). Errors a
+    /// handler returns are categorized from the response instead; never both.
+    pub fn note(&self, category: Category) {
+        self.categories
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(category);
+    }
+
+    /// The categories noted so far, emptied.
+    pub fn take_categories(&self) -> Vec<Category> {
+        std::mem::take(&mut *self.categories.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn writes(&self) -> u32 {
@@ -150,9 +166,6 @@ impl AppState {
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         };
         self.metrics.acquire_wait(started.elapsed());
-        if matches!(result, Err(sqlx::Error::PoolTimedOut)) {
-            self.metrics.error(Category::DbPoolWait);
-        }
         Ok(result?)
     }
 }

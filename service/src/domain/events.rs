@@ -274,7 +274,7 @@ pub async fn apply_sent_job(
     if let Err(e) = sync_contact(state, tally, ev).await {
         // The contact sync is best effort; the category is counted, the job is still done.
         if let Some(c) = e.category() {
-            state.metrics.error(c);
+            tally.note(c);
         }
         tracing::warn!(
             category = e.category().map(|c| c.as_str()),

@@ -71,7 +71,7 @@ pub async fn increment(
     if let Err(e) = result {
         let category = e.category();
         if let Some(c) = category {
-            state.metrics.error(c);
+            tally.note(c);
         }
         tracing::warn!(category = category.map(Category::as_str), error = %e, "slot ledger increment skipped");
     }

@@ -124,7 +124,7 @@ async fn ai_draft(
     let (text, verified_flag, category) = match verified {
         Verified::Yes(text) => (text, true, None),
         Verified::Degraded(c) => {
-            state.metrics.error(c);
+            tally.note(c);
             tracing::info!(
                 category = c.as_str(),
                 "AI verifier degraded; serving the unverified draft"

@@ -67,9 +67,6 @@ impl TickReport {
     }
 }
 
-/// How many jobs one claim takes.
-const CLAIM_CHUNK: i64 = 20;
-
 async fn background_jobs(
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
@@ -86,16 +83,28 @@ async fn background_jobs(
             report.budget_exhausted = true;
             break;
         }
+        // Claim as many as run at once, run them concurrently, repeat: a job's provider call
+        // does not hold up the others, and no claim outlives the tick by more than one round.
         let batch = {
             let mut conn = state.acquire(&tally).await?;
-            jobs::claim(&mut conn, CLAIM_CHUNK.min(left as i64), limits.job_lease).await?
+            let chunk = u64::from(limits.worker_concurrency).min(left) as i64;
+            jobs::claim(&mut conn, chunk, limits.job_lease).await?
         };
         if batch.is_empty() {
             break;
         }
+        handled += batch.len() as u64;
+        let mut running = tokio::task::JoinSet::new();
         for job in batch {
-            handled += 1;
-            run_job(&state, &tally, &job, &mut report).await?;
+            let (state, tally) = (state.clone(), tally.clone());
+            running.spawn(async move { run_job(&state, &tally, &job).await });
+        }
+        for outcome in running.join_all().await {
+            match outcome? {
+                JobOutcome::Done => report.processed += 1,
+                JobOutcome::Retried => report.retried += 1,
+                JobOutcome::Failed => report.failed += 1,
+            }
         }
     }
     if state.switches().counts_cache_fallback && started.elapsed() < limits.cron_time_budget {
@@ -107,12 +116,13 @@ async fn background_jobs(
     Ok(Json(report))
 }
 
-async fn run_job(
-    state: &AppState,
-    tally: &Tally,
-    job: &jobs::Job,
-    report: &mut TickReport,
-) -> Result<(), AppError> {
+enum JobOutcome {
+    Done,
+    Retried,
+    Failed,
+}
+
+async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<JobOutcome, AppError> {
     let outcome = match job.kind.as_str() {
         jobs::EMAIL_SENT => match serde_json::to_vec(&job.payload)
             .map_err(|e| e.to_string())
@@ -127,11 +137,11 @@ async fn run_job(
     match outcome {
         Ok(()) => {
             jobs::complete(&mut conn, job.id).await?;
-            report.processed += 1;
+            Ok(JobOutcome::Done)
         }
         Err(e) => {
             if let Some(c) = e.category() {
-                state.metrics.error(c);
+                tally.note(c);
             }
             let delay = backoff(state.config.limits.provider_backoff, job.attempts as u32);
             let retry = jobs::retry_or_fail(
@@ -142,14 +152,13 @@ async fn run_job(
                 &e.to_string(),
             )
             .await?;
-            if retry {
-                report.retried += 1;
+            Ok(if retry {
+                JobOutcome::Retried
             } else {
-                report.failed += 1;
-            }
+                JobOutcome::Failed
+            })
         }
     }
-    Ok(())
 }
 
 /// A due follow-up with its workspace's last known Unipile status.
@@ -216,7 +225,7 @@ async fn followups(
             {
                 Ok(_) => ("sent", None, None),
                 Err(e) => {
-                    state.metrics.error(e.category);
+                    tally.note(e.category);
                     if !gate {
                         // Legacy: due again at once, whatever the error.
                         ("pending", Some(e.category), Some(Duration::ZERO))

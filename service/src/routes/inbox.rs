@@ -19,6 +19,7 @@ use crate::state::{AppState, Tally};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(inbox_page))
+        .route("/login", get(login_page))
         .route("/api/actions/inbox-counts", post(inbox_counts))
 }
 
@@ -30,6 +31,11 @@ struct Conversation {
     status: String,
     sentiment: Option<String>,
     last_message_at: Option<DateTime<Utc>>,
+}
+
+/// Where signed-out browsers land: a static page, no database.
+async fn login_page() -> axum::response::Html<&'static str> {
+    axum::response::Html("<!DOCTYPE html><title>Sign in</title><p>Sign in to see your inbox.</p>")
 }
 
 async fn inbox_page(

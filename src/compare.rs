@@ -1,0 +1,71 @@
+//! `compare BASE.json NEW.json`: a CI gate against a stored baseline. For every arm and
+//! endpoint present in both, the new p95 may exceed the baseline's by at most the allowance.
+
+use std::path::Path;
+
+use crate::cli::Failure;
+use crate::report::{ms, Report};
+
+/// A p95 that got worse than allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regression {
+    pub arm: String,
+    pub endpoint: String,
+    pub base_ms: f64,
+    pub new_ms: f64,
+}
+
+/// The regressions of `new` against `base` beyond `allowance` (0.1 = 10 %).
+pub fn regressions(base: &Report, new: &Report, allowance: f64) -> Vec<Regression> {
+    let mut out = Vec::new();
+    for arm in &new.arms {
+        let Some(base_arm) = base.arms.iter().find(|a| a.name == arm.name) else {
+            continue;
+        };
+        for e in &arm.endpoints {
+            let base_p95 = base_arm
+                .endpoints
+                .iter()
+                .find(|b| b.endpoint == e.endpoint)
+                .and_then(|b| b.p95_ms);
+            if let (Some(b), Some(n)) = (base_p95, e.p95_ms) {
+                if n > b * (1.0 + allowance) {
+                    out.push(Regression {
+                        arm: arm.name.clone(),
+                        endpoint: e.endpoint.clone(),
+                        base_ms: b,
+                        new_ms: n,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `compare` command.
+pub fn run(base: &Path, new: &Path, allowance: f64) -> Result<(), Failure> {
+    let read = |p: &Path| Report::read(p).map_err(|e| Failure::Usage(format!("{e:#}")));
+    let (b, n) = (read(base)?, read(new)?);
+    let found = regressions(&b, &n, allowance);
+    if found.is_empty() {
+        println!("no p95 regression beyond {:.0}%", allowance * 100.0);
+        return Ok(());
+    }
+    println!("| arm | endpoint | base p95 | new p95 | change |\n|---|---|---|---|---|");
+    for r in &found {
+        println!(
+            "| {} | {} | {} | {} | +{:.0}% |",
+            r.arm,
+            r.endpoint,
+            ms(Some(r.base_ms)),
+            ms(Some(r.new_ms)),
+            (r.new_ms / r.base_ms - 1.0) * 100.0
+        );
+    }
+    Err(Failure::Expectation(format!(
+        "{} p95 regression(s) beyond {:.0}%",
+        found.len(),
+        allowance * 100.0
+    )))
+}

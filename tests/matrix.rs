@@ -1,0 +1,322 @@
+//! The incident matrix end to end, through the binary: real Postgres, the real service
+//! process, goose load. The smoke scenario must reproduce the incident with the fixes off and
+//! hold every budget with them on; a budget nobody can meet must fail the gate.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn incident_lab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_incident-lab"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("INCIDENT_LAB_POSTGRES")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn arm<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no arm {name}"))
+}
+
+fn endpoint<'a>(arm: &'a Value, name: &str) -> &'a Value {
+    arm["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == name)
+        .unwrap_or_else(|| panic!("no endpoint {name}"))
+}
+
+fn scenario_path(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The smoke matrix: pre-phase-53 and all-off reproduce the incident, all-on holds every
+/// budget and the invariant; every report is written and well formed; compare gates on it.
+#[test]
+fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().display().to_string();
+
+    let run = incident_lab(&[
+        "matrix",
+        &scenario_path("smoke.toml"),
+        "--postgres",
+        "local",
+        "--out",
+        &dir,
+    ]);
+
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["verdict"], "pass");
+
+    // The failure, reproduced.
+    let legacy = arm(&report, "pre-phase-53");
+    assert_eq!(legacy["as_expected"], true);
+    assert_eq!(legacy["flags"]["LEGACY_LEDGER_TX"], true);
+    let hook = endpoint(legacy, "POST /api/webhooks/email");
+    assert_eq!(hook["within_budget"], false);
+    assert!(hook["status_counts"]["504"].as_u64().unwrap() > 0, "{hook}");
+    assert!(hook["p95_ms"].as_f64().unwrap() > hook["budget_p95_ms"].as_f64().unwrap());
+    assert!(hook["db_writes_max"].as_u64().unwrap() >= 5);
+    assert!(legacy["statement_timeouts"].as_u64().unwrap() > 0);
+    let all_off = arm(&report, "all-off");
+    assert_eq!(all_off["as_expected"], true);
+    let page_burst = endpoint(all_off, "GET /")["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "burst")
+        .unwrap()["p95_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        page_burst > 2000.0,
+        "the cascade reaches GET /: {page_burst}"
+    );
+
+    // The fix, proven.
+    let fixed = arm(&report, "all-on");
+    assert_eq!(fixed["as_expected"], true);
+    for e in fixed["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["budget_p95_ms"].is_null())
+    {
+        assert_eq!(e["within_budget"], true, "{e}");
+    }
+    let hook = endpoint(fixed, "POST /api/webhooks/email");
+    assert_eq!(hook["db_writes_max"], 1);
+    assert_eq!(hook["external_calls_max"], 0);
+    assert_eq!(fixed["statement_timeouts"], 0);
+    let inv = &fixed["invariants"];
+    assert!(inv["acked"].as_u64().unwrap() > 100, "{inv}");
+    assert_eq!(inv["acked"], inv["applied"]);
+    assert_eq!(
+        (inv["lost"].as_u64(), inv["duplicates"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(!fixed["timeline"].as_array().unwrap().is_empty());
+
+    // junit.xml: one testcase per arm × budget plus the arms' checks, well formed.
+    let junit = std::fs::read_to_string(out.path().join("junit.xml")).unwrap();
+    assert!(junit.starts_with("<?xml"));
+    let budgets = 3;
+    let checks: usize = report["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["checks"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(junit.matches("<testcase ").count(), 3 * budgets + checks);
+    assert_eq!(
+        junit.matches("<testsuites").count(),
+        junit.matches("</testsuites>").count()
+    );
+    assert!(junit.contains("failures=\"0\""), "{junit}");
+
+    // report.html: self-contained, with its charts.
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 9, "three charts per arm");
+    assert!(html.contains("<polyline") && html.contains("class=\"phase\""));
+    for external in ["http://", "https://", "<script", "src=", "@import"] {
+        assert!(!html.contains(external), "report.html refers to {external}");
+    }
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.contains("PASS") && md.contains("`all-on`"));
+
+    // compare: a report against itself passes; against a faster baseline it fails.
+    let same = incident_lab(&[
+        "compare",
+        &format!("{dir}/report.json"),
+        &format!("{dir}/report.json"),
+    ]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    let mut faster = report.clone();
+    for a in faster["arms"].as_array_mut().unwrap() {
+        for e in a["endpoints"].as_array_mut().unwrap() {
+            if let Some(p) = e["p95_ms"].as_f64() {
+                e["p95_ms"] = (p / 2.0).into();
+            }
+        }
+    }
+    let base = out.path().join("faster.json");
+    std::fs::write(&base, serde_json::to_string(&faster).unwrap()).unwrap();
+    let regressed = incident_lab(&[
+        "compare",
+        base.to_str().unwrap(),
+        &format!("{dir}/report.json"),
+        "--max-regression",
+        "10%",
+    ]);
+    assert_eq!(regressed.status.code(), Some(1), "{}", text(&regressed));
+    assert!(text(&regressed).contains("regression"));
+}
+
+fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The smoke scenario cut down to one fixed arm, with `edit` applied to its text.
+fn tiny_scenario(edit: impl Fn(String) -> String) -> String {
+    let base = std::fs::read_to_string(scenario_path("smoke.toml")).unwrap();
+    let arms_at = base.find("[[arms]]").unwrap();
+    let mut s = base[..arms_at].to_owned();
+    s = s.replace("duration = \"20s\"", "duration = \"6s\"");
+    s = s.replace("from = \"5s\"\nto = \"13s\"", "from = \"2s\"\nto = \"4s\"");
+    s = s.replace("from = \"13s\"\nto = \"20s\"", "from = \"4s\"\nto = \"6s\"");
+    s = s.replace("to = \"5s\"\n", "to = \"2s\"\n");
+    s = s.replace(
+        "rate = 80.0, from = \"5s\", to = \"13s\"",
+        "rate = 20.0, from = \"2s\", to = \"4s\"",
+    );
+    s.push_str("[[arms]]\nname = \"all-on\"\nflags = { INBOXXIA_EMAIL_SENT_ASYNC = true, INBOX_COUNTS_CACHE_FALLBACK = true, UNIPILE_HEALTH_GATE = true }\nexpect = \"fixed\"\n");
+    edit(s)
+}
+
+/// A budget no service can meet fails the gate: exit 1, and the report says which.
+#[test]
+fn a_budget_tightened_below_what_is_achievable_fails_the_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = tiny_scenario(|s| {
+        s.replace(
+            "[budgets.\"POST /api/webhooks/email\"]\np95 = \"500ms\"",
+            "[budgets.\"POST /api/webhooks/email\"]\np95 = \"0.01ms\"",
+        )
+    });
+    let path = write_scenario(dir.path(), "tight.toml", &scenario);
+    let out = dir.path().join("out");
+
+    let run = incident_lab(&[
+        "matrix",
+        path.to_str().unwrap(),
+        "--postgres",
+        "local",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "fail");
+    let hook = endpoint(arm(&report, "all-on"), "POST /api/webhooks/email");
+    assert_eq!(hook["within_budget"], false);
+    assert!(std::fs::read_to_string(out.join("junit.xml"))
+        .unwrap()
+        .contains("<failure"));
+}
+
+/// Scenario mistakes exit 2 and point at the file, line and field — before anything starts.
+#[test]
+fn scenario_errors_exit_2_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "unknown-key.toml",
+            tiny_scenario(|s| {
+                s.replace(
+                    "max_in_flight = 200",
+                    "max_in_flight = 200\nmax_inflight = 3",
+                )
+            }),
+            "max_inflight",
+        ),
+        (
+            "bad-field.toml",
+            tiny_scenario(|s| {
+                s.replace(
+                    "arrival = { kind = \"constant\", rate = 3.0 }",
+                    "arrival = { kind = \"constant\", rat = 3.0 }",
+                )
+            }),
+            "rat",
+        ),
+        (
+            "wrong-unit.toml",
+            tiny_scenario(|s| s.replace("request_timeout = \"3s\"", "request_timeout = \"3\"")),
+            "ms, s, m or h",
+        ),
+        (
+            "unknown-flag.toml",
+            tiny_scenario(|s| {
+                s.replace(
+                    "UNIPILE_HEALTH_GATE = true }",
+                    "UNIPILE_HEALTHGATE = true }",
+                )
+            }),
+            "UNIPILE_HEALTHGATE",
+        ),
+        (
+            "wrong-type.toml",
+            tiny_scenario(|s| s.replace("pool_max = 10", "pool_max = \"ten\"")),
+            "pool_max",
+        ),
+        (
+            "unknown-endpoint.toml",
+            tiny_scenario(|s| s.replace("[budgets.\"GET /\"]", "[budgets.\"GET /inbox\"]")),
+            "GET /inbox",
+        ),
+    ];
+    for (name, body, needle) in cases {
+        let path = write_scenario(dir.path(), name, &body);
+
+        let run = incident_lab(&["matrix", path.to_str().unwrap(), "--postgres", "local"]);
+
+        let err = text(&run);
+        assert_eq!(run.status.code(), Some(2), "{name}: {err}");
+        let located = format!("{}:", path.display());
+        assert!(err.contains(&located), "{name}: no file:line in {err}");
+        let after = &err[err.find(&located).unwrap() + located.len()..];
+        assert!(
+            after.split(':').next().unwrap().parse::<usize>().is_ok(),
+            "{name}: no line number in {err}"
+        );
+        assert!(err.contains(needle), "{name}: {err} should name {needle:?}");
+    }
+}
+
+/// Both shipped scenarios are valid.
+#[test]
+fn the_shipped_scenarios_parse() {
+    for name in ["smoke.toml", "incident.toml"] {
+        let s = incident_lab::scenario::Scenario::load(Path::new(&scenario_path(name)));
+        assert!(s.is_ok(), "{name}: {}", s.unwrap_err());
+    }
+    let incident =
+        incident_lab::scenario::Scenario::load(Path::new(&scenario_path("incident.toml"))).unwrap();
+    assert_eq!(
+        incident.arms.len(),
+        9,
+        "the default matrix: 8 flag combinations + pre-phase-53"
+    );
+    assert!(incident.scale.messages >= 2_000_000);
+}
