@@ -284,20 +284,26 @@ pub async fn until_interrupted<F: Future>(work: F) -> Option<F::Output> {
     }
 }
 
+/// Provisions Postgres and says which backend it got, how fast, and why.
+async fn provision(request: &ProvisionRequest) -> Result<PgServer, Failure> {
+    let server = PgServer::provision(request)
+        .await
+        .map_err(|e| Failure::Infrastructure(e.into()))?;
+    println!(
+        "postgres: {} backend, ready in {:.2}s ({})",
+        server.backend(),
+        server.ready_in().as_secs_f64(),
+        server.why()
+    );
+    Ok(server)
+}
+
 async fn db_up(args: DbUpArgs) -> Result<(), Failure> {
     let scale = args.scale.scale();
     scale.validate().map_err(Failure::Usage)?;
     let request = args.postgres.request();
     let outcome = until_interrupted(async {
-        let server = PgServer::provision(&request)
-            .await
-            .map_err(|e| Failure::Infrastructure(e.into()))?;
-        println!(
-            "postgres: {} backend, ready in {:.2}s ({})",
-            server.backend(),
-            server.ready_in().as_secs_f64(),
-            server.why()
-        );
+        let server = provision(&request).await?;
         if let Some(cluster) = server.local_cluster() {
             println!(
                 "data dir: {} (postmaster pid {})",
@@ -371,15 +377,7 @@ async fn matrix(
     });
     let request = backend.request(scenario.postgres.clone());
     let outcome = until_interrupted(async {
-        let server = PgServer::provision(&request)
-            .await
-            .map_err(|e| Failure::Infrastructure(e.into()))?;
-        println!(
-            "postgres: {} backend, ready in {:.2}s ({})",
-            server.backend(),
-            server.ready_in().as_secs_f64(),
-            server.why()
-        );
+        let server = provision(&request).await?;
         println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
         let template = Template::prepare(&server, scenario.scale, scenario.seed as i64)
             .await

@@ -244,6 +244,7 @@ fn service_env(
         ("DB_ACQUIRE_TIMEOUT_MS".into(), ms(l.acquire_timeout)),
         ("REQUEST_TIMEOUT_MS".into(), ms(l.request_timeout)),
         ("COUNTS_QUERY_TIMEOUT_MS".into(), ms(l.counts_query_timeout)),
+        ("COUNTS_CACHE_TTL_MS".into(), ms(l.counts_cache_ttl)),
         ("AI_VERIFY_BUDGET_MS".into(), ms(l.ai_verify_budget)),
         ("PROVIDER_TIMEOUT_MS".into(), ms(l.provider_timeout)),
         (
@@ -382,7 +383,7 @@ async fn run_arm(
                 if tty {
                     print!("\r{line}   ");
                     let _ = std::io::Write::flush(&mut std::io::stdout());
-                } else if (t as u64) % 10 == 0 {
+                } else if (t as u64).is_multiple_of(10) {
                     println!("{line}");
                 }
             }

@@ -64,7 +64,8 @@ async fn legacy_counts_fail_when_the_query_is_slow() {
 #[tokio::test]
 async fn fixed_counts_fall_back_to_stale_cache_when_the_query_is_slow() {
     let app = TestApp::spawn_with(counts_on(), |l| {
-        l.counts_query_timeout = Duration::from_millis(300)
+        l.counts_query_timeout = Duration::from_millis(300);
+        l.counts_cache_ttl = Duration::ZERO;
     })
     .await;
     let (status, fresh) = counts(&app, &[1, 2]).await;
@@ -110,11 +111,44 @@ async fn fixed_counts_fall_back_to_stale_cache_when_the_query_is_slow() {
     app.shutdown().await;
 }
 
+/// Within the cache TTL, counts come from the cache: no live query, not stale.
+#[tokio::test]
+async fn fresh_cached_counts_are_served_without_a_live_query() {
+    let app = TestApp::spawn_with(counts_on(), |l| {
+        l.counts_query_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let (_, first) = counts(&app, &[4]).await;
+    let mut locker = app.db().await;
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let (status, second) = counts(&app, &[4]).await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(status, 200);
+    assert_eq!(
+        second["stale"], false,
+        "a fresh cache hit is not a fallback"
+    );
+    assert_eq!(second["computed_at"], first["computed_at"]);
+    assert_eq!(
+        app.metric("errors_total{category=\"db_timeout\"}").await,
+        0.0,
+        "no query ran into the lock"
+    );
+    app.shutdown().await;
+}
+
 /// A counts call slower than 1 s is logged with its scopeKey and whether it fell back.
 #[tokio::test]
 async fn slow_counts_are_logged_with_the_scope_key_only() {
     let app = TestApp::spawn_with(counts_on(), |l| {
-        l.counts_query_timeout = Duration::from_millis(1200)
+        l.counts_query_timeout = Duration::from_millis(1200);
+        l.counts_cache_ttl = Duration::ZERO;
     })
     .await;
     let (logs, _guard) = Captured::start();

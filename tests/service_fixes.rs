@@ -7,9 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::app::{email_sent, header_n, TestApp, ADMIN_TOKEN};
+use common::app::{email_sent, header_n, slow, TestApp, ADMIN_TOKEN};
 use common::logs::Captured;
-use fake_providers::{ErrorMix, Knobs, Latency, Provider};
+use fake_providers::{ErrorMix, Knobs, Provider};
 use inbox_service::Switches;
 use serde_json::{json, Value};
 
@@ -78,16 +78,7 @@ async fn a_slow_verifier_degrades_to_the_unverified_draft() {
         l.provider_timeout = Duration::from_secs(5);
     })
     .await;
-    app.set_knobs(
-        Provider::Ai,
-        Knobs {
-            latency: Latency {
-                base_ms: 600,
-                ..Latency::default()
-            },
-            ..Knobs::default()
-        },
-    );
+    app.set_knobs(Provider::Ai, slow(600));
 
     let (status, body) = draft(&app).await;
 
@@ -112,16 +103,7 @@ async fn the_legacy_verifier_waits_without_a_bound() {
         l.ai_verify_budget = Duration::from_millis(200)
     })
     .await;
-    app.set_knobs(
-        Provider::Ai,
-        Knobs {
-            latency: Latency {
-                base_ms: 600,
-                ..Latency::default()
-            },
-            ..Knobs::default()
-        },
-    );
+    app.set_knobs(Provider::Ai, slow(600));
 
     let (status, body) = draft(&app).await;
 
@@ -199,16 +181,7 @@ async fn the_legacy_ledger_starves_the_pool_under_a_burst() {
         l.acquire_timeout = Duration::from_millis(800);
     })
     .await;
-    app.set_knobs(
-        Provider::Ghl,
-        Knobs {
-            latency: Latency {
-                base_ms: 100,
-                ..Latency::default()
-            },
-            ..Knobs::default()
-        },
-    );
+    app.set_knobs(Provider::Ghl, slow(100));
 
     let statuses = send_concurrently(&app, 12, "evt-starve").await;
 
@@ -275,13 +248,7 @@ async fn ghl_failures_are_retried_with_a_cap_only_when_fixed() {
 /// function-limit test).
 #[tokio::test]
 async fn a_hanging_ghl_is_cut_off_when_fixed() {
-    let hanging = Knobs {
-        latency: Latency {
-            base_ms: 3_000,
-            ..Latency::default()
-        },
-        ..Knobs::default()
-    };
+    let hanging = slow(3_000);
     let app = TestApp::spawn_with(Switches::default(), |l| {
         l.provider_timeout = Duration::from_millis(100);
         l.provider_max_attempts = 2;
@@ -307,16 +274,7 @@ async fn a_request_past_the_function_limit_gets_504() {
         l.request_timeout = Duration::from_millis(300)
     })
     .await;
-    app.set_knobs(
-        Provider::Ghl,
-        Knobs {
-            latency: Latency {
-                base_ms: 2_000,
-                ..Latency::default()
-            },
-            ..Knobs::default()
-        },
-    );
+    app.set_knobs(Provider::Ghl, slow(2_000));
 
     let r = app
         .post_webhook(&email_sent("evt-504", 2, "t@example.test"))
@@ -345,16 +303,7 @@ async fn a_request_past_the_function_limit_gets_504() {
 #[tokio::test]
 async fn slow_webhooks_are_logged_with_the_dedupe_key_only() {
     let app = TestApp::spawn(Switches::pre_phase_53()).await;
-    app.set_knobs(
-        Provider::Ghl,
-        Knobs {
-            latency: Latency {
-                base_ms: 2_100,
-                ..Latency::default()
-            },
-            ..Knobs::default()
-        },
-    );
+    app.set_knobs(Provider::Ghl, slow(2_100));
     let (logs, _guard) = Captured::start();
 
     let r = app

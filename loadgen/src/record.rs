@@ -45,11 +45,11 @@ impl Hist {
 
     /// The value at quantile `q` (0..=1) in milliseconds; `None` when empty.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        (self.0.len() > 0).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
     }
 
     pub fn max_ms(&self) -> Option<f64> {
-        (self.0.len() > 0).then(|| self.0.max() as f64 / 1000.0)
+        (!self.0.is_empty()).then(|| self.0.max() as f64 / 1000.0)
     }
 }
 
@@ -242,7 +242,7 @@ mod tests {
             db_writes: Some(1),
             external_calls: Some(0),
             retry: false,
-            categories: if intended_ms % 2 == 0 {
+            categories: if intended_ms.is_multiple_of(2) {
                 vec!["db_timeout".into()]
             } else {
                 vec![]

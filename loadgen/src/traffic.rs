@@ -67,7 +67,11 @@ impl Endpoint {
     /// The endpoint label used in recordings and reports, e.g. `POST /api/webhooks/email`.
     pub fn label(&self) -> String {
         match self {
-            Endpoint::EmailWebhook { .. } => "POST /api/webhooks/email".into(),
+            // The budgets name EMAIL_SENT (the high-volume event); other events get a row each.
+            Endpoint::EmailWebhook { event, .. } if event == "EMAIL_SENT" => {
+                "POST /api/webhooks/email".into()
+            }
+            Endpoint::EmailWebhook { event, .. } => format!("POST /api/webhooks/email [{event}]"),
             Endpoint::InboxPage { .. } => "GET /".into(),
             Endpoint::InboxCounts { .. } => "POST /api/actions/inbox-counts".into(),
             Endpoint::AiDraft { .. } => "POST /api/actions/ai-draft".into(),

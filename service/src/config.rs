@@ -137,6 +137,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// `COUNTS_QUERY_TIMEOUT_MS`: `SET LOCAL statement_timeout` of the fixed live counts query.
     pub counts_query_timeout: Duration,
+    /// `COUNTS_CACHE_TTL_MS`: cached counts younger than this are served without a live query.
+    pub counts_cache_ttl: Duration,
     /// `AI_VERIFY_BUDGET_MS`: the fixed verifier's time budget.
     pub ai_verify_budget: Duration,
     /// `PROVIDER_TIMEOUT_MS`: timeout of a fixed provider call.
@@ -168,6 +170,7 @@ impl Default for Limits {
             statement_timeout: None,
             request_timeout: Duration::from_secs(60),
             counts_query_timeout: Duration::from_millis(1500),
+            counts_cache_ttl: Duration::from_secs(30),
             ai_verify_budget: Duration::from_secs(2),
             provider_timeout: Duration::from_secs(2),
             provider_max_attempts: 3,
@@ -273,6 +276,7 @@ impl Config {
             },
             request_timeout: ms("REQUEST_TIMEOUT_MS", d.request_timeout)?,
             counts_query_timeout: ms("COUNTS_QUERY_TIMEOUT_MS", d.counts_query_timeout)?,
+            counts_cache_ttl: ms("COUNTS_CACHE_TTL_MS", d.counts_cache_ttl)?,
             ai_verify_budget: ms("AI_VERIFY_BUDGET_MS", d.ai_verify_budget)?,
             provider_timeout: ms("PROVIDER_TIMEOUT_MS", d.provider_timeout)?,
             provider_max_attempts: positive(

@@ -226,6 +226,17 @@ pub fn chrono_now() -> i64 {
         .as_secs() as i64
 }
 
+/// Provider knobs that answer every call after `ms` milliseconds.
+pub fn slow(ms: u64) -> Knobs {
+    Knobs {
+        latency: fake_providers::Latency {
+            base_ms: ms,
+            ..Default::default()
+        },
+        ..Knobs::default()
+    }
+}
+
 /// An EMAIL_SENT event for `workspace`.
 pub fn email_sent(event_id: &str, workspace: i64, email: &str) -> Value {
     json!({

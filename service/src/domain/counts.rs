@@ -2,11 +2,12 @@
 //!
 //! One aggregation over a scope's leads and their latest message. Legacy: run live on the
 //! schema without the Phase 53 indexes, under the database's default `statement_timeout` — a
-//! cancel surfaces as an error. Fixed (`INBOX_COUNTS_CACHE_FALLBACK`): the same query (now
-//! served by the Phase 53 indexes) under `SET LOCAL statement_timeout` below the endpoint
-//! budget; on a timeout or a saturated pool the last computed counts come back marked stale.
-//! Fresh results go to the per-scope cache table (and an in-process copy for when even the
-//! table is out of reach); the background-jobs cron refreshes cached scopes.
+//! cancel surfaces as an error. Fixed (`INBOX_COUNTS_CACHE_FALLBACK`): counts younger than
+//! `COUNTS_CACHE_TTL_MS` come from the per-scope cache (in process, then the cache table);
+//! otherwise the Phase 53c per-lead query (served by the Phase 53 indexes) runs under
+//! `SET LOCAL statement_timeout` below the endpoint budget, and on a timeout or a saturated
+//! pool the last computed counts come back marked `stale`. The background-jobs cron
+//! refreshes cached scopes.
 
 use std::time::{Duration, Instant};
 
@@ -210,6 +211,18 @@ async fn fixed_counts(
             .get(scope_key)
             .copied()
     };
+    let fresh_enough = |c: &CachedCounts| {
+        (Utc::now() - c.computed_at).to_std().unwrap_or_default() < limits.counts_cache_ttl
+    };
+    let cached_answer = |c: CachedCounts| CountsAnswer {
+        scope_key: scope_key.to_owned(),
+        counts: Some(c.counts),
+        stale: false,
+        computed_at: Some(c.computed_at),
+    };
+    if let Some(c) = remembered().filter(fresh_enough) {
+        return cached_answer(c);
+    }
     // Waiting for the pool longer than the query may run buys nothing: fall back instead.
     let mut conn = match state
         .acquire_within(
@@ -226,6 +239,12 @@ async fn fixed_counts(
             return stale(remembered());
         }
     };
+    if let Ok(Some(c)) = cached(&mut conn, scope_key).await {
+        if fresh_enough(&c) {
+            remember(state, scope_key, c);
+            return cached_answer(c);
+        }
+    }
     match live_bounded(&mut conn, workspaces, limits.counts_query_timeout).await {
         Ok(counts) => {
             let fresh = CachedCounts {
@@ -271,41 +290,40 @@ pub fn remember(state: &AppState, scope_key: &str, fresh: CachedCounts) {
         .insert(scope_key.to_owned(), fresh);
 }
 
-/// Recomputes up to `limit` cached scopes older than `older_than` (for the cron worker).
-/// Returns how many were refreshed.
-pub async fn refresh_stale(
-    state: &AppState,
-    tally: &Tally,
-    limit: i64,
-    older_than: Duration,
-) -> Result<u64, AppError> {
+/// Recomputes up to `limit` cached scopes older than half the cache TTL, so requests keep
+/// finding fresh counts (the cron worker calls this). The query is bounded by the cron's
+/// time budget: this is background work, off the request path. Returns how many were
+/// refreshed.
+pub async fn refresh_stale(state: &AppState, tally: &Tally, limit: i64) -> Result<u64, AppError> {
+    let limits = &state.config.limits;
     let mut conn = state.acquire(tally).await?;
     let scopes: Vec<(String, Vec<i64>)> = sqlx::query_as(
         "SELECT scope_key, workspace_ids FROM inbox_counts_cache
          WHERE computed_at < now() - make_interval(secs => $1)
          ORDER BY computed_at LIMIT $2",
     )
-    .bind(older_than.as_secs_f64())
+    .bind((limits.counts_cache_ttl / 2).as_secs_f64())
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
     let mut refreshed = 0;
     for (scope_key, workspaces) in scopes {
-        if let Ok(counts) = live_bounded(
-            &mut conn,
-            &workspaces,
-            state.config.limits.counts_query_timeout,
-        )
-        .await
-        {
-            let fresh = CachedCounts {
-                counts,
-                computed_at: now(),
-            };
-            store(&mut conn, &scope_key, &workspaces, &fresh).await?;
-            tally.wrote(1);
-            remember(state, &scope_key, fresh);
-            refreshed += 1;
+        match live_bounded(&mut conn, &workspaces, limits.cron_time_budget).await {
+            Ok(counts) => {
+                let fresh = CachedCounts {
+                    counts,
+                    computed_at: now(),
+                };
+                store(&mut conn, &scope_key, &workspaces, &fresh).await?;
+                tally.wrote(1);
+                remember(state, &scope_key, fresh);
+                refreshed += 1;
+            }
+            Err(e) => {
+                if let Some(c) = Category::of_sqlx(&e) {
+                    tally.note(c);
+                }
+            }
         }
     }
     Ok(refreshed)

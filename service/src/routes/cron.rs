@@ -108,8 +108,7 @@ async fn background_jobs(
         }
     }
     if state.switches().counts_cache_fallback && started.elapsed() < limits.cron_time_budget {
-        report.counts_refreshed =
-            counts::refresh_stale(&state, &tally, 10, Duration::from_secs(30)).await?;
+        report.counts_refreshed = counts::refresh_stale(&state, &tally, 10).await?;
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report.export(&state, "background_jobs");
