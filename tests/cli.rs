@@ -7,16 +7,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{port_open, process_alive};
-
-fn incident_lab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_incident-lab"))
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("INCIDENT_LAB_POSTGRES")
-        .output()
-        .expect("the binary runs")
-}
+use common::{incident_lab, port_open, process_alive};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -5,18 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::incident_lab;
 
 use serde_json::Value;
-
-fn incident_lab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_incident-lab"))
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("INCIDENT_LAB_POSTGRES")
-        .output()
-        .expect("the binary runs")
-}
 
 fn text(o: &Output) -> String {
     format!(

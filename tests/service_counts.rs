@@ -21,6 +21,16 @@ fn counts_on() -> Switches {
     }
 }
 
+/// The fault: another session holds an ACCESS EXCLUSIVE lock on `messages` until rollback.
+async fn lock_messages(conn: &mut sqlx::PgConnection) -> sqlx::Transaction<'_, sqlx::Postgres> {
+    let mut lock = conn.begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
 async fn counts(app: &TestApp, workspaces: &[i64]) -> (u16, Value) {
     let r = app
         .post_action(COUNTS, Some(&TestApp::signed_in(workspaces)), json!({}))
@@ -40,12 +50,7 @@ async fn legacy_counts_fail_when_the_query_is_slow() {
     assert_eq!(status, 200, "{before}");
 
     let mut locker = app.db().await;
-    let lock = locker.begin().await.unwrap();
-    let mut lock = lock;
-    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_messages(&mut locker).await;
     let (status, body) = counts(&app, &[1]).await;
     let page = app.get("/", Some(&TestApp::signed_in(&[1]))).await.status();
     lock.rollback().await.unwrap();
@@ -79,11 +84,7 @@ async fn fixed_counts_fall_back_to_stale_cache_when_the_query_is_slow() {
 
     let (logs, _guard) = Captured::start();
     let mut locker = app.db().await;
-    let mut lock = locker.begin().await.unwrap();
-    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_messages(&mut locker).await;
     let (status, stale) = counts(&app, &[1, 2]).await;
     let (other_status, never_computed) = counts(&app, &[3]).await;
     let page = app.get("/", Some(&TestApp::signed_in(&[1, 2]))).await;
@@ -120,11 +121,7 @@ async fn fresh_cached_counts_are_served_without_a_live_query() {
     .await;
     let (_, first) = counts(&app, &[4]).await;
     let mut locker = app.db().await;
-    let mut lock = locker.begin().await.unwrap();
-    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_messages(&mut locker).await;
 
     let (status, second) = counts(&app, &[4]).await;
     lock.rollback().await.unwrap();
@@ -153,11 +150,7 @@ async fn slow_counts_are_logged_with_the_scope_key_only() {
     .await;
     let (logs, _guard) = Captured::start();
     let mut locker = app.db().await;
-    let mut lock = locker.begin().await.unwrap();
-    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = lock_messages(&mut locker).await;
 
     let (status, body) = counts(&app, &[17]).await;
     lock.rollback().await.unwrap();

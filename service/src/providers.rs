@@ -92,8 +92,9 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     capped + Duration::from_millis(jitter)
 }
 
-/// One POST to `provider`; counted as an external call on `tally`.
-async fn post_once(
+/// One POST to `provider` with an optional timeout and no retries (the AI verifier's budget,
+/// a single LinkedIn send whose retry the cron schedules); counted as an external call.
+pub async fn call_once(
     state: &AppState,
     tally: &Tally,
     provider: Provider,
@@ -141,7 +142,7 @@ pub async fn call(
     body: &Value,
 ) -> Result<Value, ProviderError> {
     if state.switches().legacy_provider_calls {
-        return post_once(state, tally, provider, path, body, None).await;
+        return call_once(state, tally, provider, path, body, None).await;
     }
     let Limits {
         provider_timeout,
@@ -151,7 +152,7 @@ pub async fn call(
     } = state.config.limits;
     let mut attempt = 1;
     loop {
-        match post_once(state, tally, provider, path, body, Some(provider_timeout)).await {
+        match call_once(state, tally, provider, path, body, Some(provider_timeout)).await {
             Err(e) if e.retryable && attempt < provider_max_attempts => {
                 tokio::time::sleep(backoff(provider_backoff, attempt)).await;
                 attempt += 1;
@@ -159,19 +160,6 @@ pub async fn call(
             other => return other,
         }
     }
-}
-
-/// One POST with a caller-chosen timeout and no retries (the AI verifier's budget, a single
-/// LinkedIn send whose retry the cron schedules).
-pub async fn call_once(
-    state: &AppState,
-    tally: &Tally,
-    provider: Provider,
-    path: &str,
-    body: &Value,
-    timeout: Option<Duration>,
-) -> Result<Value, ProviderError> {
-    post_once(state, tally, provider, path, body, timeout).await
 }
 
 #[cfg(test)]

@@ -30,6 +30,16 @@ pub async fn local_server() -> PgServer {
         .expect("a local Postgres cluster starts")
 }
 
+/// Runs the `incident-lab` binary with `args`, outside any ambient Postgres configuration.
+pub fn incident_lab(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_incident-lab"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("INCIDENT_LAB_POSTGRES")
+        .output()
+        .expect("the binary runs")
+}
+
 /// Whether a process with this id exists.
 pub fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
