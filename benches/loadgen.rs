@@ -22,11 +22,11 @@ fn plan(rate: f64, secs: u64) -> Plan {
             },
             arrival: Arrival::Constant { rate },
             retry: None,
+            max_in_flight: 10,
         }],
         duration: Duration::from_secs(secs),
         seed: 1,
         poisson: true,
-        users: 10,
         client_timeout: Duration::from_secs(1),
         late_after: Duration::from_millis(50),
         run_id: "bench".into(),
@@ -46,7 +46,9 @@ fn scheduling(c: &mut Criterion) {
 fn recording(c: &mut Criterion) {
     let sample = |i: u64| Sample {
         endpoint: "POST /api/webhooks/email".into(),
+        stream: "bench".into(),
         intended: Duration::from_millis(i),
+        taken: Duration::from_millis(i),
         started: Duration::from_millis(i),
         ended: Duration::from_millis(i + 3 + i % 50),
         outcome: Outcome::Status(202),

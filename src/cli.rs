@@ -31,9 +31,25 @@ pub enum Command {
     Run(RunArgs),
     /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
     Compare(CompareArgs),
+    /// Print a report.json as Markdown: the whole report.md, or (--summary) the results table
+    /// with the commit and machine it was measured on, as the README shows it.
+    Report(ReportArgs),
     /// Work with the seeded incident database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Run the reference service (inbox-service) with its configuration from the environment
+    /// (DATABASE_URL, BIND, secrets, provider URLs, limits, switches; see the README). The
+    /// matrix starts one per arm this way; JSON logs on stderr.
+    Service,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The report.json to render.
+    pub report: PathBuf,
+    /// Only the results table, with the commit and machine.
+    #[arg(long)]
+    pub summary: bool,
 }
 
 /// Where Postgres comes from (the scenario says how it is constrained).
@@ -227,7 +243,11 @@ impl Failure {
 /// Parses the process arguments, runs, and returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    if matches!(cli.command, Command::Service) {
+        crate::telemetry::init_service();
+    } else {
+        crate::telemetry::init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -262,6 +282,19 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             .await
         }
         Command::Compare(args) => crate::compare::run(&args.base, &args.new, args.max_regression),
+        Command::Report(args) => {
+            let report = crate::report::Report::read(&args.report)
+                .map_err(|e| Failure::Usage(format!("{e:#}")))?;
+            if args.summary {
+                print!("{}", crate::report::markdown::summary(&report));
+            } else {
+                print!("{}", crate::report::markdown::render(&report));
+            }
+            Ok(())
+        }
+        Command::Service => inbox_service::serve_from_env()
+            .await
+            .map_err(Failure::Infrastructure),
     }
 }
 
@@ -393,8 +426,19 @@ async fn matrix(
         let report = result.map_err(Failure::Infrastructure)?;
         println!("\n{}", crate::report::markdown::render(&report));
         println!("reports in {}", out.display());
-        if report.verdict == "pass" {
+        let inconclusive: Vec<&str> = report
+            .arms
+            .iter()
+            .filter(|a| a.status == crate::report::ArmStatus::Inconclusive)
+            .map(|a| a.name.as_str())
+            .collect();
+        if report.verdict == crate::report::Verdict::Pass {
             Ok(())
+        } else if !inconclusive.is_empty() {
+            Err(Failure::Expectation(format!(
+                "inconclusive: the load generator fell behind in arm(s) {} (see above): no verdict on the service",
+                inconclusive.join(", ")
+            )))
         } else {
             Err(Failure::Expectation(
                 "an arm did not show what the scenario says it must (see above)".into(),

@@ -69,3 +69,44 @@ pub fn run(base: &Path, new: &Path, allowance: f64) -> Result<(), Failure> {
         allowance * 100.0
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::{arm, endpoint, report};
+
+    fn one(p95: f64) -> Report {
+        report(vec![arm(
+            "all-on",
+            &[],
+            vec![endpoint("GET /", p95, Some(2000.0))],
+        )])
+    }
+
+    #[test]
+    fn a_p95_beyond_the_allowance_is_a_regression_and_within_it_is_not() {
+        assert!(regressions(&one(100.0), &one(110.0), 0.10).is_empty());
+        let r = regressions(&one(100.0), &one(111.0), 0.10);
+        assert_eq!(
+            r,
+            vec![Regression {
+                arm: "all-on".into(),
+                endpoint: "GET /".into(),
+                base_ms: 100.0,
+                new_ms: 111.0
+            }]
+        );
+        // Faster is never a regression.
+        assert!(regressions(&one(100.0), &one(50.0), 0.0).is_empty());
+    }
+
+    #[test]
+    fn arms_or_endpoints_missing_from_the_baseline_are_not_compared() {
+        let other_arm = report(vec![arm(
+            "all-off",
+            &[],
+            vec![endpoint("GET /", 1.0, None)],
+        )]);
+        assert!(regressions(&other_arm, &one(9999.0), 0.1).is_empty());
+    }
+}

@@ -57,11 +57,18 @@ impl<'de> Deserialize<'de> for FlagName {
     }
 }
 
+/// The EMAIL_SENT webhook's label (`incident_wire::endpoint_label`).
+pub const WEBHOOK_LABEL: &str = "POST /api/webhooks/email";
+/// The inbox page's label.
+pub const PAGE_LABEL: &str = "GET /";
+/// The sidebar counts action's label.
+pub const COUNTS_LABEL: &str = "POST /api/actions/inbox-counts";
+
 /// Endpoints a budget can name.
 pub const ENDPOINTS: [&str; 6] = [
-    "POST /api/webhooks/email",
-    "GET /",
-    "POST /api/actions/inbox-counts",
+    WEBHOOK_LABEL,
+    PAGE_LABEL,
+    COUNTS_LABEL,
     "POST /api/actions/ai-draft",
     "GET /api/cron/background-jobs",
     "GET /api/cron/followups",
@@ -218,6 +225,58 @@ pub struct StreamSpec {
     /// Sessions: percentage of signed-out browsers.
     #[serde(default)]
     pub signed_out_pct: f64,
+    /// This stream's own concurrency (goose users). Default: enough for its peak rate, with
+    /// the provider's retries, each in flight for the whole `client_timeout`
+    /// (`loadgen::Stream::default_max_in_flight`). Always set after parsing.
+    pub max_in_flight: Option<usize>,
+}
+
+impl StreamSpec {
+    /// The stream's resolved concurrency.
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight.unwrap_or(1)
+    }
+
+    /// The loadgen retry policy this stream declares.
+    pub fn retry_policy(&self) -> Option<loadgen::RetryPolicy> {
+        self.retry.as_ref().map(|r| loadgen::RetryPolicy {
+            on_5xx: r.on.contains(&RetryOn::ServerError),
+            on_timeout: r.on.contains(&RetryOn::Timeout),
+            after: r.after.0,
+            max: r.max,
+        })
+    }
+}
+
+impl ArrivalSpec {
+    /// The arrival process, as the load generator runs it.
+    pub fn to_arrival(&self) -> loadgen::Arrival {
+        match self {
+            ArrivalSpec::Constant { rate } => loadgen::Arrival::Constant { rate: *rate },
+            ArrivalSpec::Burst { rate, from, to } => loadgen::Arrival::Burst {
+                rate: *rate,
+                from: from.0,
+                to: to.0,
+            },
+            ArrivalSpec::Ramp {
+                from_rate,
+                to_rate,
+                from,
+                to,
+            } => loadgen::Arrival::Ramp {
+                from_rate: *from_rate,
+                to_rate: *to_rate,
+                from: from.0,
+                to: to.0,
+            },
+            ArrivalSpec::Schedule { points } => loadgen::Arrival::Schedule {
+                points: points
+                    .iter()
+                    .map(|(t, r)| (t.0.as_secs_f64(), *r))
+                    .collect(),
+            },
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -289,10 +348,13 @@ struct ScenarioFile {
     seed: u64,
     #[serde(default = "default_true")]
     poisson: bool,
-    /// Most requests in flight (goose users).
-    #[serde(default = "default_in_flight")]
-    max_in_flight: usize,
+    /// Moved to each stream; refused here with a message saying so.
+    max_in_flight: Option<Spanned<toml::Value>>,
     client_timeout: Option<Dur>,
+    /// A send that starts later than this after its intended time is late.
+    late_after: Option<Dur>,
+    /// Most late sends a stream may have, in % of its sends, before the arm is inconclusive.
+    max_late_pct: Option<f64>,
     /// How long to let the queue drain after the load.
     drain: Option<Dur>,
     #[serde(default = "default_incident_phase")]
@@ -315,9 +377,6 @@ fn default_seed() -> u64 {
 fn default_true() -> bool {
     true
 }
-fn default_in_flight() -> usize {
-    256
-}
 fn default_incident_phase() -> String {
     "burst".into()
 }
@@ -339,8 +398,12 @@ pub struct Scenario {
     pub duration: Duration,
     pub seed: u64,
     pub poisson: bool,
-    pub max_in_flight: usize,
     pub client_timeout: Duration,
+    /// A send that starts later than this after its intended time is late (default 50 ms).
+    pub late_after: Duration,
+    /// Most late sends per stream, in %, for the load generator to count as keeping up
+    /// (default 1 %); beyond it the arm is inconclusive.
+    pub max_late_pct: f64,
     pub drain: Duration,
     pub incident_phase: String,
     pub scale: Scale,
@@ -421,6 +484,20 @@ impl Scenario {
         if duration.is_zero() {
             return Err(at(None, "field `duration` must be more than 0s".into()));
         }
+        if let Some(old) = &raw.max_in_flight {
+            return Err(at(
+                Some(old.span()),
+                "field `max_in_flight` is per stream now: set it in each [[streams]] that needs more than its default (peak rate × client_timeout)".into(),
+            ));
+        }
+        let client_timeout = raw.client_timeout.map_or(Duration::from_secs(90), |d| d.0);
+        let max_late_pct = raw.max_late_pct.unwrap_or(1.0);
+        if !(0.0..=100.0).contains(&max_late_pct) {
+            return Err(at(
+                None,
+                format!("field `max_late_pct` = {max_late_pct} must be 0–100"),
+            ));
+        }
 
         let mut phases = Vec::new();
         for p in &raw.phases {
@@ -487,7 +564,20 @@ impl Scenario {
                         .into(),
                 ));
             }
-            streams.push(st.clone());
+            if st.max_in_flight == Some(0) {
+                return Err(bad("field `max_in_flight` must be at least 1".into()));
+            }
+            let mut st = st.clone();
+            let retry = st.retry_policy();
+            st.max_in_flight = Some(st.max_in_flight.unwrap_or_else(|| {
+                loadgen::Stream::default_max_in_flight(
+                    &st.arrival.to_arrival(),
+                    retry.as_ref(),
+                    duration,
+                    client_timeout,
+                )
+            }));
+            streams.push(st);
         }
 
         let d = &raw.dataset;
@@ -566,8 +656,9 @@ impl Scenario {
             duration,
             seed: raw.seed,
             poisson: raw.poisson,
-            max_in_flight: raw.max_in_flight.max(1),
-            client_timeout: raw.client_timeout.map_or(Duration::from_secs(90), |d| d.0),
+            client_timeout,
+            late_after: raw.late_after.map_or(Duration::from_millis(50), |d| d.0),
+            max_late_pct,
             drain: raw.drain.map_or(Duration::from_secs(30), |d| d.0),
             incident_phase: raw.incident_phase,
             scale,
@@ -602,14 +693,6 @@ impl Scenario {
             worker_concurrency: s.worker_concurrency.unwrap_or(d.worker_concurrency),
             ..d
         }
-    }
-
-    /// The phase named `name`, as whole seconds `[from, to)`.
-    pub fn phase_secs(&self, name: &str) -> Option<(u32, u32)> {
-        self.phases
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| (p.from.0.as_secs() as u32, p.to.0.as_secs() as u32))
     }
 }
 

@@ -1,38 +1,68 @@
 //! The reference service as a child process: one per arm, with its own runtime, killable.
 //!
-//! The binary is `inbox-service`, built with the harness (same target directory); set
-//! `INCIDENT_LAB_SERVICE_BIN` to use another. Its JSON log (stderr) goes to a file in the
-//! run's output folder.
+//! The service is this very binary's `service` subcommand (so `cargo run` builds everything a
+//! run needs); set `INCIDENT_LAB_BIN` to run another `incident-lab` binary's. Its JSON log
+//! (stderr) goes to a file in the run's output folder. `/metrics` scrapes are read with the
+//! metric names of `incident_wire::metrics`, whatever the label order.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use incident_wire::metrics as names;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Finds the service binary: the override, else beside this executable (or one folder up,
-/// for test executables in `deps/`).
+/// The `incident-lab` binary whose `service` subcommand runs the reference service: the
+/// override, else the running executable when it is `incident-lab`.
 pub fn find_binary() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("INCIDENT_LAB_SERVICE_BIN") {
+    if let Some(p) = std::env::var_os("INCIDENT_LAB_BIN") {
         let p = PathBuf::from(p);
         if p.is_file() {
             return Ok(p);
         }
-        bail!("INCIDENT_LAB_SERVICE_BIN={} is not a file", p.display());
+        bail!("INCIDENT_LAB_BIN={} is not a file", p.display());
     }
     let exe = std::env::current_exe().context("cannot locate the running executable")?;
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    for candidate in [dir.join("inbox-service"), dir.join("../inbox-service")] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
+    let is_harness = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("incident-lab"));
+    if is_harness {
+        return Ok(exe);
     }
     bail!(
-        "no inbox-service binary beside {}: build it (cargo build --release, which builds both binaries) or set INCIDENT_LAB_SERVICE_BIN",
+        "{} is not the incident-lab binary, so it cannot start the service: set INCIDENT_LAB_BIN to an incident-lab binary",
         exe.display()
     )
+}
+
+/// How much lower than the harness the system under test runs (`nice`). On one machine the
+/// load generator shares the CPU with the service and Postgres; at equal priority a busy
+/// Postgres delays the generator's timers and the generator, not the service, sets the pace.
+/// At nice 10 the service and Postgres still get every cycle the generator leaves idle.
+pub const SUT_NICE: &str = "10";
+
+/// A command that runs `program` at [`SUT_NICE`] through coreutils' `nice`, which execs it
+/// (same pid), or `program` itself where `nice` is missing.
+pub fn niced(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    match which_nice() {
+        Some(nice) => {
+            let mut cmd = std::process::Command::new(nice);
+            cmd.args(["-n", SUT_NICE]).arg(program);
+            cmd
+        }
+        None => std::process::Command::new(program),
+    }
+}
+
+fn which_nice() -> Option<PathBuf> {
+    ["/usr/bin/nice", "/bin/nice"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
 }
 
 /// A running service process; dropping it kills the process.
@@ -43,8 +73,8 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts `binary` with `env` (and nothing else of this process's environment but PATH),
-    /// logs to `log`, and waits until it prints its address.
+    /// Starts `binary service` with `env` (and nothing else of this process's environment but
+    /// PATH), logs to `log`, and waits until it prints its address.
     pub async fn start(
         binary: &Path,
         env: &[(String, String)],
@@ -52,8 +82,9 @@ impl ServiceProcess {
     ) -> anyhow::Result<Self> {
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut cmd = Command::new(binary);
-        cmd.env_clear()
+        let mut cmd = Command::from(niced(binary));
+        cmd.arg("service")
+            .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -62,7 +93,7 @@ impl ServiceProcess {
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .with_context(|| format!("cannot start {} service", binary.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let wait = async {
@@ -105,6 +136,95 @@ impl ServiceProcess {
     }
 }
 
+/// A cumulative Prometheus histogram: upper bounds (seconds or counts) → observations at or
+/// below, plus the total count and sum.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PromHist {
+    /// `(le, cumulative count)`, ascending by `le`, `+Inf` excluded.
+    pub buckets: Vec<(f64, f64)>,
+    pub count: f64,
+    pub sum: f64,
+}
+
+impl PromHist {
+    fn add_bucket(&mut self, le: f64, n: f64) {
+        match self.buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += n,
+            None => {
+                self.buckets.push((le, n));
+                self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+    }
+
+    /// Adds `other` (histograms of one route with different statuses).
+    pub fn merge(&mut self, other: &PromHist) {
+        for (le, n) in &other.buckets {
+            self.add_bucket(*le, *n);
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
+    /// What was observed after `earlier` (a scrape of the same series taken before).
+    pub fn since(&self, earlier: &PromHist) -> PromHist {
+        let before = |le: f64| {
+            earlier
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0.0, |(_, n)| *n)
+        };
+        PromHist {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, n)| (*le, (n - before(*le)).max(0.0)))
+                .collect(),
+            count: (self.count - earlier.count).max(0.0),
+            sum: (self.sum - earlier.sum).max(0.0),
+        }
+    }
+
+    /// The `q` quantile as Prometheus's `histogram_quantile` reads it: linear inside the
+    /// bucket it falls in; the highest finite bound when it falls in `+Inf`. `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count <= 0.0 {
+            return None;
+        }
+        let rank = q * self.count;
+        let (mut lower, mut below) = (0.0, 0.0);
+        for (le, n) in &self.buckets {
+            if *n >= rank {
+                let inside = n - below;
+                let frac = if inside > 0.0 {
+                    (rank - below) / inside
+                } else {
+                    1.0
+                };
+                return Some(lower + (le - lower) * frac);
+            }
+            (lower, below) = (*le, *n);
+        }
+        self.buckets.last().map(|(le, _)| *le)
+    }
+}
+
+/// One route's figures in a scrape.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RouteScrape {
+    /// Request duration, every status merged (seconds).
+    pub duration: PromHist,
+    /// Requests by status.
+    pub statuses: BTreeMap<String, f64>,
+    /// Time waiting for the pool (seconds).
+    pub pool_wait: PromHist,
+    /// Rows written, total.
+    pub writes: f64,
+    /// External calls, total.
+    pub calls: f64,
+}
+
 /// Selected values of one `/metrics` scrape.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Scrape {
@@ -117,7 +237,9 @@ pub struct Scrape {
     pub queue_queued: f64,
     pub queue_running: f64,
     /// `errors_total` by category (cumulative).
-    pub errors: std::collections::BTreeMap<String, f64>,
+    pub errors: BTreeMap<String, f64>,
+    /// Per route label (cumulative).
+    pub routes: BTreeMap<String, RouteScrape>,
 }
 
 impl Scrape {
@@ -125,6 +247,30 @@ impl Scrape {
     pub fn pool_in_use(&self) -> f64 {
         (self.pool_size - self.pool_idle).max(0.0)
     }
+
+    /// Rows written and external calls made, every route.
+    pub fn writes_and_calls(&self) -> (f64, f64) {
+        self.routes
+            .values()
+            .fold((0.0, 0.0), |(w, c), r| (w + r.writes, c + r.calls))
+    }
+}
+
+/// One sample line: `name{labels} value`.
+fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
+    let (series, value) = line.rsplit_once(' ')?;
+    let value: f64 = value.parse().ok()?;
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}')?),
+        None => (series, ""),
+    };
+    let mut map = BTreeMap::new();
+    // Label values here never hold `",` (routes, statuses, categories).
+    for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once("=\"")?;
+        map.insert(k, v.trim_end_matches('"'));
+    }
+    Some((name, map, value))
 }
 
 /// Reads the series the harness uses from Prometheus text.
@@ -133,28 +279,62 @@ pub fn parse_metrics(text: &str, t: f64) -> Scrape {
         t,
         ..Scrape::default()
     };
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(v) = value.parse::<f64>() else {
-            continue;
-        };
-        match series {
-            "db_pool_max" => s.pool_max = v,
-            "db_pool_size" => s.pool_size = v,
-            "db_pool_idle" => s.pool_idle = v,
-            "db_pool_waiters" => s.pool_waiters = v,
-            "job_queue_depth{status=\"queued\"}" => s.queue_queued = v,
-            "job_queue_depth{status=\"running\"}" => s.queue_running = v,
-            other => {
-                if let Some(cat) = other
-                    .strip_prefix("errors_total{category=\"")
-                    .and_then(|r| r.strip_suffix("\"}"))
-                {
-                    s.errors.insert(cat.to_owned(), v);
+    let hist = |h: &mut PromHist, suffix: &str, labels: &BTreeMap<&str, &str>, v: f64| match suffix
+    {
+        "_bucket" => {
+            if let Some(le) = labels.get("le").and_then(|l| l.parse::<f64>().ok()) {
+                if le.is_finite() {
+                    h.add_bucket(le, v);
                 }
             }
+        }
+        "_count" => h.count += v,
+        "_sum" => h.sum += v,
+        _ => {}
+    };
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, labels, v)) = sample(line) else {
+            continue;
+        };
+        let route = labels.get("route").map(|r| r.to_string());
+        let split = |base: &str| name.strip_prefix(base).filter(|r| r.starts_with('_'));
+        if let (Some(suffix), Some(route)) = (split(names::REQUEST_DURATION), &route) {
+            let r = s.routes.entry(route.clone()).or_default();
+            hist(&mut r.duration, suffix, &labels, v);
+            if suffix == "_count" {
+                if let Some(status) = labels.get("status") {
+                    *r.statuses.entry(status.to_string()).or_default() += v;
+                }
+            }
+        } else if let (Some(suffix), Some(route)) = (split(names::POOL_WAIT), &route) {
+            hist(
+                &mut s.routes.entry(route.clone()).or_default().pool_wait,
+                suffix,
+                &labels,
+                v,
+            );
+        } else if let (Some("_sum"), Some(route)) = (split(names::DB_WRITES), &route) {
+            s.routes.entry(route.clone()).or_default().writes = v;
+        } else if let (Some("_sum"), Some(route)) = (split(names::EXTERNAL_CALLS), &route) {
+            s.routes.entry(route.clone()).or_default().calls = v;
+        } else if name == names::ERRORS {
+            if let Some(c) = labels.get("category") {
+                s.errors.insert(c.to_string(), v);
+            }
+        } else if name == names::QUEUE_DEPTH {
+            match labels.get("status").copied() {
+                Some("queued") => s.queue_queued = v,
+                Some("running") => s.queue_running = v,
+                _ => {}
+            }
+        } else if name == names::POOL_MAX {
+            s.pool_max = v;
+        } else if name == names::POOL_SIZE {
+            s.pool_size = v;
+        } else if name == names::POOL_IDLE {
+            s.pool_idle = v;
+        } else if name == names::POOL_WAITERS {
+            s.pool_waiters = v;
         }
     }
     s
@@ -165,14 +345,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_series_the_harness_needs_are_read() {
-        let text = "# TYPE db_pool_max gauge\ndb_pool_max 10\ndb_pool_size 8\ndb_pool_idle 3\ndb_pool_waiters 12\njob_queue_depth{status=\"queued\"} 40\nerrors_total{category=\"db_timeout\"} 7\nhttp_request_duration_seconds_count{route=\"GET /\",status=\"200\"} 5\n";
+    fn the_series_the_harness_needs_are_read_whatever_the_label_order() {
+        let text = "# TYPE db_pool_max gauge\ndb_pool_max 10\ndb_pool_size 8\ndb_pool_idle 3\ndb_pool_waiters 12\njob_queue_depth{status=\"queued\"} 40\nerrors_total{category=\"db_timeout\"} 7\n\
+            http_request_duration_seconds_bucket{route=\"GET /\",status=\"200\",le=\"0.1\"} 4\n\
+            http_request_duration_seconds_bucket{status=\"504\",le=\"0.1\",route=\"GET /\"} 0\n\
+            http_request_duration_seconds_bucket{route=\"GET /\",status=\"200\",le=\"1\"} 5\n\
+            http_request_duration_seconds_bucket{route=\"GET /\",status=\"504\",le=\"1\"} 0\n\
+            http_request_duration_seconds_bucket{route=\"GET /\",status=\"504\",le=\"+Inf\"} 5\n\
+            http_request_duration_seconds_count{route=\"GET /\",status=\"200\"} 5\n\
+            http_request_duration_seconds_count{route=\"GET /\",status=\"504\"} 5\n\
+            db_writes_per_request_sum{route=\"POST /api/webhooks/email\"} 17\n";
         let s = parse_metrics(text, 1.5);
         assert_eq!(
             (s.pool_max, s.pool_in_use(), s.pool_waiters, s.queue_queued),
             (10.0, 5.0, 12.0, 40.0)
         );
         assert_eq!(s.errors["db_timeout"], 7.0);
-        assert_eq!(s.t, 1.5);
+        let page = &s.routes["GET /"];
+        assert_eq!(page.duration.count, 10.0);
+        assert_eq!(page.statuses["504"], 5.0);
+        assert_eq!(page.duration.buckets, vec![(0.1, 4.0), (1.0, 5.0)]);
+        assert_eq!(s.writes_and_calls(), (17.0, 0.0));
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_a_bucket_as_prometheus_does() {
+        let h = PromHist {
+            buckets: vec![(0.1, 50.0), (0.2, 100.0)],
+            count: 100.0,
+            sum: 0.0,
+        };
+        assert!((h.quantile(0.75).unwrap() - 0.15).abs() < 1e-9);
+        assert!((h.quantile(0.25).unwrap() - 0.05).abs() < 1e-9);
+        // Past the last finite bound: that bound.
+        let over = PromHist {
+            count: 200.0,
+            ..h.clone()
+        };
+        assert_eq!(over.quantile(0.95), Some(0.2));
+        assert_eq!(PromHist::default().quantile(0.5), None);
+        // What happened between two scrapes.
+        let later = PromHist {
+            buckets: vec![(0.1, 50.0), (0.2, 180.0)],
+            count: 180.0,
+            sum: 0.0,
+        };
+        let delta = later.since(&h);
+        assert_eq!(delta.count, 80.0);
+        assert!(delta.quantile(0.5).unwrap() > 0.1);
     }
 }

@@ -1,4 +1,7 @@
-//! Logging: structured `tracing` to stderr, filtered by `RUST_LOG` with a quiet fallback.
+//! Logging: structured `tracing` to stderr, filtered by `RUST_LOG` with a quiet fallback;
+//! colours only on a terminal (never in a file or a CI log), and never with `NO_COLOR` set.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -8,7 +11,21 @@ use tracing_subscriber::EnvFilter;
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,incident_lab=info,sqlx::query=error"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The service's logging: one JSON object per line on stderr (the matrix keeps it per arm).
+pub fn init_service() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_ansi(false)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();

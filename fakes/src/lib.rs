@@ -204,7 +204,8 @@ impl Fakes {
         Ok(addr)
     }
 
-    /// Waits out the latency knob, rolls the outcome, and counts the call.
+    /// Rolls the outcome, counts the call as it arrives (a caller that gives up during the
+    /// latency still made the call), then waits out the latency knob.
     async fn call(&self, provider: Provider, workspace: i64) -> Outcome {
         let knobs = self.knobs(provider);
         let (delay, roll, truncate) = {
@@ -226,9 +227,6 @@ impl Fakes {
                 rng.random_range(0.0..100.0) < knobs.truncation_pct,
             )
         };
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
         let e = &knobs.errors;
         let outcome = if provider == Provider::Unipile
             && knobs.disconnected_workspaces.contains(&workspace)
@@ -249,17 +247,22 @@ impl Fakes {
         } else {
             Outcome::Ok
         };
-        let mut c = self.0.counters.lock().expect("counters lock");
-        *c.by_workspace
-            .entry(provider)
-            .or_default()
-            .entry(workspace)
-            .or_default() += 1;
-        *c.by_outcome
-            .entry(provider)
-            .or_default()
-            .entry(outcome.label().to_owned())
-            .or_default() += 1;
+        {
+            let mut c = self.0.counters.lock().expect("counters lock");
+            *c.by_workspace
+                .entry(provider)
+                .or_default()
+                .entry(workspace)
+                .or_default() += 1;
+            *c.by_outcome
+                .entry(provider)
+                .or_default()
+                .entry(outcome.label().to_owned())
+                .or_default() += 1;
+        }
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         outcome
     }
 }

@@ -1,11 +1,13 @@
 //! Running a [`Plan`] on goose.
 //!
-//! goose has a closed model only (its issue #87), so the open model is built on top: a shared
-//! queue of intended send times; each goose user takes the next arrival, sleeps until its
-//! time, sends it, and records it against that time. With all users busy, an arrival starts
-//! late — counted, as k6 counts dropped iterations — and its latency still runs from when it
-//! was due. Retries the provider would make go back into the queue. goose's own metrics (which
-//! time from the actual start) are kept alongside, for contrast.
+//! goose has a closed model only (its issue #87), so the open model is built on top: each
+//! stream is a goose scenario with its own users (its `max_in_flight`) and its own queue of
+//! intended send times, earliest first. A user takes the next arrival of its stream, sleeps
+//! until its time, sends it, and records it against that time. When every user of a stream is
+//! busy, that stream's next arrival starts late — counted per stream and per endpoint, as k6
+//! counts dropped iterations — and its latency still runs from when it was due; other streams
+//! are untouched. Retries the provider would make go back into their stream's queue. goose's
+//! own metrics (which time from the actual start) are kept alongside, for contrast.
 //!
 //! goose's killswitch, logger and ctrl-c handler are process-wide: run one attack at a time.
 
@@ -31,6 +33,8 @@ pub enum LoadgenError {
     Goose(String),
     #[error("the plan is empty: no stream has any arrival in its duration")]
     EmptyPlan,
+    #[error("stream {0:?} has max_in_flight 0: it could never send")]
+    NoUsers(String),
 }
 
 /// goose's view of one endpoint (timed from the actual start, not the intended time).
@@ -44,33 +48,49 @@ pub struct GooseEndpoint {
 /// What a run returns besides the live recording.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunSummary {
-    /// Arrivals scheduled (retries not included).
-    pub scheduled: u64,
     /// Arrivals never sent because the run ended first.
     pub unsent: u64,
     /// goose's metrics, keyed `"METHOD name"`.
     pub goose: BTreeMap<String, GooseEndpoint>,
-    pub elapsed_secs: f64,
 }
 
 struct Shared {
     plan: Plan,
-    queue: Mutex<BinaryHeap<Reverse<Scheduled>>>,
-    /// Arrivals taken from the queue and not yet recorded (sleeping or sending).
+    /// One queue of intended sends per stream, earliest first.
+    queues: Vec<Mutex<BinaryHeap<Reverse<Scheduled>>>>,
+    /// Arrivals taken from a queue and not yet recorded (sleeping or sending), all streams.
     in_flight: AtomicUsize,
+    /// Wakes idle users when a retry is queued or the run is over.
+    wake: tokio::sync::Notify,
     epoch: OnceLock<Instant>,
     recording: Arc<Mutex<Recording>>,
 }
 
-/// Lead time between the first user starting and the schedule's time zero, so every user is
-/// running when the first arrival is due.
-const START_DELAY: Duration = Duration::from_millis(500);
+/// Lead time between the first user starting and the schedule's time zero, so every user of
+/// every stream is running when the first arrival is due (users start within 0.25 s).
+pub const START_DELAY: Duration = Duration::from_secs(1);
 
 impl Shared {
-    async fn step(&self, user: &mut GooseUser) -> TransactionResult {
+    fn queued(&self) -> usize {
+        self.queues
+            .iter()
+            .map(|q| q.lock().expect("queue lock").len())
+            .sum()
+    }
+
+    /// Ends the attack once nothing is queued and nothing is in flight (a request in flight
+    /// may still queue a retry).
+    fn finish_if_done(&self) {
+        if self.in_flight.load(Ordering::SeqCst) == 0 && self.queued() == 0 {
+            goose::trigger_killswitch("schedule complete");
+            self.wake.notify_waiters();
+        }
+    }
+
+    async fn step(&self, stream_index: usize, user: &mut GooseUser) -> TransactionResult {
         let epoch = *self.epoch.get_or_init(|| Instant::now() + START_DELAY);
         let next = {
-            let mut queue = self.queue.lock().expect("queue lock");
+            let mut queue = self.queues[stream_index].lock().expect("queue lock");
             let next = queue.pop();
             if next.is_some() {
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -78,14 +98,19 @@ impl Shared {
             next
         };
         let Some(Reverse(item)) = next else {
-            // Nothing queued: the run is over once nothing is in flight either (a request in
-            // flight may still queue a retry).
-            if self.in_flight.load(Ordering::SeqCst) == 0 {
-                goose::trigger_killswitch("schedule complete");
+            // Nothing queued for this stream now: wait for a retry or the end, without polling.
+            // Every path must await something that really waits: a transaction that returns at
+            // once keeps its user spinning and starves goose's own tasks of the runtime.
+            let woken = self.wake.notified();
+            self.finish_if_done();
+            if goose::is_killswitch_triggered() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            } else {
+                let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
             return Ok(());
         };
+        let taken = Instant::now().saturating_duration_since(epoch);
         tokio::time::sleep_until((epoch + item.at).into()).await;
         let started = Instant::now();
         let stream = &self.plan.streams[item.stream];
@@ -127,8 +152,11 @@ impl Shared {
                     let header =
                         |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
                     let number = |name: &str| header(name).and_then(|v| v.parse().ok());
-                    let (w, c) = (number("x-db-writes"), number("x-external-calls"));
-                    let categories = header("x-error-category")
+                    let (w, c) = (
+                        number(incident_wire::DB_WRITES_HEADER),
+                        number(incident_wire::EXTERNAL_CALLS_HEADER),
+                    );
+                    let categories = header(incident_wire::ERROR_CATEGORY_HEADER)
                         .map(|v| v.split(',').map(str::to_owned).collect())
                         .unwrap_or_default();
                     // Read the whole body: the latency ends with the last byte.
@@ -143,7 +171,9 @@ impl Shared {
         let ended = Instant::now();
         let sample = Sample {
             endpoint: label,
+            stream: stream.name.clone(),
             intended: item.at,
+            taken,
             started: started.saturating_duration_since(epoch),
             ended: ended.saturating_duration_since(epoch),
             outcome,
@@ -161,10 +191,11 @@ impl Shared {
         }
         self.maybe_retry(item, outcome, sample.ended);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.finish_if_done();
         Ok(())
     }
 
-    /// Puts a failed send back in the queue, as the provider would, within the run.
+    /// Puts a failed send back in its stream's queue, as the provider would, within the run.
     fn maybe_retry(&self, item: Scheduled, outcome: Outcome, ended: Duration) {
         let Some(policy) = &self.plan.streams[item.stream].retry else {
             return;
@@ -175,7 +206,7 @@ impl Shared {
         };
         let at = ended + policy.after;
         if wanted && item.attempt < policy.max && at < self.plan.duration {
-            self.queue
+            self.queues[item.stream]
                 .lock()
                 .expect("queue lock")
                 .push(Reverse(Scheduled {
@@ -183,6 +214,7 @@ impl Shared {
                     attempt: item.attempt + 1,
                     ..item
                 }));
+            self.wake.notify_waiters();
         }
     }
 }
@@ -194,38 +226,54 @@ fn goose_err(e: impl std::fmt::Debug) -> LoadgenError {
 /// Runs `plan` to its end, recording into `recording` (which the caller may read while the
 /// run goes on, e.g. for a progress display).
 pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSummary, LoadgenError> {
+    if let Some(s) = plan.streams.iter().find(|s| s.max_in_flight == 0) {
+        return Err(LoadgenError::NoUsers(s.name.clone()));
+    }
     let schedule = plan.schedule();
     if schedule.is_empty() {
         return Err(LoadgenError::EmptyPlan);
     }
-    let scheduled = schedule.len() as u64;
+    let mut queues: Vec<BinaryHeap<Reverse<Scheduled>>> =
+        vec![BinaryHeap::new(); plan.streams.len()];
+    for item in schedule {
+        queues[item.stream].push(Reverse(item));
+    }
     // An upper bound: the run normally ends as soon as the schedule is done and nothing is in
-    // flight (the killswitch below); this covers the last arrival timing out.
+    // flight (the killswitch above); this covers the last arrival timing out.
     let run_secs = (START_DELAY + plan.duration + plan.client_timeout).as_secs() as usize + 2;
     let shared = Arc::new(Shared {
-        queue: Mutex::new(schedule.into_iter().map(Reverse).collect()),
+        queues: queues.into_iter().map(Mutex::new).collect(),
         in_flight: AtomicUsize::new(0),
+        wake: tokio::sync::Notify::new(),
         epoch: OnceLock::new(),
         recording,
         plan: plan.clone(),
     });
-    let step = shared.clone();
-    let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
-        let step = step.clone();
-        Box::pin(async move { step.step(user).await })
-    }))
-    .set_name("open-model arrival");
-    let started = Instant::now();
-    let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
-        .map_err(goose_err)?
-        .register_scenario(Scenario::new("open model").register_transaction(transaction));
+    let mut attack =
+        GooseAttack::initialize_with_config(GooseConfiguration::default()).map_err(goose_err)?;
+    // One goose scenario per stream, weighted by its concurrency: with exactly the sum of the
+    // weights as users, goose gives each scenario exactly its weight in users.
+    for (index, stream) in plan.streams.iter().enumerate() {
+        let step = shared.clone();
+        let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
+            let step = step.clone();
+            Box::pin(async move { step.step(index, user).await })
+        }))
+        .set_name("open-model arrival");
+        let scenario = Scenario::new(&format!("stream {index}"))
+            .set_weight(stream.max_in_flight)
+            .map_err(goose_err)?
+            .register_transaction(transaction);
+        attack = attack.register_scenario(scenario);
+    }
+    let users: usize = plan.streams.iter().map(|s| s.max_in_flight).sum();
     let attack = *attack
         .set_default(GooseDefault::Host, plan.host.as_str())
         .map_err(goose_err)?;
     let attack = *attack
-        .set_default(GooseDefault::Users, plan.users.max(1))
+        .set_default(GooseDefault::Users, users)
         .map_err(goose_err)?;
-    let rate = (plan.users.max(1) * 4).to_string();
+    let rate = (users * 4).to_string();
     let attack = *attack
         .set_default(GooseDefault::IncreaseRate, rate.as_str())
         .map_err(goose_err)?;
@@ -263,16 +311,15 @@ pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSumm
         })
         .collect();
     let unsent = shared
-        .queue
-        .lock()
-        .expect("queue lock")
+        .queues
         .iter()
-        .filter(|Reverse(s)| s.attempt == 0)
-        .count() as u64;
-    Ok(RunSummary {
-        scheduled,
-        unsent,
-        goose,
-        elapsed_secs: started.elapsed().as_secs_f64(),
-    })
+        .map(|q| {
+            q.lock()
+                .expect("queue lock")
+                .iter()
+                .filter(|Reverse(s)| s.attempt == 0)
+                .count() as u64
+        })
+        .sum();
+    Ok(RunSummary { unsent, goose })
 }

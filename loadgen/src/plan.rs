@@ -99,14 +99,47 @@ pub struct RetryPolicy {
     pub max: u8,
 }
 
-/// One traffic stream: what to send and when.
+/// One traffic stream: what to send and when, and how many of its requests may be in flight.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stream {
     pub name: String,
     pub endpoint: Endpoint,
     pub arrival: Arrival,
     pub retry: Option<RetryPolicy>,
+    /// This stream's own concurrency (its goose users), as each k6 scenario has its own VU
+    /// pool: one stream's slow requests never delay another stream's sends. Beyond it, this
+    /// stream's arrivals start late.
+    pub max_in_flight: usize,
 }
+
+impl Stream {
+    /// The highest arrival rate of `arrival` over `duration` (sampled every 10 ms).
+    pub fn peak_rate(arrival: &Arrival, duration: Duration) -> f64 {
+        let steps = (duration.as_secs_f64() * 100.0).ceil() as usize;
+        (0..=steps)
+            .map(|i| arrival.rate_at(i as f64 / 100.0))
+            .fold(0.0, f64::max)
+    }
+
+    /// The concurrency a stream needs so that it never waits for itself: every arrival of its
+    /// peak rate (originals and the provider's retries) in flight for up to `client_timeout`
+    /// (Little's law with the longest time in system), plus one second of arrivals, capped at
+    /// [`MAX_DEFAULT_IN_FLIGHT`].
+    pub fn default_max_in_flight(
+        arrival: &Arrival,
+        retry: Option<&RetryPolicy>,
+        duration: Duration,
+        client_timeout: Duration,
+    ) -> usize {
+        let peak = Self::peak_rate(arrival, duration);
+        let attempts = 1.0 + retry.map_or(0.0, |r| f64::from(r.max));
+        let need = peak * attempts * client_timeout.as_secs_f64() + peak;
+        (need.ceil() as usize).clamp(1, MAX_DEFAULT_IN_FLIGHT)
+    }
+}
+
+/// The most users a stream gets by default; a scenario can set more explicitly.
+pub const MAX_DEFAULT_IN_FLIGHT: usize = 4096;
 
 /// Everything the load generator needs for one run.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -121,12 +154,11 @@ pub struct Plan {
     pub seed: u64,
     /// Exponential gaps (Poisson arrivals) rather than evenly spaced ones.
     pub poisson: bool,
-    /// Most requests in flight at once (goose users); beyond it, arrivals start late.
-    pub users: usize,
     /// Client-side timeout of a request.
     #[serde(with = "secs")]
     pub client_timeout: Duration,
-    /// A request that starts later than this after its intended time counts as late.
+    /// A request that starts later than this after its intended time counts as late (k6's
+    /// dropped iterations: a sign the generator, not the service, set the pace).
     #[serde(with = "secs")]
     pub late_after: Duration,
     /// A tag that makes this run's dedupe ids unique.

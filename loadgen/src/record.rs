@@ -107,7 +107,12 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub endpoint: String,
+    /// The stream that sent it.
+    pub stream: String,
     pub intended: Duration,
+    /// When a user of its stream took it from the stream's queue: after `intended` when every
+    /// user of the stream was busy (the stream's concurrency ran out).
+    pub taken: Duration,
     pub started: Duration,
     pub ended: Duration,
     pub outcome: Outcome,
@@ -134,6 +139,8 @@ pub struct EndpointRecording {
     pub requests: u64,
     /// Requests that started more than `late_after` after their intended time.
     pub late: u64,
+    /// Start minus intended time, every request (0 when on time).
+    pub lateness: Hist,
     pub retries: u64,
     pub db_writes_total: u64,
     pub db_writes_max: u32,
@@ -167,6 +174,7 @@ impl EndpointRecording {
         }
         self.requests += other.requests;
         self.late += other.late;
+        self.lateness.merge(&other.lateness);
         self.retries += other.retries;
         self.db_writes_total += other.db_writes_total;
         self.db_writes_max = self.db_writes_max.max(other.db_writes_max);
@@ -176,10 +184,41 @@ impl EndpointRecording {
     }
 }
 
-/// A run's recording: per endpoint, plus the dedupe ids the service acknowledged.
+/// How well the generator kept one stream's schedule.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StreamRecording {
+    /// Sends (originals and retries).
+    pub requests: u64,
+    /// Sends that started more than `late_after` after their intended time.
+    pub late: u64,
+    /// Of those, the ones no user of the stream was free for (its concurrency ran out).
+    pub late_no_user: u64,
+    /// Of those, the ones a user was waiting for but woke up late: the generator's own
+    /// runtime did not get the CPU in time.
+    pub late_wakeup: u64,
+    /// Start minus intended time, every send.
+    pub lateness: Hist,
+}
+
+impl StreamRecording {
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: &StreamRecording) {
+        self.requests += other.requests;
+        self.late += other.late;
+        self.late_no_user += other.late_no_user;
+        self.late_wakeup += other.late_wakeup;
+        self.lateness.merge(&other.lateness);
+    }
+}
+
+/// A run's recording: per endpoint and per stream, plus the dedupe ids the service
+/// acknowledged.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recording {
     pub endpoints: BTreeMap<String, EndpointRecording>,
+    /// Per stream (by name): how well the schedule was kept.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamRecording>,
     /// Dedupe ids of `EMAIL_SENT` events the service answered 2xx to.
     pub acked: BTreeSet<String>,
 }
@@ -199,8 +238,22 @@ impl Recording {
             *e.error_categories.entry(c.clone()).or_default() += 1;
         }
         e.requests += 1;
-        if s.started.saturating_sub(s.intended) > late_after {
+        let lateness = s.started.saturating_sub(s.intended);
+        let late = lateness > late_after;
+        e.lateness.record(lateness);
+        if late {
             e.late += 1;
+        }
+        let st = self.streams.entry(s.stream.clone()).or_default();
+        st.requests += 1;
+        st.lateness.record(lateness);
+        if late {
+            st.late += 1;
+            if s.taken.saturating_sub(s.intended) > late_after {
+                st.late_no_user += 1;
+            } else {
+                st.late_wakeup += 1;
+            }
         }
         if s.retry {
             e.retries += 1;
@@ -219,6 +272,9 @@ impl Recording {
         for (name, e) in &other.endpoints {
             self.endpoints.entry(name.clone()).or_default().merge(e);
         }
+        for (name, s) in &other.streams {
+            self.streams.entry(name.clone()).or_default().merge(s);
+        }
         self.acked.extend(other.acked.iter().cloned());
     }
 
@@ -235,7 +291,9 @@ mod tests {
     fn sample(endpoint: &str, intended_ms: u64, ended_ms: u64) -> Sample {
         Sample {
             endpoint: endpoint.into(),
+            stream: format!("{endpoint} stream"),
             intended: Duration::from_millis(intended_ms),
+            taken: Duration::from_millis(intended_ms),
             started: Duration::from_millis(intended_ms),
             ended: Duration::from_millis(ended_ms),
             outcome: Outcome::Status(200),
@@ -259,6 +317,29 @@ mod tests {
         let e = &r.endpoints["GET /"];
         assert_eq!(e.latency.max_ms().map(f64::round), Some(600.0));
         assert_eq!(e.late, 1);
+        assert_eq!(e.lateness.max_ms().map(f64::round), Some(500.0));
+    }
+
+    #[test]
+    fn a_late_start_is_charged_to_its_cause() {
+        let mut r = Recording::default();
+        let late = Duration::from_millis(50);
+        // Taken on time, started late: the generator woke up late.
+        let mut woke_late = sample("GET /", 1000, 1300);
+        woke_late.started = Duration::from_millis(1200);
+        r.record(&woke_late, late);
+        // Taken late: no user of the stream was free.
+        let mut no_user = sample("GET /", 2000, 2600);
+        no_user.taken = Duration::from_millis(2400);
+        no_user.started = Duration::from_millis(2400);
+        r.record(&no_user, late);
+        // On time.
+        r.record(&sample("GET /", 3000, 3010), late);
+        let s = &r.streams["GET / stream"];
+        assert_eq!(
+            (s.requests, s.late, s.late_wakeup, s.late_no_user),
+            (3, 2, 1, 1)
+        );
     }
 
     #[test]

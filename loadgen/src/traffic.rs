@@ -67,11 +67,9 @@ impl Endpoint {
     /// The endpoint label used in recordings and reports, e.g. `POST /api/webhooks/email`.
     pub fn label(&self) -> String {
         match self {
-            // The budgets name EMAIL_SENT (the high-volume event); other events get a row each.
-            Endpoint::EmailWebhook { event, .. } if event == "EMAIL_SENT" => {
-                "POST /api/webhooks/email".into()
+            Endpoint::EmailWebhook { event, .. } => {
+                incident_wire::endpoint_label("POST", incident_wire::WEBHOOK_PATH, Some(event))
             }
-            Endpoint::EmailWebhook { event, .. } => format!("POST /api/webhooks/email [{event}]"),
             Endpoint::InboxPage { .. } => "GET /".into(),
             Endpoint::InboxCounts { .. } => "POST /api/actions/inbox-counts".into(),
             Endpoint::AiDraft { .. } => "POST /api/actions/ai-draft".into(),
@@ -105,7 +103,7 @@ impl Endpoint {
                 let signature = sign_webhook(secret, unix_now, &body);
                 Request {
                     method: reqwest::Method::POST,
-                    path: "/api/webhooks/email".into(),
+                    path: incident_wire::WEBHOOK_PATH.into(),
                     headers: vec![
                         ("content-type".into(), "application/json".into()),
                         (incident_wire::TIMESTAMP_HEADER.into(), unix_now.to_string()),

@@ -52,6 +52,9 @@ impl Switches {
         "LEGACY_PROVIDER_CALLS",
     ];
 
+    /// The three rollout flags (the seed's plan flips these in production).
+    pub const ROLLOUT: [&'static str; 3] = [Self::NAMES[0], Self::NAMES[1], Self::NAMES[2]];
+
     /// The pre-Phase-53 world: every flag off, every legacy switch on.
     pub fn pre_phase_53() -> Self {
         Self {

@@ -10,10 +10,25 @@ use std::time::Duration;
 
 use crate::error::Category;
 
-/// Upper bounds (seconds) of the latency histograms.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
-];
+use incident_wire::metrics as names;
+
+/// Upper bounds (seconds) of the latency histograms: 1 ms to ~130 s, each 1.1× the one before
+/// (as a Prometheus native histogram of schema 3), so a quantile read from them — linear
+/// inside a bucket, as `histogram_quantile` does — is within ~10 % of the true value and can
+/// be set beside the client's HDR figures.
+fn latency_buckets() -> &'static [f64] {
+    static BOUNDS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    BOUNDS.get_or_init(|| {
+        (0..=124)
+            .map(|k| {
+                let v = 0.001 * 1.1f64.powi(k);
+                // Three significant digits keep the label short and exact in text.
+                let scale = 10f64.powi(2 - v.log10().floor() as i32);
+                (v * scale).round() / scale
+            })
+            .collect()
+    })
+}
 /// Upper bounds of the per-request write / external-call histograms.
 const COUNT_BUCKETS: [f64; 7] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0];
 
@@ -61,6 +76,8 @@ struct Registry {
     db_writes: BTreeMap<String, Histogram>,
     /// route → external calls per request.
     external_calls: BTreeMap<String, Histogram>,
+    /// route → time spent waiting for pooled connections per request.
+    pool_wait: BTreeMap<String, Histogram>,
     errors: BTreeMap<Category, u64>,
     acquire_wait: Histogram,
     /// (runner, outcome) → units.
@@ -71,6 +88,17 @@ struct Registry {
 #[derive(Debug, Default)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+}
+
+/// What a finished request did, besides its route, status and duration.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestDone {
+    /// Rows written.
+    pub writes: u32,
+    /// External calls made.
+    pub calls: u32,
+    /// Time spent waiting for pooled connections.
+    pub pool_wait: Duration,
 }
 
 /// Point-in-time values the registry does not keep (read from their owners on scrape).
@@ -91,12 +119,17 @@ impl Metrics {
     }
 
     /// Records one finished request.
-    pub fn request(&self, route: &str, status: u16, elapsed: Duration, writes: u32, calls: u32) {
+    pub fn request(&self, route: &str, status: u16, elapsed: Duration, done: &RequestDone) {
+        let (writes, calls) = (done.writes, done.calls);
         self.with(|r| {
             r.requests
                 .entry((route.to_owned(), status))
                 .or_default()
-                .observe(&LATENCY_BUCKETS, elapsed.as_secs_f64());
+                .observe(latency_buckets(), elapsed.as_secs_f64());
+            r.pool_wait
+                .entry(route.to_owned())
+                .or_default()
+                .observe(latency_buckets(), done.pool_wait.as_secs_f64());
             r.db_writes
                 .entry(route.to_owned())
                 .or_default()
@@ -117,7 +150,7 @@ impl Metrics {
     pub fn acquire_wait(&self, waited: Duration) {
         self.with(|r| {
             r.acquire_wait
-                .observe(&LATENCY_BUCKETS, waited.as_secs_f64())
+                .observe(latency_buckets(), waited.as_secs_f64())
         });
     }
 
@@ -126,46 +159,52 @@ impl Metrics {
         self.with(|r| *r.cron_units.entry((runner, outcome)).or_default() += n);
     }
 
-    /// The count of errors of `category` so far.
-    pub fn errors_of(&self, category: Category) -> u64 {
-        self.with(|r| r.errors.get(&category).copied().unwrap_or(0))
-    }
-
     /// Renders everything in the Prometheus text format.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(16 * 1024);
         self.with(|r| {
-            out.push_str("# HELP http_request_duration_seconds Request duration by route and status.\n# TYPE http_request_duration_seconds histogram\n");
+            let _ = writeln!(out, "# HELP {0} Request duration by route and status.\n# TYPE {0} histogram", names::REQUEST_DURATION);
             for ((route, status), h) in &r.requests {
                 let labels = format!("route=\"{route}\",status=\"{status}\"");
-                h.render(&mut out, "http_request_duration_seconds", &labels, &LATENCY_BUCKETS);
+                h.render(&mut out, names::REQUEST_DURATION, &labels, latency_buckets());
             }
-            out.push_str("# HELP db_writes_per_request DB writes made on the request path.\n# TYPE db_writes_per_request histogram\n");
+            let _ = writeln!(out, "# HELP {0} Time a request waited for pooled connections, by route.\n# TYPE {0} histogram", names::POOL_WAIT);
+            for (route, h) in &r.pool_wait {
+                h.render(&mut out, names::POOL_WAIT, &format!("route=\"{route}\""), latency_buckets());
+            }
+            let _ = writeln!(out, "# HELP {0} Rows written (inserted, updated, deleted) per request.\n# TYPE {0} histogram", names::DB_WRITES);
             for (route, h) in &r.db_writes {
-                h.render(&mut out, "db_writes_per_request", &format!("route=\"{route}\""), &COUNT_BUCKETS);
+                h.render(&mut out, names::DB_WRITES, &format!("route=\"{route}\""), &COUNT_BUCKETS);
             }
-            out.push_str("# HELP external_calls_per_request External provider calls made on the request path.\n# TYPE external_calls_per_request histogram\n");
+            let _ = writeln!(out, "# HELP {0} External provider calls made on the request path.\n# TYPE {0} histogram", names::EXTERNAL_CALLS);
             for (route, h) in &r.external_calls {
-                h.render(&mut out, "external_calls_per_request", &format!("route=\"{route}\""), &COUNT_BUCKETS);
+                h.render(&mut out, names::EXTERNAL_CALLS, &format!("route=\"{route}\""), &COUNT_BUCKETS);
             }
-            out.push_str("# HELP errors_total Errors by Phase 53 category.\n# TYPE errors_total counter\n");
+            let _ = writeln!(out, "# HELP {0} Errors by Phase 53 category.\n# TYPE {0} counter", names::ERRORS);
             for c in Category::ALL {
                 let n = r.errors.get(&c).copied().unwrap_or(0);
-                let _ = writeln!(out, "errors_total{{category=\"{}\"}} {n}", c.as_str());
+                let _ = writeln!(out, "{}{{category=\"{}\"}} {n}", names::ERRORS, c.as_str());
             }
             out.push_str("# HELP db_pool_acquire_seconds Time spent waiting for a pooled connection.\n# TYPE db_pool_acquire_seconds histogram\n");
-            r.acquire_wait.render(&mut out, "db_pool_acquire_seconds", "", &LATENCY_BUCKETS);
+            r.acquire_wait.render(&mut out, "db_pool_acquire_seconds", "", latency_buckets());
             out.push_str("# HELP cron_units_total Units handled by the cron runners.\n# TYPE cron_units_total counter\n");
             for ((runner, outcome), n) in &r.cron_units {
                 let _ = writeln!(out, "cron_units_total{{runner=\"{runner}\",outcome=\"{outcome}\"}} {n}");
             }
         });
-        let _ = write!(
+        for (name, value) in [
+            (names::POOL_MAX, u64::from(gauges.pool_max)),
+            (names::POOL_SIZE, u64::from(gauges.pool_size)),
+            (names::POOL_IDLE, u64::from(gauges.pool_idle)),
+            (names::POOL_WAITERS, gauges.pool_waiters),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
+        }
+        let _ = writeln!(
             out,
-            "# TYPE db_pool_max gauge\ndb_pool_max {}\n# TYPE db_pool_size gauge\ndb_pool_size {}\n# TYPE db_pool_idle gauge\ndb_pool_idle {}\n# TYPE db_pool_waiters gauge\ndb_pool_waiters {}\n",
-            gauges.pool_max, gauges.pool_size, gauges.pool_idle, gauges.pool_waiters
+            "# HELP {0} Background jobs by status (-1: not readable in time).\n# TYPE {0} gauge",
+            names::QUEUE_DEPTH
         );
-        out.push_str("# HELP job_queue_depth Background jobs by status (-1: not readable in time).\n# TYPE job_queue_depth gauge\n");
         match &gauges.queue {
             Some(rows) => {
                 for status in ["queued", "running", "done", "failed"] {
@@ -173,10 +212,12 @@ impl Metrics {
                         .iter()
                         .find(|(s, _)| s == status)
                         .map_or(0, |(_, n)| *n);
-                    let _ = writeln!(out, "job_queue_depth{{status=\"{status}\"}} {n}");
+                    let _ = writeln!(out, "{}{{status=\"{status}\"}} {n}", names::QUEUE_DEPTH);
                 }
             }
-            None => out.push_str("job_queue_depth{status=\"queued\"} -1\n"),
+            None => {
+                let _ = writeln!(out, "{}{{status=\"queued\"}} -1", names::QUEUE_DEPTH);
+            }
         }
         out.push_str("# HELP feature_flag Current value of each switch (1 on, 0 off).\n# TYPE feature_flag gauge\n");
         for (name, on) in &gauges.switches {
@@ -193,19 +234,33 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_and_counted() {
         let m = Metrics::default();
-        m.request("POST /x", 202, Duration::from_millis(3), 1, 0);
-        m.request("POST /x", 202, Duration::from_millis(700), 1, 0);
+        let done = RequestDone {
+            writes: 1,
+            ..RequestDone::default()
+        };
+        m.request("POST /x", 202, Duration::from_millis(3), &done);
+        m.request("POST /x", 202, Duration::from_millis(700), &done);
         let text = m.render(&Gauges::default());
-        assert!(text.contains("http_request_duration_seconds_bucket{route=\"POST /x\",status=\"202\",le=\"0.005\"} 1"), "{text}");
-        assert!(
-            text.contains(
-                "http_request_duration_seconds_bucket{route=\"POST /x\",status=\"202\",le=\"1\"} 2"
-            ),
-            "{text}"
-        );
+        let bucket = |le: &str| {
+            format!("http_request_duration_seconds_bucket{{route=\"POST /x\",status=\"202\",le=\"{le}\"}}")
+        };
+        assert!(text.contains(&format!("{} 0", bucket("0.001"))), "{text}");
+        assert!(text.contains(&format!("{} 1", bucket("0.00314"))), "{text}");
+        assert!(text.contains(&format!("{} 2", bucket("0.718"))), "{text}");
+        assert!(text.contains(&format!("{} 2", bucket("+Inf"))), "{text}");
         assert!(text
             .contains("http_request_duration_seconds_count{route=\"POST /x\",status=\"202\"} 2"));
         assert!(text.contains("db_writes_per_request_sum{route=\"POST /x\"} 2"));
+    }
+
+    #[test]
+    fn latency_buckets_are_about_a_tenth_apart_from_1_ms_to_2_minutes() {
+        let b = latency_buckets();
+        assert_eq!(b[0], 0.001);
+        assert!(*b.last().unwrap() >= 120.0);
+        for w in b.windows(2) {
+            assert!(w[1] > w[0] && w[1] / w[0] <= 1.11, "{w:?}");
+        }
     }
 
     #[test]

@@ -12,19 +12,21 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use incident_wire::{DB_WRITES_HEADER, ERROR_CATEGORY_HEADER, EXTERNAL_CALLS_HEADER};
+
 use crate::error::Category;
+use crate::metrics::RequestDone;
 use crate::state::{AppState, Tally};
 
 /// Wraps one request. Installed with `route_layer`, so the matched route labels the metrics.
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let route = format!(
-        "{} {}",
-        request.method(),
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", |p| p.as_str())
-    );
+    let method = request.method().to_string();
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let route = incident_wire::endpoint_label(&method, &path, None);
     let tally = Arc::new(Tally::default());
     request.extensions_mut().insert(tally.clone());
     let started = Instant::now();
@@ -66,17 +68,22 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     if !categories.is_empty() {
         let list: Vec<&str> = categories.iter().map(|c| c.as_str()).collect();
         if let Ok(v) = HeaderValue::from_str(&list.join(",")) {
-            headers.insert("x-error-category", v);
+            headers.insert(ERROR_CATEGORY_HEADER, v);
         }
     }
-    headers.insert("x-db-writes", HeaderValue::from(tally.writes()));
-    headers.insert("x-external-calls", HeaderValue::from(tally.calls()));
+    headers.insert(DB_WRITES_HEADER, HeaderValue::from(tally.writes()));
+    headers.insert(EXTERNAL_CALLS_HEADER, HeaderValue::from(tally.calls()));
+    // Webhooks other than EMAIL_SENT get a row of their own, as in the harness's reports.
+    let label = incident_wire::endpoint_label(&method, &path, tally.event());
     state.metrics.request(
-        &route,
+        &label,
         response.status().as_u16(),
         started.elapsed(),
-        tally.writes(),
-        tally.calls(),
+        &RequestDone {
+            writes: tally.writes(),
+            calls: tally.calls(),
+            pool_wait: tally.pool_wait(),
+        },
     );
     response
 }

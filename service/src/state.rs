@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -16,20 +16,40 @@ use crate::domain::counts::CachedCounts;
 use crate::error::{AppError, Category};
 use crate::metrics::Metrics;
 
-/// What one request did: DB writes, external calls, error categories it absorbed, and whether
-/// it is waiting on the pool.
+/// What one request did: rows written, external calls, error categories it absorbed, time
+/// spent waiting for the pool, whether it is waiting now, and (webhooks) its event type.
 #[derive(Debug, Default)]
 pub struct Tally {
     writes: AtomicU32,
     calls: AtomicU32,
     waiting_for_pool: AtomicBool,
+    pool_wait_us: AtomicU64,
     categories: Mutex<Vec<Category>>,
+    event: OnceLock<String>,
 }
 
 impl Tally {
-    /// Counts `n` DB write statements.
-    pub fn wrote(&self, n: u32) {
-        self.writes.fetch_add(n, Ordering::Relaxed);
+    /// Counts `rows` rows inserted, updated or deleted — what Postgres itself counts in
+    /// `pg_stat_user_tables`, so the harness can check the tally against it. Call it with the
+    /// statement's `rows_affected()` (or the rows a `RETURNING` statement gave back).
+    pub fn wrote(&self, rows: u64) {
+        self.writes
+            .fetch_add(u32::try_from(rows).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
+    /// Names the webhook event this request carries (its metrics get a row of their own).
+    pub fn set_event(&self, event: &str) {
+        let _ = self.event.set(event.to_owned());
+    }
+
+    /// The webhook event, once known.
+    pub fn event(&self) -> Option<&str> {
+        self.event.get().map(String::as_str)
+    }
+
+    /// Time this request spent waiting for pooled connections, all acquires.
+    pub fn pool_wait(&self) -> Duration {
+        Duration::from_micros(self.pool_wait_us.load(Ordering::Relaxed))
     }
 
     /// Counts one external call.
@@ -165,7 +185,11 @@ impl AppState {
             Ok(r) => r,
             Err(_) => Err(sqlx::Error::PoolTimedOut),
         };
-        self.metrics.acquire_wait(started.elapsed());
+        let waited = started.elapsed();
+        self.metrics.acquire_wait(waited);
+        tally
+            .pool_wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         Ok(result?)
     }
 }

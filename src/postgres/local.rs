@@ -94,7 +94,7 @@ fn run_as() -> Result<RunAs, ProvisionError> {
 
 impl RunAs {
     fn command(&self, program: PathBuf) -> Command {
-        let mut cmd = Command::new(program);
+        let mut cmd = crate::service_proc::niced(program);
         if self.switch {
             cmd.uid(self.uid).gid(self.gid);
         }

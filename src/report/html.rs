@@ -83,13 +83,9 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
         "<section><h2>{} <small>({:?}; {})</small></h2>",
         escape(&a.name),
         a.expect,
-        if a.as_expected {
-            "as expected"
-        } else {
-            "NOT as expected"
-        }
+        a.status.word()
     );
-    s.push_str("<table><tr><th>endpoint</th><th>requests</th><th>p50</th><th>p95</th><th>p99</th><th>budget</th><th>statuses</th><th>writes/req</th><th>calls/req</th></tr>");
+    s.push_str("<table><tr><th>endpoint</th><th>requests</th><th>p50</th><th>p95</th><th>p99</th><th>budget</th><th>service p95</th><th>late</th><th>statuses</th><th>writes/req</th><th>calls/req</th><th>time spent</th></tr>");
     for e in &a.endpoints {
         let statuses: Vec<String> = e
             .status_counts
@@ -98,7 +94,7 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
             .collect();
         let _ = write!(
             s,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}% (p95 {})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if e.within_budget { "ok" } else { "over" },
             escape(&e.endpoint),
             e.requests,
@@ -106,9 +102,29 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
             ms(e.p95_ms),
             ms(e.p99_ms),
             ms(e.budget_p95_ms),
+            ms(e.service.as_ref().and_then(|s| s.p95_ms)),
+            e.late_pct,
+            ms(e.lateness_p95_ms),
             escape(&statuses.join(", ")),
             e.db_writes_per_request.map_or("–".into(), |v| format!("{v:.1}")),
-            e.external_calls_per_request.map_or("–".into(), |v| format!("{v:.1}"))
+            e.external_calls_per_request.map_or("–".into(), |v| format!("{v:.1}")),
+            escape(e.time_spent.as_deref().unwrap_or("–"))
+        );
+    }
+    s.push_str("</table><table><tr><th>stream</th><th>users</th><th>sends</th><th>late</th><th>no user free</th><th>woke late</th><th>lateness p95</th><th>max</th></tr>");
+    for st in &a.load.streams {
+        let _ = write!(
+            s,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if st.late_pct <= a.load.max_late_pct { "ok" } else { "over" },
+            escape(&st.name),
+            st.max_in_flight,
+            st.requests,
+            st.late_pct,
+            st.late_no_user,
+            st.late_wakeup,
+            ms(st.lateness_p95_ms),
+            ms(st.lateness_max_ms)
         );
     }
     s.push_str("</table><ul>");
@@ -171,7 +187,7 @@ pub fn render(r: &Report) -> String {
     let mut body = format!(
         "<h1>incident-lab: {} — {}</h1><p>{}</p><p>{} arms, {:.0} s; Postgres {} ({} cores). Latency is measured from each request's intended send time.</p>",
         escape(&r.scenario.name),
-        r.verdict.to_uppercase(),
+        format!("{:?}", r.verdict).to_uppercase(),
         escape(&r.scenario.description),
         r.arms.len(),
         r.wall_time_s,

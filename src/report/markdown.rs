@@ -1,70 +1,69 @@
-//! `report.md`: short enough for a CI step summary.
+//! `report.md`: short enough for a CI step summary; and [`summary`], the results table the
+//! README shows, rendered from a report.json so no figure there is typed by hand.
 
 use std::fmt::Write;
 
-use super::{ms, Report};
+use super::{ms, ArmReport, ArmStatus, Report, Verdict};
 
-pub fn render(r: &Report) -> String {
-    let mut out = String::new();
-    let mark = |ok: bool| if ok { "✅" } else { "❌" };
-    let _ = writeln!(
-        out,
-        "# incident-lab: {} — {}\n",
-        r.scenario.name,
-        if r.verdict == "pass" {
-            "PASS ✅"
-        } else {
-            "FAIL ❌"
-        }
-    );
-    let _ = writeln!(
-        out,
-        "{} arms, {:.0} s wall time; Postgres `{}` (ready in {:.2} s, seeded {} in {:.1} s), {} cores.\n",
-        r.arms.len(),
-        r.wall_time_s,
-        r.environment.postgres_backend,
-        r.environment.postgres_ready_s,
-        r.scenario.dataset,
-        r.environment.seed_s,
-        r.environment.cores
-    );
-    let endpoints: Vec<String> = {
-        let mut e: Vec<String> = r
-            .arms
-            .iter()
-            .flat_map(|a| {
-                a.endpoints
-                    .iter()
-                    .filter(|e| e.budget_p95_ms.is_some())
-                    .map(|e| e.endpoint.clone())
-            })
-            .collect();
-        e.sort();
-        e.dedup();
-        e
-    };
-    let _ = write!(out, "| arm | expect | as expected |");
-    for e in &endpoints {
-        let _ = write!(out, " {e} p95 |");
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "✅"
+    } else {
+        "❌"
     }
-    let _ = writeln!(out, " stmt timeouts | invariant |");
-    let _ = writeln!(out, "|{}", "---|".repeat(endpoints.len() + 5));
+}
+
+fn status(a: &ArmReport) -> String {
+    match a.status {
+        ArmStatus::AsExpected => "✅ as expected".into(),
+        ArmStatus::NotAsExpected => "❌ NOT as expected".into(),
+        ArmStatus::Inconclusive => "⚠️ INCONCLUSIVE (load generator fell behind)".into(),
+    }
+}
+
+/// The budgeted endpoints, sorted.
+fn budgeted(r: &Report) -> Vec<String> {
+    let mut e: Vec<String> = r
+        .arms
+        .iter()
+        .flat_map(|a| {
+            a.endpoints
+                .iter()
+                .filter(|e| e.budget_p95_ms.is_some())
+                .map(|e| e.endpoint.clone())
+        })
+        .collect();
+    e.sort();
+    e.dedup();
+    e
+}
+
+/// The arm × endpoint table: client p95 (from the intended time) and the service's own p95,
+/// against the budget; statement timeouts; the generator's worst stream; the accounting; the
+/// invariant.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let endpoints = budgeted(r);
+    let _ = write!(out, "| arm | expect | status |");
+    for e in &endpoints {
+        let _ = write!(out, " {e} p95 client / service (budget) |");
+    }
+    let _ = writeln!(
+        out,
+        " stmt timeouts | late sends (worst stream) | rows declared / counted | invariant |"
+    );
+    let _ = writeln!(out, "|{}", "---|".repeat(endpoints.len() + 7));
     for a in &r.arms {
-        let _ = write!(
-            out,
-            "| `{}` | {:?} | {} |",
-            a.name,
-            a.expect,
-            mark(a.as_expected)
-        );
+        let _ = write!(out, "| `{}` | {:?} | {} |", a.name, a.expect, status(a));
         for name in &endpoints {
             match a.endpoints.iter().find(|e| &e.endpoint == name) {
                 Some(e) => {
                     let _ = write!(
                         out,
-                        " {} {} / {} |",
+                        " {} {} / {} ({}) |",
                         mark(e.within_budget),
                         ms(e.p95_ms),
+                        ms(e.service.as_ref().and_then(|s| s.p95_ms)),
                         ms(e.budget_p95_ms)
                     );
                 }
@@ -73,11 +72,21 @@ pub fn render(r: &Report) -> String {
                 }
             }
         }
+        let worst = a
+            .load
+            .streams
+            .iter()
+            .max_by(|x, y| x.late_pct.total_cmp(&y.late_pct));
         let inv = &a.invariants;
+        let acc = &a.accounting;
         let _ = writeln!(
             out,
-            " {} | {} {}/{} applied, {} lost, {} dup |",
+            " {} | {} | {} {} / {} | {} {}/{} applied, {} lost, {} dup |",
             a.statement_timeouts,
+            worst.map_or("–".into(), |s| format!("{:.1}%", s.late_pct)),
+            mark(acc.holds),
+            acc.db_writes_declared,
+            acc.db_writes_measured,
             mark(inv.holds),
             inv.applied,
             inv.acked,
@@ -85,15 +94,59 @@ pub fn render(r: &Report) -> String {
             inv.duplicates
         );
     }
+    out
+}
+
+/// The whole report.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# incident-lab: {} — {}\n",
+        r.scenario.name,
+        match r.verdict {
+            Verdict::Pass => "PASS ✅",
+            Verdict::Fail => "FAIL ❌",
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{} arms, {:.0} s wall time; Postgres `{}` (ready in {:.2} s, seeded {} in {:.1} s); commit `{}` on {}.\n",
+        r.arms.len(),
+        r.wall_time_s,
+        r.environment.postgres_backend,
+        r.environment.postgres_ready_s,
+        r.scenario.dataset,
+        r.environment.seed_s,
+        r.environment.commit,
+        r.environment.machine
+    );
+    out.push_str(&table(r));
     let failed: Vec<_> = r
         .arms
         .iter()
         .flat_map(|a| a.checks.iter().filter(|c| !c.passed).map(move |c| (a, c)))
         .collect();
     if !failed.is_empty() {
-        let _ = writeln!(out, "\n## Expectations that did not hold\n");
+        let _ = writeln!(out, "\n## Checks that did not hold\n");
         for (a, c) in failed {
             let _ = writeln!(out, "- `{}`: {} — {}", a.name, c.name, c.detail);
+        }
+    }
+    let _ = writeln!(out, "\n## Where the time went\n");
+    let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");
+    for a in &r.arms {
+        for e in a.endpoints.iter().filter(|e| e.budget_p95_ms.is_some()) {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                a.name,
+                e.endpoint,
+                ms(e.p95_ms),
+                ms(e.service.as_ref().and_then(|s| s.p95_ms)),
+                ms(e.lateness_p95_ms),
+                e.time_spent.as_deref().unwrap_or("–")
+            );
         }
     }
     if !r.attribution.is_empty() {
@@ -120,7 +173,21 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nLatency is measured from each request's intended send time (open model); see report.html for the timelines."
+        "\nClient latency is measured from each request's intended send time (open model); service latency from the handler's start to its response (its `/metrics`). See report.html for the timelines."
     );
     out
+}
+
+/// The README's results block: the table, and what it was measured on.
+pub fn summary(r: &Report) -> String {
+    format!(
+        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time, verdict {:?}:\n\n{}",
+        r.scenario.source,
+        r.environment.commit,
+        r.environment.machine,
+        r.environment.postgres_backend,
+        r.wall_time_s,
+        r.verdict,
+        table(r)
+    )
 }

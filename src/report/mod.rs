@@ -2,6 +2,8 @@
 //! the README), `report.md` (a CI step summary), `junit.xml` (one testcase per arm × budget),
 //! `report.html` (self-contained, inline SVG charts, no external URL).
 
+#[cfg(test)]
+pub mod fixtures;
 pub mod html;
 pub mod junit;
 pub mod markdown;
@@ -13,8 +15,43 @@ use anyhow::Context;
 
 use crate::scenario::Expect;
 
-/// Bumped on any incompatible change of `report.json`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped on any incompatible change of `report.json`. 2: arm `status` (inconclusive), the
+/// load generator's per-stream figures, service-side latency, the writes/calls accounting.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The run's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every arm showed what it must.
+    Pass,
+    /// An arm did not, or could not be judged (inconclusive).
+    Fail,
+}
+
+/// What an arm showed, judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArmStatus {
+    /// Every check held.
+    AsExpected,
+    /// A check failed: the service did not show what the arm must.
+    NotAsExpected,
+    /// The load generator fell behind its schedule: the figures say as much about the
+    /// harness as about the service, so the arm is neither a pass nor a reproduction.
+    Inconclusive,
+}
+
+impl ArmStatus {
+    /// A short word for tables and progress lines.
+    pub fn word(self) -> &'static str {
+        match self {
+            ArmStatus::AsExpected => "as expected",
+            ArmStatus::NotAsExpected => "NOT as expected",
+            ArmStatus::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+}
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Report {
@@ -22,8 +59,7 @@ pub struct Report {
     pub tool: String,
     pub scenario: ScenarioInfo,
     pub environment: Environment,
-    /// `"pass"` when every arm showed what it must, else `"fail"`.
-    pub verdict: String,
+    pub verdict: Verdict,
     pub wall_time_s: f64,
     pub arms: Vec<ArmReport>,
     pub attribution: Vec<Attribution>,
@@ -50,6 +86,11 @@ pub struct PhaseInfo {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Environment {
+    /// The commit the harness was built from (`git describe`-like, `+dirty` when changed),
+    /// or `unknown` outside a checkout.
+    pub commit: String,
+    /// CPU model and memory, as `/proc` says.
+    pub machine: String,
     pub cores: usize,
     pub postgres_backend: String,
     pub postgres_ready_s: f64,
@@ -84,7 +125,16 @@ pub struct EndpointReport {
     pub status_counts: BTreeMap<String, u64>,
     pub error_categories: BTreeMap<String, u64>,
     pub late: u64,
+    /// Late sends in % of requests.
+    pub late_pct: f64,
+    /// Start minus intended time.
+    pub lateness_p95_ms: Option<f64>,
+    pub lateness_max_ms: Option<f64>,
     pub retries: u64,
+    /// The same endpoint as the service measured it (`/metrics`), when it saw any request.
+    pub service: Option<ServiceSide>,
+    /// Where the client-side time went, said when client and service p95 differ by > 2×.
+    pub time_spent: Option<String>,
     pub db_writes_per_request: Option<f64>,
     pub db_writes_max: u32,
     pub external_calls_per_request: Option<f64>,
@@ -92,6 +142,71 @@ pub struct EndpointReport {
     pub phases: Vec<PhaseFigures>,
     /// p95 per 1-second window: `(second, p95_ms, requests)`.
     pub windows: Vec<(u32, f64, u64)>,
+}
+
+/// An endpoint as the service saw it: from its handler's start to its response, read from
+/// its Prometheus histogram (buckets ≤ 1.5× apart, linear inside one).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ServiceSide {
+    pub requests: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub status_counts: BTreeMap<String, u64>,
+    /// Time waiting for pooled connections, p95.
+    pub pool_wait_p95_ms: Option<f64>,
+    /// Per phase, by completion time.
+    pub phases: Vec<PhaseFigures>,
+}
+
+/// How well the load generator kept one stream's schedule.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StreamLoad {
+    pub name: String,
+    pub endpoint: String,
+    /// The stream's own concurrency (goose users).
+    pub max_in_flight: usize,
+    pub requests: u64,
+    pub late: u64,
+    pub late_pct: f64,
+    /// Late because every user of the stream was busy.
+    pub late_no_user: u64,
+    /// Late because the generator woke up late (its CPU).
+    pub late_wakeup: u64,
+    pub lateness_p95_ms: Option<f64>,
+    pub lateness_max_ms: Option<f64>,
+}
+
+/// The load generator's own health in one arm.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LoadHealth {
+    pub late_after_ms: f64,
+    pub max_late_pct: f64,
+    pub streams: Vec<StreamLoad>,
+    /// CPU the harness process (load generator, fake providers) used during the load, in %
+    /// of one core.
+    pub generator_cpu_pct: f64,
+    /// The whole machine's CPU use during the load, in % of all cores.
+    pub machine_cpu_pct: f64,
+}
+
+/// What the service said it did against what Postgres and the fake providers counted.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Accounting {
+    /// Rows the service reported writing (its `x-db-writes` tally, summed on `/metrics`).
+    pub db_writes_declared: u64,
+    /// Rows Postgres counted (`pg_stat_user_tables`: inserted + updated + deleted).
+    pub db_writes_measured: u64,
+    /// Calls the service reported (`x-external-calls`, summed).
+    pub external_calls_declared: u64,
+    /// Calls the fake providers received.
+    pub external_calls_measured: u64,
+    /// Requests the service never finished accounting for (cut off at the function limit,
+    /// or abandoned by the client): each may have written or called without being counted.
+    pub unaccounted_requests: u64,
+    /// Rows / calls such requests may explain.
+    pub slack_writes: u64,
+    pub slack_calls: u64,
+    pub holds: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -124,6 +239,8 @@ pub struct ArmReport {
     /// Every switch of the service, by name.
     pub flags: BTreeMap<String, bool>,
     pub expect: Expect,
+    pub status: ArmStatus,
+    /// `status == as_expected`.
     pub as_expected: bool,
     pub checks: Vec<Check>,
     pub endpoints: Vec<EndpointReport>,
@@ -132,6 +249,8 @@ pub struct ArmReport {
     pub statement_timeouts: u64,
     pub late_arrivals: u64,
     pub unsent: u64,
+    pub load: LoadHealth,
+    pub accounting: Accounting,
     pub invariants: Invariants,
     pub timeline: Vec<TimelinePoint>,
     /// goose's own figures (timed from the actual start): `"METHOD name"` → …

@@ -19,6 +19,46 @@ pub const ACCESS_COOKIE: &str = "sb-access-token";
 /// Cookie with the refresh token.
 pub const REFRESH_COOKIE: &str = "sb-refresh-token";
 
+/// Response header: rows the request wrote to Postgres (inserted, updated or deleted).
+pub const DB_WRITES_HEADER: &str = "x-db-writes";
+/// Response header: calls the request made to external providers (every attempt).
+pub const EXTERNAL_CALLS_HEADER: &str = "x-external-calls";
+/// Response header: the error categories the request met, comma-separated.
+pub const ERROR_CATEGORY_HEADER: &str = "x-error-category";
+
+/// The label of an endpoint in metrics, recordings and reports: `METHOD PATH`, and for
+/// webhooks other than the high-volume `EMAIL_SENT` (which the budgets name) the event in
+/// brackets, so each event gets its own row: `POST /api/webhooks/email [EMAIL_OPENED]`.
+pub fn endpoint_label(method: &str, path: &str, event: Option<&str>) -> String {
+    match event {
+        Some(e) if e != "EMAIL_SENT" => format!("{method} {path} [{e}]"),
+        _ => format!("{method} {path}"),
+    }
+}
+
+/// Metric names the service exports and the harness reads (Prometheus text on `/metrics`).
+pub mod metrics {
+    /// Histogram by `route` and `status`: time from the handler's start to the response.
+    pub const REQUEST_DURATION: &str = "http_request_duration_seconds";
+    /// Histogram by `route`: time a request waited for pooled connections.
+    pub const POOL_WAIT: &str = "db_pool_wait_seconds";
+    /// Histogram by `route`: rows written per request.
+    pub const DB_WRITES: &str = "db_writes_per_request";
+    /// Histogram by `route`: external calls per request.
+    pub const EXTERNAL_CALLS: &str = "external_calls_per_request";
+    /// Counter by `category`.
+    pub const ERRORS: &str = "errors_total";
+    pub const POOL_MAX: &str = "db_pool_max";
+    pub const POOL_SIZE: &str = "db_pool_size";
+    pub const POOL_IDLE: &str = "db_pool_idle";
+    pub const POOL_WAITERS: &str = "db_pool_waiters";
+    /// Gauge by `status`.
+    pub const QUEUE_DEPTH: &str = "job_queue_depth";
+}
+
+/// Path of the email webhook.
+pub const WEBHOOK_PATH: &str = "/api/webhooks/email";
+
 /// Event types of `POST /api/webhooks/email`.
 pub const EVENT_TYPES: [&str; 4] = [
     "EMAIL_SENT",

@@ -109,13 +109,13 @@ pub async fn cached(
     }))
 }
 
-/// Stores fresh counts for `scope_key`.
+/// Stores fresh counts for `scope_key`; returns the rows written.
 pub async fn store(
     conn: &mut PgConnection,
     scope_key: &str,
     workspaces: &[i64],
     fresh: &CachedCounts,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     sqlx::query(
         "INSERT INTO inbox_counts_cache (scope_key, workspace_ids, counts, computed_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (scope_key) DO UPDATE SET counts = EXCLUDED.counts, computed_at = EXCLUDED.computed_at",
@@ -125,8 +125,8 @@ pub async fn store(
     .bind(sqlx::types::Json(fresh.counts))
     .bind(fresh.computed_at)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await
+    .map(|r| r.rows_affected())
 }
 
 /// The current time at the database's precision (microseconds), so a cached answer carries
@@ -252,11 +252,8 @@ async fn fixed_counts(
                 computed_at: now(),
             };
             remember(state, scope_key, fresh);
-            if store(&mut conn, scope_key, workspaces, &fresh)
-                .await
-                .is_ok()
-            {
-                tally.wrote(1);
+            if let Ok(rows) = store(&mut conn, scope_key, workspaces, &fresh).await {
+                tally.wrote(rows);
             }
             CountsAnswer {
                 scope_key: scope_key.to_owned(),
@@ -314,8 +311,7 @@ pub async fn refresh_stale(state: &AppState, tally: &Tally, limit: i64) -> Resul
                     counts,
                     computed_at: now(),
                 };
-                store(&mut conn, &scope_key, &workspaces, &fresh).await?;
-                tally.wrote(1);
+                tally.wrote(store(&mut conn, &scope_key, &workspaces, &fresh).await?);
                 remember(state, &scope_key, fresh);
                 refreshed += 1;
             }

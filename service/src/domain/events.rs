@@ -27,6 +27,20 @@ pub enum EventKind {
     Unknown(String),
 }
 
+impl EventKind {
+    /// The type as the provider names it; unknown types are all `OTHER` (a metrics label must
+    /// not take whatever a sender writes).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::Sent => "EMAIL_SENT",
+            EventKind::Opened => "EMAIL_OPENED",
+            EventKind::Replied => "EMAIL_REPLIED",
+            EventKind::Bounced => "EMAIL_BOUNCED",
+            EventKind::Unknown(_) => "OTHER",
+        }
+    }
+}
+
 /// A validated event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmailEvent {
@@ -138,8 +152,8 @@ fn unknown_workspace(id: i64) -> AppError {
     AppError::Unprocessable(format!("field `workspace_id`: no workspace {id}"))
 }
 
-/// The database effects of `EMAIL_SENT`, in the caller's transaction: five writes, or two
-/// when the event was seen before. Returns the lead id when the effects were applied.
+/// The database effects of `EMAIL_SENT`, in the caller's transaction: four rows and the lead's
+/// pending follow-ups, or one row (the lead upsert) when the event was seen before. Returns the lead id when the effects were applied.
 async fn sent_effects(
     tx: &mut PgConnection,
     tally: &Tally,
@@ -158,7 +172,7 @@ async fn sent_effects(
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| if is_foreign_key_violation(&e) { unknown_workspace(ev.workspace_id) } else { e.into() })?;
-    tally.wrote(1);
+    tally.wrote(1); // RETURNING gave the one row inserted or updated
     steps.mark("lead_upsert");
     let inserted = sqlx::query(
         "INSERT INTO messages (workspace_id, lead_id, direction, channel, provider_event_id, subject, body, is_read, sent_at)
@@ -173,12 +187,12 @@ async fn sent_effects(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    tally.wrote(1);
+    tally.wrote(inserted);
     steps.mark("message_insert");
     if inserted == 0 {
         return Ok(None);
     }
-    sqlx::query(
+    let updated = sqlx::query(
         "UPDATE leads SET emails_sent = emails_sent + 1, last_message_at = greatest(last_message_at, $2),
                           status = CASE WHEN status = 'new' THEN 'contacted' ELSE status END
          WHERE id = $1",
@@ -187,19 +201,19 @@ async fn sent_effects(
     .bind(ev.occurred_at)
     .execute(&mut *tx)
     .await?;
-    tally.wrote(1);
-    sqlx::query("INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, 'email_sent', $3)")
+    tally.wrote(updated.rows_affected());
+    let activity = sqlx::query("INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, 'email_sent', $3)")
         .bind(ev.workspace_id)
         .bind(lead_id)
         .bind(&ev.event_id)
         .execute(&mut *tx)
         .await?;
-    tally.wrote(1);
-    sqlx::query("UPDATE followup_tasks SET due_at = now() + interval '3 days', updated_at = now() WHERE lead_id = $1 AND status = 'pending'")
+    tally.wrote(activity.rows_affected());
+    let followups = sqlx::query("UPDATE followup_tasks SET due_at = now() + interval '3 days', updated_at = now() WHERE lead_id = $1 AND status = 'pending'")
         .bind(lead_id)
         .execute(&mut *tx)
         .await?;
-    tally.wrote(1);
+    tally.wrote(followups.rows_affected());
     steps.mark("lead_effects");
     Ok(Some(lead_id))
 }
@@ -328,18 +342,18 @@ pub async fn apply_other(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    tally.wrote(1);
+    tally.wrote(inserted);
     if inserted == 0 {
         tx.commit().await?;
         return Ok(Handled::Duplicate);
     }
-    sqlx::query(lead_update)
+    let updated = sqlx::query(lead_update)
         .bind(lead_id)
         .execute(&mut *tx)
         .await?;
-    tally.wrote(1);
+    tally.wrote(updated.rows_affected());
     if ev.kind == EventKind::Replied {
-        sqlx::query(
+        let reply = sqlx::query(
             "INSERT INTO messages (workspace_id, lead_id, direction, channel, subject, body, is_read, sent_at)
              VALUES ($1, $2, 'inbound', 'email', $3, '', false, $4)",
         )
@@ -349,7 +363,7 @@ pub async fn apply_other(
         .bind(ev.occurred_at)
         .execute(&mut *tx)
         .await?;
-        tally.wrote(1);
+        tally.wrote(reply.rows_affected());
     }
     tx.commit().await?;
     Ok(Handled::Applied)

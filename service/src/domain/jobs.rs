@@ -44,7 +44,7 @@ pub async fn enqueue(
     .bind(ev.workspace_id)
     .fetch_optional(&mut *conn)
     .await?;
-    tally.wrote(1);
+    tally.wrote(u64::from(inserted.is_some()));
     if inserted.is_some() {
         return Ok(Enqueued::New);
     }
@@ -97,25 +97,26 @@ pub async fn claim(
     .await
 }
 
-/// Marks a job done.
-pub async fn complete(conn: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+/// Marks a job done; returns the rows written.
+pub async fn complete(conn: &mut PgConnection, id: i64) -> Result<u64, sqlx::Error> {
     sqlx::query("UPDATE background_jobs SET status = 'done', finished_at = now(), locked_until = NULL WHERE id = $1")
         .bind(id)
         .execute(conn)
         .await
-        .map(|_| ())
+        .map(|r| r.rows_affected())
 }
 
-/// Puts a failed job back for another attempt after `delay`, or fails it for good.
+/// Puts a failed job back for another attempt after `delay`, or fails it for good. Returns
+/// whether it will be retried, and the rows written.
 pub async fn retry_or_fail(
     conn: &mut PgConnection,
     job: &Job,
     max_attempts: u32,
     delay: Duration,
     error: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<(bool, u64), sqlx::Error> {
     let retry = (job.attempts as u32) < max_attempts;
-    sqlx::query(
+    let written = sqlx::query(
         "UPDATE background_jobs
          SET status = CASE WHEN $2 THEN 'queued' ELSE 'failed' END,
              run_after = now() + make_interval(secs => $3),
@@ -129,7 +130,7 @@ pub async fn retry_or_fail(
     .bind(error)
     .execute(conn)
     .await?;
-    Ok(retry)
+    Ok((retry, written.rows_affected()))
 }
 
 /// Job counts by status (for `/metrics`).

@@ -32,7 +32,7 @@ pub async fn increment(
         .bind(day)
         .fetch_optional(&mut *tx)
         .await?;
-        match current {
+        let written = match current {
             Some(n) => {
                 sqlx::query("UPDATE slot_offer_ledger SET offered = $3 WHERE workspace_id = $1 AND slot_date = $2")
                     .bind(workspace)
@@ -49,13 +49,13 @@ pub async fn increment(
                     .await?
             }
         };
-        tally.wrote(1);
+        tally.wrote(written.rows_affected());
         tx.commit().await?;
         return Ok(());
     }
     let result = async {
         let mut savepoint = conn.begin().await?;
-        sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO slot_offer_ledger (workspace_id, slot_date, offered) VALUES ($1, $2, 1)
              ON CONFLICT (workspace_id, slot_date) DO UPDATE SET offered = slot_offer_ledger.offered + 1",
         )
@@ -63,8 +63,9 @@ pub async fn increment(
         .bind(day)
         .execute(&mut *savepoint)
         .await?;
+        // Counted before the commit: a rolled-back row is still a row Postgres wrote.
+        tally.wrote(written.rows_affected());
         savepoint.commit().await?;
-        tally.wrote(1);
         Ok::<_, AppError>(())
     }
     .await;

@@ -134,7 +134,7 @@ async fn ai_draft(
     };
     {
         let mut conn = state.acquire(&tally).await?;
-        sqlx::query("INSERT INTO ai_drafts (workspace_id, lead_id, draft, verified, error_category) VALUES ($1, $2, $3, $4, $5)")
+        let written = sqlx::query("INSERT INTO ai_drafts (workspace_id, lead_id, draft, verified, error_category) VALUES ($1, $2, $3, $4, $5)")
             .bind(workspace_id)
             .bind(lead_id)
             .bind(&text)
@@ -142,7 +142,7 @@ async fn ai_draft(
             .bind(category.map(Category::as_str))
             .execute(&mut *conn)
             .await?;
-        tally.wrote(1);
+        tally.wrote(written.rows_affected());
     }
     let body = Json(json!({ "draft": text, "verified": verified_flag, "category": category }));
     Ok(with_session_cookie(&auth, body.into_response()))

@@ -88,7 +88,9 @@ async fn background_jobs(
         let batch = {
             let mut conn = state.acquire(&tally).await?;
             let chunk = u64::from(limits.worker_concurrency).min(left) as i64;
-            jobs::claim(&mut conn, chunk, limits.job_lease).await?
+            let claimed = jobs::claim(&mut conn, chunk, limits.job_lease).await?;
+            tally.wrote(claimed.len() as u64);
+            claimed
         };
         if batch.is_empty() {
             break;
@@ -135,7 +137,7 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
     let mut conn = state.acquire(tally).await?;
     match outcome {
         Ok(()) => {
-            jobs::complete(&mut conn, job.id).await?;
+            tally.wrote(jobs::complete(&mut conn, job.id).await?);
             Ok(JobOutcome::Done)
         }
         Err(e) => {
@@ -143,7 +145,7 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
                 tally.note(c);
             }
             let delay = backoff(state.config.limits.provider_backoff, job.attempts as u32);
-            let retry = jobs::retry_or_fail(
+            let (retry, written) = jobs::retry_or_fail(
                 &mut conn,
                 job,
                 state.config.limits.max_attempts,
@@ -151,6 +153,7 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
                 &e.to_string(),
             )
             .await?;
+            tally.wrote(written);
             Ok(if retry {
                 JobOutcome::Retried
             } else {
@@ -199,6 +202,7 @@ async fn followups(
         .fetch_all(&mut *conn)
         .await?
     };
+    tally.wrote(due.len() as u64);
     for task in due {
         if started.elapsed() >= limits.cron_time_budget {
             // Unhandled claims come due again when their lease runs out.
@@ -250,7 +254,7 @@ async fn followups(
             _ => report.retried += 1,
         }
         let mut conn = state.acquire(&tally).await?;
-        sqlx::query(
+        let written = sqlx::query(
             "UPDATE followup_tasks SET status = $2, attempts = attempts + $3, last_error_category = $4,
                     next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at ELSE now() + make_interval(secs => $5) END,
                     updated_at = now()
@@ -263,7 +267,7 @@ async fn followups(
         .bind(retry_in.map(|d| d.as_secs_f64()))
         .execute(&mut *conn)
         .await?;
-        tally.wrote(1);
+        tally.wrote(written.rows_affected());
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report.export(&state, "followups");
@@ -277,10 +281,10 @@ async fn mark_disconnected(
     workspace: i64,
 ) -> Result<(), AppError> {
     let mut conn = state.acquire(tally).await?;
-    sqlx::query("UPDATE workspaces SET unipile_status = 'disconnected', unipile_checked_at = now() WHERE id = $1")
+    let written = sqlx::query("UPDATE workspaces SET unipile_status = 'disconnected', unipile_checked_at = now() WHERE id = $1")
         .bind(workspace)
         .execute(&mut *conn)
         .await?;
-    tally.wrote(1);
+    tally.wrote(written.rows_affected());
     Ok(())
 }

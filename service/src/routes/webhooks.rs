@@ -54,6 +54,7 @@ async fn email_webhook(
         AppError::Unauthorized("invalid webhook signature")
     })?;
     let ev = events::parse(&bytes).map_err(AppError::BadRequest)?;
+    tally.set_event(ev.kind.as_str());
     tracing::Span::current().record("dedupe_key", ev.event_id.as_str());
 
     let (status, handled) = match &ev.kind {

@@ -1,0 +1,307 @@
+//! One arm's life: a fresh clone, fresh fake providers, a fresh service process with the
+//! arm's switches; warm-up, the load, the drain; then the database's and the providers' word
+//! on what happened, and the verdict. Everything the arm starts is owned by [`ArmEnv`], so an
+//! error anywhere tears it down (the service is killed, the fakes stop).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fake_providers::{Fakes, Provider};
+use loadgen::{Endpoint, Plan, Recording};
+use sqlx::{ConnectOptions, Connection};
+
+use super::figures::{endpoint_reports, load_health};
+use super::invariant::{check_invariant, rows_written, wait_for_sessions_to_end};
+use super::verdict::{accounting, accounting_check, judge, load_check, status};
+use super::watch::{scrape, CpuSample, Stage, Watcher};
+use super::wiring::{plan_for, service_env, Secrets};
+use crate::dataset::Template;
+use crate::postgres::PgServer;
+use crate::report::{ArmReport, ArmTimings, TimelinePoint};
+use crate::scenario::{Arm, Scenario};
+use crate::service_proc::ServiceProcess;
+
+/// The fake providers on loopback; stopped when dropped.
+struct FakesServer {
+    fakes: Fakes,
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakesServer {
+    async fn start(scenario: &Scenario, disconnected: Vec<i64>) -> anyhow::Result<Self> {
+        let fakes = Fakes::new(scenario.seed);
+        for (provider, knobs) in &scenario.providers {
+            fakes.set(*provider, knobs.clone());
+        }
+        // Unipile knows which workspaces are disconnected.
+        let mut unipile = fakes.knobs(Provider::Unipile);
+        unipile.disconnected_workspaces.extend(disconnected);
+        fakes.set(Provider::Unipile, unipile);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = {
+            let fakes = fakes.clone();
+            tokio::spawn(async move {
+                let _ = fakes
+                    .serve(listener, async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            })
+        };
+        Ok(Self {
+            fakes,
+            base,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Calls received, every provider.
+    fn calls(&self) -> u64 {
+        let counters = self.fakes.counters();
+        [Provider::Ghl, Provider::Unipile, Provider::Ai]
+            .into_iter()
+            .map(|p| counters.total(p))
+            .sum()
+    }
+}
+
+impl Drop for FakesServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Runs one arm; writes its recording and service log into `out`.
+pub(crate) async fn run_arm(
+    scenario: &Scenario,
+    server: &PgServer,
+    template: &Template,
+    arm: &Arm,
+    service_bin: &Path,
+    out: &Path,
+) -> anyhow::Result<ArmReport> {
+    let mut timings = ArmTimings::default();
+    let (db, clone_time) = template
+        .clone_for_arm(server, &arm.name, arm.switches.counts_cache_fallback)
+        .await
+        .context("cloning the template")?;
+    timings.clone_s = clone_time.as_secs_f64();
+    let result = run_on_clone(scenario, server, &db, arm, service_bin, out, &mut timings).await;
+    server.drop_database(&db).await?;
+    let mut report = result?;
+    report.timings = timings;
+    Ok(report)
+}
+
+async fn disconnected_workspaces(server: &PgServer, db: &str) -> anyhow::Result<Vec<i64>> {
+    let mut conn = server.connect_options(db).connect().await?;
+    let ids = sqlx::query_scalar("SELECT id FROM workspaces WHERE unipile_status = 'disconnected'")
+        .fetch_all(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(ids)
+}
+
+async fn run_on_clone(
+    scenario: &Scenario,
+    server: &PgServer,
+    db: &str,
+    arm: &Arm,
+    service_bin: &Path,
+    out: &Path,
+    timings: &mut ArmTimings,
+) -> anyhow::Result<ArmReport> {
+    let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
+    let rows_before = rows_written(server, db).await?;
+
+    let secrets = Secrets::fresh();
+    let t0 = Instant::now();
+    let log = out.join(format!("arm-{}.service.log", arm.name));
+    let service = ServiceProcess::start(
+        service_bin,
+        &service_env(scenario, arm, server.url(db, true), &fakes.base, &secrets),
+        &log,
+    )
+    .await?;
+    timings.service_start_s = t0.elapsed().as_secs_f64();
+    let http = reqwest::Client::new();
+    let plan = plan_for(
+        scenario,
+        &service.base,
+        &secrets,
+        &format!("{}-{}", arm.name, std::process::id()),
+    );
+    warm_up(&http, &plan).await;
+
+    // The load, watched.
+    let recording = Arc::new(Mutex::new(Recording::default()));
+    let load_start = Instant::now();
+    let watcher = Watcher::start(
+        http.clone(),
+        service.base.clone(),
+        arm.name.clone(),
+        scenario.duration,
+        load_start,
+        recording.clone(),
+    );
+    let cpu_before = CpuSample::now();
+    let summary = loadgen::run(plan.clone(), recording.clone())
+        .await
+        .context("load generator")?;
+    let cpu = CpuSample::now().since(&cpu_before);
+    timings.load_s = load_start.elapsed().as_secs_f64();
+
+    // Drain: run the worker until the queue is empty or the drain time is up.
+    watcher.set_stage(Stage::Drain);
+    let drain_start = Instant::now();
+    let mut last = scrape(&http, &service.base, load_start.elapsed().as_secs_f64())
+        .await
+        .unwrap_or_default();
+    while last.queue_queued + last.queue_running > 0.0 && drain_start.elapsed() < scenario.drain {
+        let _ = http
+            .get(format!("{}/api/cron/background-jobs", service.base))
+            .bearer_auth(&secrets.cron)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        last = scrape(&http, &service.base, load_start.elapsed().as_secs_f64())
+            .await
+            .unwrap_or(last);
+        watcher.push(last.clone());
+    }
+    timings.drain_s = drain_start.elapsed().as_secs_f64();
+    let mut scrapes = watcher.scrapes();
+    drop(watcher);
+    scrapes.push(last.clone());
+
+    // What the service declared, then what Postgres and the providers counted.
+    let declared = last.writes_and_calls();
+    service.stop().await;
+    wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
+    let measured_rows = rows_written(server, db).await?.saturating_sub(rows_before);
+    let measured_calls = fakes.calls();
+    drop(fakes);
+
+    let recording = recording.lock().expect("recording lock").clone();
+    let invariants = check_invariant(
+        server,
+        db,
+        &recording,
+        (last.queue_queued + last.queue_running) as u64,
+    )
+    .await?;
+    std::fs::write(
+        out.join(format!("arm-{}.recording.json", arm.name)),
+        serde_json::to_string(&recording)?,
+    )?;
+
+    let errors: BTreeMap<String, u64> = last
+        .errors
+        .iter()
+        .map(|(k, v)| (k.clone(), *v as u64))
+        .collect();
+    let statement_timeouts = errors.get("db_timeout").copied().unwrap_or(0);
+    let offset_s = loadgen::engine::START_DELAY.as_secs_f64();
+    let endpoints = endpoint_reports(scenario, &recording, &scrapes, offset_s);
+    let load = load_health(scenario, &plan, &recording, cpu);
+    let max_of = |f: fn(&crate::report::EndpointReport) -> u32| {
+        endpoints.iter().map(f).max().unwrap_or(0) as u64
+    };
+    let cut_off: f64 = last
+        .routes
+        .values()
+        .filter_map(|r| r.statuses.get("504"))
+        .sum();
+    let accounting = accounting(
+        (declared.0 as u64, declared.1 as u64),
+        (measured_rows, measured_calls),
+        cut_off as u64,
+        errors.get("client_abort").copied().unwrap_or(0),
+        max_of(|e| e.db_writes_max),
+        max_of(|e| e.external_calls_max),
+    );
+    let mut checks = vec![load_check(&load)];
+    checks.extend(judge(
+        scenario,
+        arm.expect,
+        &endpoints,
+        statement_timeouts,
+        &invariants,
+    ));
+    checks.push(accounting_check(&accounting));
+    let status = status(&checks);
+    Ok(ArmReport {
+        name: arm.name.clone(),
+        flags: arm
+            .switches
+            .to_map()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        expect: arm.expect,
+        status,
+        as_expected: status == crate::report::ArmStatus::AsExpected,
+        checks,
+        late_arrivals: endpoints.iter().map(|e| e.late).sum(),
+        unsent: summary.unsent,
+        endpoints,
+        error_categories: errors,
+        statement_timeouts,
+        load,
+        accounting,
+        invariants,
+        timeline: scrapes
+            .iter()
+            .map(|s| TimelinePoint {
+                t: s.t,
+                pool_in_use: s.pool_in_use(),
+                pool_max: s.pool_max,
+                pool_waiters: s.pool_waiters,
+                queue_depth: s.queue_queued + s.queue_running,
+            })
+            .collect(),
+        goose: summary.goose,
+        timings: ArmTimings::default(),
+    })
+}
+
+/// A few unmeasured requests per page/action stream before the load: every arm starts with
+/// warm caches and connections alike (and a fixed arm's counts cache is backfilled, as the
+/// rollout plan deploys it).
+async fn warm_up(http: &reqwest::Client, plan: &Plan) {
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for (i, stream) in plan.streams.iter().enumerate() {
+        let users = match &stream.endpoint {
+            Endpoint::InboxPage { sessions } | Endpoint::InboxCounts { sessions } => sessions.users,
+            _ => continue,
+        };
+        for seq in 0..u64::from(users.min(20)) {
+            let r = stream
+                .endpoint
+                .request(i, u64::MAX - seq, &plan.run_id, unix_now);
+            let mut req = http
+                .request(r.method, format!("{}{}", plan.host, r.path))
+                .timeout(Duration::from_secs(10));
+            for (k, v) in r.headers {
+                req = req.header(k, v);
+            }
+            if let Some(b) = r.body {
+                req = req.body(b);
+            }
+            let _ = req.send().await;
+        }
+    }
+}

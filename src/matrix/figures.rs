@@ -1,0 +1,268 @@
+//! An arm's figures from what was recorded: per endpoint the client-side latency (from the
+//! intended send time) beside the service's own (`/metrics`), per stream how well the load
+//! generator kept its schedule, and where the time went.
+
+use loadgen::record::{EndpointRecording, StreamRecording};
+use loadgen::Recording;
+
+use crate::report::{EndpointReport, LoadHealth, PhaseFigures, ServiceSide, StreamLoad};
+use crate::scenario::Scenario;
+use crate::service_proc::{PromHist, RouteScrape, Scrape};
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// Seconds → milliseconds.
+fn ms(s: Option<f64>) -> Option<f64> {
+    s.map(|s| s * 1000.0)
+}
+
+/// The service's view of `route`: the last scrape's totals, and per phase what completed
+/// in it. `offset_s` converts a schedule time into the scrapes' clock.
+pub(crate) fn service_side(
+    scenario: &Scenario,
+    scrapes: &[Scrape],
+    route: &str,
+    offset_s: f64,
+) -> Option<ServiceSide> {
+    let last: &RouteScrape = scrapes.last()?.routes.get(route)?;
+    let at = |t: f64| -> PromHist {
+        scrapes
+            .iter()
+            .rev()
+            .find(|s| s.t <= t)
+            .and_then(|s| s.routes.get(route))
+            .map(|r| r.duration.clone())
+            .unwrap_or_default()
+    };
+    let phases = scenario
+        .phases
+        .iter()
+        .map(|p| {
+            let h =
+                at(p.to.0.as_secs_f64() + offset_s).since(&at(p.from.0.as_secs_f64() + offset_s));
+            PhaseFigures {
+                phase: p.name.clone(),
+                requests: h.count as u64,
+                p95_ms: ms(h.quantile(0.95)),
+            }
+        })
+        .collect();
+    Some(ServiceSide {
+        requests: last.duration.count as u64,
+        p50_ms: ms(last.duration.quantile(0.5)),
+        p95_ms: ms(last.duration.quantile(0.95)),
+        status_counts: last
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.clone(), *v as u64))
+            .collect(),
+        pool_wait_p95_ms: ms(last.pool_wait.quantile(0.95)),
+        phases,
+    })
+}
+
+/// Where the client's time went, from the client p95, the service p95 and what explains the
+/// gap: the generator's late starts, client timeouts, the pool.
+pub(crate) fn time_spent(
+    client_p95: Option<f64>,
+    lateness_p95: Option<f64>,
+    timeouts_pct: f64,
+    service: Option<&ServiceSide>,
+) -> Option<String> {
+    let c = client_p95?;
+    let Some(side) = service else {
+        return Some("the service recorded none of these requests".into());
+    };
+    let s = side.p95_ms?;
+    let late = lateness_p95.unwrap_or(0.0);
+    // Gaps of a few milliseconds are timer and loopback noise, not a place the time went.
+    let text = if c > 2.0 * s && c - s > 20.0 {
+        let gap = c - s;
+        if late >= gap / 2.0 {
+            format!("before sending: queueing in the load generator (late starts p95 {late:.0} ms; client p95 {c:.0} ms, service p95 {s:.0} ms)")
+        } else if timeouts_pct > 5.0 {
+            format!("the service did not answer in time: {timeouts_pct:.0}% client timeouts, which the service does not count (client p95 {c:.0} ms, service p95 {s:.0} ms)")
+        } else {
+            format!("before the service's handler ran: connecting and the accept queue (client p95 {c:.0} ms, service p95 {s:.0} ms)")
+        }
+    } else if s > 2.0 * c && s - c > 20.0 {
+        format!("the service counts requests the client gave up on (service p95 {s:.0} ms, client p95 {c:.0} ms)")
+    } else {
+        match side.pool_wait_p95_ms {
+            Some(w) if w >= s / 2.0 && w > 20.0 => format!(
+                "in the service, mostly waiting for a pooled connection (pool wait p95 {w:.0} ms of service p95 {s:.0} ms)"
+            ),
+            _ => format!("in the service (service p95 {s:.0} ms, client p95 {c:.0} ms)"),
+        }
+    };
+    Some(text)
+}
+
+/// One endpoint's report row.
+pub(crate) fn endpoint_report(
+    scenario: &Scenario,
+    name: &str,
+    e: &EndpointRecording,
+    service: Option<ServiceSide>,
+) -> EndpointReport {
+    let budget = scenario
+        .budgets
+        .iter()
+        .find(|(k, _)| k.0 == name)
+        .map(|(_, b)| b);
+    let budget_ms = budget.and_then(|b| b.p95).map(|d| d.as_secs_f64() * 1000.0);
+    let p95 = e.latency.quantile_ms(0.95);
+    let per = |total: u64| (e.instrumented > 0).then(|| total as f64 / e.instrumented as f64);
+    let lateness_p95 = e.lateness.quantile_ms(0.95);
+    let timeouts = e.status_counts.get("timeout").copied().unwrap_or(0);
+    EndpointReport {
+        endpoint: name.to_owned(),
+        requests: e.requests,
+        p50_ms: e.latency.quantile_ms(0.5),
+        p95_ms: p95,
+        p99_ms: e.latency.quantile_ms(0.99),
+        max_ms: e.latency.max_ms(),
+        budget_p95_ms: budget_ms,
+        within_budget: match (budget_ms, p95) {
+            (Some(b), Some(p)) => p <= b,
+            (Some(_), None) => false,
+            (None, _) => true,
+        },
+        status_counts: e.status_counts.clone(),
+        error_categories: e.error_categories.clone(),
+        late: e.late,
+        late_pct: pct(e.late, e.requests),
+        lateness_p95_ms: lateness_p95,
+        lateness_max_ms: e.lateness.max_ms(),
+        retries: e.retries,
+        time_spent: time_spent(
+            p95,
+            lateness_p95,
+            pct(timeouts, e.requests),
+            service.as_ref(),
+        ),
+        service,
+        db_writes_per_request: per(e.db_writes_total),
+        db_writes_max: e.db_writes_max,
+        external_calls_per_request: per(e.external_calls_total),
+        external_calls_max: e.external_calls_max,
+        phases: scenario
+            .phases
+            .iter()
+            .map(|p| {
+                let h = e.between(p.from.0.as_secs() as u32, p.to.0.as_secs() as u32);
+                PhaseFigures {
+                    phase: p.name.clone(),
+                    requests: h.count(),
+                    p95_ms: h.quantile_ms(0.95),
+                }
+            })
+            .collect(),
+        windows: e
+            .windows
+            .iter()
+            .filter_map(|(t, h)| Some((*t, h.quantile_ms(0.95)?, h.count())))
+            .collect(),
+    }
+}
+
+/// Every endpoint's report row.
+pub(crate) fn endpoint_reports(
+    scenario: &Scenario,
+    recording: &Recording,
+    scrapes: &[Scrape],
+    offset_s: f64,
+) -> Vec<EndpointReport> {
+    recording
+        .endpoints
+        .iter()
+        .map(|(name, e)| {
+            let service = service_side(scenario, scrapes, name, offset_s);
+            endpoint_report(scenario, name, e, service)
+        })
+        .collect()
+}
+
+fn stream_load(
+    name: &str,
+    endpoint: String,
+    max_in_flight: usize,
+    s: &StreamRecording,
+) -> StreamLoad {
+    StreamLoad {
+        name: name.to_owned(),
+        endpoint,
+        max_in_flight,
+        requests: s.requests,
+        late: s.late,
+        late_pct: pct(s.late, s.requests),
+        late_no_user: s.late_no_user,
+        late_wakeup: s.late_wakeup,
+        lateness_p95_ms: s.lateness.quantile_ms(0.95),
+        lateness_max_ms: s.lateness.max_ms(),
+    }
+}
+
+/// The load generator's health: per stream of the scenario, and the CPU figures.
+pub(crate) fn load_health(
+    scenario: &Scenario,
+    plan: &loadgen::Plan,
+    recording: &Recording,
+    cpu: (f64, f64),
+) -> LoadHealth {
+    LoadHealth {
+        late_after_ms: scenario.late_after.as_secs_f64() * 1000.0,
+        max_late_pct: scenario.max_late_pct,
+        streams: plan
+            .streams
+            .iter()
+            .map(|s| {
+                let rec = recording.streams.get(&s.name).cloned().unwrap_or_default();
+                stream_load(&s.name, s.endpoint.label(), s.max_in_flight, &rec)
+            })
+            .collect(),
+        generator_cpu_pct: cpu.0,
+        machine_cpu_pct: cpu.1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(p95: f64, pool_wait: Option<f64>) -> ServiceSide {
+        ServiceSide {
+            requests: 10,
+            p50_ms: None,
+            p95_ms: Some(p95),
+            status_counts: Default::default(),
+            pool_wait_p95_ms: pool_wait,
+            phases: vec![],
+        }
+    }
+
+    #[test]
+    fn the_time_is_charged_to_the_side_that_spent_it() {
+        // The generator queued: late starts explain the gap.
+        let t = time_spent(Some(5000.0), Some(4500.0), 0.0, Some(&side(300.0, None))).unwrap();
+        assert!(t.contains("load generator"), "{t}");
+        // No late starts, no timeouts: before the handler.
+        let t = time_spent(Some(5000.0), Some(1.0), 0.0, Some(&side(300.0, None))).unwrap();
+        assert!(t.contains("accept queue"), "{t}");
+        // Client timeouts the service never finished.
+        let t = time_spent(Some(5000.0), Some(1.0), 30.0, Some(&side(300.0, None))).unwrap();
+        assert!(t.contains("client timeouts"), "{t}");
+        // Close figures, pool-bound.
+        let t = time_spent(Some(900.0), Some(1.0), 0.0, Some(&side(800.0, Some(700.0)))).unwrap();
+        assert!(t.contains("waiting for a pooled connection"), "{t}");
+        let t = time_spent(Some(900.0), Some(1.0), 0.0, Some(&side(800.0, Some(10.0)))).unwrap();
+        assert!(t.starts_with("in the service"), "{t}");
+        assert!(time_spent(None, None, 0.0, None).is_none());
+    }
+}

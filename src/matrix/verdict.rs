@@ -1,0 +1,660 @@
+//! Judging an arm: what it showed against what it must show, whether the load generator kept
+//! up (else the arm is inconclusive), whether the service's declared writes and calls match
+//! what Postgres and the providers counted; and which flag moves which budget.
+
+use crate::report::{
+    ms, Accounting, ArmReport, ArmStatus, Attribution, Check, EndpointReport, Invariants,
+    LoadHealth,
+};
+use crate::scenario::{Expect, Scenario, COUNTS_LABEL, PAGE_LABEL, WEBHOOK_LABEL};
+
+/// Name of the check that decides whether an arm can be judged at all.
+pub const LOAD_CHECK: &str = "load generator kept up";
+/// Name of the writes / calls accounting check.
+pub const ACCOUNTING_CHECK: &str = "declared writes and calls match what was measured";
+
+fn check(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        passed,
+        detail: detail.into(),
+    }
+}
+
+fn budget_ms(scenario: &Scenario, endpoint: &str) -> Option<f64> {
+    scenario
+        .budgets
+        .iter()
+        .find(|(k, _)| k.0 == endpoint)
+        .and_then(|(_, b)| b.p95)
+        .map(|d| d.as_secs_f64() * 1000.0)
+}
+
+/// What the arm showed against what it must show.
+pub fn judge(
+    scenario: &Scenario,
+    expect: Expect,
+    endpoints: &[EndpointReport],
+    statement_timeouts: u64,
+    inv: &Invariants,
+) -> Vec<Check> {
+    let find = |name: &str| endpoints.iter().find(|e| e.endpoint == name);
+    let mut checks = Vec::new();
+    match expect {
+        Expect::Observe => {}
+        Expect::Fixed => {
+            for (endpoint, budget) in &scenario.budgets {
+                let e = find(&endpoint.0);
+                if let Some(limit) = budget.p95 {
+                    checks.push(check(
+                        format!(
+                            "{} p95 within {}",
+                            endpoint.0,
+                            ms(Some(limit.as_secs_f64() * 1000.0))
+                        ),
+                        e.is_some_and(|e| e.within_budget),
+                        format!("p95 {}", ms(e.and_then(|e| e.p95_ms))),
+                    ));
+                }
+                if let (Some(max), Some(e)) = (budget.max_db_writes, e) {
+                    checks.push(check(
+                        format!("{} at most {max} DB writes per request", endpoint.0),
+                        e.db_writes_max <= max && e.db_writes_per_request.is_some(),
+                        format!("max {} per request", e.db_writes_max),
+                    ));
+                }
+                if let (Some(max), Some(e)) = (budget.max_external_calls, e) {
+                    checks.push(check(
+                        format!("{} at most {max} external calls per request", endpoint.0),
+                        e.external_calls_max <= max && e.external_calls_per_request.is_some(),
+                        format!("max {} per request", e.external_calls_max),
+                    ));
+                }
+                if let Some(max) = budget.max_statement_timeouts {
+                    checks.push(check(
+                        format!("at most {max} statement timeouts ({})", endpoint.0),
+                        statement_timeouts <= max,
+                        format!("{statement_timeouts} statement timeouts"),
+                    ));
+                }
+            }
+            checks.push(check(
+                "every acknowledged EMAIL_SENT applied exactly once",
+                inv.holds && inv.acked > 0,
+                format!(
+                    "{} acked, {} applied, {} lost, {} duplicated",
+                    inv.acked, inv.applied, inv.lost, inv.duplicates
+                ),
+            ));
+        }
+        Expect::Incident => {
+            let (webhook_name, page_name) = (WEBHOOK_LABEL, PAGE_LABEL);
+            let webhook = find(webhook_name);
+            let hook_budget = budget_ms(scenario, webhook_name);
+            let w504 = webhook
+                .and_then(|e| e.status_counts.get("504"))
+                .copied()
+                .unwrap_or(0);
+            checks.push(check(
+                "webhook p95 over budget, with 504s",
+                webhook.is_some_and(|e| !e.within_budget) && w504 > 0,
+                format!(
+                    "p95 {} (budget {}), {w504} × 504",
+                    ms(webhook.and_then(|e| e.p95_ms)),
+                    ms(hook_budget)
+                ),
+            ));
+            // The same on the service's own figures: the cascade is the service's, not the
+            // generator's queue.
+            let side = webhook.and_then(|e| e.service.as_ref());
+            let s504 = side
+                .and_then(|s| s.status_counts.get("504"))
+                .copied()
+                .unwrap_or(0);
+            let s95 = side.and_then(|s| s.p95_ms);
+            checks.push(check(
+                "webhook p95 over budget, with 504s (service side)",
+                matches!((s95, hook_budget), (Some(p), Some(b)) if p > b) && s504 > 0,
+                format!("service p95 {}, {s504} × 504", ms(s95)),
+            ));
+            let page = find(page_name);
+            let limit = budget_ms(scenario, page_name);
+            let in_phase = |phases: &[crate::report::PhaseFigures]| {
+                phases
+                    .iter()
+                    .find(|p| p.phase == scenario.incident_phase)
+                    .and_then(|p| p.p95_ms)
+            };
+            let burst = page.and_then(|e| in_phase(&e.phases));
+            checks.push(check(
+                format!("GET / p95 over budget during {}", scenario.incident_phase),
+                matches!((burst, limit), (Some(p), Some(b)) if p > b),
+                format!(
+                    "p95 {} in {} (budget {})",
+                    ms(burst),
+                    scenario.incident_phase,
+                    ms(limit)
+                ),
+            ));
+            let service_burst = page
+                .and_then(|e| e.service.as_ref())
+                .and_then(|s| in_phase(&s.phases));
+            checks.push(check(
+                format!(
+                    "GET / p95 over budget during {} (service side)",
+                    scenario.incident_phase
+                ),
+                matches!((service_burst, limit), (Some(p), Some(b)) if p > b),
+                format!(
+                    "service p95 {} in {}",
+                    ms(service_burst),
+                    scenario.incident_phase
+                ),
+            ));
+            // Timeouts the counts-serving endpoints themselves reported (not just service-wide).
+            let counts_timeouts: u64 = [COUNTS_LABEL, page_name]
+                .iter()
+                .filter_map(|n| find(n))
+                .filter_map(|e| e.error_categories.get("db_timeout"))
+                .sum();
+            checks.push(check(
+                "inbox counts hit statement timeouts",
+                counts_timeouts > 0,
+                format!("{counts_timeouts} statement timeouts on the counts and page endpoints ({statement_timeouts} service-wide)"),
+            ));
+        }
+    }
+    checks
+}
+
+/// Whether the load generator kept every stream's schedule: at most `max_late_pct` of a
+/// stream's sends late (rounded up, and never less than one send). When not, says which stream and why: its concurrency ran out, or the
+/// generator itself did not get the CPU (the machine is too small for the scenario).
+pub fn load_check(load: &LoadHealth) -> Check {
+    // At least one late send is always allowed: a share of a stream of four cron ticks is
+    // otherwise a single timer hiccup.
+    let allowed = |n: u64| ((n as f64 * load.max_late_pct / 100.0).ceil() as u64).max(1);
+    let behind: Vec<String> = load
+        .streams
+        .iter()
+        .filter(|s| s.late > allowed(s.requests))
+        .map(|s| {
+            let why = if s.late_no_user >= s.late_wakeup {
+                format!(
+                    "all its {} users were busy — raise the stream's max_in_flight",
+                    s.max_in_flight
+                )
+            } else {
+                format!(
+                    "the generator woke up late (harness {:.0}% of a core, machine {:.0}% busy) — the machine is too small for this scenario",
+                    load.generator_cpu_pct, load.machine_cpu_pct
+                )
+            };
+            format!(
+                "stream {:?}: {:.1}% of {} sends started more than {:.0} ms late (lateness p95 {}): {why}",
+                s.name,
+                s.late_pct,
+                s.requests,
+                load.late_after_ms,
+                ms(s.lateness_p95_ms)
+            )
+        })
+        .collect();
+    if behind.is_empty() {
+        let worst = load.streams.iter().map(|s| s.late_pct).fold(0.0, f64::max);
+        check(
+            LOAD_CHECK,
+            true,
+            format!(
+                "every stream within {:.1}% late (worst {worst:.2}%); harness {:.0}% of a core, machine {:.0}% busy",
+                load.max_late_pct, load.generator_cpu_pct, load.machine_cpu_pct
+            ),
+        )
+    } else {
+        check(LOAD_CHECK, false, behind.join("; "))
+    }
+}
+
+/// Compares what the service declared with what was measured. A request the service never
+/// finished accounting for may differ: one cut off at the function limit (504) had at most
+/// one statement or call in flight whose result it never saw (1 row, 1 call each); one the
+/// client abandoned may have done anything up to the most a request did (`max_writes`,
+/// `max_calls`). That much difference, either way, is allowed — no more.
+pub fn accounting(
+    declared: (u64, u64),
+    measured: (u64, u64),
+    cut_off: u64,
+    aborted: u64,
+    max_writes: u64,
+    max_calls: u64,
+) -> Accounting {
+    let slack_writes = cut_off + aborted * max_writes;
+    let slack_calls = cut_off + aborted * max_calls;
+    let within = |d: u64, m: u64, slack: u64| d.abs_diff(m) <= slack;
+    Accounting {
+        db_writes_declared: declared.0,
+        db_writes_measured: measured.0,
+        external_calls_declared: declared.1,
+        external_calls_measured: measured.1,
+        unaccounted_requests: cut_off + aborted,
+        slack_writes,
+        slack_calls,
+        holds: within(declared.0, measured.0, slack_writes)
+            && within(declared.1, measured.1, slack_calls),
+    }
+}
+
+/// The accounting as a check.
+pub fn accounting_check(a: &Accounting) -> Check {
+    check(
+        ACCOUNTING_CHECK,
+        a.holds,
+        format!(
+            "rows: {} declared, {} counted by Postgres; external calls: {} declared, {} received by the providers; slack for {} unfinished requests: {} rows, {} calls",
+            a.db_writes_declared,
+            a.db_writes_measured,
+            a.external_calls_declared,
+            a.external_calls_measured,
+            a.unaccounted_requests,
+            a.slack_writes,
+            a.slack_calls
+        ),
+    )
+}
+
+/// The arm's status from its checks: inconclusive when the load generator fell behind
+/// (whatever else held), else as expected only when every check held.
+pub fn status(checks: &[Check]) -> ArmStatus {
+    if checks.iter().any(|c| c.name == LOAD_CHECK && !c.passed) {
+        ArmStatus::Inconclusive
+    } else if checks.iter().all(|c| c.passed) {
+        ArmStatus::AsExpected
+    } else {
+        ArmStatus::NotAsExpected
+    }
+}
+
+/// For each rollout flag, arms that differ only in it: the p95 of each budgeted endpoint with
+/// the flag off and on.
+pub fn attribution(arms: &[ArmReport], scenario: &Scenario) -> Vec<Attribution> {
+    let mut out = Vec::new();
+    let key = |a: &ArmReport, skip: &str| -> Vec<(String, bool)> {
+        a.flags
+            .iter()
+            .filter(|(k, _)| k.as_str() != skip)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    };
+    for flag in inbox_service::Switches::ROLLOUT {
+        for off in arms.iter().filter(|a| a.flags.get(flag) == Some(&false)) {
+            let Some(on) = arms
+                .iter()
+                .find(|a| a.flags.get(flag) == Some(&true) && key(a, flag) == key(off, flag))
+            else {
+                continue;
+            };
+            for endpoint in scenario.budgets.keys() {
+                let p95 = |a: &ArmReport| {
+                    a.endpoints
+                        .iter()
+                        .find(|e| e.endpoint == endpoint.0)
+                        .and_then(|e| e.p95_ms)
+                };
+                out.push(Attribution {
+                    flag: flag.into(),
+                    endpoint: endpoint.0.clone(),
+                    off_arm: off.name.clone(),
+                    on_arm: on.name.clone(),
+                    off_p95_ms: p95(off),
+                    on_p95_ms: p95(on),
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each check broken on purpose with hand-made figures, and seen to fire.
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::report::{PhaseFigures, ServiceSide, StreamLoad};
+
+    const SCENARIO: &str = r#"
+name = "unit"
+duration = "10s"
+incident_phase = "burst"
+[dataset]
+scale = "smoke"
+[postgres]
+[[phases]]
+name = "burst"
+from = "2s"
+to = "6s"
+[[streams]]
+name = "hooks"
+endpoint = "webhook"
+event = "EMAIL_SENT"
+arrival = { kind = "constant", rate = 1.0 }
+[budgets."POST /api/webhooks/email"]
+p95 = "500ms"
+max_db_writes = 1
+max_external_calls = 0
+[budgets."GET /"]
+p95 = "2s"
+[budgets."POST /api/actions/inbox-counts"]
+p95 = "2s"
+max_statement_timeouts = 0
+"#;
+
+    fn scenario() -> Scenario {
+        Scenario::parse("unit.toml", SCENARIO).unwrap()
+    }
+
+    fn side(p95: f64, s504: u64, burst_p95: f64) -> ServiceSide {
+        ServiceSide {
+            requests: 100,
+            p50_ms: Some(p95 / 2.0),
+            p95_ms: Some(p95),
+            status_counts: BTreeMap::from([("504".to_owned(), s504)]),
+            pool_wait_p95_ms: None,
+            phases: vec![PhaseFigures {
+                phase: "burst".into(),
+                requests: 10,
+                p95_ms: Some(burst_p95),
+            }],
+        }
+    }
+
+    /// An endpoint with `p95` client-side in the whole run and in the burst, `n504` 504s,
+    /// `writes`/`calls` at most per request, and the service seeing the same.
+    fn endpoint(name: &str, p95: f64, n504: u64, writes: u32, calls: u32) -> EndpointReport {
+        let s = scenario();
+        let budget = budget_ms(&s, name);
+        EndpointReport {
+            endpoint: name.into(),
+            requests: 100,
+            p50_ms: Some(p95 / 2.0),
+            p95_ms: Some(p95),
+            p99_ms: Some(p95),
+            max_ms: Some(p95),
+            budget_p95_ms: budget,
+            within_budget: budget.is_none_or(|b| p95 <= b),
+            status_counts: BTreeMap::from([("504".to_owned(), n504)]),
+            error_categories: if n504 > 0 {
+                BTreeMap::from([("db_timeout".to_owned(), 3)])
+            } else {
+                BTreeMap::new()
+            },
+            late: 0,
+            late_pct: 0.0,
+            lateness_p95_ms: Some(1.0),
+            lateness_max_ms: Some(2.0),
+            retries: 0,
+            service: Some(side(p95 * 0.9, n504, p95)),
+            time_spent: None,
+            db_writes_per_request: Some(f64::from(writes)),
+            db_writes_max: writes,
+            external_calls_per_request: Some(f64::from(calls)),
+            external_calls_max: calls,
+            phases: vec![PhaseFigures {
+                phase: "burst".into(),
+                requests: 10,
+                p95_ms: Some(p95),
+            }],
+            windows: vec![],
+        }
+    }
+
+    fn incident_endpoints() -> Vec<EndpointReport> {
+        vec![
+            endpoint(WEBHOOK_LABEL, 9000.0, 40, 5, 1),
+            endpoint(PAGE_LABEL, 9000.0, 10, 0, 0),
+            endpoint(COUNTS_LABEL, 5000.0, 10, 0, 0),
+        ]
+    }
+
+    fn fixed_endpoints() -> Vec<EndpointReport> {
+        vec![
+            endpoint(WEBHOOK_LABEL, 10.0, 0, 1, 0),
+            endpoint(PAGE_LABEL, 100.0, 0, 0, 0),
+            endpoint(COUNTS_LABEL, 100.0, 0, 0, 0),
+        ]
+    }
+
+    fn clean() -> Invariants {
+        Invariants {
+            acked: 50,
+            applied: 50,
+            holds: true,
+            ..Invariants::default()
+        }
+    }
+
+    fn failed(checks: &[Check]) -> Vec<&str> {
+        checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_reproduced_incident_passes_every_incident_check() {
+        let checks = judge(
+            &scenario(),
+            Expect::Incident,
+            &incident_endpoints(),
+            7,
+            &clean(),
+        );
+        assert_eq!(checks.len(), 5);
+        assert!(failed(&checks).is_empty(), "{checks:?}");
+    }
+
+    #[test]
+    fn an_incident_that_did_not_reproduce_fails_its_checks() {
+        let s = scenario();
+        // A webhook within budget, no 504s anywhere, no timeouts: nothing reproduced.
+        let checks = judge(&s, Expect::Incident, &fixed_endpoints(), 0, &clean());
+        assert_eq!(failed(&checks).len(), 5, "{checks:?}");
+        // Over budget on the client only, with the service fast: the cascade was the
+        // generator's, so the service-side checks fail.
+        let mut e = incident_endpoints();
+        for x in &mut e {
+            x.service = Some(side(100.0, 0, 100.0));
+        }
+        let f = judge(&s, Expect::Incident, &e, 7, &clean());
+        assert_eq!(
+            failed(&f),
+            vec![
+                "webhook p95 over budget, with 504s (service side)",
+                "GET / p95 over budget during burst (service side)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fixed_arm_fails_on_any_broken_budget_or_invariant() {
+        let s = scenario();
+        let ok = judge(&s, Expect::Fixed, &fixed_endpoints(), 0, &clean());
+        assert!(failed(&ok).is_empty(), "{ok:?}");
+        // Each break, on its own, fires its check.
+        let mut slow = fixed_endpoints();
+        slow[1] = endpoint(PAGE_LABEL, 2500.0, 0, 0, 0);
+        assert_eq!(
+            failed(&judge(&s, Expect::Fixed, &slow, 0, &clean())),
+            vec!["GET / p95 within 2.00 s"]
+        );
+        let mut writes = fixed_endpoints();
+        writes[0] = endpoint(WEBHOOK_LABEL, 10.0, 0, 2, 0);
+        assert_eq!(
+            failed(&judge(&s, Expect::Fixed, &writes, 0, &clean())),
+            vec!["POST /api/webhooks/email at most 1 DB writes per request"]
+        );
+        let mut calls = fixed_endpoints();
+        calls[0] = endpoint(WEBHOOK_LABEL, 10.0, 0, 1, 1);
+        assert_eq!(
+            failed(&judge(&s, Expect::Fixed, &calls, 0, &clean())),
+            vec!["POST /api/webhooks/email at most 0 external calls per request"]
+        );
+        assert_eq!(
+            failed(&judge(&s, Expect::Fixed, &fixed_endpoints(), 1, &clean())),
+            vec!["at most 0 statement timeouts (POST /api/actions/inbox-counts)"]
+        );
+        let lost = Invariants {
+            applied: 49,
+            lost: 1,
+            holds: false,
+            ..clean()
+        };
+        assert_eq!(
+            failed(&judge(&s, Expect::Fixed, &fixed_endpoints(), 0, &lost)),
+            vec!["every acknowledged EMAIL_SENT applied exactly once"]
+        );
+        // Nothing acknowledged proves nothing.
+        let none = Invariants {
+            acked: 0,
+            applied: 0,
+            ..clean()
+        };
+        assert_eq!(
+            failed(&judge(&s, Expect::Fixed, &fixed_endpoints(), 0, &none)).len(),
+            1
+        );
+    }
+
+    fn stream(name: &str, requests: u64, late: u64, no_user: u64) -> StreamLoad {
+        StreamLoad {
+            name: name.into(),
+            endpoint: WEBHOOK_LABEL.into(),
+            max_in_flight: 4,
+            requests,
+            late,
+            late_pct: late as f64 * 100.0 / requests as f64,
+            late_no_user: no_user,
+            late_wakeup: late - no_user,
+            lateness_p95_ms: Some(80.0),
+            lateness_max_ms: Some(300.0),
+        }
+    }
+
+    fn load(streams: Vec<StreamLoad>) -> LoadHealth {
+        LoadHealth {
+            late_after_ms: 50.0,
+            max_late_pct: 1.0,
+            streams,
+            generator_cpu_pct: 97.0,
+            machine_cpu_pct: 100.0,
+        }
+    }
+
+    #[test]
+    fn a_generator_behind_schedule_makes_the_arm_inconclusive_and_names_the_stream() {
+        let ok = load_check(&load(vec![stream("hooks", 1000, 10, 10)]));
+        assert!(ok.passed, "exactly 1 % is allowed: {ok:?}");
+        assert!(!load_check(&load(vec![stream("hooks", 1000, 11, 11)])).passed);
+        // One late tick of four is a hiccup; two is not.
+        assert!(load_check(&load(vec![stream("cron", 4, 1, 0)])).passed);
+        assert!(!load_check(&load(vec![stream("cron", 4, 2, 0)])).passed);
+
+        let starved = load_check(&load(vec![
+            stream("hooks", 1000, 0, 0),
+            stream("AI drafts", 100, 40, 40),
+        ]));
+        assert!(!starved.passed);
+        assert!(
+            starved.detail.contains("\"AI drafts\""),
+            "{}",
+            starved.detail
+        );
+        assert!(
+            starved.detail.contains("max_in_flight"),
+            "{}",
+            starved.detail
+        );
+        assert!(!starved.detail.contains("hooks"), "{}", starved.detail);
+
+        let cpu = load_check(&load(vec![stream("hooks", 1000, 300, 10)]));
+        assert!(
+            cpu.detail.contains("machine is too small"),
+            "{}",
+            cpu.detail
+        );
+
+        // Whatever else held, the arm is inconclusive; without it, judged as usual.
+        let passing = check("some budget", true, "");
+        assert_eq!(
+            status(&[starved.clone(), passing.clone()]),
+            ArmStatus::Inconclusive
+        );
+        assert_eq!(status(&[ok.clone(), passing]), ArmStatus::AsExpected);
+        assert_eq!(
+            status(&[ok, check("some budget", false, "")]),
+            ArmStatus::NotAsExpected
+        );
+    }
+
+    #[test]
+    fn declared_writes_and_calls_must_match_the_measured_ones() {
+        let exact = accounting((100, 5), (100, 5), 0, 0, 6, 1);
+        assert!(exact.holds);
+        // One row Postgres saw that the service did not declare, nothing to explain it.
+        assert!(!accounting((100, 5), (101, 5), 0, 0, 6, 1).holds);
+        // A call declared that never reached a provider.
+        assert!(!accounting((100, 5), (100, 4), 0, 0, 6, 1).holds);
+        // Requests cut off at the function limit explain one row or call each, no more.
+        assert!(accounting((100, 5), (103, 3), 3, 0, 6, 1).holds);
+        assert!(!accounting((100, 5), (104, 5), 3, 0, 6, 1).holds);
+        // An abandoned request explains up to the most a request did.
+        assert!(accounting((100, 5), (106, 6), 0, 1, 6, 1).holds);
+        let c = accounting_check(&accounting((100, 5), (150, 5), 0, 0, 6, 1));
+        assert!(
+            !c.passed && c.detail.contains("150 counted by Postgres"),
+            "{c:?}"
+        );
+    }
+
+    fn arm_with(name: &str, flags: &[(&str, bool)], webhook_p95: f64) -> ArmReport {
+        crate::report::fixtures::arm(
+            name,
+            flags,
+            vec![endpoint(WEBHOOK_LABEL, webhook_p95, 0, 1, 0)],
+        )
+    }
+
+    #[test]
+    fn attribution_pairs_arms_that_differ_in_one_flag_only() {
+        let arms = vec![
+            arm_with("all-off", &[], 9000.0),
+            arm_with("async", &[("INBOXXIA_EMAIL_SENT_ASYNC", true)], 8.0),
+            // Differs in two flags from all-off: no pair with it for either.
+            arm_with(
+                "counts+gate",
+                &[
+                    ("INBOX_COUNTS_CACHE_FALLBACK", true),
+                    ("UNIPILE_HEALTH_GATE", true),
+                ],
+                7000.0,
+            ),
+        ];
+        let a = attribution(&arms, &scenario());
+        let hook: Vec<&Attribution> = a.iter().filter(|x| x.endpoint == WEBHOOK_LABEL).collect();
+        assert_eq!(hook.len(), 1, "{a:?}");
+        assert_eq!(
+            (
+                hook[0].flag.as_str(),
+                hook[0].off_arm.as_str(),
+                hook[0].on_arm.as_str()
+            ),
+            ("INBOXXIA_EMAIL_SENT_ASYNC", "all-off", "async")
+        );
+        assert_eq!(
+            (hook[0].off_p95_ms, hook[0].on_p95_ms),
+            (Some(9000.0), Some(8.0))
+        );
+    }
+}

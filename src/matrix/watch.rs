@@ -1,0 +1,206 @@
+//! What runs beside an arm's load: a `/metrics` scrape every second into the timeline, a
+//! progress line that says which stage the arm is in, and the CPU the harness and the
+//! machine used.
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use loadgen::Recording;
+
+use crate::service_proc::{parse_metrics, Scrape};
+
+/// Reads `/metrics` once; `None` when the service did not answer within 2 s.
+pub(crate) async fn scrape(http: &reqwest::Client, base: &str, t: f64) -> Option<Scrape> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(parse_metrics(&text, t))
+}
+
+/// The stage an arm is in, for the progress line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Stage {
+    Load,
+    Drain,
+}
+
+/// The scraper and progress display of one arm; stopped when dropped.
+pub(crate) struct Watcher {
+    task: tokio::task::JoinHandle<()>,
+    stage: Arc<Mutex<(Stage, Instant)>>,
+    pub timeline: Arc<Mutex<Vec<Scrape>>>,
+}
+
+impl Watcher {
+    /// Starts watching the service at `base`; times count from `load_start`.
+    pub fn start(
+        http: reqwest::Client,
+        base: String,
+        arm: String,
+        duration: Duration,
+        load_start: Instant,
+        recording: Arc<Mutex<Recording>>,
+    ) -> Self {
+        let timeline = Arc::new(Mutex::new(Vec::<Scrape>::new()));
+        let stage = Arc::new(Mutex::new((Stage::Load, load_start)));
+        let task = {
+            let (timeline, stage) = (timeline.clone(), stage.clone());
+            tokio::spawn(async move {
+                let tty = std::io::stdout().is_terminal();
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let t = load_start.elapsed().as_secs_f64();
+                    let last = scrape(&http, &base, t).await;
+                    if let Some(s) = &last {
+                        timeline.lock().expect("timeline lock").push(s.clone());
+                    }
+                    let (n, p95) = {
+                        let rec = recording.lock().expect("recording lock");
+                        let p95 = rec
+                            .endpoints
+                            .get(crate::scenario::WEBHOOK_LABEL)
+                            .and_then(|e| e.latency.quantile_ms(0.95));
+                        (rec.requests(), p95)
+                    };
+                    let (now, since) = *stage.lock().expect("stage lock");
+                    let what = match now {
+                        Stage::Load => format!(
+                            "load {t:>4.0}/{:.0} s, {n} requests ({:.0}/s), webhook p95 {}",
+                            duration.as_secs_f64(),
+                            n as f64 / t.max(1.0),
+                            crate::report::ms(p95)
+                        ),
+                        Stage::Drain => format!(
+                            "drain {:>3.0} s, {} jobs left",
+                            since.elapsed().as_secs_f64(),
+                            last.as_ref()
+                                .map_or(0.0, |s| s.queue_queued + s.queue_running)
+                        ),
+                    };
+                    let line = format!("  {arm}: {what}");
+                    if tty {
+                        print!("\r{line}   ");
+                        let _ = std::io::Write::flush(&mut std::io::stdout());
+                    } else if (t as u64).is_multiple_of(10) {
+                        println!("{line}");
+                    }
+                }
+            })
+        };
+        Self {
+            task,
+            stage,
+            timeline,
+        }
+    }
+
+    /// The progress line now says `stage`.
+    pub fn set_stage(&self, stage: Stage) {
+        *self.stage.lock().expect("stage lock") = (stage, Instant::now());
+    }
+
+    /// Pushes a scrape taken elsewhere (the drain loop's).
+    pub fn push(&self, s: Scrape) {
+        self.timeline.lock().expect("timeline lock").push(s);
+    }
+
+    /// The scrapes so far.
+    pub fn scrapes(&self) -> Vec<Scrape> {
+        self.timeline.lock().expect("timeline lock").clone()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+        if std::io::stdout().is_terminal() {
+            println!();
+        }
+    }
+}
+
+/// CPU counters at one moment: this process's and the whole machine's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuSample {
+    at: Instant,
+    /// This process, user + system, in clock ticks.
+    process_ticks: u64,
+    /// The machine: (busy, total) ticks over every core.
+    machine: (u64, u64),
+}
+
+/// Linux's `USER_HZ`: the unit of `/proc/*/stat` times (100 on every mainstream platform).
+const USER_HZ: f64 = 100.0;
+
+impl CpuSample {
+    /// Reads `/proc`; zeros where it cannot (the figures then say 0 %).
+    pub fn now() -> Self {
+        let process_ticks = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // Fields after the command name (which may hold spaces) in parentheses.
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        let machine = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().next()?;
+                let v: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                let total: u64 = v.iter().take(8).sum();
+                let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+                Some((total - idle, total))
+            })
+            .unwrap_or((0, 0));
+        Self {
+            at: Instant::now(),
+            process_ticks,
+            machine,
+        }
+    }
+
+    /// `(process % of one core, machine % of all cores)` from `earlier` to `self`.
+    pub fn since(&self, earlier: &CpuSample) -> (f64, f64) {
+        let wall = self.at.duration_since(earlier.at).as_secs_f64().max(1e-3);
+        let process =
+            self.process_ticks.saturating_sub(earlier.process_ticks) as f64 / USER_HZ / wall;
+        let busy = self.machine.0.saturating_sub(earlier.machine.0) as f64;
+        let total = self.machine.1.saturating_sub(earlier.machine.1) as f64;
+        let machine = if total > 0.0 { busy / total } else { 0.0 };
+        (process * 100.0, machine * 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_use_of_a_busy_loop_is_seen() {
+        let before = CpuSample::now();
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let (process, machine) = CpuSample::now().since(&before);
+        // A spinning thread is one core's worth of CPU (allow for a shared, noisy machine).
+        assert!(process > 30.0, "{process}");
+        assert!(machine > 0.0 && machine <= 100.0, "{machine}");
+    }
+}
