@@ -1,0 +1,26 @@
+//! The README's figures come from a run, not from a keyboard: its results block must be what
+//! `incident-lab report --summary` renders from `docs/results/incident.json`.
+
+use std::path::Path;
+
+use incident_lab::report::{markdown, Report};
+
+/// The block between the README's results markers equals the summary of the stored report.
+#[test]
+fn the_readme_results_are_rendered_from_the_stored_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let (begin, end) = ("<!-- results:begin -->\n", "<!-- results:end -->");
+    let start = readme.find(begin).expect("README has a results:begin marker") + begin.len();
+    let stop = readme.find(end).expect("README has a results:end marker");
+    let report = Report::read(&root.join("docs/results/incident.json")).unwrap();
+
+    let rendered = markdown::summary(&report);
+
+    assert_eq!(
+        &readme[start..stop],
+        rendered,
+        "README.md's results differ from docs/results/incident.json: run scripts/readme-results"
+    );
+    assert!(!report.arms.is_empty());
+}
