@@ -227,6 +227,9 @@ pub enum Failure {
     /// Exit 3: infrastructure could not start.
     #[error("{0:#}")]
     Infrastructure(anyhow::Error),
+    /// Exit 128 + the signal: the run was asked to stop, and cleaned up.
+    #[error("interrupted by {}: stopped and cleaned up", .0.name())]
+    Interrupted(crate::interrupt::Stop),
 }
 
 impl Failure {
@@ -236,6 +239,7 @@ impl Failure {
             Failure::Expectation(_) => 1,
             Failure::Usage(_) => 2,
             Failure::Infrastructure(_) => 3,
+            Failure::Interrupted(stop) => stop.exit_code(),
         }
     }
 }
@@ -266,6 +270,10 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    // The service handles its own signals (a graceful shutdown); the harness owns them.
+    if !matches!(cli.command, Command::Service) {
+        crate::interrupt::install();
+    }
     match cli.command {
         Command::Db(DbCommand::Up(args)) => db_up(args).await,
         Command::Matrix(args) => {
@@ -292,28 +300,45 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Service => inbox_service::serve_from_env()
-            .await
-            .map_err(Failure::Infrastructure),
+        Command::Service => {
+            exit_with_parent();
+            inbox_service::serve_from_env()
+                .await
+                .map_err(Failure::Infrastructure)
+        }
     }
 }
 
-/// Runs `work` until it finishes or the process is asked to stop (Ctrl-C, SIGTERM). On a
-/// signal, `work` is dropped, and with it every resource it holds: Drop does the teardown.
-pub async fn until_interrupted<F: Future>(work: F) -> Option<F::Output> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
+/// When started by the harness (`INCIDENT_LAB_PARENT_PID`), the service stops itself (as on
+/// SIGTERM) once that process is gone, so a harness killed with SIGKILL leaves no service.
+fn exit_with_parent() {
+    let Some(parent) = std::env::var(crate::service_proc::PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return;
     };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if std::os::unix::process::parent_id() != parent {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::this(),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                return;
+            }
+        }
+    });
+}
+
+/// Runs `work` unless the process is asked to stop first; then `work` is dropped, and with
+/// it every resource it holds (Drop does the teardown).
+pub async fn or_stop<F: Future>(work: F) -> Result<F::Output, Failure> {
     tokio::select! {
-        out = work => Some(out),
-        _ = tokio::signal::ctrl_c() => None,
-        _ = terminated => None,
+        out = work => Ok(out),
+        stop = crate::interrupt::stopped() => Err(Failure::Interrupted(stop)),
     }
 }
 
@@ -328,6 +353,13 @@ async fn provision(request: &ProvisionRequest) -> Result<PgServer, Failure> {
         server.ready_in().as_secs_f64(),
         server.why()
     );
+    if let Some(cluster) = server.local_cluster() {
+        println!(
+            "data dir: {} (postmaster pid {})",
+            cluster.dir().display(),
+            cluster.pid()
+        );
+    }
     Ok(server)
 }
 
@@ -335,47 +367,30 @@ async fn db_up(args: DbUpArgs) -> Result<(), Failure> {
     let scale = args.scale.scale();
     scale.validate().map_err(Failure::Usage)?;
     let request = args.postgres.request();
-    let outcome = until_interrupted(async {
-        let server = provision(&request).await?;
-        if let Some(cluster) = server.local_cluster() {
-            println!(
-                "data dir: {} (postmaster pid {})",
-                cluster.dir().display(),
-                cluster.pid()
-            );
-        }
-        println!("seeding {scale} (seed {}) …", args.scale.seed);
-        let template = Template::prepare(&server, scale, args.scale.seed)
-            .await
-            .map_err(|e| Failure::Infrastructure(e.into()))?;
-        let (db, clone_time) = template
-            .clone_for_arm(&server, "workbench", false)
-            .await
-            .map_err(|e| Failure::Infrastructure(e.into()))?;
-        println!(
-            "migrated in {:.2}s, seeded in {:.2}s, cloned in {:.2}s",
-            template.timings.migrate.as_secs_f64(),
-            template.timings.seed.as_secs_f64(),
-            clone_time.as_secs_f64()
-        );
-        println!(
-            "url: {}",
-            server.url(&db, server.backend() != crate::postgres::Backend::Url)
-        );
-        println!("ready; Ctrl-C to stop and clean up");
-        std::future::pending::<()>().await;
-        // Unreachable: the pending future only ends by interruption, which drops `server`.
-        drop(server);
-        Ok(())
-    })
-    .await;
-    match outcome {
-        Some(result) => result,
-        None => {
-            println!("interrupted: cleaned up");
-            Ok(())
-        }
-    }
+    let server = or_stop(provision(&request)).await??;
+    println!("seeding {scale} (seed {}) …", args.scale.seed);
+    let template = or_stop(Template::prepare(&server, scale, args.scale.seed))
+        .await?
+        .map_err(|e| Failure::Infrastructure(e.into()))?;
+    let (db, clone_time) = or_stop(template.clone_for_arm(&server, "workbench", false))
+        .await?
+        .map_err(|e| Failure::Infrastructure(e.into()))?;
+    println!(
+        "migrated in {:.2}s, seeded in {:.2}s, cloned in {:.2}s",
+        template.timings.migrate.as_secs_f64(),
+        template.timings.seed.as_secs_f64(),
+        clone_time.as_secs_f64()
+    );
+    println!(
+        "url: {}",
+        server.url(&db, server.backend() != crate::postgres::Backend::Url)
+    );
+    println!("ready; Ctrl-C to stop and clean up");
+    // Stopping is how `db up` ends: clean up and exit 0.
+    crate::interrupt::stopped().await;
+    server.shutdown().await;
+    println!("stopped: cleaned up");
+    Ok(())
 }
 
 /// `matrix` and `run`: load and check the scenario (exit 2), provision and seed (exit 3),
@@ -409,46 +424,47 @@ async fn matrix(
         PathBuf::from("target/incident-lab").join(format!("{}{suffix}", scenario.name))
     });
     let request = backend.request(scenario.postgres.clone());
-    let outcome = until_interrupted(async {
-        let server = provision(&request).await?;
-        println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
-        let template = Template::prepare(&server, scenario.scale, scenario.seed as i64)
-            .await
-            .map_err(|e| Failure::Infrastructure(e.into()))?;
-        println!("seeded in {:.1}s", template.timings.seed.as_secs_f64());
-        let options = crate::matrix::RunOptions {
-            out: out.clone(),
-            service_bin,
-            only,
-        };
-        let result = crate::matrix::run(&scenario, &server, &template, &options).await;
-        server.shutdown().await;
-        let report = result.map_err(Failure::Infrastructure)?;
-        println!("\n{}", crate::report::markdown::render(&report));
-        println!("reports in {}", out.display());
-        let inconclusive: Vec<&str> = report
-            .arms
-            .iter()
-            .filter(|a| a.status == crate::report::ArmStatus::Inconclusive)
-            .map(|a| a.name.as_str())
-            .collect();
-        if report.verdict == crate::report::Verdict::Pass {
-            Ok(())
-        } else if !inconclusive.is_empty() {
-            Err(Failure::Expectation(format!(
-                "inconclusive: the load generator fell behind in arm(s) {} (see above): no verdict on the service",
-                inconclusive.join(", ")
-            )))
-        } else {
-            Err(Failure::Expectation(
-                "an arm did not show what the scenario says it must (see above)".into(),
-            ))
-        }
-    })
-    .await;
-    outcome.unwrap_or_else(|| {
-        Err(Failure::Infrastructure(anyhow::anyhow!(
-            "interrupted; cleaned up"
+    let server = or_stop(provision(&request)).await??;
+    println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
+    let template = or_stop(Template::prepare(
+        &server,
+        scenario.scale,
+        scenario.seed as i64,
+    ))
+    .await?
+    .map_err(|e| Failure::Infrastructure(e.into()))?;
+    println!("seeded in {:.1}s", template.timings.seed.as_secs_f64());
+    let options = crate::matrix::RunOptions {
+        out: out.clone(),
+        service_bin,
+        only,
+    };
+    // The matrix stops by itself when asked to (the current arm marked interrupted).
+    let result = crate::matrix::run(&scenario, &server, &template, &options).await;
+    server.shutdown().await;
+    let report = result.map_err(Failure::Infrastructure)?;
+    if let Some(stop) = crate::interrupt::requested() {
+        println!("reports of what ran in {}", out.display());
+        return Err(Failure::Interrupted(stop));
+    }
+    println!("\n{}", crate::report::markdown::render(&report));
+    println!("reports in {}", out.display());
+    let inconclusive: Vec<&str> = report
+        .arms
+        .iter()
+        .filter(|a| a.status == crate::report::ArmStatus::Inconclusive)
+        .map(|a| a.name.as_str())
+        .collect();
+    if report.verdict == crate::report::Verdict::Pass {
+        Ok(())
+    } else if !inconclusive.is_empty() {
+        Err(Failure::Expectation(format!(
+            "inconclusive: the load generator fell behind in arm(s) {} (see above): no verdict on the service",
+            inconclusive.join(", ")
         )))
-    })
+    } else {
+        Err(Failure::Expectation(
+            "an arm did not show what the scenario says it must (see above)".into(),
+        ))
+    }
 }

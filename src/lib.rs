@@ -15,6 +15,7 @@
 //! - [`service_proc`]: the service as a child process; `/metrics` scraping.
 //! - [`report`]: report.json / report.md / junit.xml / report.html.
 //! - [`units`]: durations and sizes as people write them (`3s`, `128MB`).
+//! - [`interrupt`]: stopping a run on SIGINT / SIGTERM / SIGHUP, and the children to clean up.
 //! - [`telemetry`]: logging setup.
 //!
 //! The system under test lives in the `inbox-service` crate and the traffic engine in
@@ -23,6 +24,7 @@
 pub mod cli;
 pub mod compare;
 pub mod dataset;
+pub mod interrupt;
 pub mod matrix;
 pub mod postgres;
 pub mod report;

@@ -65,11 +65,36 @@ fn which_nice() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A running service process; dropping it kills the process.
+/// A running service process; dropping it kills the process and waits (briefly) until it is
+/// gone.
 pub struct ServiceProcess {
     child: Child,
+    pid: u32,
     /// `http://127.0.0.1:PORT`
     pub base: String,
+}
+
+/// The variable that tells the service which process started it: it exits when that process
+/// is gone (a harness killed with SIGKILL leaves no service behind).
+pub const PARENT_ENV: &str = "INCIDENT_LAB_PARENT_PID";
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if crate::interrupt::alive(self.pid) {
+            let _ = self.child.start_kill();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            // Reap it here: the harness never leaves while a child it started is alive.
+            while std::time::Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_)))
+                    || !crate::interrupt::alive(self.pid)
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        crate::interrupt::unregister_child(self.pid);
+    }
 }
 
 impl ServiceProcess {
@@ -87,6 +112,7 @@ impl ServiceProcess {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(env.iter().map(|(k, v)| (k, v)))
+            .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -94,6 +120,8 @@ impl ServiceProcess {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {} service", binary.display()))?;
+        let pid = child.id().unwrap_or(0);
+        crate::interrupt::register_child(pid, "the service");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let wait = async {
@@ -105,9 +133,10 @@ impl ServiceProcess {
             Ok(None)
         };
         match tokio::time::timeout(Duration::from_secs(30), wait).await {
-            Ok(Ok(Some(base))) => Ok(Self { child, base }),
+            Ok(Ok(Some(base))) => Ok(Self { child, pid, base }),
             Ok(_) | Err(_) => {
                 let _ = child.kill().await;
+                crate::interrupt::unregister_child(pid);
                 let tail = std::fs::read_to_string(log).unwrap_or_default();
                 let tail: Vec<&str> = tail.lines().rev().take(5).collect();
                 bail!(
@@ -121,12 +150,10 @@ impl ServiceProcess {
 
     /// SIGTERM, then SIGKILL if it has not exited within 10 s.
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
             .is_err()

@@ -196,6 +196,18 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
     assert!(text(&regressed).contains("regression"));
 }
 
+/// `incident-lab matrix PATH --postgres local --out OUT`.
+fn run_matrix(path: &Path, out: &Path) -> Output {
+    incident_lab(&[
+        "matrix",
+        path.to_str().unwrap(),
+        "--postgres",
+        "local",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -252,14 +264,7 @@ fn a_budget_tightened_below_what_is_achievable_fails_the_gate() {
     let path = write_scenario(dir.path(), "tight.toml", &scenario);
     let out = dir.path().join("out");
 
-    let run = incident_lab(&[
-        "matrix",
-        path.to_str().unwrap(),
-        "--postgres",
-        "local",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = run_matrix(&path, &out);
 
     assert_eq!(run.status.code(), Some(1), "{}", text(&run));
     let report: Value =
@@ -288,14 +293,7 @@ fn a_generator_that_falls_behind_makes_the_arm_inconclusive() {
     let path = write_scenario(dir.path(), "starved.toml", &scenario);
     let out = dir.path().join("out");
 
-    let run = incident_lab(&[
-        "matrix",
-        path.to_str().unwrap(),
-        "--postgres",
-        "local",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = run_matrix(&path, &out);
 
     let said = text(&run);
     assert_eq!(run.status.code(), Some(1), "{said}");

@@ -11,7 +11,10 @@ fn the_readme_results_are_rendered_from_the_stored_report() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let (begin, end) = ("<!-- results:begin -->\n", "<!-- results:end -->");
-    let start = readme.find(begin).expect("README has a results:begin marker") + begin.len();
+    let start = readme
+        .find(begin)
+        .expect("README has a results:begin marker")
+        + begin.len();
     let stop = readme.find(end).expect("README has a results:end marker");
     let report = Report::read(&root.join("docs/results/incident.json")).unwrap();
 

@@ -112,6 +112,11 @@ impl Shared {
         };
         let taken = Instant::now().saturating_duration_since(epoch);
         tokio::time::sleep_until((epoch + item.at).into()).await;
+        if goose::is_killswitch_triggered() {
+            // The run was stopped while this arrival waited for its time: not sent.
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Ok(());
+        }
         let started = Instant::now();
         let stream = &self.plan.streams[item.stream];
         let label = stream.endpoint.label();
@@ -221,6 +226,12 @@ impl Shared {
 
 fn goose_err(e: impl std::fmt::Debug) -> LoadgenError {
     LoadgenError::Goose(format!("{e:?}"))
+}
+
+/// Stops the running attack (if any) at once: goose's killswitch, and no arrival is sent
+/// after it. For a harness that is told to stop.
+pub fn stop() {
+    goose::trigger_killswitch("stopped by the harness");
 }
 
 /// Runs `plan` to its end, recording into `recording` (which the caller may read while the

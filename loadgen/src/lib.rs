@@ -14,7 +14,7 @@ pub mod plan;
 pub mod record;
 pub mod traffic;
 
-pub use engine::{run, LoadgenError, RunSummary};
+pub use engine::{run, stop, LoadgenError, RunSummary};
 pub use plan::{Arrival, Plan, RetryPolicy, Stream};
 pub use record::{EndpointRecording, Hist, Recording};
 pub use traffic::{Endpoint, Sessions};

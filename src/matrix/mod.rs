@@ -67,16 +67,35 @@ pub async fn run(
     let mut report = assemble(scenario, &environment, started, Vec::new());
     for (i, arm) in arms.iter().enumerate() {
         println!("[{}/{}] arm {} …", i + 1, arms.len(), arm.name);
-        let arm_report = arm::run_arm(
+        let running = arm::run_arm(
             scenario,
             server,
             template,
             arm,
             &options.service_bin,
             &options.out,
-        )
-        .await
-        .with_context(|| format!("arm {}", arm.name))?;
+        );
+        // A signal stops the arm where it is: its future is dropped, and with it the service
+        // (killed), the fakes and the load; it is reported as interrupted, never judged.
+        let finished = tokio::select! {
+            r = running => Some(r),
+            _ = crate::interrupt::stopped() => None,
+        };
+        let Some(arm_report) = finished else {
+            loadgen::stop();
+            println!("[{}/{}] arm {}: interrupted", i + 1, arms.len(), arm.name);
+            let flags = arm
+                .switches
+                .to_map()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            reports.push(ArmReport::interrupted(&arm.name, flags, arm.expect));
+            report = assemble(scenario, &environment, started, reports);
+            report.write_all(&options.out)?;
+            return Ok(report);
+        };
+        let arm_report = arm_report.with_context(|| format!("arm {}", arm.name))?;
         println!("[{}/{}] {}", i + 1, arms.len(), one_line(&arm_report));
         reports.push(arm_report);
         report = assemble(scenario, &environment, started, reports.clone());

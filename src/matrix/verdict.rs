@@ -372,41 +372,20 @@ max_statement_timeouts = 0
     /// An endpoint with `p95` client-side in the whole run and in the burst, `n504` 504s,
     /// `writes`/`calls` at most per request, and the service seeing the same.
     fn endpoint(name: &str, p95: f64, n504: u64, writes: u32, calls: u32) -> EndpointReport {
-        let s = scenario();
-        let budget = budget_ms(&s, name);
-        EndpointReport {
-            endpoint: name.into(),
-            requests: 100,
-            p50_ms: Some(p95 / 2.0),
-            p95_ms: Some(p95),
-            p99_ms: Some(p95),
-            max_ms: Some(p95),
-            budget_p95_ms: budget,
-            within_budget: budget.is_none_or(|b| p95 <= b),
-            status_counts: BTreeMap::from([("504".to_owned(), n504)]),
-            error_categories: if n504 > 0 {
-                BTreeMap::from([("db_timeout".to_owned(), 3)])
-            } else {
-                BTreeMap::new()
-            },
-            late: 0,
-            late_pct: 0.0,
-            lateness_p95_ms: Some(1.0),
-            lateness_max_ms: Some(2.0),
-            retries: 0,
-            service: Some(side(p95 * 0.9, n504, p95)),
-            time_spent: None,
-            db_writes_per_request: Some(f64::from(writes)),
-            db_writes_max: writes,
-            external_calls_per_request: Some(f64::from(calls)),
-            external_calls_max: calls,
-            phases: vec![PhaseFigures {
-                phase: "burst".into(),
-                requests: 10,
-                p95_ms: Some(p95),
-            }],
-            windows: vec![],
+        let mut e = crate::report::fixtures::endpoint(name, p95, budget_ms(&scenario(), name));
+        e.status_counts = BTreeMap::from([("504".to_owned(), n504)]);
+        if n504 > 0 {
+            e.error_categories = BTreeMap::from([("db_timeout".to_owned(), 3)]);
         }
+        e.service = Some(side(p95 * 0.9, n504, p95));
+        (e.db_writes_max, e.db_writes_per_request) = (writes, Some(f64::from(writes)));
+        (e.external_calls_max, e.external_calls_per_request) = (calls, Some(f64::from(calls)));
+        e.phases = vec![PhaseFigures {
+            phase: "burst".into(),
+            requests: 10,
+            p95_ms: Some(p95),
+        }];
+        e
     }
 
     fn incident_endpoints() -> Vec<EndpointReport> {

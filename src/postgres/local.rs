@@ -126,10 +126,16 @@ impl LocalCluster {
 
     fn spawn(bin: &Path, settings: &PgSettings) -> Result<Self, ProvisionError> {
         let who = run_as()?;
+        for gone in reap_leftovers() {
+            eprintln!("cleanup: removed a Postgres cluster an earlier run left behind: {gone}");
+        }
         let dir = tempfile::Builder::new()
-            .prefix("incident-lab-pg-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .map_err(|e| ProvisionError::Local(format!("cannot create a temp dir: {e}")))?;
+        // Who owns it: a later run removes it if this process dies without cleaning up.
+        fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
+            .map_err(|e| ProvisionError::Local(format!("cannot write the owner marker: {e}")))?;
         chown(dir.path(), Some(who.uid), Some(who.gid)).map_err(|e| {
             ProvisionError::Local(format!(
                 "cannot hand {} to the postgres user: {e}",
@@ -199,6 +205,10 @@ impl LocalCluster {
             .map_err(|e| {
                 ProvisionError::Local(format!("cannot run {}/postgres: {e}", bin.display()))
             })?;
+        crate::interrupt::register_child(
+            child.id(),
+            format!("postgres ({})", dir.path().display()),
+        );
         Ok(Self {
             pid: child.id(),
             child: Some(child),
@@ -274,6 +284,7 @@ impl LocalCluster {
     /// Fast shutdown (SIGINT), then SIGKILL past the deadline; removes the directory. Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _unregister = Unregister(self.pid);
             let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGINT);
             let deadline = Instant::now() + STOP_DEADLINE;
             loop {
@@ -296,6 +307,67 @@ impl LocalCluster {
             }
         }
     }
+}
+
+/// Forgets a child once its stop is done, however it ends.
+struct Unregister(u32);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        crate::interrupt::unregister_child(self.0);
+    }
+}
+
+/// Prefix of the clusters' temp directories.
+const DIR_PREFIX: &str = "incident-lab-pg-";
+/// File in a cluster's directory holding the pid of the process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes clusters an earlier run left behind (it was killed before it could clean up): a
+/// cluster directory whose owner process is gone has its postmaster stopped (immediate
+/// shutdown, then SIGKILL) and is deleted. Directories without an owner marker, or whose owner
+/// lives, are left alone. Returns what it removed.
+pub fn reap_leftovers() -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        let dir = entry.path();
+        let Some(owner) = fs::read_to_string(dir.join(OWNER_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if crate::interrupt::alive(owner) {
+            continue;
+        }
+        let postmaster = fs::read_to_string(dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next()?.trim().parse::<u32>().ok());
+        if let Some(pm) = postmaster.filter(|pm| crate::interrupt::alive(*pm)) {
+            let _ = kill(Pid::from_raw(pm as i32), Signal::SIGQUIT);
+            let deadline = Instant::now() + STOP_DEADLINE;
+            while crate::interrupt::alive(pm) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if crate::interrupt::alive(pm) {
+                let _ = kill(Pid::from_raw(pm as i32), Signal::SIGKILL);
+            }
+        }
+        if fs::remove_dir_all(&dir).is_ok() {
+            removed.push(format!(
+                "{} (owner pid {owner} gone{})",
+                dir.display(),
+                postmaster.map_or(String::new(), |p| format!(", postmaster pid {p} stopped"))
+            ));
+        }
+    }
+    removed
 }
 
 impl Drop for LocalCluster {

@@ -18,6 +18,7 @@ fn status(a: &ArmReport) -> String {
         ArmStatus::AsExpected => "✅ as expected".into(),
         ArmStatus::NotAsExpected => "❌ NOT as expected".into(),
         ArmStatus::Inconclusive => "⚠️ INCONCLUSIVE (load generator fell behind)".into(),
+        ArmStatus::Interrupted => "⏹ interrupted (not judged)".into(),
     }
 }
 

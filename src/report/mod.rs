@@ -40,6 +40,8 @@ pub enum ArmStatus {
     /// The load generator fell behind its schedule: the figures say as much about the
     /// harness as about the service, so the arm is neither a pass nor a reproduction.
     Inconclusive,
+    /// The run was stopped (a signal) while this arm ran: never judged.
+    Interrupted,
 }
 
 impl ArmStatus {
@@ -49,6 +51,7 @@ impl ArmStatus {
             ArmStatus::AsExpected => "as expected",
             ArmStatus::NotAsExpected => "NOT as expected",
             ArmStatus::Inconclusive => "INCONCLUSIVE",
+            ArmStatus::Interrupted => "interrupted",
         }
     }
 }
@@ -275,6 +278,31 @@ pub struct Attribution {
     pub on_arm: String,
     pub off_p95_ms: Option<f64>,
     pub on_p95_ms: Option<f64>,
+}
+
+impl ArmReport {
+    /// An arm the run was stopped in: named, never judged, with no figures.
+    pub fn interrupted(name: &str, flags: BTreeMap<String, bool>, expect: Expect) -> Self {
+        Self {
+            name: name.to_owned(),
+            flags,
+            expect,
+            status: ArmStatus::Interrupted,
+            as_expected: false,
+            checks: Vec::new(),
+            endpoints: Vec::new(),
+            error_categories: BTreeMap::new(),
+            statement_timeouts: 0,
+            late_arrivals: 0,
+            unsent: 0,
+            load: LoadHealth::default(),
+            accounting: Accounting::default(),
+            invariants: Invariants::default(),
+            timeline: Vec::new(),
+            goose: BTreeMap::new(),
+            timings: ArmTimings::default(),
+        }
+    }
 }
 
 impl Report {
