@@ -88,3 +88,45 @@ async fn an_unreachable_url_is_a_clear_error() {
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("s3cret"), "password leaked: {err}");
 }
+
+/// A database an earlier run left when it died (its owner process is gone) is dropped by the
+/// next run on the same server; one whose owner lives is left alone.
+#[tokio::test]
+async fn databases_left_by_a_dead_run_are_dropped_by_the_next() {
+    let existing = local_server().await;
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let host_mark = incident_lab::postgres::owner_mark();
+    let (prefix, _) = host_mark.rsplit_once(':').unwrap();
+    let mut conn = existing
+        .connect_options("postgres")
+        .connect()
+        .await
+        .unwrap();
+    for (name, pid) in [
+        ("ilab_left_dead", dead),
+        ("ilab_left_alive", std::process::id()),
+    ] {
+        for sql in [
+            format!("CREATE DATABASE {name}"),
+            format!("COMMENT ON DATABASE {name} IS '{prefix}:{pid}'"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    conn.close().await.unwrap();
+
+    let harness = PgServer::provision(&url_request(existing.url("postgres", true)))
+        .await
+        .unwrap();
+
+    assert_eq!(harness_databases(&existing).await, vec!["ilab_left_alive"]);
+    harness.shutdown().await;
+    existing.shutdown().await;
+}

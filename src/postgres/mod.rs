@@ -199,6 +199,20 @@ impl fmt::Debug for PgServer {
     }
 }
 
+/// The start of an owner mark: `incident-lab owner HOST:PID`.
+const OWNER_MARK_PREFIX: &str = "incident-lab owner ";
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['\'', ':'], "_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// This process's owner mark.
+pub fn owner_mark() -> String {
+    format!("{OWNER_MARK_PREFIX}{}:{}", hostname(), std::process::id())
+}
+
 impl PgServer {
     /// Starts (or connects to) a Postgres server as the request asks.
     #[tracing::instrument(skip_all, fields(choice = ?request.choice))]
@@ -239,6 +253,11 @@ impl PgServer {
             handle,
         };
         server.check_settings().await?;
+        if backend == Backend::Url {
+            for name in server.reap_leftover_databases().await? {
+                eprintln!("cleanup: dropped database {name}, left by an earlier run that died");
+            }
+        }
         Ok(server)
     }
 
@@ -334,6 +353,7 @@ impl PgServer {
         )
         .await?;
         self.own(name);
+        self.mark_owner(name).await?;
         self.apply_database_settings(name).await
     }
 
@@ -356,6 +376,7 @@ impl PgServer {
         )
         .await?;
         self.own(name);
+        self.mark_owner(name).await?;
         self.apply_database_settings(name).await
     }
 
@@ -383,6 +404,49 @@ impl PgServer {
             .lock()
             .expect("owned-database list poisoned")
             .push(name.to_owned());
+    }
+
+    /// Marks `name` with its owner (`COMMENT ON DATABASE`: this host and process), so a later
+    /// run can tell a database whose owner died from one in use.
+    async fn mark_owner(&self, name: &str) -> Result<(), ProvisionError> {
+        self.admin_execute(
+            &format!("mark the owner of {name}"),
+            format!(
+                "COMMENT ON DATABASE {} IS '{}'",
+                quote_ident(name),
+                owner_mark()
+            ),
+        )
+        .await
+    }
+
+    /// Drops the harness's databases (`ilab_…`) that an earlier run on this host left behind
+    /// when it died (its process is gone). Databases of live runs, of other hosts, or without
+    /// a mark are left alone. Returns the names dropped.
+    pub async fn reap_leftover_databases(&self) -> Result<Vec<String>, ProvisionError> {
+        let mut conn = self.admin_connection().await?;
+        let marked: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.datname, c.description FROM pg_database d
+             JOIN pg_shdescription c ON c.objoid = d.oid AND c.classoid = 'pg_database'::regclass
+             WHERE d.datname LIKE 'ilab\\_%' AND c.description LIKE $1",
+        )
+        .bind(format!("{OWNER_MARK_PREFIX}{}:%", hostname()))
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|source| ProvisionError::Admin {
+            what: "list leftover databases".into(),
+            source,
+        })?;
+        let _ = conn.close().await;
+        let mut dropped = Vec::new();
+        for (name, mark) in marked {
+            let pid = mark.rsplit(':').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !crate::interrupt::alive(p)) {
+                self.drop_database(&name).await?;
+                dropped.push(name);
+            }
+        }
+        Ok(dropped)
     }
 
     async fn server_version_num(&self) -> Result<i32, ProvisionError> {
