@@ -77,22 +77,29 @@ pub fn install() {
     }
 }
 
+/// Writes a line to stderr, ignoring failure: a closed stderr (the terminal or the pipe that
+/// started us is gone) must not stop the clean-up, as `eprintln!`'s panic would.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 fn on_signal(stop: Stop) {
     let n = SIGNALS.fetch_add(1, Ordering::SeqCst) + 1;
     match n {
         1 => {
             let _ = FIRST.set(stop);
-            eprintln!(
+            wake().notify_waiters();
+            say(&format!(
                 "\n{}: stopping the run and cleaning up (signal again to see what remains, a third time to force)",
                 stop.name()
-            );
-            wake().notify_waiters();
+            ));
         }
-        2 => eprintln!("still cleaning up: {}", remaining()),
+        2 => say(&format!("still cleaning up: {}", remaining())),
         _ => {
             let left = std::mem::take(&mut *children());
             for (pid, what) in &left {
-                eprintln!("forced: killing {what} (pid {pid})");
+                say(&format!("forced: killing {what} (pid {pid})"));
                 let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
             }
             std::process::exit(i32::from(FIRST.get().copied().unwrap_or(stop).exit_code()));

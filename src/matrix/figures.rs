@@ -22,15 +22,36 @@ fn ms(s: Option<f64>) -> Option<f64> {
     s.map(|s| s * 1000.0)
 }
 
-/// The service's view of `route`: the last scrape's totals, and per phase what completed
-/// in it. `offset_s` converts a schedule time into the scrapes' clock.
+/// The service's view of `route` over the load (what it counted since the first scrape, which
+/// follows the warm-up, as the client's figures do), and per phase what completed in it.
+/// `offset_s` converts a schedule time into the scrapes' clock.
 pub(crate) fn service_side(
     scenario: &Scenario,
     scrapes: &[Scrape],
     route: &str,
     offset_s: f64,
 ) -> Option<ServiceSide> {
-    let last: &RouteScrape = scrapes.last()?.routes.get(route)?;
+    let first = scrapes
+        .first()
+        .and_then(|s| s.routes.get(route))
+        .cloned()
+        .unwrap_or_default();
+    let end: &RouteScrape = scrapes.last()?.routes.get(route)?;
+    let last = RouteScrape {
+        duration: end.duration.since(&first.duration),
+        pool_wait: end.pool_wait.since(&first.pool_wait),
+        statuses: end
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.clone(), v - first.statuses.get(k).copied().unwrap_or(0.0)))
+            .collect(),
+        writes: end.writes - first.writes,
+        calls: end.calls - first.calls,
+    };
+    if last.duration.count <= 0.0 {
+        return None;
+    }
+    let last = &last;
     let at = |t: f64| -> PromHist {
         scrapes
             .iter()
@@ -245,6 +266,42 @@ mod tests {
             pool_wait_p95_ms: pool_wait,
             phases: vec![],
         }
+    }
+
+    fn scrape_with(t: f64, slow: f64, fast: f64) -> Scrape {
+        let mut s = Scrape {
+            t,
+            ..Scrape::default()
+        };
+        s.routes.insert(
+            "GET /".into(),
+            RouteScrape {
+                duration: PromHist {
+                    buckets: vec![(0.01, fast), (1.0, fast + slow)],
+                    count: fast + slow,
+                    sum: 0.0,
+                },
+                ..RouteScrape::default()
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn the_service_side_counts_only_what_came_after_the_warm_up() {
+        let scenario = crate::scenario::Scenario::parse(
+            "unit.toml",
+            include_str!("../../scenarios/smoke.toml"),
+        )
+        .unwrap();
+        // Ten slow warm-up requests before the first scrape; then twenty fast ones.
+        let scrapes = vec![scrape_with(0.0, 10.0, 0.0), scrape_with(20.0, 10.0, 20.0)];
+
+        let side = service_side(&scenario, &scrapes, "GET /", 1.0).unwrap();
+
+        assert_eq!(side.requests, 20);
+        assert!(side.p95_ms.unwrap() <= 10.0, "{:?}", side.p95_ms);
+        assert!(service_side(&scenario, &scrapes, "POST /nothing", 1.0).is_none());
     }
 
     #[test]

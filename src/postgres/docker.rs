@@ -48,12 +48,69 @@ pub fn container_request(
         .with_cmd(settings.server_args())
         .with_shm_size(256 * 1024 * 1024)
         .with_label("dev.incident-lab", "postgres")
+        .with_label(OWNER_LABEL, super::owner())
         .with_startup_timeout(Duration::from_secs(60));
     if let Some(cpus) = settings.cpus {
         let nano_cpus = (cpus * 1e9) as i64;
         request = request.with_host_config_modifier(move |hc| hc.nano_cpus = Some(nano_cpus));
     }
     Ok(request)
+}
+
+/// Label naming the process that owns a container (`HOST:PID`): a later run removes the
+/// container when that process is gone.
+pub const OWNER_LABEL: &str = "dev.incident-lab.owner";
+
+/// Removes containers an earlier run on this host left when it died (their owner process is
+/// gone); containers of live runs or of other hosts are left alone. Returns their names.
+pub async fn reap_leftover_containers() -> Result<Vec<String>, String> {
+    use std::collections::HashMap;
+    use testcontainers::bollard::query_parameters::{
+        ListContainersOptions, RemoveContainerOptions,
+    };
+
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| format!("no Docker daemon configured ({e})"))?;
+    let filters = HashMap::from([("label".to_owned(), vec![OWNER_LABEL.to_owned()])]);
+    let listed = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        docker.list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        })),
+    )
+    .await
+    .map_err(|_| "the Docker daemon did not list containers within 3s".to_owned())?
+    .map_err(|e| format!("cannot list containers: {e}"))?;
+    let mut removed = Vec::new();
+    for c in listed {
+        let owner = c.labels.as_ref().and_then(|l| l.get(OWNER_LABEL));
+        let (Some(id), Some(owner)) = (c.id.as_deref(), owner) else {
+            continue;
+        };
+        if !super::owner_is_gone(owner) {
+            continue;
+        }
+        let name = c
+            .names
+            .as_ref()
+            .and_then(|n| n.first().cloned())
+            .unwrap_or_else(|| id.chars().take(12).collect());
+        docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| format!("cannot remove container {name}: {e}"))?;
+        removed.push(format!("{name} (owner {owner} gone)"));
+    }
+    Ok(removed)
 }
 
 /// Checks that a Docker daemon answers and `image` is present locally.
@@ -84,6 +141,14 @@ impl DockerPostgres {
     /// Starts the container and waits until the server accepts connections.
     pub async fn start(image: &str, settings: &PgSettings) -> Result<Self, ProvisionError> {
         let request = container_request(image, settings).map_err(ProvisionError::Docker)?;
+        match reap_leftover_containers().await {
+            Ok(removed) => {
+                for c in removed {
+                    eprintln!("cleanup: removed container {c}, left by an earlier run that died");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for leftover containers"),
+        }
         let present = probe(image).await;
         let container = request.start().await.map_err(|e| {
             let hint = match &present {

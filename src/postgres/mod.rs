@@ -208,9 +208,24 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// This process's owner mark.
+/// This process as an owner: `HOST:PID`.
+pub fn owner() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// This process's owner mark (a database comment).
 pub fn owner_mark() -> String {
-    format!("{OWNER_MARK_PREFIX}{}:{}", hostname(), std::process::id())
+    format!("{OWNER_MARK_PREFIX}{}", owner())
+}
+
+/// Whether `owner` (`HOST:PID`) is a process of this host that is gone. Owners on other
+/// hosts are never judged dead: their runs are not ours to clean up.
+pub fn owner_is_gone(owner: &str) -> bool {
+    owner
+        .rsplit_once(':')
+        .filter(|(host, _)| *host == hostname())
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !crate::interrupt::alive(pid))
 }
 
 impl PgServer {
@@ -440,8 +455,7 @@ impl PgServer {
         let _ = conn.close().await;
         let mut dropped = Vec::new();
         for (name, mark) in marked {
-            let pid = mark.rsplit(':').next().and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|p| !crate::interrupt::alive(p)) {
+            if owner_is_gone(mark.trim_start_matches(OWNER_MARK_PREFIX)) {
                 self.drop_database(&name).await?;
                 dropped.push(name);
             }
