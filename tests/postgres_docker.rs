@@ -81,11 +81,7 @@ async fn containers_left_by_a_dead_run_are_removed() {
             return;
         }
     };
-    let dead = {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        child.wait().unwrap();
-        child.id()
-    };
+    let dead = common::dead_pid();
     let me = incident_lab::postgres::owner();
     let (host, _) = me.rsplit_once(':').unwrap();
     let run = |owner: String| {

@@ -94,11 +94,7 @@ async fn an_unreachable_url_is_a_clear_error() {
 #[tokio::test]
 async fn databases_left_by_a_dead_run_are_dropped_by_the_next() {
     let existing = local_server().await;
-    let dead = {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        child.wait().unwrap();
-        child.id()
-    };
+    let dead = common::dead_pid();
     let host_mark = incident_lab::postgres::owner_mark();
     let (prefix, _) = host_mark.rsplit_once(':').unwrap();
     let mut conn = existing

@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::figures::{endpoint_reports, load_health};
 use super::invariant::{check_invariant, rows_written, wait_for_sessions_to_end};
-use super::verdict::{accounting, accounting_check, judge, load_check, status};
+use super::verdict::{accounting, accounting_check, judge, load_check, status, Unfinished};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::{plan_for, service_env, Secrets};
 use crate::dataset::Template;
@@ -215,21 +215,14 @@ async fn run_on_clone(
     let offset_s = loadgen::engine::START_DELAY.as_secs_f64();
     let endpoints = endpoint_reports(scenario, &recording, &scrapes, offset_s);
     let load = load_health(scenario, &plan, &recording, cpu);
-    let max_of = |f: fn(&crate::report::EndpointReport) -> u32| {
-        endpoints.iter().map(f).max().unwrap_or(0) as u64
-    };
-    let cut_off: f64 = last
-        .routes
-        .values()
-        .filter_map(|r| r.statuses.get("504"))
-        .sum();
     let accounting = accounting(
         (declared.0 as u64, declared.1 as u64),
         (measured_rows, measured_calls),
-        cut_off as u64,
-        errors.get("client_abort").copied().unwrap_or(0),
-        max_of(|e| e.db_writes_max),
-        max_of(|e| e.external_calls_max),
+        &unfinished(
+            &last,
+            &endpoints,
+            errors.get("client_abort").copied().unwrap_or(0),
+        ),
     );
     let mut checks = vec![load_check(&load)];
     checks.extend(judge(
@@ -274,6 +267,55 @@ async fn run_on_clone(
         goose: summary.goose,
         timings: ArmTimings::default(),
     })
+}
+
+/// Requests the service never finished accounting for, with the most each may have done
+/// unseen: one cut off at the function limit (504) per route, up to the most a request of
+/// that route did (a cron tick runs several jobs at once, all cut off together); one the client
+/// abandoned, up to the most any request did.
+fn unfinished(
+    last: &crate::service_proc::Scrape,
+    endpoints: &[crate::report::EndpointReport],
+    aborted: u64,
+) -> Vec<Unfinished> {
+    let most = |route: Option<&str>| {
+        let of = |e: &&crate::report::EndpointReport| route.is_none_or(|r| e.endpoint == r);
+        let writes = endpoints.iter().filter(of).map(|e| e.db_writes_max).max();
+        let calls = endpoints
+            .iter()
+            .filter(of)
+            .map(|e| e.external_calls_max)
+            .max();
+        (writes.unwrap_or(0) as u64, calls.unwrap_or(0) as u64)
+    };
+    let (any_writes, any_calls) = most(None);
+    let mut out: Vec<Unfinished> = last
+        .routes
+        .iter()
+        .filter_map(|(route, r)| {
+            let n = r.statuses.get("504").copied().unwrap_or(0.0) as u64;
+            let (w, c) = most(Some(route));
+            // A route the load did not send (the drain's cron ticks): the most of any.
+            let (w, c) = if w == 0 && c == 0 {
+                (any_writes, any_calls)
+            } else {
+                (w, c)
+            };
+            (n > 0).then_some(Unfinished {
+                requests: n,
+                max_writes: w.max(1),
+                max_calls: c.max(1),
+            })
+        })
+        .collect();
+    if aborted > 0 {
+        out.push(Unfinished {
+            requests: aborted,
+            max_writes: any_writes.max(1),
+            max_calls: any_calls.max(1),
+        });
+    }
+    out
 }
 
 /// A few unmeasured requests per page/action stream before the load: every arm starts with

@@ -33,7 +33,7 @@ pub fn endpoint(name: &str, p95: f64, budget: Option<f64>) -> EndpointReport {
     }
 }
 
-/// An arm with every switch off but `flags`, holding `endpoints`.
+/// An arm with every switch off but `flags`, holding `endpoints`, judged as expected.
 pub fn arm(name: &str, flags: &[(&str, bool)], endpoints: Vec<EndpointReport>) -> ArmReport {
     let mut all: BTreeMap<String, bool> = inbox_service::Switches::NAMES
         .iter()
@@ -42,25 +42,9 @@ pub fn arm(name: &str, flags: &[(&str, bool)], endpoints: Vec<EndpointReport>) -
     for (k, v) in flags {
         all.insert((*k).to_owned(), *v);
     }
-    ArmReport {
-        name: name.into(),
-        flags: all,
-        expect: Expect::Observe,
-        status: ArmStatus::AsExpected,
-        as_expected: true,
-        checks: vec![],
-        endpoints,
-        error_categories: BTreeMap::new(),
-        statement_timeouts: 0,
-        late_arrivals: 0,
-        unsent: 0,
-        load: LoadHealth::default(),
-        accounting: Accounting::default(),
-        invariants: Invariants::default(),
-        timeline: vec![],
-        goose: BTreeMap::new(),
-        timings: ArmTimings::default(),
-    }
+    let mut arm = ArmReport::interrupted(name, all, Expect::Observe);
+    (arm.status, arm.as_expected, arm.endpoints) = (ArmStatus::AsExpected, true, endpoints);
+    arm
 }
 
 /// A report of `arms`.

@@ -40,6 +40,13 @@ pub fn incident_lab(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// The id of a process that has exited (for owner markers that must name a dead process).
+pub fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    child.id()
+}
+
 /// Whether a process with this id exists.
 pub fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
