@@ -11,33 +11,17 @@ use std::time::Duration;
 use fake_providers::{Knobs, Provider};
 use inbox_service::config::Limits;
 use inbox_service::Switches;
+use incident_wire::route;
+use loadgen::Arrival;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use crate::dataset::Scale;
 use crate::postgres::PgSettings;
-use crate::units::{parse_duration, MemSize};
+use crate::units::MemSize;
 
-/// A duration written as a string with a unit (`"500ms"`, `"3s"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// The three rollout flags and `LOG_SLOW_PATHS`, by their exact names.
-pub const FLAGS: [&str; 4] = [
-    "INBOXXIA_EMAIL_SENT_ASYNC",
-    "INBOX_COUNTS_CACHE_FALLBACK",
-    "UNIPILE_HEALTH_GATE",
-    "LOG_SLOW_PATHS",
-];
+/// The switches an arm may set by name: the rollout flags and `LOG_SLOW_PATHS`.
+pub const FLAGS: [&str; 4] = Switches::FLAGS;
 
 /// A flag name checked against [`FLAGS`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,22 +41,23 @@ impl<'de> Deserialize<'de> for FlagName {
     }
 }
 
-/// The EMAIL_SENT webhook's label (`incident_wire::endpoint_label`).
-pub const WEBHOOK_LABEL: &str = "POST /api/webhooks/email";
+/// The EMAIL_SENT webhook's label.
+pub const WEBHOOK_LABEL: &str = route::EMAIL_WEBHOOK.label;
 /// The inbox page's label.
-pub const PAGE_LABEL: &str = "GET /";
+pub const PAGE_LABEL: &str = route::INBOX_PAGE.label;
 /// The sidebar counts action's label.
-pub const COUNTS_LABEL: &str = "POST /api/actions/inbox-counts";
+pub const COUNTS_LABEL: &str = route::INBOX_COUNTS.label;
 
 /// Endpoints a budget can name.
-pub const ENDPOINTS: [&str; 6] = [
-    WEBHOOK_LABEL,
-    PAGE_LABEL,
-    COUNTS_LABEL,
-    "POST /api/actions/ai-draft",
-    "GET /api/cron/background-jobs",
-    "GET /api/cron/followups",
-];
+pub const ENDPOINTS: [&str; 6] = {
+    let mut labels = [""; 6];
+    let mut i = 0;
+    while i < route::ALL.len() {
+        labels[i] = route::ALL[i].label;
+        i += 1;
+    }
+    labels
+};
 
 /// An endpoint label checked against [`ENDPOINTS`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -115,7 +100,8 @@ pub struct PostgresSpec {
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
     /// `"0"` for none.
-    pub statement_timeout: Option<Dur>,
+    #[serde(default, with = "incident_wire::duration::option")]
+    pub statement_timeout: Option<Duration>,
     #[serde(default = "default_shared_buffers")]
     pub shared_buffers: String,
     #[serde(default)]
@@ -130,31 +116,14 @@ fn default_shared_buffers() -> String {
     "128MB".into()
 }
 
-/// Service limits (see `inbox_service::config::Limits`); unset ones keep the service defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSpec {
-    pub pool_max: Option<u32>,
-    pub acquire_timeout: Option<Dur>,
-    pub statement_timeout: Option<Dur>,
-    pub request_timeout: Option<Dur>,
-    pub counts_query_timeout: Option<Dur>,
-    pub counts_cache_ttl: Option<Dur>,
-    pub ai_verify_budget: Option<Dur>,
-    pub provider_timeout: Option<Dur>,
-    pub provider_max_attempts: Option<u32>,
-    pub provider_backoff: Option<Dur>,
-    pub cron_batch_limit: Option<u32>,
-    pub cron_time_budget: Option<Dur>,
-    pub worker_concurrency: Option<u32>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
     pub name: String,
-    pub from: Dur,
-    pub to: Dur,
+    #[serde(with = "incident_wire::duration")]
+    pub from: Duration,
+    #[serde(with = "incident_wire::duration")]
+    pub to: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -166,29 +135,6 @@ pub enum EndpointKind {
     AiDraft,
     CronBackgroundJobs,
     CronFollowups,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ArrivalSpec {
-    Constant {
-        rate: f64,
-    },
-    Burst {
-        rate: f64,
-        from: Dur,
-        to: Dur,
-    },
-    Ramp {
-        from_rate: f64,
-        to_rate: f64,
-        from: Dur,
-        to: Dur,
-    },
-    /// `[["0s", 2.0], ["60s", 80.0]]`: each rate holds until the next point.
-    Schedule {
-        points: Vec<(Dur, f64)>,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -203,7 +149,8 @@ pub enum RetryOn {
 #[serde(deny_unknown_fields)]
 pub struct RetrySpec {
     pub on: Vec<RetryOn>,
-    pub after: Dur,
+    #[serde(with = "incident_wire::duration")]
+    pub after: Duration,
     pub max: u8,
 }
 
@@ -214,7 +161,7 @@ pub struct StreamSpec {
     pub endpoint: EndpointKind,
     /// Webhooks: the event type.
     pub event: Option<String>,
-    pub arrival: ArrivalSpec,
+    pub arrival: loadgen::Arrival,
     pub retry: Option<RetrySpec>,
     /// Sessions: workspaces per user (an agency view when > 1).
     #[serde(default = "one")]
@@ -242,40 +189,9 @@ impl StreamSpec {
         self.retry.as_ref().map(|r| loadgen::RetryPolicy {
             on_5xx: r.on.contains(&RetryOn::ServerError),
             on_timeout: r.on.contains(&RetryOn::Timeout),
-            after: r.after.0,
+            after: r.after,
             max: r.max,
         })
-    }
-}
-
-impl ArrivalSpec {
-    /// The arrival process, as the load generator runs it.
-    pub fn to_arrival(&self) -> loadgen::Arrival {
-        match self {
-            ArrivalSpec::Constant { rate } => loadgen::Arrival::Constant { rate: *rate },
-            ArrivalSpec::Burst { rate, from, to } => loadgen::Arrival::Burst {
-                rate: *rate,
-                from: from.0,
-                to: to.0,
-            },
-            ArrivalSpec::Ramp {
-                from_rate,
-                to_rate,
-                from,
-                to,
-            } => loadgen::Arrival::Ramp {
-                from_rate: *from_rate,
-                to_rate: *to_rate,
-                from: from.0,
-                to: to.0,
-            },
-            ArrivalSpec::Schedule { points } => loadgen::Arrival::Schedule {
-                points: points
-                    .iter()
-                    .map(|(t, r)| (t.0.as_secs_f64(), *r))
-                    .collect(),
-            },
-        }
     }
 }
 
@@ -290,7 +206,11 @@ fn default_users() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// p95 of latency from the intended send time, over the whole run.
-    #[serde(default, deserialize_with = "opt_dur", serialize_with = "ser_opt_dur")]
+    #[serde(
+        default,
+        deserialize_with = "incident_wire::duration::option::deserialize"
+    )]
+    #[serde(serialize_with = "as_ms")]
     pub p95: Option<Duration>,
     /// Most DB writes on one request.
     pub max_db_writes: Option<u32>,
@@ -300,11 +220,8 @@ pub struct Budget {
     pub max_statement_timeouts: Option<u64>,
 }
 
-fn opt_dur<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    Ok(Some(Dur::deserialize(d)?.0))
-}
-
-fn ser_opt_dur<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+/// Reports give every time in milliseconds.
+fn as_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
         None => s.serialize_none(),
@@ -343,26 +260,30 @@ struct ScenarioFile {
     name: String,
     #[serde(default)]
     description: String,
-    duration: Dur,
+    #[serde(with = "incident_wire::duration")]
+    duration: Duration,
     #[serde(default = "default_seed")]
     seed: u64,
     #[serde(default = "default_true")]
     poisson: bool,
     /// Moved to each stream; refused here with a message saying so.
     max_in_flight: Option<Spanned<toml::Value>>,
-    client_timeout: Option<Dur>,
+    #[serde(default, with = "incident_wire::duration::option")]
+    client_timeout: Option<Duration>,
     /// A send that starts later than this after its intended time is late.
-    late_after: Option<Dur>,
+    #[serde(default, with = "incident_wire::duration::option")]
+    late_after: Option<Duration>,
     /// Most late sends a stream may have, in % of its sends, before the arm is inconclusive.
     max_late_pct: Option<f64>,
     /// How long to let the queue drain after the load.
-    drain: Option<Dur>,
+    #[serde(default, with = "incident_wire::duration::option")]
+    drain: Option<Duration>,
     #[serde(default = "default_incident_phase")]
     incident_phase: String,
     dataset: DatasetSpec,
     postgres: PostgresSpec,
     #[serde(default)]
-    service: ServiceSpec,
+    service: Limits,
     #[serde(default)]
     providers: BTreeMap<Provider, Knobs>,
     phases: Vec<Spanned<Phase>>,
@@ -408,7 +329,8 @@ pub struct Scenario {
     pub incident_phase: String,
     pub scale: Scale,
     pub postgres: PgSettings,
-    pub service: ServiceSpec,
+    /// The service's limits: the service's defaults where the file sets none.
+    pub service: Limits,
     pub providers: BTreeMap<Provider, Knobs>,
     pub phases: Vec<Phase>,
     pub streams: Vec<StreamSpec>,
@@ -480,7 +402,7 @@ impl Scenario {
         };
         let raw: ScenarioFile =
             toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
-        let duration = raw.duration.0;
+        let duration = raw.duration;
         if duration.is_zero() {
             return Err(at(None, "field `duration` must be more than 0s".into()));
         }
@@ -490,7 +412,7 @@ impl Scenario {
                 "field `max_in_flight` is per stream now: set it in each [[streams]] that needs more than its default (peak rate × client_timeout)".into(),
             ));
         }
-        let client_timeout = raw.client_timeout.map_or(Duration::from_secs(90), |d| d.0);
+        let client_timeout = raw.client_timeout.unwrap_or(Duration::from_secs(90));
         let max_late_pct = raw.max_late_pct.unwrap_or(1.0);
         if !(0.0..=100.0).contains(&max_late_pct) {
             return Err(at(
@@ -502,7 +424,7 @@ impl Scenario {
         let mut phases = Vec::new();
         for p in &raw.phases {
             let ph = p.get_ref();
-            if ph.from >= ph.to || ph.to.0 > duration {
+            if ph.from >= ph.to || ph.to > duration {
                 return Err(at(
                     Some(p.span()),
                     format!(
@@ -546,11 +468,11 @@ impl Scenario {
                 _ => {}
             }
             let rates_ok = match &st.arrival {
-                ArrivalSpec::Constant { rate } | ArrivalSpec::Burst { rate, .. } => *rate >= 0.0,
-                ArrivalSpec::Ramp {
+                Arrival::Constant { rate } | Arrival::Burst { rate, .. } => *rate >= 0.0,
+                Arrival::Ramp {
                     from_rate, to_rate, ..
                 } => *from_rate >= 0.0 && *to_rate >= 0.0,
-                ArrivalSpec::Schedule { points } => points.iter().all(|(_, r)| *r >= 0.0),
+                Arrival::Schedule { points } => points.iter().all(|p| p.1 >= 0.0),
             };
             if !rates_ok {
                 return Err(bad("arrival rates must be 0 or more".into()));
@@ -571,7 +493,7 @@ impl Scenario {
             let retry = st.retry_policy();
             st.max_in_flight = Some(st.max_in_flight.unwrap_or_else(|| {
                 loadgen::Stream::default_max_in_flight(
-                    &st.arrival.to_arrival(),
+                    &st.arrival,
                     retry.as_ref(),
                     duration,
                     client_timeout,
@@ -596,6 +518,10 @@ impl Scenario {
             .validate()
             .map_err(|e| at(None, format!("[dataset]: {e}")))?;
 
+        raw.service
+            .validate()
+            .map_err(|e| at(None, format!("[service]: {e}")))?;
+
         let p = &raw.postgres;
         let shared_buffers: MemSize = p
             .shared_buffers
@@ -603,7 +529,7 @@ impl Scenario {
             .map_err(|e| at(None, format!("field `postgres.shared_buffers`: {e}")))?;
         let postgres = PgSettings {
             max_connections: p.max_connections,
-            statement_timeout: p.statement_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+            statement_timeout: p.statement_timeout.filter(|d| !d.is_zero()),
             shared_buffers,
             fsync: p.durable,
             synchronous_commit: p.durable,
@@ -657,9 +583,9 @@ impl Scenario {
             seed: raw.seed,
             poisson: raw.poisson,
             client_timeout,
-            late_after: raw.late_after.map_or(Duration::from_millis(50), |d| d.0),
+            late_after: raw.late_after.unwrap_or(Duration::from_millis(50)),
             max_late_pct,
-            drain: raw.drain.map_or(Duration::from_secs(30), |d| d.0),
+            drain: raw.drain.unwrap_or(Duration::from_secs(30)),
             incident_phase: raw.incident_phase,
             scale,
             postgres,
@@ -674,25 +600,7 @@ impl Scenario {
 
     /// The service limits for this scenario (service defaults where unset).
     pub fn limits(&self) -> Limits {
-        let s = &self.service;
-        let d = Limits::default();
-        let pick = |v: Option<Dur>, default: Duration| v.map_or(default, |d| d.0);
-        Limits {
-            pool_max: s.pool_max.unwrap_or(d.pool_max),
-            acquire_timeout: pick(s.acquire_timeout, d.acquire_timeout),
-            statement_timeout: s.statement_timeout.map(|d| d.0),
-            request_timeout: pick(s.request_timeout, d.request_timeout),
-            counts_query_timeout: pick(s.counts_query_timeout, d.counts_query_timeout),
-            counts_cache_ttl: pick(s.counts_cache_ttl, d.counts_cache_ttl),
-            ai_verify_budget: pick(s.ai_verify_budget, d.ai_verify_budget),
-            provider_timeout: pick(s.provider_timeout, d.provider_timeout),
-            provider_max_attempts: s.provider_max_attempts.unwrap_or(d.provider_max_attempts),
-            provider_backoff: pick(s.provider_backoff, d.provider_backoff),
-            cron_batch_limit: s.cron_batch_limit.unwrap_or(d.cron_batch_limit),
-            cron_time_budget: pick(s.cron_time_budget, d.cron_time_budget),
-            worker_concurrency: s.worker_concurrency.unwrap_or(d.worker_concurrency),
-            ..d
-        }
+        self.service.clone()
     }
 }
 

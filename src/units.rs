@@ -1,9 +1,9 @@
 //! Human-friendly units shared by the CLI and scenario files: durations (`500ms`, `3s`,
-//! `2m`) and memory sizes (`128MB`, `1GB`). Errors say what was expected.
+//! `2m`, read by [`incident_wire::duration`]) and memory sizes (`128MB`, `1GB`). Errors say
+//! what was expected.
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 /// Why a unit value could not be read; the message names the accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,44 +14,7 @@ pub struct UnitError {
     expected: &'static str,
 }
 
-/// Parses `250ms`, `3s`, `1.5s`, `2m`, `1h`, or `0` into a [`Duration`].
-pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
-    let err = || UnitError {
-        value: text.to_owned(),
-        kind: "duration",
-        expected: "a number with a unit: ms, s, m or h (e.g. 500ms, 3s, 2m)",
-    };
-    let t = text.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(err)?;
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().map_err(|_| err())?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(err()),
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Formats a duration the way [`parse_duration`] reads it back (ms precision).
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
+pub use incident_wire::duration::{format as format_duration, parse as parse_duration};
 
 /// A memory size in kibibytes, written `8192kB`, `128MB` or `1GB` (Postgres's own units).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,32 +69,6 @@ impl fmt::Display for MemSize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_in_every_unit() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-    }
-
-    #[test]
-    fn a_duration_without_a_unit_is_refused_with_the_accepted_forms() {
-        let err = parse_duration("3").unwrap_err().to_string();
-        assert!(err.contains("\"3\""), "{err}");
-        assert!(err.contains("ms, s, m or h"), "{err}");
-        assert!(parse_duration("3 weeks").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn durations_round_trip_through_their_format() {
-        for d in [Duration::from_millis(1500), Duration::from_secs(8)] {
-            assert_eq!(parse_duration(&format_duration(d)), Ok(d));
-        }
-    }
 
     #[test]
     fn memory_sizes_read_postgres_units() {

@@ -315,6 +315,18 @@ fn bad_inputs() -> Vec<(&'static str, Send, u16, &'static str)> {
             "event_id",
         ),
         (
+            "NUL in event_id (Postgres refuses it in text)",
+            Send::Signed(with("event_id", json!("evt\u{0}1"))),
+            400,
+            "NUL",
+        ),
+        (
+            "NUL in subject",
+            Send::Signed(with("subject", json!("hi\u{0}"))),
+            400,
+            "subject",
+        ),
+        (
             "missing type",
             Send::Signed(with("type", Value::Null)),
             400,

@@ -19,36 +19,31 @@ pub enum Arrival {
     /// `rate` between `from` and `to`, nothing outside.
     Burst {
         rate: f64,
-        #[serde(with = "secs")]
+        #[serde(with = "incident_wire::duration")]
         from: Duration,
-        #[serde(with = "secs")]
+        #[serde(with = "incident_wire::duration")]
         to: Duration,
     },
     /// Linear from `from_rate` at `from` to `to_rate` at `to`; nothing outside.
     Ramp {
         from_rate: f64,
         to_rate: f64,
-        #[serde(with = "secs")]
+        #[serde(with = "incident_wire::duration")]
         from: Duration,
-        #[serde(with = "secs")]
+        #[serde(with = "incident_wire::duration")]
         to: Duration,
     },
-    /// Piecewise constant: each point's rate holds from its time to the next point's.
-    Schedule { points: Vec<(f64, f64)> },
+    /// Piecewise constant: each point's rate holds from its time to the next point's
+    /// (written `[["0s", 2.0], ["60s", 80.0]]`).
+    Schedule { points: Vec<RatePoint> },
 }
 
-mod secs {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v: f64 = serde::Deserialize::deserialize(d)?;
-        Ok(Duration::from_secs_f64(v.max(0.0)))
-    }
-}
+/// From `at`, `rate` per second (a point of [`Arrival::Schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RatePoint(
+    #[serde(with = "incident_wire::duration")] pub Duration,
+    pub f64,
+);
 
 impl Arrival {
     /// The rate at `t` seconds.
@@ -77,9 +72,9 @@ impl Arrival {
             }
             Arrival::Schedule { points } => points
                 .iter()
-                .take_while(|(at, _)| *at <= t)
+                .take_while(|p| p.0.as_secs_f64() <= t)
                 .last()
-                .map_or(0.0, |(_, rate)| *rate),
+                .map_or(0.0, |p| p.1),
         }
     }
 }
@@ -93,7 +88,7 @@ pub struct RetryPolicy {
     /// Retry requests that got no answer in time.
     pub on_timeout: bool,
     /// Delay after the failure.
-    #[serde(with = "secs")]
+    #[serde(with = "incident_wire::duration")]
     pub after: Duration,
     /// Retries per original request.
     pub max: u8,
@@ -148,18 +143,18 @@ pub struct Plan {
     pub host: String,
     pub streams: Vec<Stream>,
     /// Length of the schedule.
-    #[serde(with = "secs")]
+    #[serde(with = "incident_wire::duration")]
     pub duration: Duration,
     /// Seed of the arrival processes and payload choices.
     pub seed: u64,
     /// Exponential gaps (Poisson arrivals) rather than evenly spaced ones.
     pub poisson: bool,
     /// Client-side timeout of a request.
-    #[serde(with = "secs")]
+    #[serde(with = "incident_wire::duration")]
     pub client_timeout: Duration,
     /// A request that starts later than this after its intended time counts as late (k6's
     /// dropped iterations: a sign the generator, not the service, set the pace).
-    #[serde(with = "secs")]
+    #[serde(with = "incident_wire::duration")]
     pub late_after: Duration,
     /// A tag that makes this run's dedupe ids unique.
     pub run_id: String,
@@ -284,7 +279,9 @@ mod tests {
     #[test]
     fn a_schedule_holds_each_rate_until_the_next_point() {
         let s = Arrival::Schedule {
-            points: vec![(0.0, 2.0), (1.0, 0.0), (2.0, 10.0)],
+            points: [(0, 2.0), (1, 0.0), (2, 10.0)]
+                .map(|(t, r)| RatePoint(Duration::from_secs(t), r))
+                .to_vec(),
         };
         assert_eq!(s.rate_at(0.5), 2.0);
         assert_eq!(s.rate_at(1.5), 0.0);

@@ -3,7 +3,7 @@
 //! Every choice derives from the stream's sequence number, so a run is repeatable.
 
 use incident_wire::{
-    mint_access, mint_refresh, sign_webhook, Session, ACCESS_COOKIE, REFRESH_COOKIE,
+    mint_access, mint_refresh, route, sign_webhook, Session, ACCESS_COOKIE, REFRESH_COOKIE,
 };
 use serde_json::json;
 
@@ -70,9 +70,9 @@ impl Endpoint {
             Endpoint::EmailWebhook { event, .. } => {
                 incident_wire::endpoint_label("POST", incident_wire::WEBHOOK_PATH, Some(event))
             }
-            Endpoint::InboxPage { .. } => "GET /".into(),
-            Endpoint::InboxCounts { .. } => "POST /api/actions/inbox-counts".into(),
-            Endpoint::AiDraft { .. } => "POST /api/actions/ai-draft".into(),
+            Endpoint::InboxPage { .. } => route::INBOX_PAGE.label.into(),
+            Endpoint::InboxCounts { .. } => route::INBOX_COUNTS.label.into(),
+            Endpoint::AiDraft { .. } => route::AI_DRAFT.label.into(),
             Endpoint::Cron { path, .. } => format!("GET {path}"),
         }
     }
@@ -115,14 +115,14 @@ impl Endpoint {
             }
             Endpoint::InboxPage { sessions } => Request {
                 method: reqwest::Method::GET,
-                path: "/".into(),
+                path: route::INBOX_PAGE.path.into(),
                 headers: sessions.cookie(h, unix_now).into_iter().collect(),
                 body: None,
                 dedupe_id: None,
             },
             Endpoint::InboxCounts { sessions } => Request {
                 method: reqwest::Method::POST,
-                path: "/api/actions/inbox-counts".into(),
+                path: route::INBOX_COUNTS.path.into(),
                 headers: json_headers(sessions.cookie(h, unix_now)),
                 body: Some(b"{}".to_vec()),
                 dedupe_id: None,
@@ -134,7 +134,7 @@ impl Endpoint {
                 let lead = workspace + i64::from(sessions.workspaces) * ((h >> 40) % 10) as i64;
                 Request {
                     method: reqwest::Method::POST,
-                    path: "/api/actions/ai-draft".into(),
+                    path: route::AI_DRAFT.path.into(),
                     headers: json_headers(sessions.cookie(h, unix_now)),
                     body: Some(serde_json::to_vec(&json!({ "lead_id": lead })).expect("JSON")),
                     dedupe_id: None,

@@ -3,6 +3,7 @@
 //! on what happened, and the verdict. Everything the arm starts is owned by [`ArmEnv`], so an
 //! error anywhere tears it down (the service is killed, the fakes stop).
 
+use incident_wire::route;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,12 +18,13 @@ use super::figures::{endpoint_reports, load_health};
 use super::invariant::{check_invariant, rows_written, wait_for_sessions_to_end};
 use super::verdict::{accounting, accounting_check, judge, load_check, status, Unfinished};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
-use super::wiring::{plan_for, service_env, Secrets};
+use super::wiring::{plan_for, service_env};
 use crate::dataset::Template;
 use crate::postgres::PgServer;
 use crate::report::{ArmReport, ArmTimings, TimelinePoint};
 use crate::scenario::{Arm, Scenario};
 use crate::service_proc::ServiceProcess;
+use inbox_service::config::Secrets;
 
 /// The fake providers on loopback; stopped when dropped.
 struct FakesServer {
@@ -125,7 +127,7 @@ async fn run_on_clone(
     let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
     let rows_before = rows_written(server, db).await?;
 
-    let secrets = Secrets::fresh();
+    let secrets = Secrets::random();
     let t0 = Instant::now();
     let log = out.join(format!("arm-{}.service.log", arm.name));
     let service = ServiceProcess::start(
@@ -170,7 +172,11 @@ async fn run_on_clone(
         .unwrap_or_default();
     while last.queue_queued + last.queue_running > 0.0 && drain_start.elapsed() < scenario.drain {
         let _ = http
-            .get(format!("{}/api/cron/background-jobs", service.base))
+            .get(format!(
+                "{}{}",
+                service.base,
+                route::CRON_BACKGROUND_JOBS.path
+            ))
             .bearer_auth(&secrets.cron)
             .timeout(Duration::from_secs(30))
             .send()

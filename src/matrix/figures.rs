@@ -65,8 +65,7 @@ pub(crate) fn service_side(
         .phases
         .iter()
         .map(|p| {
-            let h =
-                at(p.to.0.as_secs_f64() + offset_s).since(&at(p.from.0.as_secs_f64() + offset_s));
+            let h = at(p.to.as_secs_f64() + offset_s).since(&at(p.from.as_secs_f64() + offset_s));
             PhaseFigures {
                 phase: p.name.clone(),
                 requests: h.count as u64,
@@ -177,7 +176,7 @@ pub(crate) fn endpoint_report(
             .phases
             .iter()
             .map(|p| {
-                let h = e.between(p.from.0.as_secs() as u32, p.to.0.as_secs() as u32);
+                let h = e.between(p.from.as_secs() as u32, p.to.as_secs() as u32);
                 PhaseFigures {
                     phase: p.name.clone(),
                     requests: h.count(),

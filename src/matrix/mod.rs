@@ -152,8 +152,8 @@ fn assemble(
                 .iter()
                 .map(|p| PhaseInfo {
                     name: p.name.clone(),
-                    from_s: p.from.0.as_secs_f64(),
-                    to_s: p.to.0.as_secs_f64(),
+                    from_s: p.from.as_secs_f64(),
+                    to_s: p.to.as_secs_f64(),
                 })
                 .collect(),
             dataset: scenario.scale.to_string(),

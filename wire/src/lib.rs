@@ -1,8 +1,11 @@
 //! # incident-wire
 //!
 //! The HTTP contract shared by the service (which checks) and the load generator (which
-//! produces): webhook signatures, session and refresh tokens, and the webhook event payload.
-//! Pure functions, no I/O.
+//! produces): the endpoints ([`route`]), webhook signatures, session and refresh tokens, the
+//! webhook event payload, response headers and metric names, and the duration format every
+//! crate reads ([`duration`]). Pure functions, no I/O.
+
+pub mod duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -57,7 +60,66 @@ pub mod metrics {
 }
 
 /// Path of the email webhook.
-pub const WEBHOOK_PATH: &str = "/api/webhooks/email";
+pub const WEBHOOK_PATH: &str = route::EMAIL_WEBHOOK.path;
+
+/// The service's endpoints: method, path and label, one definition each. The service routes
+/// by them, the load generator requests them, scenarios and reports name them by label.
+pub mod route {
+    /// An endpoint: `label` is `METHOD PATH` (see [`super::endpoint_label`]).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Route {
+        pub method: &'static str,
+        pub path: &'static str,
+        pub label: &'static str,
+    }
+
+    /// The email provider's webhook; its `EMAIL_SENT` events carry this label.
+    pub const EMAIL_WEBHOOK: Route = Route {
+        method: "POST",
+        path: "/api/webhooks/email",
+        label: "POST /api/webhooks/email",
+    };
+    /// The inbox page.
+    pub const INBOX_PAGE: Route = Route {
+        method: "GET",
+        path: "/",
+        label: "GET /",
+    };
+    /// The sidebar counts server action (`getInboxCounts()`).
+    pub const INBOX_COUNTS: Route = Route {
+        method: "POST",
+        path: "/api/actions/inbox-counts",
+        label: "POST /api/actions/inbox-counts",
+    };
+    /// The AI draft server action.
+    pub const AI_DRAFT: Route = Route {
+        method: "POST",
+        path: "/api/actions/ai-draft",
+        label: "POST /api/actions/ai-draft",
+    };
+    /// The background-jobs cron.
+    pub const CRON_BACKGROUND_JOBS: Route = Route {
+        method: "GET",
+        path: "/api/cron/background-jobs",
+        label: "GET /api/cron/background-jobs",
+    };
+    /// The follow-ups cron.
+    pub const CRON_FOLLOWUPS: Route = Route {
+        method: "GET",
+        path: "/api/cron/followups",
+        label: "GET /api/cron/followups",
+    };
+
+    /// Every endpoint a scenario can load or budget.
+    pub const ALL: [Route; 6] = [
+        EMAIL_WEBHOOK,
+        INBOX_PAGE,
+        INBOX_COUNTS,
+        AI_DRAFT,
+        CRON_BACKGROUND_JOBS,
+        CRON_FOLLOWUPS,
+    ];
+}
 
 /// Event types of `POST /api/webhooks/email`.
 pub const EVENT_TYPES: [&str; 4] = [
@@ -243,6 +305,13 @@ pub fn read_token(secret: &str, kind: &str, token: &str) -> Option<Session> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_route_label_is_its_method_and_path() {
+        for r in route::ALL {
+            assert_eq!(r.label, endpoint_label(r.method, r.path, None));
+        }
+    }
 
     #[test]
     fn a_signed_webhook_verifies_and_a_tampered_one_does_not() {

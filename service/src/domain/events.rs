@@ -8,7 +8,7 @@
 //! the effects happen once, however often and concurrently the event is delivered.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 use crate::domain::{ledger, steps::Steps};
@@ -41,7 +41,7 @@ impl EventKind {
     }
 }
 
-/// A validated event.
+/// An event as the service uses it: [`incident_wire::EmailEvent`] after [`validate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmailEvent {
     pub event_id: String,
@@ -52,82 +52,88 @@ pub struct EmailEvent {
     pub subject: String,
 }
 
-/// Parses and validates a webhook body. The error names the field and what was wrong with it.
+/// Parses a webhook body as the wire's [`incident_wire::EmailEvent`], then validates it for
+/// what the schema and Postgres accept. The error names the field and what was wrong with it.
 pub fn parse(body: &[u8]) -> Result<EmailEvent, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
-    let obj = value.as_object().ok_or("body must be a JSON object")?;
-    let text = |field: &str, max: usize| -> Result<String, String> {
-        match obj.get(field) {
-            None | Some(Value::Null) => Err(format!("missing field `{field}`")),
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                Err(format!("field `{field}` is empty"))
+    if !body.trim_ascii_start().starts_with(b"{") {
+        // serde would take a struct from an array too; a provider sends an object.
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => "body must be a JSON object".to_owned(),
+                Err(e) => format!("body is not valid JSON: {e}"),
+            },
+        );
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let raw: incident_wire::EmailEvent =
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let inner = e.inner();
+            let what = inner.to_string();
+            // serde_json appends the position; the field path says more to a sender.
+            let what = what.split(" at line ").next().unwrap_or(&what).to_owned();
+            match inner.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    format!("body is not valid JSON: {what}")
+                }
+                _ if e.path().to_string() == "." => what,
+                _ => format!("field `{}`: {what}", e.path()),
             }
-            Some(Value::String(s)) if s.len() > max => {
-                Err(format!("field `{field}` is longer than {max} bytes"))
-            }
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(format!(
-                "field `{field}` must be a string, got {}",
-                type_name(other)
-            )),
+        })?;
+    validate(raw)
+}
+
+/// The checks the type system does not make: lengths, ranges, formats, and no NUL character
+/// (Postgres refuses `\u0000` in text, which would otherwise surface as a 500).
+pub fn validate(raw: incident_wire::EmailEvent) -> Result<EmailEvent, String> {
+    let text = |field: &str, value: &str, max: usize| -> Result<(), String> {
+        if value.trim().is_empty() {
+            Err(format!("field `{field}` is empty"))
+        } else if value.len() > max {
+            Err(format!("field `{field}` is longer than {max} bytes"))
+        } else if value.contains('\0') {
+            Err(format!("field `{field}` contains a NUL character"))
+        } else {
+            Ok(())
         }
     };
-    let event_id = text("event_id", 200)?;
-    let kind = match text("type", 64)?.as_str() {
+    text("event_id", &raw.event_id, 200)?;
+    text("type", &raw.kind, 64)?;
+    text("lead_email", &raw.lead_email, 320)?;
+    text("occurred_at", &raw.occurred_at, 64)?;
+    if raw.workspace_id <= 0 {
+        return Err(format!(
+            "field `workspace_id` must be a positive integer, got {}",
+            raw.workspace_id
+        ));
+    }
+    if !raw.lead_email.contains('@') {
+        return Err("field `lead_email` is not an email address".into());
+    }
+    let occurred_at = DateTime::parse_from_rfc3339(&raw.occurred_at)
+        .map_err(|_| "field `occurred_at` must be an RFC 3339 timestamp".to_owned())?
+        .with_timezone(&Utc);
+    let subject = raw.subject.unwrap_or_default();
+    if subject.len() > 1000 {
+        return Err("field `subject` is longer than 1000 bytes".into());
+    }
+    if subject.contains('\0') {
+        return Err("field `subject` contains a NUL character".into());
+    }
+    let kind = match raw.kind.as_str() {
         "EMAIL_SENT" => EventKind::Sent,
         "EMAIL_OPENED" => EventKind::Opened,
         "EMAIL_REPLIED" => EventKind::Replied,
         "EMAIL_BOUNCED" => EventKind::Bounced,
         other => EventKind::Unknown(other.to_owned()),
     };
-    let workspace_id = match obj.get("workspace_id") {
-        None | Some(Value::Null) => return Err("missing field `workspace_id`".into()),
-        Some(v) => v.as_i64().filter(|id| *id > 0).ok_or_else(|| {
-            format!(
-                "field `workspace_id` must be a positive integer, got {}",
-                type_name(v)
-            )
-        })?,
-    };
-    let lead_email = text("lead_email", 320)?;
-    if !lead_email.contains('@') {
-        return Err("field `lead_email` is not an email address".into());
-    }
-    let occurred_text = text("occurred_at", 64)?;
-    let occurred_at = DateTime::parse_from_rfc3339(&occurred_text)
-        .map_err(|_| "field `occurred_at` must be an RFC 3339 timestamp".to_owned())?
-        .with_timezone(&Utc);
-    let subject = match obj.get("subject") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) if s.len() <= 1000 => s.clone(),
-        Some(Value::String(_)) => return Err("field `subject` is longer than 1000 bytes".into()),
-        Some(other) => {
-            return Err(format!(
-                "field `subject` must be a string, got {}",
-                type_name(other)
-            ))
-        }
-    };
     Ok(EmailEvent {
-        event_id,
+        event_id: raw.event_id,
         kind,
-        workspace_id,
-        lead_email,
+        workspace_id: raw.workspace_id,
+        lead_email: raw.lead_email,
         occurred_at,
         subject,
     })
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// What handling an event came to.
@@ -372,6 +378,7 @@ pub async fn apply_other(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn body(v: Value) -> Vec<u8> {
         serde_json::to_vec(&v).unwrap()
@@ -394,16 +401,20 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let cases = [
-            ("event_id", Value::Null, "missing field `event_id`"),
+            (
+                "event_id",
+                Value::Null,
+                "field `event_id`: invalid type: null",
+            ),
             (
                 "workspace_id",
                 json!("3"),
-                "`workspace_id` must be a positive integer, got a string",
+                "field `workspace_id`: invalid type: string \"3\", expected i64",
             ),
             (
                 "workspace_id",
                 json!(-1),
-                "`workspace_id` must be a positive integer",
+                "field `workspace_id` must be a positive integer, got -1",
             ),
             (
                 "lead_email",
@@ -415,11 +426,21 @@ mod tests {
                 json!("yesterday"),
                 "`occurred_at` must be an RFC 3339 timestamp",
             ),
-            ("type", json!(7), "`type` must be a string, got a number"),
+            ("type", json!(7), "field `type`: invalid type: integer `7`"),
             (
                 "subject",
                 json!(["x"]),
-                "`subject` must be a string, got an array",
+                "field `subject`: invalid type: sequence",
+            ),
+            (
+                "event_id",
+                json!("a\u{0}b"),
+                "field `event_id` contains a NUL",
+            ),
+            (
+                "subject",
+                json!("a\u{0}b"),
+                "field `subject` contains a NUL",
             ),
         ];
         for (field, value, expected) in cases {
@@ -444,5 +465,7 @@ mod tests {
     fn non_json_and_non_objects_are_refused() {
         assert!(parse(b"{not json").unwrap_err().contains("not valid JSON"));
         assert!(parse(b"[1,2]").unwrap_err().contains("JSON object"));
+        let missing = parse(br#"{"type":"EMAIL_SENT"}"#).unwrap_err();
+        assert!(missing.contains("missing field `event_id`"), "{missing}");
     }
 }

@@ -5,6 +5,7 @@
 //! answer or a provider failure degrades to the unverified draft, tagged `ai_timeout` /
 //! `ai_truncated` — the user still gets a draft, never a hung request.
 
+use incident_wire::route;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -20,7 +21,7 @@ use crate::providers::{self, Provider};
 use crate::state::{AppState, Tally};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/actions/ai-draft", post(ai_draft))
+    Router::new().route(route::AI_DRAFT.path, post(ai_draft))
 }
 
 /// Step 3's verdict.
@@ -35,12 +36,7 @@ async fn ai_draft(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let auth = match authenticate(
-        &state,
-        &headers,
-        Surface::Action,
-        "POST /api/actions/ai-draft",
-    ) {
+    let auth = match authenticate(&state, &headers, Surface::Action, route::AI_DRAFT.label) {
         Ok(a) => a,
         Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };

@@ -8,6 +8,7 @@
 //!   workspace), retryable errors back off with jitter up to a cap. Legacy: every due send is
 //!   attempted and every failure is due again on the next tick, forever.
 
+use incident_wire::route;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,8 @@ use crate::state::{AppState, Tally};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/cron/background-jobs", get(background_jobs))
-        .route("/api/cron/followups", get(followups))
+        .route(route::CRON_BACKGROUND_JOBS.path, get(background_jobs))
+        .route(route::CRON_FOLLOWUPS.path, get(followups))
 }
 
 /// Units handled by one tick, by outcome.

@@ -1,6 +1,7 @@
 //! The inbox page: `GET /` (session check, sidebar counts, first page of conversations) and
 //! the `getInboxCounts()` server action, `POST /api/actions/inbox-counts`.
 
+use incident_wire::route;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -18,9 +19,9 @@ use crate::state::{AppState, Tally};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(inbox_page))
+        .route(route::INBOX_PAGE.path, get(inbox_page))
         .route("/login", get(login_page))
-        .route("/api/actions/inbox-counts", post(inbox_counts))
+        .route(route::INBOX_COUNTS.path, post(inbox_counts))
 }
 
 /// One row of the conversation list.
@@ -43,7 +44,7 @@ async fn inbox_page(
     Extension(tally): Extension<Arc<Tally>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let auth = match authenticate(&state, &headers, Surface::Page, "GET /") {
+    let auth = match authenticate(&state, &headers, Surface::Page, route::INBOX_PAGE.label) {
         Ok(a) => a,
         Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };
@@ -69,12 +70,7 @@ async fn inbox_counts(
     Extension(tally): Extension<Arc<Tally>>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let auth = match authenticate(
-        &state,
-        &headers,
-        Surface::Action,
-        "POST /api/actions/inbox-counts",
-    ) {
+    let auth = match authenticate(&state, &headers, Surface::Action, route::INBOX_COUNTS.label) {
         Ok(a) => a,
         Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };

@@ -5,6 +5,7 @@
 //! applied on the spot (legacy, 200). Unknown event types are acknowledged and ignored (202):
 //! refusing them would only make the provider retry.
 
+use incident_wire::route;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use crate::state::{AppState, Tally};
 pub const MAX_BODY: usize = 256 * 1024;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/webhooks/email", post(email_webhook))
+    Router::new().route(route::EMAIL_WEBHOOK.path, post(email_webhook))
 }
 
 #[tracing::instrument(skip_all, fields(dedupe_key))]
