@@ -18,7 +18,6 @@ use toml::Spanned;
 
 use crate::dataset::Scale;
 use crate::postgres::PgSettings;
-use crate::units::MemSize;
 
 /// The switches an arm may set by name: the rollout flags and `LOG_SLOW_PATHS`.
 pub const FLAGS: [&str; 4] = Switches::FLAGS;
@@ -92,28 +91,6 @@ pub struct DatasetSpec {
 
 fn default_scale() -> String {
     "default".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresSpec {
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
-    /// `"0"` for none.
-    #[serde(default, with = "incident_wire::duration::option")]
-    pub statement_timeout: Option<Duration>,
-    #[serde(default = "default_shared_buffers")]
-    pub shared_buffers: String,
-    #[serde(default)]
-    pub durable: bool,
-    pub cpus: Option<f64>,
-}
-
-fn default_max_connections() -> u32 {
-    60
-}
-fn default_shared_buffers() -> String {
-    "128MB".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,7 +258,7 @@ struct ScenarioFile {
     #[serde(default = "default_incident_phase")]
     incident_phase: String,
     dataset: DatasetSpec,
-    postgres: PostgresSpec,
+    postgres: PgSettings,
     #[serde(default)]
     service: Limits,
     #[serde(default)]
@@ -522,19 +499,7 @@ impl Scenario {
             .validate()
             .map_err(|e| at(None, format!("[service]: {e}")))?;
 
-        let p = &raw.postgres;
-        let shared_buffers: MemSize = p
-            .shared_buffers
-            .parse()
-            .map_err(|e| at(None, format!("field `postgres.shared_buffers`: {e}")))?;
-        let postgres = PgSettings {
-            max_connections: p.max_connections,
-            statement_timeout: p.statement_timeout.filter(|d| !d.is_zero()),
-            shared_buffers,
-            fsync: p.durable,
-            synchronous_commit: p.durable,
-            cpus: p.cpus,
-        };
+        let postgres = raw.postgres;
 
         let arms = match &raw.arms {
             Some(list) => {

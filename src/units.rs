@@ -27,11 +27,6 @@ impl MemSize {
     pub const fn mib(mib: u64) -> Self {
         Self { kib: mib * 1024 }
     }
-
-    /// The size in kibibytes.
-    pub fn kib(self) -> u64 {
-        self.kib
-    }
 }
 
 impl FromStr for MemSize {
@@ -59,6 +54,14 @@ impl FromStr for MemSize {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for MemSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for MemSize {
     /// Postgres-readable, e.g. `131072kB`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -73,7 +76,7 @@ mod tests {
     #[test]
     fn memory_sizes_read_postgres_units() {
         assert_eq!("128MB".parse::<MemSize>(), Ok(MemSize::mib(128)));
-        assert_eq!("1GB".parse::<MemSize>().map(MemSize::kib), Ok(1024 * 1024));
+        assert_eq!("1GB".parse::<MemSize>(), Ok(MemSize::mib(1024)));
         assert_eq!(MemSize::mib(1).to_string(), "1024kB");
         assert!("128".parse::<MemSize>().is_err());
         assert!("12XB".parse::<MemSize>().is_err());

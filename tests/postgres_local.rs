@@ -16,8 +16,7 @@ async fn a_local_cluster_applies_the_constrained_settings() {
         max_connections: 23,
         statement_timeout: Some(Duration::from_millis(1500)),
         shared_buffers: MemSize::mib(64),
-        fsync: true,
-        synchronous_commit: false,
+        durable: true,
         cpus: None,
     };
     let server = PgServer::provision(&local_request(settings)).await.unwrap();
@@ -28,7 +27,7 @@ async fn a_local_cluster_applies_the_constrained_settings() {
     assert_eq!(server.show(&db, "max_connections").await.unwrap(), "23");
     assert_eq!(server.show(&db, "shared_buffers").await.unwrap(), "64MB");
     assert_eq!(server.show(&db, "fsync").await.unwrap(), "on");
-    assert_eq!(server.show(&db, "synchronous_commit").await.unwrap(), "off");
+    assert_eq!(server.show(&db, "synchronous_commit").await.unwrap(), "on");
     assert_eq!(
         server.show(&db, "statement_timeout").await.unwrap(),
         "1500ms"

@@ -11,6 +11,10 @@
 
 pub mod docker;
 pub mod local;
+mod settings;
+
+use settings::same_setting;
+pub use settings::PgSettings;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -21,8 +25,6 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
-
-use crate::units::{format_duration, MemSize};
 
 /// Where the harness gets its Postgres from (`--postgres`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,67 +74,6 @@ impl fmt::Display for Backend {
             Backend::Docker => "docker",
             Backend::Url => "url",
         })
-    }
-}
-
-/// The constrained server configuration a scenario asks for, applied by every backend.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PgSettings {
-    /// Server `max_connections` (Supabase Micro allows 60).
-    pub max_connections: u32,
-    /// Default `statement_timeout` of every harness database (as Supabase sets one per role);
-    /// `None` for no limit.
-    pub statement_timeout: Option<Duration>,
-    /// Server `shared_buffers`.
-    pub shared_buffers: MemSize,
-    /// `fsync`: off trades crash safety for speed, as on a laptop.
-    pub fsync: bool,
-    /// `synchronous_commit`.
-    pub synchronous_commit: bool,
-    /// CPU limit in cores; only the docker backend can apply it.
-    pub cpus: Option<f64>,
-}
-
-impl Default for PgSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 60,
-            statement_timeout: Some(Duration::from_secs(8)),
-            shared_buffers: MemSize::mib(128),
-            fsync: false,
-            synchronous_commit: false,
-            cpus: None,
-        }
-    }
-}
-
-impl PgSettings {
-    /// The server-level settings as `name=value` pairs, for `postgres -c`.
-    pub fn server_settings(&self) -> Vec<(&'static str, String)> {
-        let on_off = |b: bool| if b { "on" } else { "off" }.to_owned();
-        vec![
-            ("max_connections", self.max_connections.to_string()),
-            ("shared_buffers", self.shared_buffers.to_string()),
-            ("fsync", on_off(self.fsync)),
-            ("synchronous_commit", on_off(self.synchronous_commit)),
-            // Without fsync, torn-page protection buys nothing; with it, keep Postgres's default.
-            ("full_page_writes", on_off(self.fsync)),
-        ]
-    }
-
-    /// `-c name=value` arguments for the `postgres` command line.
-    pub fn server_args(&self) -> Vec<String> {
-        self.server_settings()
-            .into_iter()
-            .flat_map(|(name, value)| ["-c".to_owned(), format!("{name}={value}")])
-            .collect()
-    }
-
-    /// The value `SHOW statement_timeout` prints for this setting.
-    pub fn statement_timeout_setting(&self) -> String {
-        self.statement_timeout
-            .map(format_duration)
-            .unwrap_or_else(|| "0".to_owned())
     }
 }
 
@@ -289,11 +230,6 @@ impl PgServer {
     /// Time from the provisioning call to a server accepting connections.
     pub fn ready_in(&self) -> Duration {
         self.ready_in
-    }
-
-    /// The settings this server was asked for.
-    pub fn settings(&self) -> &PgSettings {
-        &self.settings
     }
 
     /// Connection options for database `name` on this server.
@@ -595,17 +531,6 @@ impl Drop for PgServer {
     }
 }
 
-/// `SHOW` prints sizes and booleans in its own units; compare what it means.
-fn same_setting(actual: &str, wanted: &str) -> bool {
-    if actual == wanted {
-        return true;
-    }
-    match (actual.parse::<MemSize>(), wanted.parse::<MemSize>()) {
-        (Ok(a), Ok(w)) => a == w,
-        _ => false,
-    }
-}
-
 fn drop_statement(name: &str) -> String {
     format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name))
 }
@@ -722,29 +647,6 @@ mod tests {
         );
         let err = "mysql://h".parse::<PostgresChoice>().unwrap_err();
         assert!(err.contains("auto, local, docker"), "{err}");
-    }
-
-    #[test]
-    fn server_args_carry_every_constrained_setting() {
-        let settings = PgSettings {
-            max_connections: 25,
-            shared_buffers: MemSize::mib(64),
-            fsync: true,
-            synchronous_commit: false,
-            ..PgSettings::default()
-        };
-        let args = settings.server_args().join(" ");
-        assert!(args.contains("-c max_connections=25"), "{args}");
-        assert!(args.contains("-c shared_buffers=65536kB"), "{args}");
-        assert!(args.contains("-c fsync=on"), "{args}");
-        assert!(args.contains("-c synchronous_commit=off"), "{args}");
-    }
-
-    #[test]
-    fn show_output_is_compared_by_meaning() {
-        assert!(same_setting("128MB", "131072kB"));
-        assert!(same_setting("off", "off"));
-        assert!(!same_setting("100", "60"));
     }
 
     #[test]

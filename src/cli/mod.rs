@@ -8,212 +8,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 
-use crate::dataset::{Scale, Template};
-use crate::postgres::{PgServer, PgSettings, PostgresChoice, ProvisionRequest, DEFAULT_PG_IMAGE};
-use crate::units::{parse_duration, MemSize};
+use crate::dataset::Template;
+use crate::postgres::{PgServer, ProvisionRequest};
 
-/// Reproduce the Phase 53 production incident under load, and prove its fixes.
-#[derive(Debug, Parser)]
-#[command(name = "incident-lab", version, propagate_version = true)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
+mod args;
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run every arm of a scenario (default: the 8 flag combinations + pre-phase-53), judge
-    /// each against what it must show, and write report.json/.md/.html and junit.xml.
-    Matrix(MatrixArgs),
-    /// Run one arm of a scenario (same outputs as matrix, one arm).
-    Run(RunArgs),
-    /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
-    Compare(CompareArgs),
-    /// Print a report.json as Markdown: the whole report.md, or (--summary) the results table
-    /// with the commit and machine it was measured on, as the README shows it.
-    Report(ReportArgs),
-    /// Work with the seeded incident database.
-    #[command(subcommand)]
-    Db(DbCommand),
-    /// Run the reference service (inbox-service) with its configuration from the environment
-    /// (DATABASE_URL, BIND, secrets, provider URLs, limits, switches; see the README). The
-    /// matrix starts one per arm this way; JSON logs on stderr.
-    Service,
-}
-
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// The report.json to render.
-    pub report: PathBuf,
-    /// Only the results table, with the commit and machine.
-    #[arg(long)]
-    pub summary: bool,
-}
-
-/// Where Postgres comes from (the scenario says how it is constrained).
-#[derive(Debug, Clone, Args)]
-pub struct BackendArgs {
-    /// auto | local | docker | postgres://USER:PASS@HOST:PORT/DB. `auto` takes DATABASE_URL if
-    /// set, else Docker if a daemon answers and the image is present, else a local cluster.
-    #[arg(long, env = "INCIDENT_LAB_POSTGRES", default_value = "auto", value_parser = parse_choice)]
-    pub postgres: PostgresChoice,
-    /// Directory with initdb and postgres for the local backend (default: PATH, then
-    /// /usr/lib/postgresql/*/bin).
-    #[arg(long, env = "INCIDENT_LAB_PG_BIN", value_name = "DIR")]
-    pub pg_bin: Option<PathBuf>,
-    /// Image for the docker backend; on an offline machine use a locally built one.
-    #[arg(long, env = "INCIDENT_LAB_PG_IMAGE", default_value = DEFAULT_PG_IMAGE, value_name = "NAME:TAG")]
-    pub pg_image: String,
-}
-
-impl BackendArgs {
-    fn request(&self, settings: PgSettings) -> ProvisionRequest {
-        ProvisionRequest {
-            choice: self.postgres.clone(),
-            pg_bin: self.pg_bin.clone(),
-            pg_image: self.pg_image.clone(),
-            settings,
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct MatrixArgs {
-    /// The scenario file, e.g. scenarios/incident.toml.
-    pub scenario: PathBuf,
-    #[command(flatten)]
-    pub backend: BackendArgs,
-    /// Output folder (default: target/incident-lab/SCENARIO-NAME).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Only these arms, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    pub arms: Option<Vec<String>>,
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The scenario file.
-    pub scenario: PathBuf,
-    /// The arm to run.
-    #[arg(long)]
-    pub arm: String,
-    #[command(flatten)]
-    pub backend: BackendArgs,
-    /// Output folder (default: target/incident-lab/SCENARIO-NAME-ARM).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct CompareArgs {
-    /// The baseline report.json.
-    pub base: PathBuf,
-    /// The new report.json.
-    pub new: PathBuf,
-    /// Largest allowed p95 increase per arm and endpoint, e.g. 10%.
-    #[arg(long, default_value = "10%", value_parser = parse_percent)]
-    pub max_regression: f64,
-}
-
-fn parse_percent(s: &str) -> Result<f64, String> {
-    s.trim_end_matches('%')
-        .parse::<f64>()
-        .ok()
-        .filter(|v| *v >= 0.0)
-        .map(|v| v / 100.0)
-        .ok_or_else(|| format!("{s:?} is not a percentage like 10%"))
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DbCommand {
-    /// Provision Postgres, migrate, seed, print the connection URL, and stay up until Ctrl-C;
-    /// then tear everything down.
-    Up(DbUpArgs),
-}
-
-/// Where Postgres comes from and how it is constrained (`db up`).
-#[derive(Debug, Clone, Args)]
-pub struct PostgresArgs {
-    #[command(flatten)]
-    pub backend: BackendArgs,
-    /// Server max_connections.
-    #[arg(long, default_value_t = 60)]
-    pub max_connections: u32,
-    /// Default statement_timeout of the harness's databases (0 = none), e.g. 8s.
-    #[arg(long, default_value = "8s", value_parser = parse_duration)]
-    pub statement_timeout: Duration,
-    /// Server shared_buffers, e.g. 128MB.
-    #[arg(long, default_value = "128MB")]
-    pub shared_buffers: MemSize,
-    /// Turn fsync and synchronous_commit on (off by default: faster, not crash-safe).
-    #[arg(long)]
-    pub durable: bool,
-    /// CPU limit in cores (docker backend only).
-    #[arg(long)]
-    pub cpus: Option<f64>,
-}
-
-fn parse_choice(s: &str) -> Result<PostgresChoice, String> {
-    s.parse()
-}
-
-impl PostgresArgs {
-    /// The provisioning request these arguments describe.
-    pub fn request(&self) -> ProvisionRequest {
-        self.backend.request(PgSettings {
-            max_connections: self.max_connections,
-            statement_timeout: (!self.statement_timeout.is_zero())
-                .then_some(self.statement_timeout),
-            shared_buffers: self.shared_buffers,
-            fsync: self.durable,
-            synchronous_commit: self.durable,
-            cpus: self.cpus,
-        })
-    }
-}
-
-/// How much data to seed.
-#[derive(Debug, Clone, Args)]
-pub struct ScaleArgs {
-    /// Preset: smoke (20 workspaces, 40k messages) or default (200 workspaces, 2M messages).
-    #[arg(long, default_value = "default")]
-    pub scale: Scale,
-    /// Override the preset's workspace count.
-    #[arg(long)]
-    pub workspaces: Option<u32>,
-    /// Override the preset's lead count.
-    #[arg(long)]
-    pub leads: Option<u32>,
-    /// Override the preset's message count.
-    #[arg(long)]
-    pub messages: Option<u64>,
-    /// Seed for the deterministic data generator.
-    #[arg(long, default_value_t = 53)]
-    pub seed: i64,
-}
-
-impl ScaleArgs {
-    /// The preset with any overrides applied.
-    pub fn scale(&self) -> Scale {
-        Scale {
-            workspaces: self.workspaces.unwrap_or(self.scale.workspaces),
-            leads: self.leads.unwrap_or(self.scale.leads),
-            messages: self.messages.unwrap_or(self.scale.messages),
-            ..self.scale
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct DbUpArgs {
-    #[command(flatten)]
-    pub postgres: PostgresArgs,
-    #[command(flatten)]
-    pub scale: ScaleArgs,
-}
+pub use args::*;
 
 /// A failure, classified by the exit code it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -289,7 +91,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await
         }
-        Command::Compare(args) => crate::compare::run(&args.base, &args.new, args.max_regression),
+        Command::Compare(args) => compare(&args),
         Command::Report(args) => {
             let report = crate::report::Report::read(&args.report)
                 .map_err(|e| Failure::Usage(format!("{e:#}")))?;
@@ -306,6 +108,25 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(Failure::Infrastructure)
         }
+    }
+}
+
+/// `compare`: the regressions table, exit 1 when there is one.
+fn compare(args: &CompareArgs) -> Result<(), Failure> {
+    let read = |p: &std::path::Path| {
+        crate::report::Report::read(p).map_err(|e| Failure::Usage(format!("{e:#}")))
+    };
+    let (base, new) = (read(&args.base)?, read(&args.new)?);
+    let found = crate::compare::regressions(&base, &new, args.max_regression);
+    print!("{}", crate::compare::table(&found, args.max_regression));
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Expectation(format!(
+            "{} p95 regression(s) beyond {:.0}%",
+            found.len(),
+            args.max_regression * 100.0
+        )))
     }
 }
 
