@@ -277,18 +277,21 @@ async fn jobs_of_a_crashed_worker_are_claimed_again_after_the_lease() {
     app.shutdown().await;
 }
 
-/// A job that fails is retried with backoff, then failed for good at the attempt cap.
+/// A job whose effects fail is retried with backoff, then failed for good at the attempt cap.
 #[tokio::test]
 async fn failing_jobs_are_retried_then_failed() {
     let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.max_attempts = 2).await;
     let mut conn = app.db().await;
-    sqlx::query("INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('email_sent', 'broken', '{}')")
+    // Valid, for a workspace that does not exist: the effects fail on the foreign key.
+    let payload = email_sent("evt-nowhere", 999_999, "ann@example.test");
+    sqlx::query("INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('email_sent', 'nowhere', $1)")
+        .bind(&payload)
         .execute(&mut conn)
         .await
         .unwrap();
 
     let first = app.cron(JOBS).await;
-    sqlx::query("UPDATE background_jobs SET run_after = now() WHERE dedupe_key = 'broken'")
+    sqlx::query("UPDATE background_jobs SET run_after = now() WHERE dedupe_key = 'nowhere'")
         .execute(&mut conn)
         .await
         .unwrap();
@@ -302,7 +305,28 @@ async fn failing_jobs_are_retried_then_failed() {
         (second["retried"].as_i64(), second["failed"].as_i64()),
         (Some(0), Some(1))
     );
-    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'failed' AND last_error LIKE '%event_id%'").await, 1);
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'failed' AND last_error LIKE '%999999%'").await, 1);
+    app.shutdown().await;
+}
+
+/// A job that can never apply (a malformed payload) fails on its first attempt, with the
+/// field named: retrying it would only load the database.
+#[tokio::test]
+async fn a_poison_job_fails_at_once() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.max_attempts = 5).await;
+    let mut conn = app.db().await;
+    sqlx::query("INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('email_sent', 'broken', '{}')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let tick = app.cron(JOBS).await;
+
+    assert_eq!(
+        (tick["retried"].as_i64(), tick["failed"].as_i64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'failed' AND last_error LIKE 'poison job: %event_id%'").await, 1);
     app.shutdown().await;
 }
 

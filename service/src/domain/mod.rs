@@ -1,6 +1,7 @@
 //! The domain: what the routes and the cron runners do to the data.
 //!
 //! - [`events`]: email provider events — parsing and their effects (legacy and queued).
+//! - [`followups`]: follow-up sends — claim, the Unipile health gate's decision, outcome.
 //! - [`jobs`]: the Postgres job queue (enqueue, claim with `SKIP LOCKED`, lease, retry).
 //! - [`counts`]: the sidebar inbox counts, live and cached.
 //! - [`ledger`]: the slot-offer ledger increment.
@@ -8,6 +9,7 @@
 
 pub mod counts;
 pub mod events;
+pub mod followups;
 pub mod jobs;
 pub mod ledger;
 pub mod steps;

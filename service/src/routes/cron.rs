@@ -10,16 +10,18 @@
 
 use incident_wire::route;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::json;
 
+use crate::domain::followups::{self, Status};
 use crate::domain::{counts, events, jobs};
-use crate::error::{AppError, Category};
+use crate::error::AppError;
 use crate::providers::{self, backoff, Provider};
 use crate::routes::require_bearer;
 use crate::state::{AppState, Tally};
@@ -68,12 +70,23 @@ impl TickReport {
     }
 }
 
+/// The caller of a cron route: checked against `CRON_SECRET` before the handler runs.
+pub struct CronCaller;
+
+impl FromRequestParts<AppState> for CronCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        require_bearer(&parts.headers, &state.config.secrets.cron)?;
+        Ok(CronCaller)
+    }
+}
+
 async fn background_jobs(
+    _: CronCaller,
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
-    headers: HeaderMap,
 ) -> Result<Json<TickReport>, AppError> {
-    require_bearer(&headers, &state.config.secrets.cron)?;
     let limits = state.config.limits.clone();
     let started = Instant::now();
     let mut report = TickReport::default();
@@ -124,16 +137,30 @@ enum JobOutcome {
     Failed,
 }
 
+/// Why a job did not apply.
+#[derive(Debug, thiserror::Error)]
+enum JobFailure {
+    /// The job can never apply (a malformed payload, an unknown kind): failed at once.
+    #[error("poison job: {0}")]
+    Poison(String),
+    /// An effect failed (the database, a provider): retried with backoff.
+    #[error(transparent)]
+    Effect(#[from] AppError),
+}
+
 async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<JobOutcome, AppError> {
-    let outcome = match job.kind.as_str() {
-        jobs::EMAIL_SENT => match serde_json::to_vec(&job.payload)
+    let outcome: Result<(), JobFailure> = match job.kind.as_str() {
+        jobs::EMAIL_SENT => match serde_json::from_value(job.payload.clone())
             .map_err(|e| e.to_string())
-            .and_then(|b| events::parse(&b))
+            .and_then(events::validate)
         {
-            Ok(ev) => events::apply_sent_job(state, tally, &ev).await.map(|_| ()),
-            Err(e) => Err(AppError::BadRequest(e)),
+            Ok(ev) => events::apply_sent_job(state, tally, &ev)
+                .await
+                .map(|_| ())
+                .map_err(JobFailure::from),
+            Err(e) => Err(JobFailure::Poison(e)),
         },
-        other => Err(AppError::BadRequest(format!("unknown job kind {other:?}"))),
+        other => Err(JobFailure::Poison(format!("unknown job kind {other:?}"))),
     };
     let mut conn = state.acquire(tally).await?;
     match outcome {
@@ -142,18 +169,18 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
             Ok(JobOutcome::Done)
         }
         Err(e) => {
-            if let Some(c) = e.category() {
-                tally.note(c);
-            }
+            let max_attempts = match &e {
+                JobFailure::Effect(effect) => {
+                    if let Some(c) = effect.category() {
+                        tally.note(c);
+                    }
+                    state.config.limits.max_attempts
+                }
+                JobFailure::Poison(_) => 0,
+            };
             let delay = backoff(state.config.limits.provider_backoff, job.attempts as u32);
-            let (retry, written) = jobs::retry_or_fail(
-                &mut conn,
-                job,
-                state.config.limits.max_attempts,
-                delay,
-                &e.to_string(),
-            )
-            .await?;
+            let (retry, written) =
+                jobs::retry_or_fail(&mut conn, job, max_attempts, delay, &e.to_string()).await?;
             tally.wrote(written);
             Ok(if retry {
                 JobOutcome::Retried
@@ -164,44 +191,18 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
     }
 }
 
-/// A due follow-up with its workspace's last known Unipile status.
-#[derive(Debug, sqlx::FromRow)]
-struct DueFollowup {
-    id: i64,
-    workspace_id: i64,
-    lead_id: i64,
-    channel: String,
-    attempts: i32,
-    unipile_status: String,
-}
-
 async fn followups(
+    _: CronCaller,
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
-    headers: HeaderMap,
 ) -> Result<Json<TickReport>, AppError> {
-    require_bearer(&headers, &state.config.secrets.cron)?;
     let limits = state.config.limits.clone();
     let gate = state.switches().unipile_health_gate;
     let started = Instant::now();
     let mut report = TickReport::default();
-    // Claim with a lease (next_attempt_at pushed out) so no transaction spans provider calls.
-    let due: Vec<DueFollowup> = {
+    let due = {
         let mut conn = state.acquire(&tally).await?;
-        sqlx::query_as(
-            "WITH claimed AS (
-                 UPDATE followup_tasks SET next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
-                 WHERE id IN (SELECT id FROM followup_tasks
-                              WHERE status = 'pending' AND coalesce(next_attempt_at, due_at) <= now()
-                              ORDER BY coalesce(next_attempt_at, due_at) LIMIT $1
-                              FOR UPDATE SKIP LOCKED)
-                 RETURNING id, workspace_id, lead_id, channel, attempts)
-             SELECT c.*, w.unipile_status FROM claimed c JOIN workspaces w ON w.id = c.workspace_id",
-        )
-        .bind(i64::from(limits.cron_batch_limit))
-        .bind(limits.job_lease.as_secs_f64())
-        .fetch_all(&mut *conn)
-        .await?
+        followups::claim(&mut conn, limits.cron_batch_limit, limits.job_lease).await?
     };
     tally.wrote(due.len() as u64);
     for task in due {
@@ -210,82 +211,41 @@ async fn followups(
             report.budget_exhausted = true;
             break;
         }
-        let (status, category, retry_in) = if task.channel == "email" {
-            ("sent", None, None)
-        } else if gate && task.unipile_status == "disconnected" {
-            report.skipped_health_gated += 1;
-            ("skipped", Some(Category::ProviderDisconnected), None)
-        } else {
-            let body = json!({ "workspace_id": task.workspace_id, "lead_id": task.lead_id, "text": "Following up on my last message" });
-            match providers::call_once(
-                &state,
-                &tally,
-                Provider::Unipile,
-                "/api/v1/messages",
-                &body,
-                Some(limits.provider_timeout),
-            )
-            .await
-            {
-                Ok(_) => ("sent", None, None),
-                Err(e) => {
-                    tally.note(e.category);
-                    if !gate {
-                        // Legacy: due again at once, whatever the error.
-                        ("pending", Some(e.category), Some(Duration::ZERO))
-                    } else if !e.retryable || task.attempts + 1 >= limits.max_attempts as i32 {
-                        if e.category == Category::ProviderDisconnected {
-                            mark_disconnected(&state, &tally, task.workspace_id).await?;
-                        }
-                        ("failed", Some(e.category), None)
-                    } else {
-                        (
-                            "pending",
-                            Some(e.category),
-                            Some(backoff(limits.provider_backoff, task.attempts as u32 + 1)),
-                        )
+        let outcome = match followups::before_call(&task, gate) {
+            Some(outcome) => outcome,
+            None => {
+                let body = json!({ "workspace_id": task.workspace_id, "lead_id": task.lead_id, "text": "Following up on my last message" });
+                match providers::call_once(
+                    &state,
+                    &tally,
+                    Provider::Unipile,
+                    "/api/v1/messages",
+                    &body,
+                    Some(limits.provider_timeout),
+                )
+                .await
+                {
+                    Ok(_) => followups::Outcome::sent(),
+                    Err(e) => {
+                        tally.note(e.category);
+                        followups::after_error(&task, e.category, e.retryable, gate, &limits)
                     }
                 }
             }
         };
-        match status {
-            "sent" => report.processed += 1,
-            "skipped" => {}
-            "failed" => report.failed += 1,
-            _ => report.retried += 1,
+        match outcome.status {
+            Status::Sent => report.processed += 1,
+            Status::Skipped => report.skipped_health_gated += 1,
+            Status::Failed => report.failed += 1,
+            Status::Pending => report.retried += 1,
         }
         let mut conn = state.acquire(&tally).await?;
-        let written = sqlx::query(
-            "UPDATE followup_tasks SET status = $2, attempts = attempts + $3, last_error_category = $4,
-                    next_attempt_at = CASE WHEN $5::float8 IS NULL THEN next_attempt_at ELSE now() + make_interval(secs => $5) END,
-                    updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(task.id)
-        .bind(status)
-        .bind(i32::from(status != "skipped"))
-        .bind(category.map(Category::as_str))
-        .bind(retry_in.map(|d| d.as_secs_f64()))
-        .execute(&mut *conn)
-        .await?;
-        tally.wrote(written.rows_affected());
+        if outcome.mark_disconnected {
+            tally.wrote(followups::mark_disconnected(&mut conn, task.workspace_id).await?);
+        }
+        tally.wrote(followups::record(&mut conn, task.id, &outcome).await?);
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report.export(&state, "followups");
     Ok(Json(report))
-}
-
-/// Remembers that a workspace's LinkedIn account is disconnected (the health gate reads it).
-async fn mark_disconnected(
-    state: &AppState,
-    tally: &Tally,
-    workspace: i64,
-) -> Result<(), AppError> {
-    let mut conn = state.acquire(tally).await?;
-    let written = sqlx::query("UPDATE workspaces SET unipile_status = 'disconnected', unipile_checked_at = now() WHERE id = $1")
-        .bind(workspace)
-        .execute(&mut *conn)
-        .await?;
-    tally.wrote(written.rows_affected());
-    Ok(())
 }
