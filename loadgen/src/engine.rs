@@ -29,8 +29,9 @@ use crate::record::{Outcome, Recording, Sample};
 /// Why a run could not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadgenError {
-    #[error("goose: {0}")]
-    Goose(String),
+    /// goose refused to set up or run the attack; the source is goose's own error.
+    #[error("goose could not run the attack")]
+    Goose(#[source] Box<goose::GooseError>),
     #[error("the plan is empty: no stream has any arrival in its duration")]
     EmptyPlan,
     #[error("stream {0:?} has max_in_flight 0: it could never send")]
@@ -224,8 +225,8 @@ impl Shared {
     }
 }
 
-fn goose_err(e: impl std::fmt::Debug) -> LoadgenError {
-    LoadgenError::Goose(format!("{e:?}"))
+fn goose_err(e: goose::GooseError) -> LoadgenError {
+    LoadgenError::Goose(Box::new(e))
 }
 
 /// Stops the running attack (if any) at once: goose's killswitch, and no arrival is sent

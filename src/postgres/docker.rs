@@ -140,7 +140,7 @@ pub struct DockerPostgres {
 impl DockerPostgres {
     /// Starts the container and waits until the server accepts connections.
     pub async fn start(image: &str, settings: &PgSettings) -> Result<Self, ProvisionError> {
-        let request = container_request(image, settings).map_err(ProvisionError::Docker)?;
+        let request = container_request(image, settings).map_err(ProvisionError::docker)?;
         match reap_leftover_containers().await {
             Ok(removed) => {
                 for c in removed {
@@ -158,12 +158,12 @@ impl DockerPostgres {
                 Err(why) => format!("{why}; starting the container failed: {e}"),
                 Ok(()) => format!("starting the container from {image} failed: {e}"),
             };
-            ProvisionError::Docker(hint)
+            ProvisionError::docker(hint)
         })?;
         let port = container
             .get_host_port_ipv4(5432)
             .await
-            .map_err(|e| ProvisionError::Docker(format!("no host port for 5432: {e}")))?;
+            .map_err(ProvisionError::docker_by("no host port for 5432"))?;
         let pg = Self { container, port };
         pg.wait_ready().await?;
         Ok(pg)
@@ -181,9 +181,9 @@ impl DockerPostgres {
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
                 Err(e) => {
-                    return Err(ProvisionError::Docker(format!(
-                        "container not accepting connections: {e}"
-                    )))
+                    return Err(ProvisionError::docker_by(
+                        "container not accepting connections",
+                    )(e))
                 }
             }
         }

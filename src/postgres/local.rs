@@ -86,8 +86,8 @@ fn run_as() -> Result<RunAs, ProvisionError> {
             gid: user.gid.as_raw(),
             switch: true,
         }),
-        _ => Err(ProvisionError::Local(
-            "running as root, and Postgres refuses root: create a 'postgres' user (the server package does) or run the harness as another user".into(),
+        _ => Err(ProvisionError::local(
+            "running as root, and Postgres refuses root: create a 'postgres' user (the server package does) or run the harness as another user",
         )),
     }
 }
@@ -119,7 +119,7 @@ impl LocalCluster {
         let settings = settings.clone();
         let mut cluster = tokio::task::spawn_blocking(move || Self::spawn(&bin, &settings))
             .await
-            .map_err(|e| ProvisionError::Local(format!("start task failed: {e}")))??;
+            .map_err(ProvisionError::local_by("start task failed"))??;
         cluster.wait_ready().await?;
         Ok(cluster)
     }
@@ -132,15 +132,15 @@ impl LocalCluster {
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir()
-            .map_err(|e| ProvisionError::Local(format!("cannot create a temp dir: {e}")))?;
+            .map_err(ProvisionError::local_by("cannot create a temp dir"))?;
         // Who owns it: a later run removes it if this process dies without cleaning up.
         fs::write(dir.path().join(OWNER_FILE), std::process::id().to_string())
-            .map_err(|e| ProvisionError::Local(format!("cannot write the owner marker: {e}")))?;
+            .map_err(ProvisionError::local_by("cannot write the owner marker"))?;
         chown(dir.path(), Some(who.uid), Some(who.gid)).map_err(|e| {
-            ProvisionError::Local(format!(
-                "cannot hand {} to the postgres user: {e}",
+            ProvisionError::local_by(format!(
+                "cannot hand {} to the postgres user",
                 dir.path().display()
-            ))
+            ))(e)
         })?;
         if settings.cpus.is_some() {
             tracing::warn!(
@@ -165,10 +165,10 @@ impl LocalCluster {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| {
-                ProvisionError::Local(format!("cannot run {}/initdb: {e}", bin.display()))
+                ProvisionError::local_by(format!("cannot run {}/initdb", bin.display()))(e)
             })?;
         if !init.status.success() {
-            return Err(ProvisionError::Local(format!(
+            return Err(ProvisionError::local(format!(
                 "initdb failed ({}): {}",
                 init.status,
                 String::from_utf8_lossy(&init.stderr).trim()
@@ -176,7 +176,7 @@ impl LocalCluster {
         }
         let port = free_port()?;
         let log = fs::File::create(dir.path().join("postgres.log"))
-            .map_err(|e| ProvisionError::Local(format!("cannot create the server log: {e}")))?;
+            .map_err(ProvisionError::local_by("cannot create the server log"))?;
         chown(
             dir.path().join("postgres.log"),
             Some(who.uid),
@@ -196,14 +196,14 @@ impl LocalCluster {
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
-                    .map_err(|e| ProvisionError::Local(e.to_string()))?,
+                    .map_err(ProvisionError::local_by("cannot share the server log"))?,
             )
             .stderr(log)
             // Its own process group: a terminal's Ctrl-C goes to the harness, not to Postgres.
             .process_group(0)
             .spawn()
             .map_err(|e| {
-                ProvisionError::Local(format!("cannot run {}/postgres: {e}", bin.display()))
+                ProvisionError::local_by(format!("cannot run {}/postgres", bin.display()))(e)
             })?;
         crate::interrupt::register_child(
             child.id(),
@@ -225,7 +225,7 @@ impl LocalCluster {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                return Err(ProvisionError::Local(format!(
+                return Err(ProvisionError::local(format!(
                     "postgres exited ({status}) before accepting connections:\n{}",
                     self.log_tail()
                 )));
@@ -239,7 +239,7 @@ impl LocalCluster {
                     tokio::time::sleep(Duration::from_millis(25)).await
                 }
                 Err(e) => {
-                    return Err(ProvisionError::Local(format!(
+                    return Err(ProvisionError::local(format!(
                         "not accepting connections after {READY_DEADLINE:?} ({e}):\n{}",
                         self.log_tail()
                     )))
@@ -381,5 +381,5 @@ fn free_port() -> Result<u16, ProvisionError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| ProvisionError::Local(format!("no free port on 127.0.0.1: {e}")))
+        .map_err(ProvisionError::local_by("no free port on 127.0.0.1"))
 }

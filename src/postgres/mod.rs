@@ -82,10 +82,20 @@ impl fmt::Display for Backend {
 pub enum ProvisionError {
     #[error("no Postgres is available: {tried}.\nGet one in any of three ways:\n  - install the PostgreSQL server binaries (initdb, postgres) and use --postgres local (or --pg-bin DIR),\n  - run a Docker daemon with a Postgres image (--postgres docker, --pg-image NAME:TAG),\n  - point at an existing server with --postgres postgres://USER:PASS@HOST/DB (or DATABASE_URL)")]
     NoneAvailable { tried: String },
-    #[error("local Postgres: {0}")]
-    Local(String),
-    #[error("docker Postgres: {0}")]
-    Docker(String),
+    /// The local cluster failed; `source` is the cause where there is one (shown by `{:#}`).
+    #[error("local Postgres: {what}")]
+    Local {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
+    /// The container failed; `source` as for `Local`.
+    #[error("docker Postgres: {what}")]
+    Docker {
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
     #[error("Postgres at {url}: {reason}")]
     Url { url: String, reason: String },
     #[error("Postgres admin statement failed ({what}): {source}")]
@@ -94,6 +104,45 @@ pub enum ProvisionError {
         #[source]
         source: sqlx::Error,
     },
+}
+
+/// The underlying error of a provisioning failure.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl ProvisionError {
+    /// A local-cluster failure with no underlying error.
+    pub fn local(what: impl Into<String>) -> Self {
+        Self::Local {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A local-cluster failure caused by `e`: `.map_err(ProvisionError::local_by("…"))`.
+    pub fn local_by<E: Into<Cause>>(what: impl Into<String>) -> impl FnOnce(E) -> Self {
+        let what = what.into();
+        move |e| Self::Local {
+            what,
+            source: Some(e.into()),
+        }
+    }
+
+    /// A container failure with no underlying error.
+    pub fn docker(what: impl Into<String>) -> Self {
+        Self::Docker {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A container failure caused by `e`.
+    pub fn docker_by<E: Into<Cause>>(what: impl Into<String>) -> impl FnOnce(E) -> Self {
+        let what = what.into();
+        move |e| Self::Docker {
+            what,
+            source: Some(e.into()),
+        }
+    }
 }
 
 /// What [`PgServer::provision`] needs to know.
@@ -179,7 +228,7 @@ impl PgServer {
         let (admin, password, handle) = match backend {
             Backend::Local => {
                 let bin = local::find_bin_dir(request.pg_bin.as_deref())
-                    .map_err(ProvisionError::Local)?;
+                    .map_err(ProvisionError::local)?;
                 let cluster = local::LocalCluster::start(&bin, &request.settings).await?;
                 (cluster.admin_options(), None, Handle::Local(cluster))
             }
@@ -472,10 +521,10 @@ impl PgServer {
                 );
                 Ok(())
             }
-            Backend::Local => Err(ProvisionError::Local(format!(
+            Backend::Local => Err(ProvisionError::local(format!(
                 "settings not applied: {summary}"
             ))),
-            Backend::Docker => Err(ProvisionError::Docker(format!(
+            Backend::Docker => Err(ProvisionError::docker(format!(
                 "settings not applied: {summary}"
             ))),
         }
@@ -647,6 +696,15 @@ mod tests {
         );
         let err = "mysql://h".parse::<PostgresChoice>().unwrap_err();
         assert!(err.contains("auto, local, docker"), "{err}");
+    }
+
+    #[test]
+    fn a_provisioning_error_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = ProvisionError::local_by("cannot run /x/initdb")(io);
+        assert_eq!(e.to_string(), "local Postgres: cannot run /x/initdb");
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain, "local Postgres: cannot run /x/initdb: no such file");
     }
 
     #[test]
