@@ -103,11 +103,26 @@ async fn fixed_counts_fall_back_to_stale_cache_when_the_query_is_slow() {
     assert_eq!(page_body["counts"]["stale"], true);
     assert_eq!(page_body["conversations"].as_array().unwrap().len(), 20);
     assert!(app.metric("errors_total{category=\"db_timeout\"}").await >= 3.0);
-    // The slow path is logged with the scope key, never the workspace ids.
+    // The fallback is logged with the scope key and the category, never the workspace ids.
+    let fell_back = logs.at("INFO", "live counts failed; serving cached counts");
+    assert!(!fell_back.is_empty(), "{}", logs.text());
+    for entry in &fell_back {
+        let fields = &entry["fields"];
+        assert!(
+            fields["scope_key"].as_str().is_some_and(|k| !k.is_empty()),
+            "{entry}"
+        );
+        assert_eq!(fields["category"], "db_timeout", "{entry}");
+        assert!(
+            fields.get("workspaces").is_none(),
+            "raw workspace ids logged: {entry}"
+        );
+    }
     assert!(
-        logs.text().contains("live counts failed"),
-        "{}",
-        logs.text()
+        fell_back
+            .iter()
+            .any(|e| e["fields"]["scope_key"] == stale["scope_key"]),
+        "the [1, 2] scope's fallback is logged under its key"
     );
     app.shutdown().await;
 }

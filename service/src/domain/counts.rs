@@ -48,42 +48,48 @@ pub struct CountsAnswer {
     pub computed_at: Option<DateTime<Utc>>,
 }
 
-const COUNTS_SQL: &str = "
+/// The counts both queries compute, from leads `l` and each lead's last message `lm`.
+macro_rules! counts_select {
+    () => {
+        "
+    SELECT
+        count(*)                                                            AS all,
+        count(*) FILTER (WHERE lm.direction = 'inbound' AND NOT lm.is_read) AS unread,
+        count(*) FILTER (WHERE lm.direction = 'inbound')                    AS awaiting_reply,
+        count(*) FILTER (WHERE l.sentiment = 'positive')                    AS positive,
+        count(*) FILTER (WHERE l.status = 'interested')                     AS interested,
+        count(*) FILTER (WHERE l.status = 'meeting_booked')                 AS meetings_booked
+    "
+    };
+}
+
+const COUNTS_SQL: &str = concat!(
+    "
     WITH last_message AS (
         SELECT DISTINCT ON (m.lead_id) m.lead_id, m.direction, m.is_read
         FROM messages m
         WHERE m.workspace_id = ANY($1)
         ORDER BY m.lead_id, m.sent_at DESC
-    )
-    SELECT
-        count(*)                                                            AS all,
-        count(*) FILTER (WHERE lm.direction = 'inbound' AND NOT lm.is_read) AS unread,
-        count(*) FILTER (WHERE lm.direction = 'inbound')                    AS awaiting_reply,
-        count(*) FILTER (WHERE l.sentiment = 'positive')                    AS positive,
-        count(*) FILTER (WHERE l.status = 'interested')                     AS interested,
-        count(*) FILTER (WHERE l.status = 'meeting_booked')                 AS meetings_booked
-    FROM leads l
+    )",
+    counts_select!(),
+    "    FROM leads l
     LEFT JOIN last_message lm ON lm.lead_id = l.id
-    WHERE l.workspace_id = ANY($1)";
+    WHERE l.workspace_id = ANY($1)"
+);
 
 /// Phase 53c's rewrite: the latest message per lead by one probe of
 /// `messages (workspace_id, lead_id, sent_at DESC)` each, instead of sorting every message of
 /// the scope. Same numbers; fast only with the Phase 53 index.
-const COUNTS_SQL_PER_LEAD: &str = "
-    SELECT
-        count(*)                                                            AS all,
-        count(*) FILTER (WHERE lm.direction = 'inbound' AND NOT lm.is_read) AS unread,
-        count(*) FILTER (WHERE lm.direction = 'inbound')                    AS awaiting_reply,
-        count(*) FILTER (WHERE l.sentiment = 'positive')                    AS positive,
-        count(*) FILTER (WHERE l.status = 'interested')                     AS interested,
-        count(*) FILTER (WHERE l.status = 'meeting_booked')                 AS meetings_booked
-    FROM leads l
+const COUNTS_SQL_PER_LEAD: &str = concat!(
+    counts_select!(),
+    "    FROM leads l
     LEFT JOIN LATERAL (
         SELECT m.direction, m.is_read FROM messages m
         WHERE m.workspace_id = l.workspace_id AND m.lead_id = l.id
         ORDER BY m.sent_at DESC LIMIT 1
     ) lm ON true
-    WHERE l.workspace_id = ANY($1)";
+    WHERE l.workspace_id = ANY($1)"
+);
 
 /// Runs the legacy aggregation on `conn`.
 pub async fn live(conn: &mut PgConnection, workspaces: &[i64]) -> Result<Counts, sqlx::Error> {

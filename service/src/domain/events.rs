@@ -248,19 +248,29 @@ pub async fn apply_sent_sync(
     };
     sync_contact(state, tally, ev).await?;
     steps.mark("ghl_sync");
-    ledger::increment(
-        state,
-        tally,
-        &mut tx,
-        ev.workspace_id,
-        ev.occurred_at.date_naive(),
-    )
-    .await?;
+    count_send(state, tally, &mut tx, ev).await?;
     steps.mark("ledger");
     tx.commit().await?;
     steps.mark("commit");
     steps.log("webhook EMAIL_SENT (sync)");
     Ok(Handled::Applied)
+}
+
+/// The slot ledger's count of this send (its workspace, its day).
+async fn count_send(
+    state: &AppState,
+    tally: &Tally,
+    tx: &mut PgConnection,
+    ev: &EmailEvent,
+) -> Result<(), AppError> {
+    ledger::increment(
+        state,
+        tally,
+        tx,
+        ev.workspace_id,
+        ev.occurred_at.date_naive(),
+    )
+    .await
 }
 
 /// The worker's `EMAIL_SENT`: the same effects and the ledger in one transaction (so all of
@@ -276,14 +286,7 @@ pub async fn apply_sent_job(
         let mut tx = conn.begin().await?;
         let applied = sent_effects(&mut tx, tally, ev, &mut steps).await?;
         if applied.is_some() {
-            ledger::increment(
-                state,
-                tally,
-                &mut tx,
-                ev.workspace_id,
-                ev.occurred_at.date_naive(),
-            )
-            .await?;
+            count_send(state, tally, &mut tx, ev).await?;
         }
         tx.commit().await?;
         applied
