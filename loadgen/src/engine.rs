@@ -206,12 +206,7 @@ impl Shared {
         let Some(policy) = &self.plan.streams[item.stream].retry else {
             return;
         };
-        let wanted = match outcome {
-            Outcome::Status(s) => s >= 500 && policy.on_5xx,
-            Outcome::Timeout | Outcome::Error => policy.on_timeout,
-        };
-        let at = ended + policy.after;
-        if wanted && item.attempt < policy.max && at < self.plan.duration {
+        if let Some(at) = policy.retry_at(item.attempt, outcome, ended, self.plan.duration) {
             self.queues[item.stream]
                 .lock()
                 .expect("queue lock")

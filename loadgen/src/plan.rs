@@ -94,6 +94,27 @@ pub struct RetryPolicy {
     pub max: u8,
 }
 
+impl RetryPolicy {
+    /// When the provider sends `attempt` (0 = the original) again after it ended with
+    /// `outcome` at `ended` (from the run's start): `None` when it does not — a success or an
+    /// outcome this policy does not retry, the retries used up, or past the run's `duration`.
+    pub fn retry_at(
+        &self,
+        attempt: u8,
+        outcome: crate::record::Outcome,
+        ended: Duration,
+        duration: Duration,
+    ) -> Option<Duration> {
+        use crate::record::Outcome;
+        let wanted = match outcome {
+            Outcome::Status(s) => s >= 500 && self.on_5xx,
+            Outcome::Timeout | Outcome::Error => self.on_timeout,
+        };
+        let at = ended + self.after;
+        (wanted && attempt < self.max && at < duration).then_some(at)
+    }
+}
+
 /// One traffic stream: what to send and when, and how many of its requests may be in flight.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stream {
@@ -274,6 +295,36 @@ mod tests {
         assert_ne!(one, arrivals(&ramp, Duration::from_secs(5), 10, true));
         // A ramp from 1/s to 40/s over 5 s carries about 102 arrivals.
         assert!((70..=140).contains(&one.len()), "{}", one.len());
+    }
+
+    #[test]
+    fn retries_follow_the_policy_and_stop_at_the_cap_and_the_end() {
+        use crate::record::Outcome;
+        let policy = RetryPolicy {
+            on_5xx: true,
+            on_timeout: false,
+            after: Duration::from_secs(2),
+            max: 2,
+        };
+        let end = Duration::from_secs(30);
+        let at = |attempt, outcome, ended_s| {
+            policy.retry_at(attempt, outcome, Duration::from_secs(ended_s), end)
+        };
+        assert_eq!(at(0, Outcome::Status(504), 5), Some(Duration::from_secs(7)));
+        assert_eq!(at(1, Outcome::Status(500), 5), Some(Duration::from_secs(7)));
+        assert_eq!(
+            at(2, Outcome::Status(500), 5),
+            None,
+            "two retries, then no more"
+        );
+        assert_eq!(at(0, Outcome::Status(429), 5), None, "a 4xx is not retried");
+        assert_eq!(at(0, Outcome::Status(200), 5), None);
+        assert_eq!(
+            at(0, Outcome::Timeout, 5),
+            None,
+            "timeouts not in this policy"
+        );
+        assert_eq!(at(0, Outcome::Status(503), 28), None, "past the run's end");
     }
 
     #[test]
