@@ -11,11 +11,11 @@
 //!
 //! goose's killswitch, logger and ctrl-c handler are process-wide: run one attack at a time.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType};
 use goose::goose::{
@@ -23,6 +23,7 @@ use goose::goose::{
 };
 use goose::GooseAttack;
 
+use crate::dispatch::{Dispatcher, Taken};
 use crate::plan::{Plan, Scheduled};
 use crate::record::{Outcome, Recording, Sample};
 
@@ -57,13 +58,7 @@ pub struct RunSummary {
 
 struct Shared {
     plan: Plan,
-    /// One queue of intended sends per stream, earliest first.
-    queues: Vec<Mutex<BinaryHeap<Reverse<Scheduled>>>>,
-    /// Arrivals taken from a queue and not yet recorded (sleeping or sending), all streams.
-    in_flight: AtomicUsize,
-    /// Wakes idle users when a retry is queued or the run is over.
-    wake: tokio::sync::Notify,
-    epoch: OnceLock<Instant>,
+    dispatch: Dispatcher,
     recording: Arc<Mutex<Recording>>,
 }
 
@@ -72,37 +67,21 @@ struct Shared {
 pub const START_DELAY: Duration = Duration::from_secs(1);
 
 impl Shared {
-    fn queued(&self) -> usize {
-        self.queues
-            .iter()
-            .map(|q| q.lock().expect("queue lock").len())
-            .sum()
-    }
-
-    /// Ends the attack once nothing is queued and nothing is in flight (a request in flight
-    /// may still queue a retry).
+    /// Ends the attack once nothing is queued and nothing is in flight.
     fn finish_if_done(&self) {
-        if self.in_flight.load(Ordering::SeqCst) == 0 && self.queued() == 0 {
+        if self.dispatch.is_done() {
             goose::trigger_killswitch("schedule complete");
-            self.wake.notify_waiters();
+            self.dispatch.wake_all();
         }
     }
 
     async fn step(&self, stream_index: usize, user: &mut GooseUser) -> TransactionResult {
-        let epoch = *self.epoch.get_or_init(|| Instant::now() + START_DELAY);
-        let next = {
-            let mut queue = self.queues[stream_index].lock().expect("queue lock");
-            let next = queue.pop();
-            if next.is_some() {
-                self.in_flight.fetch_add(1, Ordering::SeqCst);
-            }
-            next
-        };
-        let Some(Reverse(item)) = next else {
+        let epoch = self.dispatch.epoch();
+        let Some(Taken { item, taken }) = self.dispatch.take(stream_index) else {
             // Nothing queued for this stream now: wait for a retry or the end, without polling.
             // Every path must await something that really waits: a transaction that returns at
             // once keeps its user spinning and starves goose's own tasks of the runtime.
-            let woken = self.wake.notified();
+            let woken = self.dispatch.woken();
             self.finish_if_done();
             if goose::is_killswitch_triggered() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -111,11 +90,10 @@ impl Shared {
             }
             return Ok(());
         };
-        let taken = Instant::now().saturating_duration_since(epoch);
-        tokio::time::sleep_until((epoch + item.at).into()).await;
+        self.dispatch.wait_due(&item).await;
         if goose::is_killswitch_triggered() {
             // The run was stopped while this arrival waited for its time: not sent.
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.dispatch.finished();
             return Ok(());
         }
         let started = Instant::now();
@@ -135,7 +113,7 @@ impl Shared {
         let mut builder = match user.get_request_builder(&method, &request.path) {
             Ok(b) => b.timeout(self.plan.client_timeout),
             Err(e) => {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.dispatch.finished();
                 return Err(e);
             }
         };
@@ -196,7 +174,7 @@ impl Shared {
             }
         }
         self.maybe_retry(item, outcome, sample.ended);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.dispatch.finished();
         self.finish_if_done();
         Ok(())
     }
@@ -207,15 +185,11 @@ impl Shared {
             return;
         };
         if let Some(at) = policy.retry_at(item.attempt, outcome, ended, self.plan.duration) {
-            self.queues[item.stream]
-                .lock()
-                .expect("queue lock")
-                .push(Reverse(Scheduled {
-                    at,
-                    attempt: item.attempt + 1,
-                    ..item
-                }));
-            self.wake.notify_waiters();
+            self.dispatch.requeue(Scheduled {
+                at,
+                attempt: item.attempt + 1,
+                ..item
+            });
         }
     }
 }
@@ -240,19 +214,11 @@ pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSumm
     if schedule.is_empty() {
         return Err(LoadgenError::EmptyPlan);
     }
-    let mut queues: Vec<BinaryHeap<Reverse<Scheduled>>> =
-        vec![BinaryHeap::new(); plan.streams.len()];
-    for item in schedule {
-        queues[item.stream].push(Reverse(item));
-    }
     // An upper bound: the run normally ends as soon as the schedule is done and nothing is in
     // flight (the killswitch above); this covers the last arrival timing out.
     let run_secs = (START_DELAY + plan.duration + plan.client_timeout).as_secs() as usize + 2;
     let shared = Arc::new(Shared {
-        queues: queues.into_iter().map(Mutex::new).collect(),
-        in_flight: AtomicUsize::new(0),
-        wake: tokio::sync::Notify::new(),
-        epoch: OnceLock::new(),
+        dispatch: Dispatcher::new(schedule, plan.streams.len(), START_DELAY),
         recording,
         plan: plan.clone(),
     });
@@ -317,16 +283,6 @@ pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSumm
             )
         })
         .collect();
-    let unsent = shared
-        .queues
-        .iter()
-        .map(|q| {
-            q.lock()
-                .expect("queue lock")
-                .iter()
-                .filter(|Reverse(s)| s.attempt == 0)
-                .count() as u64
-        })
-        .sum();
+    let unsent = shared.dispatch.unsent();
     Ok(RunSummary { unsent, goose })
 }

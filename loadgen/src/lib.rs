@@ -7,8 +7,10 @@
 //! - [`plan`]: arrival processes → a deterministic schedule of intended send times.
 //! - [`traffic`]: what each stream sends (signed webhooks, sessions, cron ticks).
 //! - [`record`]: samples with their timestamps → mergeable, serializable HDR histograms.
+//! - [`dispatch`]: the open model's per-stream queues and timing, apart from goose.
 //! - [`engine`]: the goose run that sends the schedule and records it.
 
+pub mod dispatch;
 pub mod engine;
 pub mod plan;
 pub mod record;
