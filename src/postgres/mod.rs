@@ -4,78 +4,35 @@
 //! - [`docker`]: a testcontainers Postgres from a configurable image.
 //! - a URL: an existing server on which the harness creates and drops its own databases.
 //!
+//! Beside them: [`choice`] (which backend, and why), `settings` ([`PgSettings`]), `owner`
+//! (whose leftovers are whose). This module is the server itself: [`PgServer`].
+//!
 //! [`PgServer::provision`] picks one ([`PostgresChoice::Auto`] says which and why), applies
 //! the scenario's constrained settings ([`PgSettings`]) and hands out databases. Whatever the
 //! backend, teardown is the same: [`PgServer::shutdown`] (or, failing that, `Drop`) leaves no
 //! server process, no temp dir and no harness database behind.
 
+pub mod choice;
 pub mod docker;
 pub mod local;
+mod owner;
 mod settings;
+
+use choice::{choose, url_admin_options, url_of};
+pub use choice::{mask_url, Backend, PostgresChoice, ProvisionRequest, DEFAULT_PG_IMAGE};
+use owner::{hostname, OWNER_MARK_PREFIX};
+pub use owner::{owner, owner_is_gone, owner_mark};
 
 use settings::same_setting;
 pub use settings::PgSettings;
 
 use std::fmt;
-use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
-
-/// Where the harness gets its Postgres from (`--postgres`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PostgresChoice {
-    /// A URL if one is given (`DATABASE_URL`), else Docker if a daemon answers and the image is
-    /// present, else a local cluster.
-    Auto,
-    /// An ephemeral cluster from the binaries on this machine.
-    Local,
-    /// A testcontainers Postgres.
-    Docker,
-    /// An existing server.
-    Url(String),
-}
-
-impl FromStr for PostgresChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "local" => Ok(Self::Local),
-            "docker" => Ok(Self::Docker),
-            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(Self::Url(url.to_owned()))
-            }
-            other => Err(format!(
-                "{other:?} is not a Postgres choice: expected auto, local, docker, or a postgres:// URL"
-            )),
-        }
-    }
-}
-
-/// The backend a [`PgServer`] runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Local,
-    Docker,
-    Url,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Local => "local",
-            Backend::Docker => "docker",
-            Backend::Url => "url",
-        })
-    }
-}
 
 /// Why no Postgres could be had; the harness exits 3 on any of these.
 #[derive(Debug, thiserror::Error)]
@@ -145,20 +102,6 @@ impl ProvisionError {
     }
 }
 
-/// What [`PgServer::provision`] needs to know.
-#[derive(Debug, Clone)]
-pub struct ProvisionRequest {
-    pub choice: PostgresChoice,
-    /// Directory holding `initdb` and `postgres` (local backend); searched when `None`.
-    pub pg_bin: Option<PathBuf>,
-    /// Image for the docker backend, `NAME:TAG`.
-    pub pg_image: String,
-    pub settings: PgSettings,
-}
-
-/// The image the docker backend uses unless told otherwise: public, for users with a registry.
-pub const DEFAULT_PG_IMAGE: &str = "postgres:15-alpine";
-
 enum Handle {
     Local(local::LocalCluster),
     Docker(Box<docker::DockerPostgres>),
@@ -187,35 +130,6 @@ impl fmt::Debug for PgServer {
             .field("port", &self.admin.get_port())
             .finish_non_exhaustive()
     }
-}
-
-/// The start of an owner mark: `incident-lab owner HOST:PID`.
-const OWNER_MARK_PREFIX: &str = "incident-lab owner ";
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().replace(['\'', ':'], "_"))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// This process as an owner: `HOST:PID`.
-pub fn owner() -> String {
-    format!("{}:{}", hostname(), std::process::id())
-}
-
-/// This process's owner mark (a database comment).
-pub fn owner_mark() -> String {
-    format!("{OWNER_MARK_PREFIX}{}", owner())
-}
-
-/// Whether `owner` (`HOST:PID`) is a process of this host that is gone. Owners on other
-/// hosts are never judged dead: their runs are not ours to clean up.
-pub fn owner_is_gone(owner: &str) -> bool {
-    owner
-        .rsplit_once(':')
-        .filter(|(host, _)| *host == hostname())
-        .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        .is_some_and(|pid| !crate::interrupt::alive(pid))
 }
 
 impl PgServer {
@@ -589,114 +503,9 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn url_of(request: &ProvisionRequest) -> Option<String> {
-    match &request.choice {
-        PostgresChoice::Url(url) => Some(url.clone()),
-        PostgresChoice::Auto => std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()),
-        _ => None,
-    }
-}
-
-fn url_admin_options(url: &str) -> Result<PgConnectOptions, ProvisionError> {
-    let masked = mask_url(url);
-    url.parse::<PgConnectOptions>()
-        .map_err(|e| ProvisionError::Url {
-            url: masked,
-            reason: format!("not a valid Postgres URL: {e}"),
-        })
-        // The harness makes its own databases; it connects to the maintenance one to do so.
-        .map(|o| o.database("postgres"))
-}
-
-/// A URL with its password replaced by `****`, for messages and logs.
-pub fn mask_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("****"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparseable URL>".to_owned(),
-    }
-}
-
-/// Decides the backend; for `auto`, probes in order and explains the pick.
-async fn choose(request: &ProvisionRequest) -> Result<(Backend, String), ProvisionError> {
-    match &request.choice {
-        PostgresChoice::Local => Ok((Backend::Local, "asked for local".into())),
-        PostgresChoice::Docker => Ok((Backend::Docker, "asked for docker".into())),
-        PostgresChoice::Url(url) => {
-            probe_url(url).await?;
-            Ok((Backend::Url, "asked for a URL".into()))
-        }
-        PostgresChoice::Auto => {
-            if let Some(url) = url_of(request) {
-                probe_url(&url).await?;
-                return Ok((Backend::Url, "auto: DATABASE_URL is set".into()));
-            }
-            let docker = docker::probe(&request.pg_image).await;
-            if docker.is_ok() {
-                return Ok((
-                    Backend::Docker,
-                    format!(
-                        "auto: Docker answers and image {} is present",
-                        request.pg_image
-                    ),
-                ));
-            }
-            let docker_why = docker.unwrap_err();
-            match local::find_bin_dir(request.pg_bin.as_deref()) {
-                Ok(bin) => Ok((
-                    Backend::Local,
-                    format!(
-                        "auto: no DATABASE_URL; docker not used ({docker_why}); Postgres binaries found in {}",
-                        bin.display()
-                    ),
-                )),
-                Err(local_why) => Err(ProvisionError::NoneAvailable {
-                    tried: format!(
-                        "no DATABASE_URL; docker: {docker_why}; local: {local_why}"
-                    ),
-                }),
-            }
-        }
-    }
-}
-
-/// Connects once to a URL server so a bad URL fails early and clearly.
-async fn probe_url(url: &str) -> Result<(), ProvisionError> {
-    let opts = url_admin_options(url)?;
-    let attempt = tokio::time::timeout(Duration::from_secs(10), opts.connect()).await;
-    let fail = |reason: String| ProvisionError::Url {
-        url: mask_url(url),
-        reason,
-    };
-    match attempt {
-        Err(_) => Err(fail("no answer within 10s".into())),
-        Ok(Err(e)) => Err(fail(format!("cannot connect: {e}"))),
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn postgres_choices_parse_and_bad_ones_name_the_options() {
-        assert_eq!("auto".parse(), Ok(PostgresChoice::Auto));
-        assert_eq!("local".parse(), Ok(PostgresChoice::Local));
-        assert_eq!("docker".parse(), Ok(PostgresChoice::Docker));
-        assert_eq!(
-            "postgres://u@h/db".parse(),
-            Ok(PostgresChoice::Url("postgres://u@h/db".into()))
-        );
-        let err = "mysql://h".parse::<PostgresChoice>().unwrap_err();
-        assert!(err.contains("auto, local, docker"), "{err}");
-    }
 
     #[test]
     fn a_provisioning_error_keeps_its_cause() {
@@ -705,13 +514,6 @@ mod tests {
         assert_eq!(e.to_string(), "local Postgres: cannot run /x/initdb");
         let chain = format!("{:#}", anyhow::Error::from(e));
         assert_eq!(chain, "local Postgres: cannot run /x/initdb: no such file");
-    }
-
-    #[test]
-    fn passwords_never_appear_in_masked_urls() {
-        let masked = mask_url("postgres://app:s3cret@db.example:5432/x");
-        assert!(!masked.contains("s3cret"), "{masked}");
-        assert!(masked.contains("****"), "{masked}");
     }
 
     #[test]
