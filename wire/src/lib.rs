@@ -73,42 +73,42 @@ pub mod route {
         pub label: &'static str,
     }
 
+    impl Route {
+        const fn new(method: &'static str, path: &'static str, label: &'static str) -> Self {
+            Self {
+                method,
+                path,
+                label,
+            }
+        }
+    }
+
     /// The email provider's webhook; its `EMAIL_SENT` events carry this label.
-    pub const EMAIL_WEBHOOK: Route = Route {
-        method: "POST",
-        path: "/api/webhooks/email",
-        label: "POST /api/webhooks/email",
-    };
+    pub const EMAIL_WEBHOOK: Route =
+        Route::new("POST", "/api/webhooks/email", "POST /api/webhooks/email");
     /// The inbox page.
-    pub const INBOX_PAGE: Route = Route {
-        method: "GET",
-        path: "/",
-        label: "GET /",
-    };
+    pub const INBOX_PAGE: Route = Route::new("GET", "/", "GET /");
     /// The sidebar counts server action (`getInboxCounts()`).
-    pub const INBOX_COUNTS: Route = Route {
-        method: "POST",
-        path: "/api/actions/inbox-counts",
-        label: "POST /api/actions/inbox-counts",
-    };
+    pub const INBOX_COUNTS: Route = Route::new(
+        "POST",
+        "/api/actions/inbox-counts",
+        "POST /api/actions/inbox-counts",
+    );
     /// The AI draft server action.
-    pub const AI_DRAFT: Route = Route {
-        method: "POST",
-        path: "/api/actions/ai-draft",
-        label: "POST /api/actions/ai-draft",
-    };
+    pub const AI_DRAFT: Route = Route::new(
+        "POST",
+        "/api/actions/ai-draft",
+        "POST /api/actions/ai-draft",
+    );
     /// The background-jobs cron.
-    pub const CRON_BACKGROUND_JOBS: Route = Route {
-        method: "GET",
-        path: "/api/cron/background-jobs",
-        label: "GET /api/cron/background-jobs",
-    };
+    pub const CRON_BACKGROUND_JOBS: Route = Route::new(
+        "GET",
+        "/api/cron/background-jobs",
+        "GET /api/cron/background-jobs",
+    );
     /// The follow-ups cron.
-    pub const CRON_FOLLOWUPS: Route = Route {
-        method: "GET",
-        path: "/api/cron/followups",
-        label: "GET /api/cron/followups",
-    };
+    pub const CRON_FOLLOWUPS: Route =
+        Route::new("GET", "/api/cron/followups", "GET /api/cron/followups");
 
     /// Every endpoint a scenario can load or budget.
     pub const ALL: [Route; 6] = [
