@@ -258,11 +258,11 @@ async fn jobs_of_a_crashed_worker_are_claimed_again_after_the_lease() {
         .await;
     }
     let mut conn = app.db().await;
-    sqlx::query("UPDATE background_jobs SET status = 'running', attempts = 1, locked_until = now() - interval '1 second' WHERE dedupe_key IN ('evt-lease-0', 'evt-lease-1')")
+    sqlx::query("UPDATE background_jobs SET status = 'running', attempts = 1, locked_until = now() - interval '1 second' WHERE dedupe_key IN ('email:EMAIL_SENT:evt-lease-0', 'email:EMAIL_SENT:evt-lease-1')")
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::query("UPDATE background_jobs SET status = 'running', attempts = 1, locked_until = now() + interval '1 hour' WHERE dedupe_key = 'evt-lease-2'")
+    sqlx::query("UPDATE background_jobs SET status = 'running', attempts = 1, locked_until = now() + interval '1 hour' WHERE dedupe_key = 'email:EMAIL_SENT:evt-lease-2'")
         .execute(&mut conn)
         .await
         .unwrap();
@@ -273,7 +273,7 @@ async fn jobs_of_a_crashed_worker_are_claimed_again_after_the_lease() {
         tick["processed"], 3,
         "two expired leases and one queued job: {tick}"
     );
-    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key = 'evt-lease-2' AND status = 'running'").await, 1);
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key = 'email:EMAIL_SENT:evt-lease-2' AND status = 'running'").await, 1);
     app.shutdown().await;
 }
 

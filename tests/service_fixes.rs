@@ -312,7 +312,7 @@ async fn slow_webhooks_are_logged_with_the_dedupe_key_only() {
     assert_eq!(r.status(), 200);
     let slow = logs.at("WARN", "slow webhook");
     assert_eq!(slow.len(), 1, "{}", logs.text());
-    assert_eq!(slow[0]["fields"]["dedupe_key"], "evt-slow");
+    assert_eq!(slow[0]["fields"]["dedupe_key"], "email:EMAIL_SENT:evt-slow");
     assert!(
         !logs.text().contains("secret.person"),
         "raw email address in logs"

@@ -449,3 +449,62 @@ async fn bad_webhooks_write_nothing_on_the_legacy_path() {
 async fn bad_webhooks_write_nothing_on_the_queued_path() {
     every_bad_input_is_refused_clearly_without_writing(Switches::all_fixed()).await;
 }
+
+/// An event of another type with the same provider event id as an `EMAIL_SENT`.
+fn same_id(event: &Value, kind: &str) -> Value {
+    let mut other = event.clone();
+    other["type"] = json!(kind);
+    other
+}
+
+/// The dedupe key is provider + type + id: one id as EMAIL_OPENED and as EMAIL_SENT is two
+/// events, whichever comes first, on both paths — neither dropped as a duplicate of the other,
+/// and the SENT's activity insert never fails on the OPENED's row.
+#[tokio::test]
+async fn one_id_under_two_types_is_two_events() {
+    for switches in [Switches::pre_phase_53(), async_on()] {
+        let app = TestApp::spawn(switches).await;
+        // The lead exists (an earlier send), then OPENED and SENT share one id.
+        let earlier = email_sent("evt-ns-0", 5, "cy@example.test");
+        assert!(app.post_webhook(&earlier).await.status().is_success());
+        app.cron("/api/cron/background-jobs").await;
+        let sent = email_sent("evt-ns-1", 5, "cy@example.test");
+
+        let opened = app.post_webhook(&same_id(&sent, "EMAIL_OPENED")).await;
+        let sent_status = app.post_webhook(&sent).await.status();
+        let opened_again = app.post_webhook(&same_id(&sent, "EMAIL_OPENED")).await;
+        app.cron("/api/cron/background-jobs").await;
+
+        let body: Value = opened.json().await.unwrap();
+        assert_eq!(body["status"], "applied", "{switches:?}: {body}");
+        assert!(sent_status.is_success(), "{switches:?}: {sent_status}");
+        let again: Value = opened_again.json().await.unwrap();
+        assert_eq!(again["status"], "duplicate", "{switches:?}: {again}");
+        let activities: Vec<(String,)> = sqlx::query_as(
+            "SELECT kind FROM lead_activities WHERE provider_event_id = 'evt-ns-1' ORDER BY kind",
+        )
+        .fetch_all(&mut app.db().await)
+        .await
+        .unwrap();
+        assert_eq!(
+            activities,
+            vec![("email_opened".to_owned(),), ("email_sent".to_owned(),)],
+            "{switches:?}"
+        );
+        assert_eq!(
+            app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-ns-1'")
+                .await,
+            1,
+            "{switches:?}"
+        );
+        assert_eq!(
+            app.scalar(
+                "SELECT (emails_sent * 10 + emails_opened)::bigint FROM leads WHERE email = 'cy@example.test'"
+            )
+            .await,
+            21,
+            "{switches:?}: two sends, one open"
+        );
+        app.shutdown().await;
+    }
+}

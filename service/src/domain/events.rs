@@ -52,6 +52,14 @@ pub struct EmailEvent {
     pub subject: String,
 }
 
+impl EmailEvent {
+    /// The dedupe key: provider, event type and provider event id (`email:EMAIL_SENT:evt_1`).
+    /// The same id under two types is two events. Logged instead of raw identifiers.
+    pub fn dedupe_key(&self) -> String {
+        format!("email:{}:{}", self.kind.as_str(), self.event_id)
+    }
+}
+
 /// Parses a webhook body as the wire's [`incident_wire::EmailEvent`], then validates it for
 /// what the schema and Postgres accept. The error names the field and what was wrong with it.
 pub fn parse(body: &[u8]) -> Result<EmailEvent, String> {
@@ -208,7 +216,10 @@ async fn sent_effects(
     .execute(&mut *tx)
     .await?;
     tally.wrote(updated.rows_affected());
-    let activity = sqlx::query("INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, 'email_sent', $3)")
+    let activity = sqlx::query(
+        "INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, 'email_sent', $3)
+         ON CONFLICT (kind, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+    )
         .bind(ev.workspace_id)
         .bind(lead_id)
         .bind(&ev.event_id)
@@ -342,7 +353,7 @@ pub async fn apply_other(
     };
     let inserted = sqlx::query(
         "INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+         ON CONFLICT (kind, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
     )
     .bind(ev.workspace_id)
     .bind(lead_id)

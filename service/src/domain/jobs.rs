@@ -39,7 +39,7 @@ pub async fn enqueue(
          RETURNING id",
     )
     .bind(EMAIL_SENT)
-    .bind(&ev.event_id)
+    .bind(ev.dedupe_key())
     .bind(raw)
     .bind(ev.workspace_id)
     .fetch_optional(&mut *conn)
@@ -51,7 +51,7 @@ pub async fn enqueue(
     // Nothing inserted: a duplicate, or a workspace that does not exist (rare; reads only).
     let seen: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM background_jobs WHERE dedupe_key = $1)")
-            .bind(&ev.event_id)
+            .bind(ev.dedupe_key())
             .fetch_one(&mut *conn)
             .await?;
     if seen {

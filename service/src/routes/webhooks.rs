@@ -56,7 +56,7 @@ async fn email_webhook(
     })?;
     let ev = events::parse(&bytes).map_err(AppError::BadRequest)?;
     tally.set_event(ev.kind.as_str());
-    tracing::Span::current().record("dedupe_key", ev.event_id.as_str());
+    tracing::Span::current().record("dedupe_key", ev.dedupe_key().as_str());
 
     let (status, handled) = match &ev.kind {
         EventKind::Unknown(kind) => {
@@ -85,7 +85,7 @@ async fn email_webhook(
 
     let elapsed = started.elapsed();
     if elapsed > Duration::from_secs(2) {
-        tracing::warn!(dedupe_key = %ev.event_id, elapsed_ms = elapsed.as_millis() as u64, "slow webhook");
+        tracing::warn!(dedupe_key = %ev.dedupe_key(), elapsed_ms = elapsed.as_millis() as u64, "slow webhook");
     }
     Ok((
         status,
