@@ -65,7 +65,10 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
             .unwrap();
-    assert_eq!(report["schema_version"], 2);
+    assert_eq!(
+        report["schema_version"],
+        incident_lab::report::SCHEMA_VERSION
+    );
     assert_eq!(report["verdict"], "pass");
     assert!(report["environment"]["commit"].as_str().unwrap().len() >= 7);
 
@@ -140,6 +143,34 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
         (inv["lost"].as_u64(), inv["duplicates"].as_u64()),
         (Some(0), Some(0))
     );
+    // ... on every side effect: rows, the lead's counter, the ledger, the GHL call.
+    let effects = inv["effects"].as_array().unwrap();
+    let names: Vec<&str> = effects
+        .iter()
+        .map(|e| e["effect"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "message row",
+            "lead activity",
+            "lead emails_sent",
+            "slot ledger",
+            "GHL contact sync"
+        ]
+    );
+    for e in effects {
+        assert!(e["expected"].as_u64().unwrap() > 100, "{e}");
+        assert_eq!(e["applied"], e["expected"], "{e}");
+        assert_eq!(
+            (e["lost"].as_u64(), e["duplicates"].as_u64()),
+            (Some(0), Some(0)),
+            "{e}"
+        );
+    }
+    // The legacy arms report theirs too (dirty or not, counted).
+    assert_eq!(legacy["invariants"]["effects"].as_array().unwrap().len(), 5);
+    assert!(md_has_effects(&out));
     assert!(!fixed["timeline"].as_array().unwrap().is_empty());
 
     // junit.xml: one testcase per arm × budget plus the arms' checks, well formed.
@@ -223,6 +254,11 @@ fn swap(text: &str, from: &str, to: &str) -> String {
         "the scenario no longer contains {from:?}"
     );
     text.replacen(from, to, 1)
+}
+
+fn md_has_effects(out: &tempfile::TempDir) -> bool {
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    md.contains("## Exactly once, on every effect of EMAIL_SENT")
 }
 
 /// The smoke scenario cut down to one fixed arm, with `edit` applied to its text.

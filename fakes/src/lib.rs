@@ -102,6 +102,10 @@ pub struct Counters {
     pub by_workspace: BTreeMap<Provider, BTreeMap<i64, u64>>,
     /// provider → outcome (`ok`, `503`, `429`, `disconnected`, …) → calls.
     pub by_outcome: BTreeMap<Provider, BTreeMap<String, u64>>,
+    /// provider → the body's `idempotency_key` → calls that succeeded: an external effect,
+    /// counted per event to find the ones made twice.
+    #[serde(default)]
+    pub ok_by_key: BTreeMap<Provider, BTreeMap<String, u64>>,
 }
 
 impl Counters {
@@ -206,7 +210,8 @@ impl Fakes {
 
     /// Rolls the outcome, counts the call as it arrives (a caller that gives up during the
     /// latency still made the call), then waits out the latency knob.
-    async fn call(&self, provider: Provider, workspace: i64) -> Outcome {
+    async fn call(&self, provider: Provider, body: &Value) -> Outcome {
+        let workspace = workspace_of(body);
         let knobs = self.knobs(provider);
         let (delay, roll, truncate) = {
             let mut rng = self.0.rng.lock().expect("rng lock");
@@ -259,6 +264,14 @@ impl Fakes {
                 .or_default()
                 .entry(outcome.label().to_owned())
                 .or_default() += 1;
+            let key = body.get("idempotency_key").and_then(Value::as_str);
+            if let (Some(key), None) = (key, outcome.failure()) {
+                *c.ok_by_key
+                    .entry(provider)
+                    .or_default()
+                    .entry(key.to_owned())
+                    .or_default() += 1;
+            }
         }
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -311,7 +324,7 @@ fn workspace_of(body: &Value) -> i64 {
 }
 
 async fn ghl_upsert(State(f): State<Fakes>, Json(body): Json<Value>) -> Response {
-    let outcome = f.call(Provider::Ghl, workspace_of(&body)).await;
+    let outcome = f.call(Provider::Ghl, &body).await;
     outcome.failure().unwrap_or_else(|| {
         let id = format!(
             "ghl_{}",
@@ -324,7 +337,7 @@ async fn ghl_upsert(State(f): State<Fakes>, Json(body): Json<Value>) -> Response
 }
 
 async fn unipile_send(State(f): State<Fakes>, Json(body): Json<Value>) -> Response {
-    let outcome = f.call(Provider::Unipile, workspace_of(&body)).await;
+    let outcome = f.call(Provider::Unipile, &body).await;
     outcome.failure().unwrap_or_else(|| {
         (
             StatusCode::CREATED,
@@ -335,7 +348,7 @@ async fn unipile_send(State(f): State<Fakes>, Json(body): Json<Value>) -> Respon
 }
 
 async fn ai_draft(State(f): State<Fakes>, Json(body): Json<Value>) -> Response {
-    let outcome = f.call(Provider::Ai, workspace_of(&body)).await;
+    let outcome = f.call(Provider::Ai, &body).await;
     outcome.failure().unwrap_or_else(|| {
         Json(json!({ "text": "Thanks for getting back to me — would Tuesday at 10:00 work for a short call?" }))
             .into_response()
@@ -343,7 +356,7 @@ async fn ai_draft(State(f): State<Fakes>, Json(body): Json<Value>) -> Response {
 }
 
 async fn ai_verify(State(f): State<Fakes>, Json(body): Json<Value>) -> Response {
-    let outcome = f.call(Provider::Ai, workspace_of(&body)).await;
+    let outcome = f.call(Provider::Ai, &body).await;
     let draft = body
         .get("draft")
         .and_then(Value::as_str)

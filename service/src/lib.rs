@@ -34,7 +34,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use config::{Config, Switches};
-pub use state::AppState;
+pub use state::{AppState, Faults};
 
 /// The whole application: every feature's router, observed by [`observe::observe`].
 pub fn app(state: AppState) -> Router {

@@ -89,6 +89,19 @@ impl Tally {
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// Deliberate bugs that break exactly-once, to show the harness's invariant catches each.
+/// They can only be turned on with the `faults` cargo feature (tests), never from the
+/// environment or the admin route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Acknowledge `EMAIL_SENT` and then "crash" before anything commits.
+    pub ack_before_commit: bool,
+    /// Apply the effects of a redelivered `EMAIL_SENT` again (no dedupe check).
+    pub skip_dedupe: bool,
+    /// Increment the lead's `emails_sent` twice.
+    pub double_counter: bool,
+}
+
 pub struct Inner {
     pub config: Config,
     /// The application pool: small, as in production.
@@ -99,6 +112,7 @@ pub struct Inner {
     /// Client for provider calls; fixed paths set per-call timeouts, legacy ones do not.
     pub http: reqwest::Client,
     switches: RwLock<Switches>,
+    faults: RwLock<Faults>,
     waiters: AtomicU64,
     /// Last good counts per scope: the fallback when even the cache table is out of reach.
     pub counts_memory: Mutex<HashMap<String, CachedCounts>>,
@@ -132,6 +146,7 @@ impl AppState {
             .map_err(|e| sqlx::Error::Configuration(e.into()))?;
         Ok(Self(Arc::new(Inner {
             switches: RwLock::new(config.switches),
+            faults: RwLock::new(Faults::default()),
             config,
             pool,
             ops_pool,
@@ -153,6 +168,17 @@ impl AppState {
     /// The current switches (a copy: a flip mid-request does not change that request).
     pub fn switches(&self) -> Switches {
         *self.switches.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The injected faults (none, unless a test built with `faults` injected some).
+    pub fn faults(&self) -> Faults {
+        *self.faults.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Injects `faults` (tests only).
+    #[cfg(feature = "faults")]
+    pub fn inject_faults(&self, faults: Faults) {
+        *self.faults.write().unwrap_or_else(|p| p.into_inner()) = faults;
     }
 
     /// Replaces the switches.

@@ -15,7 +15,9 @@ use loadgen::{Endpoint, Plan, Recording};
 use sqlx::{ConnectOptions, Connection};
 
 use super::figures::{endpoint_reports, load_health};
-use super::invariant::{check_invariant, rows_written, wait_for_sessions_to_end};
+use super::invariant::{
+    baseline, check_invariant, connect, rows_written, wait_for_sessions_to_end,
+};
 use super::verdict::{accounting, accounting_check, judge, load_check, status, Unfinished};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::{plan_for, service_env};
@@ -126,6 +128,12 @@ async fn run_on_clone(
 ) -> anyhow::Result<ArmReport> {
     let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
     let rows_before = rows_written(server, db).await?;
+    let effects_before = {
+        let mut conn = connect(server, db).await?;
+        let b = baseline(&mut conn).await?;
+        conn.close().await?;
+        b
+    };
 
     let secrets = Secrets::random();
     let t0 = Instant::now();
@@ -197,6 +205,12 @@ async fn run_on_clone(
     wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
     let measured_rows = rows_written(server, db).await?.saturating_sub(rows_before);
     let measured_calls = fakes.calls();
+    let ghl_ok_by_key = fakes
+        .fakes
+        .counters()
+        .ok_by_key
+        .remove(&Provider::Ghl)
+        .unwrap_or_default();
     drop(fakes);
 
     let recording = recording.lock().expect("recording lock").clone();
@@ -205,6 +219,8 @@ async fn run_on_clone(
         db,
         &recording,
         (last.queue_queued + last.queue_running) as u64,
+        effects_before,
+        &ghl_ok_by_key,
     )
     .await?;
     std::fs::write(

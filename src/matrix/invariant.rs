@@ -1,16 +1,18 @@
-//! What the database says after an arm: every acknowledged `EMAIL_SENT` applied exactly once,
-//! and how many rows the service really wrote (Postgres's own counters), to check the
+//! What the database and the providers say after an arm: every acknowledged `EMAIL_SENT`
+//! applied exactly once on every side effect it has (message, activity, the lead's counter,
+//! the slot ledger, the GHL call), and how many rows the service really wrote (Postgres's own counters), to check the
 //! service's declared `x-db-writes` against.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use loadgen::Recording;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::postgres::PgServer;
-use crate::report::Invariants;
+use crate::report::{EffectCount, Invariants};
 
-async fn connect(server: &PgServer, db: &str) -> anyhow::Result<PgConnection> {
+pub(crate) async fn connect(server: &PgServer, db: &str) -> anyhow::Result<PgConnection> {
     Ok(server
         .connect_options(db)
         .options([("statement_timeout", "0")])
@@ -18,32 +20,147 @@ async fn connect(server: &PgServer, db: &str) -> anyhow::Result<PgConnection> {
         .await?)
 }
 
-/// Every acknowledged `EMAIL_SENT` has exactly one message row after the drain.
+/// What the counters an `EMAIL_SENT` increments stood at before the load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Baseline {
+    /// Σ `leads.emails_sent`.
+    pub emails_sent: i64,
+    /// Σ `slot_offer_ledger.offered`.
+    pub ledger: i64,
+}
+
+/// The counters now.
+pub async fn baseline(conn: &mut PgConnection) -> anyhow::Result<Baseline> {
+    let (emails_sent, ledger): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(emails_sent), 0) FROM leads)::int8,
+                (SELECT coalesce(sum(offered), 0) FROM slot_offer_ledger)::int8",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Baseline {
+        emails_sent,
+        ledger,
+    })
+}
+
+/// Rows per event id → the effect's count against the `expected` ids.
+fn per_id(effect: &str, expected: &[String], rows: &BTreeMap<String, i64>) -> EffectCount {
+    let applied = expected.iter().filter(|id| rows.contains_key(*id)).count() as u64;
+    EffectCount {
+        effect: effect.to_owned(),
+        expected: expected.len() as u64,
+        applied,
+        duplicates: rows.values().map(|n| (*n as u64).saturating_sub(1)).sum(),
+        lost: expected.len() as u64 - applied,
+    }
+}
+
+/// A counter that must have grown by exactly `expected`.
+fn counter(effect: &str, expected: u64, grown: i64) -> EffectCount {
+    let grown = grown.max(0) as u64;
+    EffectCount {
+        effect: effect.to_owned(),
+        expected,
+        applied: grown.min(expected),
+        duplicates: grown.saturating_sub(expected),
+        lost: expected.saturating_sub(grown),
+    }
+}
+
+/// Successful provider calls by idempotency key → once per applied event; a call for an event
+/// that never applied counts as a duplicate too (an effect without its cause).
+fn provider_calls(
+    effect: &str,
+    applied: &[String],
+    ok_by_key: &BTreeMap<String, u64>,
+) -> EffectCount {
+    let keys: BTreeMap<String, &String> = applied
+        .iter()
+        .map(|id| (incident_wire::redact(&format!("email:EMAIL_SENT:{id}")), id))
+        .collect();
+    let called = keys.keys().filter(|k| ok_by_key.contains_key(*k)).count() as u64;
+    let duplicates = ok_by_key
+        .iter()
+        .map(|(k, n)| if keys.contains_key(k) { n - 1 } else { *n })
+        .sum();
+    EffectCount {
+        effect: effect.to_owned(),
+        expected: applied.len() as u64,
+        applied: called,
+        duplicates,
+        lost: applied.len() as u64 - called,
+    }
+}
+
+async fn rows_by_id(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    ids: &[String],
+) -> anyhow::Result<BTreeMap<String, i64>> {
+    let found: Vec<(String, i64)> = sqlx::query_as(sql).bind(ids).fetch_all(conn).await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Counts every side effect of `EMAIL_SENT` after the drain: the message row and the lead
+/// activity per acknowledged event id; the lead's `emails_sent`, the slot ledger and the GHL
+/// contact sync once per applied event (whether or not its acknowledgement arrived).
+pub async fn effects(
+    conn: &mut PgConnection,
+    acked: &[String],
+    before: Baseline,
+    ghl_ok_by_key: &BTreeMap<String, u64>,
+) -> anyhow::Result<Vec<EffectCount>> {
+    let messages = rows_by_id(
+        conn,
+        "SELECT provider_event_id, count(*) FROM messages WHERE provider_event_id = ANY($1) GROUP BY 1",
+        acked,
+    )
+    .await?;
+    let activities = rows_by_id(
+        conn,
+        "SELECT provider_event_id, count(*) FROM lead_activities
+         WHERE kind = 'email_sent' AND provider_event_id = ANY($1) GROUP BY 1",
+        acked,
+    )
+    .await?;
+    let applied: Vec<String> = sqlx::query_scalar(
+        "SELECT provider_event_id FROM messages WHERE provider_event_id IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let now = baseline(conn).await?;
+    let n = applied.len() as u64;
+    Ok(vec![
+        per_id("message row", acked, &messages),
+        per_id("lead activity", acked, &activities),
+        counter("lead emails_sent", n, now.emails_sent - before.emails_sent),
+        counter("slot ledger", n, now.ledger - before.ledger),
+        provider_calls("GHL contact sync", &applied, ghl_ok_by_key),
+    ])
+}
+
+/// Every acknowledged `EMAIL_SENT` applied exactly once, on every effect, after the drain.
 pub(crate) async fn check_invariant(
     server: &PgServer,
     db: &str,
     recording: &Recording,
     undrained: u64,
+    before: Baseline,
+    ghl_ok_by_key: &BTreeMap<String, u64>,
 ) -> anyhow::Result<Invariants> {
     let acked: Vec<String> = recording.acked.iter().cloned().collect();
     let mut conn = connect(server, db).await?;
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT provider_event_id, count(*) FROM messages WHERE provider_event_id = ANY($1) GROUP BY 1",
-    )
-    .bind(&acked)
-    .fetch_all(&mut conn)
-    .await?;
+    let effects = effects(&mut conn, &acked, before, ghl_ok_by_key).await?;
     conn.close().await?;
-    let applied = counts.len() as u64;
-    let duplicates = counts.iter().filter(|(_, n)| *n > 1).count() as u64;
-    let lost = acked.len() as u64 - applied;
+    let message = &effects[0];
     Ok(Invariants {
         acked: acked.len() as u64,
-        applied,
-        duplicates,
-        lost,
+        applied: message.applied,
+        duplicates: message.duplicates,
+        lost: message.lost,
         undrained_jobs: undrained,
-        holds: lost == 0 && duplicates == 0,
+        holds: effects.iter().all(EffectCount::clean),
+        effects,
     })
 }
 

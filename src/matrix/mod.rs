@@ -16,7 +16,7 @@
 
 mod arm;
 pub mod figures;
-mod invariant;
+pub mod invariant;
 pub mod verdict;
 pub mod watch;
 mod wiring;

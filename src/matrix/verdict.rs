@@ -81,10 +81,7 @@ pub fn judge(
             checks.push(check(
                 "every acknowledged EMAIL_SENT applied exactly once",
                 inv.holds && inv.acked > 0,
-                format!(
-                    "{} acked, {} applied, {} lost, {} duplicated",
-                    inv.acked, inv.applied, inv.lost, inv.duplicates
-                ),
+                invariant_detail(inv),
             ));
         }
         Expect::Incident => {
@@ -319,6 +316,30 @@ pub fn attribution(arms: &[ArmReport], scenario: &Scenario) -> Vec<Attribution> 
     out
 }
 
+/// The invariant in a line: the message rows, then every effect that is not clean, by name.
+pub fn invariant_detail(inv: &Invariants) -> String {
+    let mut text = format!(
+        "{} acked, {} applied, {} lost, {} duplicated",
+        inv.acked, inv.applied, inv.lost, inv.duplicates
+    );
+    let dirty: Vec<String> = inv
+        .effects
+        .iter()
+        .filter(|e| !e.clean())
+        .map(|e| {
+            format!(
+                "{} ({} of {} applied, {} lost, {} duplicated)",
+                e.effect, e.applied, e.expected, e.lost, e.duplicates
+            )
+        })
+        .collect();
+    if !dirty.is_empty() {
+        text.push_str("; not exactly once: ");
+        text.push_str(&dirty.join(", "));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     //! Each check broken on purpose with hand-made figures, and seen to fire.
@@ -498,6 +519,27 @@ max_statement_timeouts = 0
         assert_eq!(
             failed(&judge(&s, Expect::Fixed, &fixed_endpoints(), 0, &lost)),
             vec!["every acknowledged EMAIL_SENT applied exactly once"]
+        );
+        // A doubled side effect fails the arm, and the check names the effect.
+        let doubled = Invariants {
+            holds: false,
+            effects: vec![crate::report::EffectCount {
+                effect: "lead emails_sent".into(),
+                expected: 50,
+                applied: 50,
+                duplicates: 50,
+                lost: 0,
+            }],
+            ..clean()
+        };
+        let checks = judge(&s, Expect::Fixed, &fixed_endpoints(), 0, &doubled);
+        let broken = checks.iter().find(|c| !c.passed).unwrap();
+        assert!(
+            broken
+                .detail
+                .contains("lead emails_sent (50 of 50 applied, 0 lost, 50 duplicated)"),
+            "{}",
+            broken.detail
         );
         // Nothing acknowledged proves nothing.
         let none = Invariants {

@@ -98,6 +98,52 @@ pub fn table(r: &Report) -> String {
     out
 }
 
+/// Exactly once, on every side effect of EMAIL_SENT: one row per arm, one column per effect,
+/// each `applied/expected` with what was lost or duplicated.
+pub fn effects(r: &Report) -> String {
+    let mut out = String::new();
+    let Some(names) = r
+        .arms
+        .iter()
+        .find(|a| !a.invariants.effects.is_empty())
+        .map(|a| {
+            a.invariants
+                .effects
+                .iter()
+                .map(|e| e.effect.clone())
+                .collect::<Vec<_>>()
+        })
+    else {
+        return out;
+    };
+    let _ = writeln!(out, "\n## Exactly once, on every effect of EMAIL_SENT\n");
+    let _ = writeln!(
+        out,
+        "Applied / expected per effect; `-N` lost, `+N` duplicated. Rows are counted per acknowledged event, counters and the GHL call per applied event.\n"
+    );
+    let _ = writeln!(out, "| arm | {} |", names.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(names.len()));
+    for a in &r.arms {
+        let cells: Vec<String> = a
+            .invariants
+            .effects
+            .iter()
+            .map(|e| {
+                let mut cell = format!("{}/{}", e.applied, e.expected);
+                if e.lost > 0 {
+                    cell.push_str(&format!(" −{}", e.lost));
+                }
+                if e.duplicates > 0 {
+                    cell.push_str(&format!(" +{}", e.duplicates));
+                }
+                cell
+            })
+            .collect();
+        let _ = writeln!(out, "| `{}` | {} |", a.name, cells.join(" | "));
+    }
+    out
+}
+
 /// The whole report.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -134,6 +180,7 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "- `{}`: {} — {}", a.name, c.name, c.detail);
         }
     }
+    out.push_str(&effects(r));
     let _ = writeln!(out, "\n## Where the time went\n");
     let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");
     for a in &r.arms {

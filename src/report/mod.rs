@@ -17,7 +17,7 @@ use crate::scenario::Expect;
 
 /// Bumped on any incompatible change of `report.json`. 2: arm `status` (inconclusive), the
 /// load generator's per-stream figures, service-side latency, the writes/calls accounting.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The run's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -224,7 +224,34 @@ pub struct Invariants {
     pub lost: u64,
     /// Jobs still queued or running after the drain.
     pub undrained_jobs: u64,
+    /// Every side effect of an EMAIL_SENT, counted (schema 3).
+    #[serde(default)]
+    pub effects: Vec<EffectCount>,
+    /// No effect lost or duplicated.
     pub holds: bool,
+}
+
+/// One side effect of EMAIL_SENT, counted after the drain: each event must cause it once.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EffectCount {
+    /// What is counted, e.g. `lead emails_sent`.
+    pub effect: String,
+    /// Events that must have caused it: the acknowledged ones for the rows found by event id,
+    /// the applied ones (message rows) for counters and provider calls.
+    pub expected: u64,
+    /// Of those, the ones that caused it.
+    pub applied: u64,
+    /// Times it happened beyond once per event (or for an event that never applied).
+    pub duplicates: u64,
+    /// Expected and not there.
+    pub lost: u64,
+}
+
+impl EffectCount {
+    /// Neither lost nor duplicated.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicates == 0
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

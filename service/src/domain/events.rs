@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
-use crate::domain::{ledger, steps::Steps};
+use crate::domain::{jobs, ledger, steps::Steps};
 use crate::error::AppError;
 use crate::providers::{self, Provider};
 use crate::state::{AppState, Tally};
@@ -169,6 +169,7 @@ fn unknown_workspace(id: i64) -> AppError {
 /// The database effects of `EMAIL_SENT`, in the caller's transaction: four rows and the lead's
 /// pending follow-ups, or one row (the lead upsert) when the event was seen before. Returns the lead id when the effects were applied.
 async fn sent_effects(
+    state: &AppState,
     tx: &mut PgConnection,
     tally: &Tally,
     ev: &EmailEvent,
@@ -203,16 +204,18 @@ async fn sent_effects(
     .rows_affected();
     tally.wrote(inserted);
     steps.mark("message_insert");
-    if inserted == 0 {
+    let faults = state.faults();
+    if inserted == 0 && !faults.skip_dedupe {
         return Ok(None);
     }
     let updated = sqlx::query(
-        "UPDATE leads SET emails_sent = emails_sent + 1, last_message_at = greatest(last_message_at, $2),
+        "UPDATE leads SET emails_sent = emails_sent + $3, last_message_at = greatest(last_message_at, $2),
                           status = CASE WHEN status = 'new' THEN 'contacted' ELSE status END
          WHERE id = $1",
     )
     .bind(lead_id)
     .bind(ev.occurred_at)
+    .bind(if faults.double_counter { 2 } else { 1 })
     .execute(&mut *tx)
     .await?;
     tally.wrote(updated.rows_affected());
@@ -236,9 +239,26 @@ async fn sent_effects(
 }
 
 /// The GHL contact sync: the lead's email leaves only as a one-way hash.
+/// The GHL contact upsert an `EMAIL_SENT` causes.
+pub fn contact_body(ev: &EmailEvent) -> serde_json::Value {
+    // The idempotency key lets the provider (and the harness's count of its calls) tell a
+    // repeated call from a new one; hashed, as every identifier leaving the service.
+    json!({
+        "workspace_id": ev.workspace_id,
+        "email_hash": incident_wire::redact(&ev.lead_email),
+        "idempotency_key": incident_wire::redact(&ev.dedupe_key()),
+    })
+}
+
 async fn sync_contact(state: &AppState, tally: &Tally, ev: &EmailEvent) -> Result<(), AppError> {
-    let body = json!({ "workspace_id": ev.workspace_id, "email_hash": incident_wire::redact(&ev.lead_email) });
-    providers::call(state, tally, Provider::Ghl, "/contacts/upsert", &body).await?;
+    providers::call(
+        state,
+        tally,
+        Provider::Ghl,
+        "/contacts/upsert",
+        &contact_body(ev),
+    )
+    .await?;
     Ok(())
 }
 
@@ -253,7 +273,7 @@ pub async fn apply_sent_sync(
     let mut conn = state.acquire(tally).await?;
     steps.mark("acquire");
     let mut tx = conn.begin().await?;
-    let Some(_lead) = sent_effects(&mut tx, tally, ev, &mut steps).await? else {
+    let Some(_lead) = sent_effects(state, &mut tx, tally, ev, &mut steps).await? else {
         tx.commit().await?;
         return Ok(Handled::Duplicate);
     };
@@ -295,7 +315,7 @@ pub async fn apply_sent_job(
     let applied = {
         let mut conn = state.acquire(tally).await?;
         let mut tx = conn.begin().await?;
-        let applied = sent_effects(&mut tx, tally, ev, &mut steps).await?;
+        let applied = sent_effects(state, &mut tx, tally, ev, &mut steps).await?;
         if applied.is_some() {
             count_send(state, tally, &mut tx, ev).await?;
         }
@@ -306,14 +326,17 @@ pub async fn apply_sent_job(
         return Ok(Handled::Duplicate);
     }
     if let Err(e) = sync_contact(state, tally, ev).await {
-        // The contact sync is best effort; the category is counted, the job is still done.
+        // Not lost: the sync goes back to the queue, retried with backoff like any job.
         if let Some(c) = e.category() {
             tally.note(c);
         }
         tracing::warn!(
             category = e.category().map(|c| c.as_str()),
-            "GHL contact sync failed after retries"
+            dedupe_key = %ev.dedupe_key(),
+            "GHL contact sync failed after retries; queued"
         );
+        let mut conn = state.acquire(tally).await?;
+        jobs::enqueue_ghl_sync(&mut conn, tally, ev).await?;
     }
     steps.log("job EMAIL_SENT");
     Ok(Handled::Applied)

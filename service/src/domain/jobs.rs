@@ -17,6 +17,28 @@ use crate::state::Tally;
 /// The job kind for a queued `EMAIL_SENT`.
 pub const EMAIL_SENT: &str = "email_sent";
 
+/// The job kind for a GHL contact sync that failed inline and is retried from the queue.
+pub const GHL_SYNC: &str = "ghl_sync";
+
+/// Queues the GHL contact sync of `ev` (one write; a second one for the event is a no-op).
+pub async fn enqueue_ghl_sync(
+    conn: &mut PgConnection,
+    tally: &Tally,
+    ev: &EmailEvent,
+) -> Result<(), AppError> {
+    let written = sqlx::query(
+        "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ($1, $2, $3)
+         ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(GHL_SYNC)
+    .bind(format!("ghl:{}", ev.dedupe_key()))
+    .bind(crate::domain::events::contact_body(ev))
+    .execute(conn)
+    .await?;
+    tally.wrote(written.rows_affected());
+    Ok(())
+}
+
 /// The outcome of an enqueue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {

@@ -160,6 +160,16 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
                 .map_err(JobFailure::from),
             Err(e) => Err(JobFailure::Poison(e)),
         },
+        jobs::GHL_SYNC => providers::call(
+            state,
+            tally,
+            Provider::Ghl,
+            "/contacts/upsert",
+            &job.payload,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| JobFailure::Effect(e.into())),
         other => Err(JobFailure::Poison(format!("unknown job kind {other:?}"))),
     };
     let mut conn = state.acquire(tally).await?;

@@ -63,6 +63,10 @@ async fn email_webhook(
             tracing::info!(kind = %kind, "unknown event type ignored");
             (StatusCode::ACCEPTED, Handled::Ignored)
         }
+        // A deliberate bug (tests only): acknowledged, then "crashed" before any commit.
+        EventKind::Sent if state.faults().ack_before_commit => {
+            (StatusCode::ACCEPTED, Handled::Accepted)
+        }
         EventKind::Sent if state.switches().email_sent_async => {
             let raw: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
