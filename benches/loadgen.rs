@@ -23,6 +23,7 @@ fn plan(rate: f64, secs: u64) -> Plan {
             arrival: Arrival::Constant { rate },
             retry: None,
             max_in_flight: 10,
+            delivery: Default::default(),
         }],
         duration: Duration::from_secs(secs),
         seed: 1,
@@ -55,6 +56,7 @@ fn recording(c: &mut Criterion) {
         db_writes: Some(1),
         external_calls: Some(0),
         retry: false,
+        delivery: loadgen::Delivery::Original,
         categories: Vec::new(),
     };
     let samples: Vec<Sample> = (0..10_000).map(sample).collect();

@@ -131,6 +131,16 @@ pub struct RetrySpec {
     pub max: u8,
 }
 
+/// `redeliver = { share = 5.0, after = "2s" }`: that share (%) of acknowledged events is sent
+/// again after that long, as at-least-once providers do.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeliverSpec {
+    pub share: f64,
+    #[serde(with = "incident_wire::duration")]
+    pub after: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamSpec {
@@ -140,6 +150,10 @@ pub struct StreamSpec {
     pub event: Option<String>,
     pub arrival: loadgen::Arrival,
     pub retry: Option<RetrySpec>,
+    /// Webhooks: redeliveries of acknowledged events.
+    pub redeliver: Option<RedeliverSpec>,
+    /// Webhooks: share (%) of events sent twice at the same time.
+    pub concurrent_duplicates: Option<f64>,
     /// Sessions: workspaces per user (an agency view when > 1).
     #[serde(default = "one")]
     pub scope_workspaces: u32,
@@ -159,6 +173,15 @@ impl StreamSpec {
     /// The stream's resolved concurrency.
     pub fn in_flight(&self) -> usize {
         self.max_in_flight.unwrap_or(1)
+    }
+
+    /// The at-least-once delivery this stream declares.
+    pub fn delivery(&self) -> loadgen::AtLeastOnce {
+        loadgen::AtLeastOnce {
+            redeliver_pct: self.redeliver.map_or(0.0, |r| r.share),
+            redeliver_after: self.redeliver.map_or(Duration::ZERO, |r| r.after),
+            duplicate_pct: self.concurrent_duplicates.unwrap_or(0.0),
+        }
     }
 
     /// The loadgen retry policy this stream declares.
@@ -463,6 +486,19 @@ impl Scenario {
                         .into(),
                 ));
             }
+            let shares = [
+                st.redeliver.map(|r| ("redeliver.share", r.share)),
+                st.concurrent_duplicates
+                    .map(|d| ("concurrent_duplicates", d)),
+            ];
+            for (field, share) in shares.into_iter().flatten() {
+                if st.endpoint != EndpointKind::Webhook {
+                    return Err(bad(format!("field `{field}` is for webhooks only")));
+                }
+                if !(0.0..=100.0).contains(&share) {
+                    return Err(bad(format!("field `{field}` = {share} must be 0–100 (%)")));
+                }
+            }
             if st.max_in_flight == Some(0) {
                 return Err(bad("field `max_in_flight` must be at least 1".into()));
             }
@@ -472,6 +508,7 @@ impl Scenario {
                 loadgen::Stream::default_max_in_flight(
                     &st.arrival,
                     retry.as_ref(),
+                    &st.delivery(),
                     duration,
                     client_timeout,
                 )

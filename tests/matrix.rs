@@ -168,6 +168,13 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
             "{e}"
         );
     }
+    // ... with the provider's redeliveries and concurrent duplicates in the traffic.
+    let streams = fixed["load"]["streams"].as_array().unwrap();
+    let sum = |field: &str| -> u64 { streams.iter().map(|s| s[field].as_u64().unwrap()).sum() };
+    assert!(
+        sum("duplicates") > 0 && sum("redeliveries") > 0,
+        "{streams:?}"
+    );
     // The legacy arms report theirs too (dirty or not, counted).
     assert_eq!(legacy["invariants"]["effects"].as_array().unwrap().len(), 5);
     assert!(md_has_effects(&out));
@@ -409,6 +416,28 @@ fn scenario_errors_exit_2_with_file_and_line() {
             "wrong-type.toml",
             tiny_scenario(|s| swap(&s, "pool_max = 10", "pool_max = \"ten\"")),
             "pool_max",
+        ),
+        (
+            "redelivered-page.toml",
+            tiny_scenario(|s| {
+                swap(
+                    &s,
+                    "signed_out_pct = 10.0",
+                    "signed_out_pct = 10.0\nredeliver = { share = 2.0, after = \"1s\" }",
+                )
+            }),
+            "for webhooks only",
+        ),
+        (
+            "duplicate-share.toml",
+            tiny_scenario(|s| {
+                swap(
+                    &s,
+                    "concurrent_duplicates = 1.0",
+                    "concurrent_duplicates = 120.0",
+                )
+            }),
+            "must be 0–100",
         ),
         (
             "unknown-endpoint.toml",

@@ -14,7 +14,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::plan::Scheduled;
+use crate::plan::{Delivery, Scheduled};
 
 /// An arrival a user took, and when (from the schedule's time zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +109,9 @@ impl Dispatcher {
             .iter()
             .map(|q| {
                 let q = q.lock().expect("queue lock");
-                q.iter().filter(|Reverse(s)| s.attempt == 0).count() as u64
+                q.iter()
+                    .filter(|Reverse(s)| s.attempt == 0 && s.delivery == Delivery::Original)
+                    .count() as u64
             })
             .sum()
     }
@@ -137,6 +139,7 @@ mod tests {
                 stream,
                 seq,
                 attempt: 0,
+                delivery: Delivery::Original,
             })
             .collect()
     }

@@ -24,7 +24,7 @@ use goose::goose::{
 use goose::GooseAttack;
 
 use crate::dispatch::{Dispatcher, Taken};
-use crate::plan::{Plan, Scheduled};
+use crate::plan::{AtLeastOnce, Delivery, Plan, Scheduled, REDELIVER_SALT};
 use crate::record::{Outcome, Recording, Sample};
 
 /// Why a run could not happen.
@@ -164,6 +164,7 @@ impl Shared {
             db_writes: writes,
             external_calls: calls,
             retry: item.attempt > 0,
+            delivery: item.delivery,
             categories,
         };
         {
@@ -174,9 +175,36 @@ impl Shared {
             }
         }
         self.maybe_retry(item, outcome, sample.ended);
+        if outcome.is_success() {
+            self.maybe_redeliver(item, sample.ended);
+        }
         self.dispatch.finished();
         self.finish_if_done();
         Ok(())
+    }
+
+    /// Sends an acknowledged event again later, as an at-least-once provider does for a share
+    /// of them (once per event, within the run).
+    fn maybe_redeliver(&self, item: Scheduled, ended: Duration) {
+        let d = &self.plan.streams[item.stream].delivery;
+        let at = ended + d.redeliver_after;
+        if item.delivery == Delivery::Original
+            && at < self.plan.duration
+            && AtLeastOnce::picked(
+                self.plan.seed,
+                item.stream,
+                item.seq,
+                REDELIVER_SALT,
+                d.redeliver_pct,
+            )
+        {
+            self.dispatch.requeue(Scheduled {
+                at,
+                attempt: 0,
+                delivery: Delivery::Redelivery,
+                ..item
+            });
+        }
     }
 
     /// Puts a failed send back in its stream's queue, as the provider would, within the run.

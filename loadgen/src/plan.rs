@@ -115,6 +115,35 @@ impl RetryPolicy {
     }
 }
 
+/// At-least-once delivery, as email providers do it: some acknowledged events are sent again
+/// later (same id and body, a fresh signature), some are sent twice at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AtLeastOnce {
+    /// Share of acknowledged events sent again, in %.
+    pub redeliver_pct: f64,
+    /// How long after the acknowledgement.
+    #[serde(with = "incident_wire::duration")]
+    pub redeliver_after: Duration,
+    /// Share of events sent twice at the same intended time, in %.
+    pub duplicate_pct: f64,
+}
+
+impl AtLeastOnce {
+    /// Whether event `seq` of stream `stream` is picked for a share `pct` (deterministic by
+    /// `seed`; `salt` keeps the two choices independent).
+    pub fn picked(seed: u64, stream: usize, seq: u64, salt: u64, pct: f64) -> bool {
+        if pct <= 0.0 {
+            return false;
+        }
+        let h = crate::traffic::mix(seed ^ salt ^ ((stream as u64) << 48) ^ seq);
+        (h % 1_000_000) as f64 / 10_000.0 < pct
+    }
+}
+
+/// Salts of [`AtLeastOnce::picked`].
+pub(crate) const DUPLICATE_SALT: u64 = 0xD0;
+pub(crate) const REDELIVER_SALT: u64 = 0x8E;
+
 /// One traffic stream: what to send and when, and how many of its requests may be in flight.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stream {
@@ -126,6 +155,9 @@ pub struct Stream {
     /// pool: one stream's slow requests never delay another stream's sends. Beyond it, this
     /// stream's arrivals start late.
     pub max_in_flight: usize,
+    /// Redeliveries and concurrent duplicates (webhook streams).
+    #[serde(default)]
+    pub delivery: AtLeastOnce,
 }
 
 impl Stream {
@@ -144,10 +176,12 @@ impl Stream {
     pub fn default_max_in_flight(
         arrival: &Arrival,
         retry: Option<&RetryPolicy>,
+        delivery: &AtLeastOnce,
         duration: Duration,
         client_timeout: Duration,
     ) -> usize {
-        let peak = Self::peak_rate(arrival, duration);
+        let peak = Self::peak_rate(arrival, duration)
+            * (1.0 + (delivery.duplicate_pct + delivery.redeliver_pct) / 100.0);
         let attempts = 1.0 + retry.map_or(0.0, |r| f64::from(r.max));
         let need = peak * attempts * client_timeout.as_secs_f64() + peak;
         (need.ceil() as usize).clamp(1, MAX_DEFAULT_IN_FLIGHT)
@@ -181,6 +215,18 @@ pub struct Plan {
     pub run_id: String,
 }
 
+/// What a send is to the event it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Delivery {
+    /// The first delivery (and its retries).
+    #[default]
+    Original,
+    /// A second copy sent at the same intended time.
+    Duplicate,
+    /// Sent again after it was acknowledged.
+    Redelivery,
+}
+
 /// One intended send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Scheduled {
@@ -191,6 +237,8 @@ pub struct Scheduled {
     pub seq: u64,
     /// 0 for the original, 1.. for retries.
     pub attempt: u8,
+    /// Original, duplicate or redelivery (retries keep their delivery's kind).
+    pub delivery: Delivery,
 }
 
 /// Integration step of the arrival processes.
@@ -238,11 +286,26 @@ impl Plan {
                 )
                 .into_iter()
                 .enumerate()
-                .map(move |(seq, at)| Scheduled {
-                    at,
-                    stream: i,
-                    seq: seq as u64,
-                    attempt: 0,
+                .flat_map(move |(seq, at)| {
+                    let original = Scheduled {
+                        at,
+                        stream: i,
+                        seq: seq as u64,
+                        attempt: 0,
+                        delivery: Delivery::Original,
+                    };
+                    let twice = AtLeastOnce::picked(
+                        self.seed,
+                        i,
+                        seq as u64,
+                        DUPLICATE_SALT,
+                        s.delivery.duplicate_pct,
+                    );
+                    let copy = twice.then_some(Scheduled {
+                        delivery: Delivery::Duplicate,
+                        ..original
+                    });
+                    std::iter::once(original).chain(copy)
                 })
             })
             .collect();
@@ -325,6 +388,35 @@ mod tests {
             "timeouts not in this policy"
         );
         assert_eq!(at(0, Outcome::Status(503), 28), None, "past the run's end");
+    }
+
+    #[test]
+    fn picked_shares_match_their_percentage_and_are_deterministic() {
+        let picked = |pct, salt| {
+            (0..100_000u64)
+                .filter(|seq| AtLeastOnce::picked(53, 1, *seq, salt, pct))
+                .count()
+        };
+        assert_eq!(picked(0.0, DUPLICATE_SALT), 0);
+        assert_eq!(picked(100.0, DUPLICATE_SALT), 100_000);
+        let five = picked(5.0, DUPLICATE_SALT);
+        assert!((4_700..=5_300).contains(&five), "{five}");
+        assert_eq!(
+            five,
+            picked(5.0, DUPLICATE_SALT),
+            "the same run picks the same events"
+        );
+        // The two choices are independent: redelivery does not pick the duplicated ones.
+        let both = (0..100_000u64)
+            .filter(|seq| {
+                AtLeastOnce::picked(53, 1, *seq, DUPLICATE_SALT, 10.0)
+                    && AtLeastOnce::picked(53, 1, *seq, REDELIVER_SALT, 10.0)
+            })
+            .count();
+        assert!(
+            (800..=1_200).contains(&both),
+            "{both} picked by both at 10 % each"
+        );
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct Sample {
     pub external_calls: Option<u32>,
     /// A retry of an earlier failed send.
     pub retry: bool,
+    /// Original, a concurrent duplicate, or a redelivery of an acknowledged event.
+    pub delivery: crate::plan::Delivery,
     /// Error categories the service reported (`x-error-category`).
     pub categories: Vec<String>,
 }
@@ -187,8 +189,14 @@ impl EndpointRecording {
 /// How well the generator kept one stream's schedule.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StreamRecording {
-    /// Sends (originals and retries).
+    /// Sends (originals, retries, duplicates and redeliveries).
     pub requests: u64,
+    /// Of those, second copies sent at the same time as the original.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Of those, redeliveries of acknowledged events.
+    #[serde(default)]
+    pub redeliveries: u64,
     /// Sends that started more than `late_after` after their intended time.
     pub late: u64,
     /// Of those, the ones no user of the stream was free for (its concurrency ran out).
@@ -204,6 +212,8 @@ impl StreamRecording {
     /// Adds `other` into this one.
     pub fn merge(&mut self, other: &StreamRecording) {
         self.requests += other.requests;
+        self.duplicates += other.duplicates;
+        self.redeliveries += other.redeliveries;
         self.late += other.late;
         self.late_no_user += other.late_no_user;
         self.late_wakeup += other.late_wakeup;
@@ -246,6 +256,11 @@ impl Recording {
         }
         let st = self.streams.entry(s.stream.clone()).or_default();
         st.requests += 1;
+        match s.delivery {
+            crate::plan::Delivery::Original => {}
+            crate::plan::Delivery::Duplicate => st.duplicates += 1,
+            crate::plan::Delivery::Redelivery => st.redeliveries += 1,
+        }
         st.lateness.record(lateness);
         if late {
             st.late += 1;
@@ -300,6 +315,7 @@ mod tests {
             db_writes: Some(1),
             external_calls: Some(0),
             retry: false,
+            delivery: crate::plan::Delivery::Original,
             categories: if intended_ms.is_multiple_of(2) {
                 vec!["db_timeout".into()]
             } else {

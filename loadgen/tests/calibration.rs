@@ -77,6 +77,7 @@ fn stream(name: &str, path: &str, rate: f64, max_in_flight: usize) -> Stream {
         arrival: Arrival::Constant { rate },
         retry: None,
         max_in_flight,
+        delivery: Default::default(),
     }
 }
 
@@ -187,4 +188,39 @@ fn a_saturated_stream_leaves_another_untouched() {
         .quantile_ms(0.95)
         .unwrap();
     assert!(p95 < 50.0, "the fast stream's p95 is {p95} ms");
+}
+
+/// At-least-once delivery: the scheduled duplicates are sent at their original's time, and a
+/// share of acknowledged sends comes back once, `after` later, within the run — no more.
+#[test]
+fn duplicates_and_redeliveries_are_sent_as_declared() {
+    let mut s = stream("at-least-once", "/fixed", 50.0, 20);
+    s.delivery = loadgen::AtLeastOnce {
+        redeliver_pct: 30.0,
+        redeliver_after: Duration::from_millis(500),
+        duplicate_pct: 20.0,
+    };
+    let make = |base| plan(base, vec![s.clone()], 4);
+    let scheduled = make(String::new()).schedule();
+    let duplicates = scheduled
+        .iter()
+        .filter(|x| x.delivery == loadgen::Delivery::Duplicate)
+        .count() as u64;
+    let originals = scheduled.len() as u64 - duplicates;
+    let (rec, _) = attack(make);
+
+    let st = &rec.streams["at-least-once"];
+    assert_eq!(originals, 200);
+    assert!(
+        (25..=55).contains(&duplicates),
+        "{duplicates} of 200 at 20 %"
+    );
+    assert_eq!(st.duplicates, duplicates);
+    // Originals acknowledged before 3.5 s can come back; about 30 % of those.
+    assert!(
+        (35..=75).contains(&st.redeliveries),
+        "{} redeliveries",
+        st.redeliveries
+    );
+    assert_eq!(st.requests, originals + duplicates + st.redeliveries);
 }

@@ -16,7 +16,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::figures::{endpoint_reports, load_health};
 use super::invariant::{
-    baseline, check_invariant, connect, rows_written, wait_for_sessions_to_end,
+    baseline, check_invariant, connect, rows_since, rows_written, wait_for_sessions_to_end,
 };
 use super::verdict::{accounting, accounting_check, judge, load_check, status, Unfinished};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
@@ -203,7 +203,8 @@ async fn run_on_clone(
     let declared = last.writes_and_calls();
     service.stop().await;
     wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
-    let measured_rows = rows_written(server, db).await?.saturating_sub(rows_before);
+    let rows_by_table = rows_since(&rows_before, &rows_written(server, db).await?);
+    let measured_rows = rows_by_table.values().sum();
     let measured_calls = fakes.calls();
     let ghl_ok_by_key = fakes
         .fakes
@@ -237,7 +238,7 @@ async fn run_on_clone(
     let offset_s = loadgen::engine::START_DELAY.as_secs_f64();
     let endpoints = endpoint_reports(scenario, &recording, &scrapes, offset_s);
     let load = load_health(scenario, &plan, &recording, cpu);
-    let accounting = accounting(
+    let mut accounting = accounting(
         (declared.0 as u64, declared.1 as u64),
         (measured_rows, measured_calls),
         &unfinished(
@@ -245,7 +246,9 @@ async fn run_on_clone(
             &endpoints,
             errors.get("client_abort").copied().unwrap_or(0),
         ),
+        load.streams.iter().map(|s| s.duplicates).sum(),
     );
+    accounting.rows_by_table = rows_by_table;
     let mut checks = vec![load_check(&load)];
     checks.extend(judge(
         scenario,

@@ -61,11 +61,15 @@ pub(crate) fn service_side(
             .map(|r| r.duration.clone())
             .unwrap_or_default()
     };
+    // The service records a request when it ends, up to the function limit after it arrived:
+    // a phase's requests are the ones that ended from its start to its end plus that limit.
+    let limit_s = scenario.service.request_timeout.as_secs_f64();
     let phases = scenario
         .phases
         .iter()
         .map(|p| {
-            let h = at(p.to.as_secs_f64() + offset_s).since(&at(p.from.as_secs_f64() + offset_s));
+            let h = at(p.to.as_secs_f64() + limit_s + offset_s)
+                .since(&at(p.from.as_secs_f64() + offset_s));
             PhaseFigures {
                 phase: p.name.clone(),
                 requests: h.count as u64,
@@ -220,6 +224,8 @@ fn stream_load(
         endpoint,
         max_in_flight,
         requests: s.requests,
+        duplicates: s.duplicates,
+        redeliveries: s.redeliveries,
         late: s.late,
         late_pct: pct(s.late, s.requests),
         late_no_user: s.late_no_user,

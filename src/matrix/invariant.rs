@@ -167,15 +167,38 @@ pub(crate) async fn check_invariant(
 /// Rows inserted, updated and deleted in `db`'s tables so far, as Postgres counts them
 /// (`pg_stat_user_tables`; rows of rolled-back transactions included, as the service's tally
 /// counts them too).
-pub(crate) async fn rows_written(server: &PgServer, db: &str) -> anyhow::Result<u64> {
+pub(crate) async fn rows_written(
+    server: &PgServer,
+    db: &str,
+) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut conn = connect(server, db).await?;
-    let n: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int8 FROM pg_stat_user_tables",
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, (n_tup_ins + n_tup_upd + n_tup_del)::int8 FROM pg_stat_user_tables",
     )
-    .fetch_one(&mut conn)
+    .fetch_all(&mut conn)
     .await?;
     conn.close().await?;
-    Ok(n.max(0) as u64)
+    Ok(rows
+        .into_iter()
+        .map(|(t, n)| (t, n.max(0) as u64))
+        .collect())
+}
+
+/// Rows written per table between two [`rows_written`] readings (tables with none left out).
+pub(crate) fn rows_since(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(t, n)| {
+            (
+                t.clone(),
+                n.saturating_sub(before.get(t).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Waits until no other session is connected to `db` (the service's backends have exited,

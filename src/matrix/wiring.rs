@@ -46,6 +46,7 @@ pub(crate) fn plan_for(scenario: &Scenario, base: &str, secrets: &Secrets, run_i
                 arrival: s.arrival.clone(),
                 retry: s.retry_policy(),
                 max_in_flight: s.in_flight(),
+                delivery: s.delivery(),
             }
         })
         .collect();

@@ -157,7 +157,8 @@ pub struct ServiceSide {
     pub status_counts: BTreeMap<String, u64>,
     /// Time waiting for pooled connections, p95.
     pub pool_wait_p95_ms: Option<f64>,
-    /// Per phase, by completion time.
+    /// Per phase: the requests that ended from the phase's start to its end plus the function
+    /// limit (the service records a request when it ends; schema 3).
     pub phases: Vec<PhaseFigures>,
 }
 
@@ -169,6 +170,12 @@ pub struct StreamLoad {
     /// The stream's own concurrency (goose users).
     pub max_in_flight: usize,
     pub requests: u64,
+    /// Of the requests, second copies sent at once (at-least-once delivery, schema 3).
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Of the requests, redeliveries of acknowledged events (schema 3).
+    #[serde(default)]
+    pub redeliveries: u64,
     pub late: u64,
     pub late_pct: f64,
     /// Late because every user of the stream was busy.
@@ -209,6 +216,9 @@ pub struct Accounting {
     /// Rows / calls such requests may explain.
     pub slack_writes: u64,
     pub slack_calls: u64,
+    /// The measured rows per table, to see where a difference comes from (schema 3).
+    #[serde(default)]
+    pub rows_by_table: BTreeMap<String, u64>,
     pub holds: bool,
 }
 
