@@ -6,11 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::app::TestApp;
+use common::app::{lock_messages, TestApp};
 use common::logs::Captured;
 use inbox_service::Switches;
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 const COUNTS: &str = "/api/actions/inbox-counts";
 
@@ -19,16 +18,6 @@ fn counts_on() -> Switches {
         counts_cache_fallback: true,
         ..Switches::default()
     }
-}
-
-/// The fault: another session holds an ACCESS EXCLUSIVE lock on `messages` until rollback.
-async fn lock_messages(conn: &mut sqlx::PgConnection) -> sqlx::Transaction<'_, sqlx::Postgres> {
-    let mut lock = conn.begin().await.unwrap();
-    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    lock
 }
 
 async fn counts(app: &TestApp, workspaces: &[i64]) -> (u16, Value) {

@@ -1,12 +1,15 @@
 //! The cron runners: the Unipile health gate (legacy sends and retries forever; fixed skips
 //! known-disconnected workspaces and stops on final errors), and the bounded job drain with
-//! leases and retries.
+//! leases and retries; background work that does not amplify load (a tick within its budget
+//! under a slow database, one tick at a time, poison jobs that end, leases that are owned).
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::app::{email_sent, TestApp};
+use std::time::Duration;
+
+use common::app::{email_sent, lock_messages, TestApp};
 use fake_providers::{ErrorMix, Knobs, Provider};
 use inbox_service::Switches;
 
@@ -25,7 +28,7 @@ fn gate_on() -> Switches {
 async fn spawn_unbatched(switches: Switches) -> TestApp {
     let app = TestApp::spawn_with(switches, |l| {
         l.cron_batch_limit = 10_000;
-        l.provider_backoff = std::time::Duration::from_secs(60);
+        l.provider_backoff = Duration::from_secs(60);
     })
     .await;
     let due = app.scalar("SELECT count(*) FROM followup_tasks").await;
@@ -356,5 +359,129 @@ async fn cron_routes_need_the_secret() {
             .await,
         0
     );
+    app.shutdown().await;
+}
+
+/// The counts refresh of a background-jobs tick stays within the tick's budget when the
+/// database is slow (a held lock): each query gets only the time left. Unbounded, ten stale
+/// scopes would take ten times the query limit.
+#[tokio::test]
+async fn a_tick_stays_within_its_budget_on_a_slow_database() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.cron_time_budget = Duration::from_millis(1000);
+        l.counts_query_timeout = Duration::from_secs(5);
+        l.counts_cache_ttl = Duration::ZERO;
+    })
+    .await;
+    for ws in 1..=6 {
+        let r = app
+            .post_action(
+                "/api/actions/inbox-counts",
+                Some(&TestApp::signed_in(&[ws])),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM inbox_counts_cache").await,
+        6
+    );
+    let mut locker = app.db().await;
+    let lock = lock_messages(&mut locker).await;
+
+    let tick = app.cron(JOBS).await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(tick["counts_refreshed"], 0, "{tick}");
+    assert_eq!(tick["budget_exhausted"], true, "{tick}");
+    let elapsed = tick["elapsed_ms"].as_u64().unwrap();
+    // The budget, plus the time to notice it is spent: nowhere near 6 × 5 s.
+    assert!(elapsed < 2_500, "{elapsed} ms for a 1 s budget: {tick}");
+    app.shutdown().await;
+}
+
+/// One tick per cron at a time: a call while a tick runs does nothing and says so.
+#[tokio::test]
+async fn overlapping_ticks_do_not_multiply_the_work() {
+    let app = TestApp::spawn(Switches::all_fixed()).await;
+    app.set_knobs(Provider::Ghl, common::app::slow(1500));
+    let r = app
+        .post_webhook(&email_sent("evt-overlap", 2, "ov@example.test"))
+        .await;
+    assert_eq!(r.status(), 202);
+
+    let (first, second) = tokio::join!(app.cron(JOBS), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.cron(JOBS).await
+    });
+
+    assert_eq!(first["processed"], 1, "{first}");
+    assert_eq!(first["overlapped"], false);
+    assert_eq!(second["overlapped"], true, "{second}");
+    assert_eq!(second["processed"], 0);
+    // The lease is given back: the next tick runs.
+    let third = app.cron(JOBS).await;
+    assert_eq!(third["overlapped"], false, "{third}");
+    app.shutdown().await;
+}
+
+/// A job whose worker dies on every attempt (its lease expires each time) ends: the expired
+/// lease counted as an attempt, and at the cap the job is failed, not claimed again.
+#[tokio::test]
+async fn a_job_that_kills_its_worker_ends_at_the_attempt_cap() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.max_attempts = 3).await;
+    let mut conn = app.db().await;
+    let payload = email_sent("evt-poison", 2, "po@example.test");
+    sqlx::query(
+        "INSERT INTO background_jobs (kind, dedupe_key, payload, status, attempts, locked_until)
+         VALUES ('email_sent', 'poison', $1, 'running', 3, now() - interval '1 second')",
+    )
+    .bind(&payload)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let tick = app.cron(JOBS).await;
+
+    assert_eq!(tick["abandoned"], 1, "{tick}");
+    assert_eq!(tick["processed"], 0, "not claimed a fourth time: {tick}");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key = 'poison' AND status = 'failed' AND last_error LIKE 'lease expired%'").await,
+        1
+    );
+    app.shutdown().await;
+}
+
+/// Only the worker that holds a job's lease may mark it: once the lease expired and another
+/// worker claimed it, the first worker's "done" writes nothing.
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_cannot_mark_the_job() {
+    use inbox_service::domain::jobs;
+    let app = TestApp::spawn(Switches::all_fixed()).await;
+    let r = app
+        .post_webhook(&email_sent("evt-owned", 2, "ow@example.test"))
+        .await;
+    assert_eq!(r.status(), 202);
+    let mut conn = app.db().await;
+
+    let first = jobs::claim(&mut conn, 1, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE background_jobs SET locked_until = now() - interval '1 second'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let second = jobs::claim(&mut conn, 1, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_eq!(
+        second[0].attempts, 2,
+        "the expired lease counted as an attempt"
+    );
+    assert_eq!(jobs::complete(&mut conn, &first[0]).await.unwrap(), 0);
+    assert_eq!(jobs::complete(&mut conn, &second[0]).await.unwrap(), 1);
     app.shutdown().await;
 }

@@ -219,6 +219,16 @@ impl TestApp {
     }
 }
 
+/// The fault: another session holds an ACCESS EXCLUSIVE lock on `messages` until rollback.
+pub async fn lock_messages(conn: &mut PgConnection) -> sqlx::Transaction<'_, sqlx::Postgres> {
+    let mut lock = conn.begin().await.unwrap();
+    sqlx::query("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
 pub fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

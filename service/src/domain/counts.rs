@@ -141,18 +141,23 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// The fixed live query under `SET LOCAL statement_timeout = limit`, in its own transaction.
+/// The fixed live query under a transaction-local `statement_timeout` of `limit` (or the
+/// database's, when lower), in its own transaction.
 pub async fn live_bounded(
     conn: &mut PgConnection,
     workspaces: &[i64],
     limit: Duration,
 ) -> Result<Counts, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    // SET does not take bind parameters; the value is a number the service formats itself.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL statement_timeout = {}",
-        limit.as_millis().max(1)
-    )))
+    // Never above the database's own timeout (the role's or the connection's): a fix that
+    // raised it would let the query run longer than production allows.
+    sqlx::query(
+        "SELECT set_config('statement_timeout', (CASE
+             WHEN current_setting('statement_timeout')::interval = interval '0' THEN $1
+             ELSE least($1, (extract(epoch FROM current_setting('statement_timeout')::interval) * 1000)::int8)
+         END)::text, true)",
+    )
+    .bind(limit.as_millis().max(1) as i64)
     .execute(&mut *tx)
     .await?;
     let counts = sqlx::query_as(COUNTS_SQL_PER_LEAD)
@@ -297,7 +302,15 @@ pub fn remember(state: &AppState, scope_key: &str, fresh: CachedCounts) {
 /// finding fresh counts (the cron worker calls this). The query is bounded by the cron's
 /// time budget: this is background work, off the request path. Returns how many were
 /// refreshed.
-pub async fn refresh_stale(state: &AppState, tally: &Tally, limit: i64) -> Result<u64, AppError> {
+/// Recomputes up to `limit` stale cached scopes, oldest first, until `deadline`: each query
+/// under the time left (and never more than the fixed query's own limit), so a slow database
+/// cannot stretch the tick past its budget. Returns the scopes refreshed.
+pub async fn refresh_stale(
+    state: &AppState,
+    tally: &Tally,
+    limit: i64,
+    deadline: Instant,
+) -> Result<u64, AppError> {
     let limits = &state.config.limits;
     let mut conn = state.acquire(tally).await?;
     let scopes: Vec<(String, Vec<i64>)> = sqlx::query_as(
@@ -311,7 +324,17 @@ pub async fn refresh_stale(state: &AppState, tally: &Tally, limit: i64) -> Resul
     .await?;
     let mut refreshed = 0;
     for (scope_key, workspaces) in scopes {
-        match live_bounded(&mut conn, &workspaces, limits.cron_time_budget).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match live_bounded(
+            &mut conn,
+            &workspaces,
+            left.min(limits.counts_query_timeout),
+        )
+        .await
+        {
             Ok(counts) => {
                 let fresh = CachedCounts {
                     counts,

@@ -93,39 +93,69 @@ pub struct Job {
     pub kind: String,
     pub payload: Value,
     pub attempts: i32,
+    /// The claim's token: only its holder may mark the job done or retried.
+    pub lease_token: i64,
 }
 
-/// Claims up to `limit` runnable jobs (queued and due, or running with an expired lease).
+/// Claims up to `limit` runnable jobs: queued and due, or running with an expired lease and
+/// attempts left (a worker that died mid-job used an attempt, so a job that kills its worker
+/// ends). Each claim counts as an attempt and carries a fresh lease token.
 pub async fn claim(
     conn: &mut PgConnection,
     limit: i64,
     lease: Duration,
+    max_attempts: u32,
 ) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE background_jobs SET status = 'running', attempts = attempts + 1,
-                locked_until = now() + make_interval(secs => $2)
+                locked_until = now() + make_interval(secs => $2), lease_token = $3
          WHERE id IN (
              SELECT id FROM background_jobs
              WHERE (status = 'queued' AND run_after <= now())
-                OR (status = 'running' AND locked_until < now())
+                OR (status = 'running' AND locked_until < now() AND attempts < $4)
              ORDER BY id
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
-         RETURNING id, kind, payload, attempts",
+         RETURNING id, kind, payload, attempts, lease_token",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
+    .bind(rand::random::<i64>())
+    .bind(max_attempts as i32)
     .fetch_all(conn)
     .await
 }
 
-/// Marks a job done; returns the rows written.
-pub async fn complete(conn: &mut PgConnection, id: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query("UPDATE background_jobs SET status = 'done', finished_at = now(), locked_until = NULL WHERE id = $1")
-        .bind(id)
-        .execute(conn)
-        .await
-        .map(|r| r.rows_affected())
+/// Fails the jobs whose lease expired on their last attempt (their worker died each time):
+/// a poison job ends instead of being claimed forever. Returns the rows written.
+pub async fn fail_abandoned(
+    conn: &mut PgConnection,
+    max_attempts: u32,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE background_jobs
+         SET status = 'failed', finished_at = now(), locked_until = NULL,
+             last_error = 'lease expired on every attempt (' || attempts || ')'
+         WHERE status = 'running' AND locked_until < now() AND attempts >= $1",
+    )
+    .bind(max_attempts as i32)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// Marks `job` done if this claim still holds its lease; 0 rows when another worker took it
+/// over (its lease expired): that worker's outcome stands.
+pub async fn complete(conn: &mut PgConnection, job: &Job) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE background_jobs SET status = 'done', finished_at = now(), locked_until = NULL
+         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+    )
+    .bind(job.id)
+    .bind(job.lease_token)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
 }
 
 /// Puts a failed job back for another attempt after `delay`, or fails it for good. Returns
@@ -144,12 +174,13 @@ pub async fn retry_or_fail(
              run_after = now() + make_interval(secs => $3),
              locked_until = NULL, last_error = $4,
              finished_at = CASE WHEN $2 THEN NULL ELSE now() END
-         WHERE id = $1",
+         WHERE id = $1 AND lease_token = $5 AND status = 'running'",
     )
     .bind(job.id)
     .bind(retry)
     .bind(delay.as_secs_f64())
     .bind(error)
+    .bind(job.lease_token)
     .execute(conn)
     .await?;
     Ok((retry, written.rows_affected()))

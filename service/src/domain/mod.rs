@@ -5,6 +5,7 @@
 //! - [`jobs`]: the Postgres job queue (enqueue, claim with `SKIP LOCKED`, lease, retry).
 //! - [`counts`]: the sidebar inbox counts, live and cached.
 //! - [`ledger`]: the slot-offer ledger increment.
+//! - [`ticks`]: one cron tick at a time (a lease row per cron).
 //! - [`steps`]: step-level timing for `LOG_SLOW_PATHS`.
 
 pub mod counts;
@@ -13,3 +14,4 @@ pub mod followups;
 pub mod jobs;
 pub mod ledger;
 pub mod steps;
+pub mod ticks;

@@ -9,6 +9,7 @@
 //!   attempted and every failure is due again on the next tick, forever.
 
 use incident_wire::route;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::domain::followups::{self, Status};
-use crate::domain::{counts, events, jobs};
+use crate::domain::{counts, events, jobs, ticks};
 use crate::error::AppError;
 use crate::providers::{self, backoff, Provider};
 use crate::routes::require_bearer;
@@ -44,6 +45,12 @@ pub struct TickReport {
     pub counts_refreshed: u64,
     /// True when the tick stopped for its time budget or batch limit with work left.
     pub budget_exhausted: bool,
+    /// True when another tick of this cron was running: this one did nothing.
+    pub overlapped: bool,
+    /// Jobs failed for good because their lease expired on every attempt (background-jobs).
+    pub abandoned: u64,
+    /// Jobs whose lease another worker took over before this one finished (its outcome stands).
+    pub lease_lost: u64,
     pub elapsed_ms: u64,
 }
 
@@ -82,27 +89,82 @@ impl FromRequestParts<AppState> for CronCaller {
     }
 }
 
+/// Runs `tick` under cron `name`'s lease; an overlapping call returns at once, `overlapped`.
+async fn leased<F: Future<Output = Result<TickReport, AppError>>>(
+    state: &AppState,
+    tally: &Tally,
+    name: &'static str,
+    tick: F,
+) -> Result<Json<TickReport>, AppError> {
+    let l = &state.config.limits;
+    // The longest a tick can run: its budget, plus one round of jobs already started.
+    let ttl = l.cron_time_budget * 2 + l.provider_timeout * l.provider_max_attempts;
+    let lease = {
+        let mut conn = state.acquire(tally).await?;
+        ticks::acquire(&mut conn, name, ttl).await?
+    };
+    let Some(lease) = lease else {
+        let report = TickReport {
+            overlapped: true,
+            ..TickReport::default()
+        };
+        report.export(state, name);
+        return Ok(Json(report));
+    };
+    tally.wrote(1);
+    let outcome = tick.await;
+    // Given back even when the tick failed; if that fails too, the lease expires by itself.
+    if let Ok(mut conn) = state.acquire(tally).await {
+        if let Ok(n) = ticks::release(&mut conn, name, lease).await {
+            tally.wrote(n);
+        }
+    }
+    let report = outcome?;
+    report.export(state, name);
+    Ok(Json(report))
+}
+
 async fn background_jobs(
     _: CronCaller,
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
 ) -> Result<Json<TickReport>, AppError> {
+    leased(
+        &state,
+        &tally,
+        "background_jobs",
+        background_jobs_tick(&state, &tally),
+    )
+    .await
+}
+
+async fn background_jobs_tick(
+    state: &AppState,
+    tally: &Arc<Tally>,
+) -> Result<TickReport, AppError> {
     let limits = state.config.limits.clone();
     let started = Instant::now();
+    let deadline = started + limits.cron_time_budget;
     let mut report = TickReport::default();
+    {
+        let mut conn = state.acquire(tally).await?;
+        report.abandoned = jobs::fail_abandoned(&mut conn, limits.max_attempts).await?;
+        tally.wrote(report.abandoned);
+    }
     let mut handled = 0u64;
     loop {
         let left = u64::from(limits.cron_batch_limit).saturating_sub(handled);
-        if left == 0 || started.elapsed() >= limits.cron_time_budget {
+        if left == 0 || Instant::now() >= deadline {
             report.budget_exhausted = true;
             break;
         }
         // Claim as many as run at once, run them concurrently, repeat: a job's provider call
         // does not hold up the others, and no claim outlives the tick by more than one round.
         let batch = {
-            let mut conn = state.acquire(&tally).await?;
+            let mut conn = state.acquire(tally).await?;
             let chunk = u64::from(limits.worker_concurrency).min(left) as i64;
-            let claimed = jobs::claim(&mut conn, chunk, limits.job_lease).await?;
+            let claimed =
+                jobs::claim(&mut conn, chunk, limits.job_lease, limits.max_attempts).await?;
             tally.wrote(claimed.len() as u64);
             claimed
         };
@@ -120,21 +182,26 @@ async fn background_jobs(
                 JobOutcome::Done => report.processed += 1,
                 JobOutcome::Retried => report.retried += 1,
                 JobOutcome::Failed => report.failed += 1,
+                JobOutcome::LeaseLost => report.lease_lost += 1,
             }
         }
     }
-    if state.switches().counts_cache_fallback && started.elapsed() < limits.cron_time_budget {
-        report.counts_refreshed = counts::refresh_stale(&state, &tally, 10).await?;
+    if state.switches().counts_cache_fallback && Instant::now() < deadline {
+        report.counts_refreshed = counts::refresh_stale(state, tally, 10, deadline).await?;
+        if Instant::now() >= deadline {
+            report.budget_exhausted = true;
+        }
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    report.export(&state, "background_jobs");
-    Ok(Json(report))
+    Ok(report)
 }
 
 enum JobOutcome {
     Done,
     Retried,
     Failed,
+    /// Another worker holds the job's lease now; nothing was marked.
+    LeaseLost,
 }
 
 /// Why a job did not apply.
@@ -175,8 +242,13 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
     let mut conn = state.acquire(tally).await?;
     match outcome {
         Ok(()) => {
-            tally.wrote(jobs::complete(&mut conn, job.id).await?);
-            Ok(JobOutcome::Done)
+            let written = jobs::complete(&mut conn, job).await?;
+            tally.wrote(written);
+            Ok(if written == 0 {
+                JobOutcome::LeaseLost
+            } else {
+                JobOutcome::Done
+            })
         }
         Err(e) => {
             let max_attempts = match &e {
@@ -192,7 +264,9 @@ async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<Job
             let (retry, written) =
                 jobs::retry_or_fail(&mut conn, job, max_attempts, delay, &e.to_string()).await?;
             tally.wrote(written);
-            Ok(if retry {
+            Ok(if written == 0 {
+                JobOutcome::LeaseLost
+            } else if retry {
                 JobOutcome::Retried
             } else {
                 JobOutcome::Failed
@@ -206,12 +280,16 @@ async fn followups(
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
 ) -> Result<Json<TickReport>, AppError> {
+    leased(&state, &tally, "followups", followups_tick(&state, &tally)).await
+}
+
+async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickReport, AppError> {
     let limits = state.config.limits.clone();
     let gate = state.switches().unipile_health_gate;
     let started = Instant::now();
     let mut report = TickReport::default();
     let due = {
-        let mut conn = state.acquire(&tally).await?;
+        let mut conn = state.acquire(tally).await?;
         followups::claim(&mut conn, limits.cron_batch_limit, limits.job_lease).await?
     };
     tally.wrote(due.len() as u64);
@@ -226,8 +304,8 @@ async fn followups(
             None => {
                 let body = json!({ "workspace_id": task.workspace_id, "lead_id": task.lead_id, "text": "Following up on my last message" });
                 match providers::call_once(
-                    &state,
-                    &tally,
+                    state,
+                    tally,
                     Provider::Unipile,
                     "/api/v1/messages",
                     &body,
@@ -249,13 +327,12 @@ async fn followups(
             Status::Failed => report.failed += 1,
             Status::Pending => report.retried += 1,
         }
-        let mut conn = state.acquire(&tally).await?;
+        let mut conn = state.acquire(tally).await?;
         if outcome.mark_disconnected {
             tally.wrote(followups::mark_disconnected(&mut conn, task.workspace_id).await?);
         }
         tally.wrote(followups::record(&mut conn, task.id, &outcome).await?);
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
-    report.export(&state, "followups");
-    Ok(Json(report))
+    Ok(report)
 }
