@@ -485,3 +485,108 @@ async fn a_worker_that_lost_its_lease_cannot_mark_the_job() {
     assert_eq!(jobs::complete(&mut conn, &second[0]).await.unwrap(), 1);
     app.shutdown().await;
 }
+
+/// Of `workspaces`, those with LinkedIn follow-ups due now (the ones a tick can probe).
+async fn with_linkedin_due(app: &TestApp, workspaces: BTreeSet<i64>) -> BTreeSet<i64> {
+    let mut conn = app.db().await;
+    let due: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT workspace_id FROM followup_tasks
+         WHERE channel = 'linkedin' AND status = 'pending' AND coalesce(next_attempt_at, due_at) <= now()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let found: BTreeSet<i64> = workspaces.into_iter().filter(|w| due.contains(w)).collect();
+    assert!(
+        !found.is_empty(),
+        "some disconnected workspace has LinkedIn follow-ups due"
+    );
+    found
+}
+
+/// The gate's rollback: a workspace that reconnects is probed once its status is older than
+/// `unipile_recheck`, re-admitted on success, and sent to again — no false skips after that.
+#[tokio::test]
+async fn a_reconnected_workspace_is_readmitted() {
+    let app = TestApp::spawn_with(gate_on(), |l| {
+        l.cron_batch_limit = 10_000;
+        l.provider_backoff = Duration::from_secs(60);
+        l.unipile_recheck = Duration::ZERO;
+    })
+    .await;
+    let disconnected = with_linkedin_due(&app, disconnected_workspaces(&app).await).await;
+    let back = *disconnected.iter().next().unwrap();
+    // Unipile says every one of them is connected again.
+    app.set_knobs(Provider::Unipile, Knobs::default());
+    let due_for = |ws: i64| {
+        let app = &app;
+        async move {
+            let mut conn = app.db().await;
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM followup_tasks WHERE workspace_id = $1 AND channel = 'linkedin' AND status = 'pending'",
+            )
+            .bind(ws)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        }
+    };
+    let pending_before = due_for(back).await;
+    assert!(
+        pending_before > 1,
+        "workspace {back} has LinkedIn follow-ups due"
+    );
+
+    let tick = app.cron(FOLLOWUPS).await;
+
+    assert_eq!(
+        tick["readmitted"].as_u64(),
+        Some(disconnected.len() as u64),
+        "{tick}"
+    );
+    assert_eq!(
+        tick["skipped_health_gated"], 0,
+        "re-admitted in the same tick: {tick}"
+    );
+    assert!(disconnected_workspaces(&app)
+        .await
+        .is_disjoint(&disconnected));
+    assert!(app.fakes.counters().calls(Provider::Unipile, back) >= pending_before as u64);
+    app.shutdown().await;
+}
+
+/// Still disconnected: one probe per workspace per tick, the rest skipped, and the status's
+/// age reset so the next tick does not probe again before `unipile_recheck`.
+#[tokio::test]
+async fn a_still_disconnected_workspace_costs_one_probe() {
+    let app = TestApp::spawn_with(gate_on(), |l| {
+        l.cron_batch_limit = 10_000;
+        l.provider_backoff = Duration::from_secs(60);
+        l.unipile_recheck = Duration::from_secs(3600);
+    })
+    .await;
+    let disconnected = with_linkedin_due(&app, unipile_knows_disconnections(&app).await).await;
+    // Their status is old: make it older than the recheck interval.
+    sqlx::query("UPDATE workspaces SET unipile_checked_at = now() - interval '2 hours' WHERE unipile_status = 'disconnected'")
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
+
+    let first = app.cron(FOLLOWUPS).await;
+    let calls: u64 = disconnected
+        .iter()
+        .map(|ws| app.fakes.counters().calls(Provider::Unipile, *ws))
+        .sum();
+    assert_eq!(calls, disconnected.len() as u64, "one probe each: {first}");
+    assert_eq!(first["readmitted"], 0);
+    let second = app.cron(FOLLOWUPS).await;
+    let after: u64 = disconnected
+        .iter()
+        .map(|ws| app.fakes.counters().calls(Provider::Unipile, *ws))
+        .sum();
+    assert_eq!(
+        after, calls,
+        "no probe before the recheck interval: {second}"
+    );
+    app.shutdown().await;
+}

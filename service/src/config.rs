@@ -183,6 +183,10 @@ pub struct Limits {
     pub job_lease: Duration,
     /// `JOB_MAX_ATTEMPTS`: attempts before a job or a follow-up is failed for good.
     pub max_attempts: u32,
+    /// `UNIPILE_RECHECK_MS`: with the health gate, a workspace known disconnected is probed
+    /// again (one send) once its status is this old; a success re-admits it.
+    #[serde(with = "incident_wire::duration")]
+    pub unipile_recheck: Duration,
     /// `WEBHOOK_TOLERANCE_MS`: how old a signed webhook timestamp may be.
     #[serde(with = "incident_wire::duration")]
     pub webhook_tolerance: Duration,
@@ -224,6 +228,7 @@ impl Default for Limits {
             worker_concurrency: 4,
             job_lease: Duration::from_secs(30),
             max_attempts: 5,
+            unipile_recheck: Duration::from_secs(60),
             webhook_tolerance: Duration::from_secs(300),
         }
     }
@@ -313,6 +318,7 @@ pub mod var {
     pub const JOB_LEASE_MS: &str = "JOB_LEASE_MS";
     pub const JOB_MAX_ATTEMPTS: &str = "JOB_MAX_ATTEMPTS";
     pub const WEBHOOK_TOLERANCE_MS: &str = "WEBHOOK_TOLERANCE_MS";
+    pub const UNIPILE_RECHECK_MS: &str = "UNIPILE_RECHECK_MS";
 }
 
 impl Config {
@@ -354,6 +360,7 @@ impl Config {
             (var::JOB_LEASE_MS, ms(l.job_lease)),
             (var::JOB_MAX_ATTEMPTS, l.max_attempts.to_string()),
             (var::WEBHOOK_TOLERANCE_MS, ms(l.webhook_tolerance)),
+            (var::UNIPILE_RECHECK_MS, ms(l.unipile_recheck)),
         ];
         if let Some(t) = l.statement_timeout {
             env.push((var::DB_STATEMENT_TIMEOUT_MS, ms(t)));
@@ -418,6 +425,7 @@ impl Config {
             job_lease: ms(var::JOB_LEASE_MS, d.job_lease)?,
             max_attempts: count(var::JOB_MAX_ATTEMPTS, d.max_attempts)?,
             webhook_tolerance: ms(var::WEBHOOK_TOLERANCE_MS, d.webhook_tolerance)?,
+            unipile_recheck: ms(var::UNIPILE_RECHECK_MS, d.unipile_recheck)?,
         };
         let bind_text = get(var::BIND).unwrap_or_else(|| "127.0.0.1:3000".to_owned());
         let bind = SocketAddr::from_str(&bind_text).map_err(|_| ConfigError {
@@ -549,6 +557,7 @@ mod tests {
             worker_concurrency: 6,
             job_lease: Duration::from_millis(7000),
             max_attempts: 9,
+            unipile_recheck: Duration::from_millis(15_000),
             webhook_tolerance: Duration::from_millis(60_000),
         };
         let env: HashMap<&str, String> = config.to_env().into_iter().collect();

@@ -41,6 +41,8 @@ pub struct Due {
     pub channel: String,
     pub attempts: i32,
     pub unipile_status: String,
+    /// Known disconnected, and that was long enough ago to probe again.
+    pub recheck_due: bool,
 }
 
 /// What happened to one task, and what to store.
@@ -52,6 +54,8 @@ pub struct Outcome {
     pub retry_in: Option<Duration>,
     /// Remember the workspace as disconnected (the gate reads it on the next tick).
     pub mark_disconnected: bool,
+    /// A probe of a workspace known disconnected succeeded: re-admit it.
+    pub mark_connected: bool,
 }
 
 impl Outcome {
@@ -61,21 +65,24 @@ impl Outcome {
             category: None,
             retry_in: None,
             mark_disconnected: false,
+            mark_connected: false,
         }
     }
 }
 
 /// Before any call: email needs no provider; with the gate on, a workspace known disconnected
-/// is skipped. `None`: make the Unipile call.
-pub fn before_call(task: &Due, gate: bool) -> Option<Outcome> {
+/// is skipped — unless its status is old enough to probe it again (`recheck_due`) and no other
+/// task of it was probed in this tick (`probed`). `None`: make the Unipile call.
+pub fn before_call(task: &Due, gate: bool, probed: bool) -> Option<Outcome> {
     if task.channel == "email" {
         Some(Outcome::sent())
-    } else if gate && task.unipile_status == "disconnected" {
+    } else if gate && task.unipile_status == "disconnected" && (!task.recheck_due || probed) {
         Some(Outcome {
             status: Status::Skipped,
             category: Some(Category::ProviderDisconnected),
             retry_in: None,
             mark_disconnected: false,
+            mark_connected: false,
         })
     } else {
         None
@@ -98,6 +105,7 @@ pub fn after_error(
             category: Some(category),
             retry_in: Some(Duration::ZERO),
             mark_disconnected: false,
+            mark_connected: false,
         };
     }
     if !retryable || task.attempts + 1 >= limits.max_attempts as i32 {
@@ -106,6 +114,7 @@ pub fn after_error(
             category: Some(category),
             retry_in: None,
             mark_disconnected: category == Category::ProviderDisconnected,
+            mark_connected: false,
         }
     } else {
         Outcome {
@@ -113,7 +122,16 @@ pub fn after_error(
             category: Some(category),
             retry_in: Some(backoff(limits.provider_backoff, task.attempts as u32 + 1)),
             mark_disconnected: false,
+            mark_connected: false,
         }
+    }
+}
+
+/// After a successful call: a probe of a workspace known disconnected re-admits it.
+pub fn after_success(task: &Due) -> Outcome {
+    Outcome {
+        mark_connected: task.unipile_status == "disconnected",
+        ..Outcome::sent()
     }
 }
 
@@ -123,6 +141,7 @@ pub async fn claim(
     conn: &mut PgConnection,
     limit: u32,
     lease: Duration,
+    recheck: Duration,
 ) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as(
         "WITH claimed AS (
@@ -132,10 +151,14 @@ pub async fn claim(
                           ORDER BY coalesce(next_attempt_at, due_at) LIMIT $1
                           FOR UPDATE SKIP LOCKED)
              RETURNING id, workspace_id, lead_id, channel, attempts)
-         SELECT c.*, w.unipile_status FROM claimed c JOIN workspaces w ON w.id = c.workspace_id",
+         SELECT c.*, w.unipile_status,
+                (w.unipile_status = 'disconnected'
+                 AND coalesce(w.unipile_checked_at, '-infinity') <= now() - make_interval(secs => $3)) AS recheck_due
+         FROM claimed c JOIN workspaces w ON w.id = c.workspace_id",
     )
     .bind(i64::from(limit))
     .bind(lease.as_secs_f64())
+    .bind(recheck.as_secs_f64())
     .fetch_all(conn)
     .await
 }
@@ -157,6 +180,17 @@ pub async fn record(
     .bind(i32::from(outcome.status != Status::Skipped))
     .bind(outcome.category.map(Category::as_str))
     .bind(outcome.retry_in.map(|d| d.as_secs_f64()))
+    .execute(conn)
+    .await?;
+    Ok(written.rows_affected())
+}
+
+/// Re-admits a workspace whose LinkedIn account answered again.
+pub async fn mark_connected(conn: &mut PgConnection, workspace: i64) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
+        "UPDATE workspaces SET unipile_status = 'connected', unipile_checked_at = now() WHERE id = $1",
+    )
+    .bind(workspace)
     .execute(conn)
     .await?;
     Ok(written.rows_affected())
@@ -188,17 +222,47 @@ mod tests {
             channel: channel.into(),
             attempts,
             unipile_status: unipile.into(),
+            recheck_due: false,
         }
     }
 
     #[test]
     fn the_gate_skips_only_linkedin_sends_of_disconnected_workspaces() {
         let off = task("linkedin", "disconnected", 0);
-        assert_eq!(before_call(&off, true).unwrap().status, Status::Skipped);
-        assert_eq!(before_call(&off, false), None, "legacy: always attempted");
-        assert_eq!(before_call(&task("linkedin", "connected", 0), true), None);
+        assert_eq!(
+            before_call(&off, true, false).unwrap().status,
+            Status::Skipped
+        );
+        assert_eq!(
+            before_call(&off, false, false),
+            None,
+            "legacy: always attempted"
+        );
+        assert_eq!(
+            before_call(&task("linkedin", "connected", 0), true, false),
+            None
+        );
         let email = task("email", "disconnected", 0);
-        assert_eq!(before_call(&email, true), Some(Outcome::sent()));
+        assert_eq!(before_call(&email, true, false), Some(Outcome::sent()));
+    }
+
+    #[test]
+    fn a_disconnected_workspace_is_probed_once_per_tick_when_its_status_is_old() {
+        let old = Due {
+            recheck_due: true,
+            ..task("linkedin", "disconnected", 0)
+        };
+        assert_eq!(before_call(&old, true, false), None, "probe it");
+        assert_eq!(
+            before_call(&old, true, true).unwrap().status,
+            Status::Skipped,
+            "one probe per workspace per tick"
+        );
+        assert!(
+            after_success(&old).mark_connected,
+            "a successful probe re-admits"
+        );
+        assert!(!after_success(&task("linkedin", "connected", 0)).mark_connected);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   attempted and every failure is due again on the next tick, forever.
 
 use incident_wire::route;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,6 +52,8 @@ pub struct TickReport {
     pub abandoned: u64,
     /// Jobs whose lease another worker took over before this one finished (its outcome stands).
     pub lease_lost: u64,
+    /// Workspaces known disconnected that answered a probe and are sent to again (follow-ups).
+    pub readmitted: u64,
     pub elapsed_ms: u64,
 }
 
@@ -288,9 +291,17 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
     let gate = state.switches().unipile_health_gate;
     let started = Instant::now();
     let mut report = TickReport::default();
+    // Workspaces probed again in this tick (one probe each), and those re-admitted by it.
+    let (mut probed, mut readmitted) = (HashSet::new(), HashSet::new());
     let due = {
         let mut conn = state.acquire(tally).await?;
-        followups::claim(&mut conn, limits.cron_batch_limit, limits.job_lease).await?
+        followups::claim(
+            &mut conn,
+            limits.cron_batch_limit,
+            limits.job_lease,
+            limits.unipile_recheck,
+        )
+        .await?
     };
     tally.wrote(due.len() as u64);
     for task in due {
@@ -299,9 +310,14 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
             report.budget_exhausted = true;
             break;
         }
-        let outcome = match followups::before_call(&task, gate) {
+        let ws = task.workspace_id;
+        let probed_already = probed.contains(&ws) && !readmitted.contains(&ws);
+        let outcome = match followups::before_call(&task, gate, probed_already) {
             Some(outcome) => outcome,
             None => {
+                if task.unipile_status == "disconnected" {
+                    probed.insert(ws);
+                }
                 let body = json!({ "workspace_id": task.workspace_id, "lead_id": task.lead_id, "text": "Following up on my last message" });
                 match providers::call_once(
                     state,
@@ -313,7 +329,7 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
                 )
                 .await
                 {
-                    Ok(_) => followups::Outcome::sent(),
+                    Ok(_) => followups::after_success(&task),
                     Err(e) => {
                         tally.note(e.category);
                         followups::after_error(&task, e.category, e.retryable, gate, &limits)
@@ -330,6 +346,10 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
         let mut conn = state.acquire(tally).await?;
         if outcome.mark_disconnected {
             tally.wrote(followups::mark_disconnected(&mut conn, task.workspace_id).await?);
+        }
+        if outcome.mark_connected && readmitted.insert(task.workspace_id) {
+            report.readmitted += 1;
+            tally.wrote(followups::mark_connected(&mut conn, task.workspace_id).await?);
         }
         tally.wrote(followups::record(&mut conn, task.id, &outcome).await?);
     }
