@@ -274,12 +274,20 @@ async fn a_request_past_the_function_limit_gets_504() {
     })
     .await;
     app.set_knobs(Provider::Ghl, slow(2_000));
+    let (logs, _guard) = Captured::start();
 
     let r = app
         .post_webhook(&email_sent("evt-504", 2, "t@example.test"))
         .await;
 
     assert_eq!(r.status(), 504);
+    let cut = logs.at("WARN", "function limit reached (504)");
+    assert_eq!(cut.len(), 1, "{}", logs.text());
+    let fields = &cut[0]["fields"];
+    assert_eq!(fields["dedupe_key"], "email:EMAIL_SENT:evt-504");
+    assert_eq!(fields["category"], "function_timeout");
+    assert_eq!(fields["route"], "POST /api/webhooks/email");
+    assert!(!cut[0].to_string().contains("t@example.test"), "{}", cut[0]);
     assert!(r
         .text()
         .await

@@ -48,6 +48,15 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             } else {
                 Category::FunctionTimeout
             };
+            // The worst requests are the ones to find in the logs: by route, dedupe key (for
+            // webhooks) and cause — never a raw address or workspace id.
+            tracing::warn!(
+                route = %route,
+                dedupe_key = tally.dedupe_key(),
+                category = category.as_str(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "function limit reached (504)"
+            );
             let mut r = (
                 StatusCode::GATEWAY_TIMEOUT,
                 Json(json!({ "error": "FUNCTION_INVOCATION_TIMEOUT" })),

@@ -26,6 +26,7 @@ pub struct Tally {
     pool_wait_us: AtomicU64,
     categories: Mutex<Vec<Category>>,
     event: OnceLock<String>,
+    dedupe_key: OnceLock<String>,
 }
 
 impl Tally {
@@ -40,6 +41,16 @@ impl Tally {
     /// Names the webhook event this request carries (its metrics get a row of their own).
     pub fn set_event(&self, event: &str) {
         let _ = self.event.set(event.to_owned());
+    }
+
+    /// Names the webhook event this request carries (`provider:TYPE:id`), for its logs.
+    pub fn set_dedupe_key(&self, key: String) {
+        let _ = self.dedupe_key.set(key);
+    }
+
+    /// The dedupe key, once known.
+    pub fn dedupe_key(&self) -> Option<&str> {
+        self.dedupe_key.get().map(String::as_str)
     }
 
     /// The webhook event, once known.

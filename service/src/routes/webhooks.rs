@@ -57,6 +57,7 @@ async fn email_webhook(
     let ev = events::parse(&bytes).map_err(AppError::BadRequest)?;
     tally.set_event(ev.kind.as_str());
     tracing::Span::current().record("dedupe_key", ev.dedupe_key().as_str());
+    tally.set_dedupe_key(ev.dedupe_key());
 
     let (status, handled) = match &ev.kind {
         EventKind::Unknown(kind) => {
