@@ -267,6 +267,10 @@ pub struct Scrape {
     pub errors: BTreeMap<String, f64>,
     /// Per route label (cumulative).
     pub routes: BTreeMap<String, RouteScrape>,
+    /// Sidebar counts answers by source: live, cache, fallback (cumulative).
+    pub counts_answers: BTreeMap<String, f64>,
+    /// Cron tick durations by runner (cumulative).
+    pub cron_ticks: BTreeMap<String, PromHist>,
 }
 
 impl Scrape {
@@ -348,6 +352,18 @@ pub fn parse_metrics(text: &str, t: f64) -> Scrape {
             if let Some(c) = labels.get("category") {
                 s.errors.insert(c.to_string(), v);
             }
+        } else if name == names::COUNTS_ANSWERS {
+            if let Some(source) = labels.get("source") {
+                s.counts_answers.insert(source.to_string(), v);
+            }
+        } else if let (Some(suffix), Some(runner)) = (split(names::CRON_TICK), labels.get("runner"))
+        {
+            hist(
+                s.cron_ticks.entry(runner.to_string()).or_default(),
+                suffix,
+                &labels,
+                v,
+            );
         } else if name == names::QUEUE_DEPTH {
             match labels.get("status").copied() {
                 Some("queued") => s.queue_queued = v,

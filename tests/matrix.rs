@@ -175,6 +175,23 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
         sum("duplicates") > 0 && sum("redeliveries") > 0,
         "{streams:?}"
     );
+    // Background work and where the counts came from, per arm.
+    let bg = &fixed["background"];
+    let runners: Vec<&str> = bg["cron_ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["runner"].as_str().unwrap())
+        .collect();
+    assert_eq!(runners, ["background_jobs", "followups"], "{bg}");
+    let answered: u64 = bg["counts_answers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(answered > 50, "{bg}");
+    assert!(md_has_effects(&out));
     // The legacy arms report theirs too (dirty or not, counted).
     assert_eq!(legacy["invariants"]["effects"].as_array().unwrap().len(), 5);
     assert!(md_has_effects(&out));

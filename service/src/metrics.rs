@@ -82,6 +82,10 @@ struct Registry {
     acquire_wait: Histogram,
     /// (runner, outcome) → units.
     cron_units: BTreeMap<(&'static str, &'static str), u64>,
+    /// Counts answers by source.
+    counts_answers: BTreeMap<&'static str, u64>,
+    /// Cron tick durations by runner.
+    cron_ticks: BTreeMap<&'static str, Histogram>,
 }
 
 /// The service's metrics.
@@ -159,6 +163,21 @@ impl Metrics {
         self.with(|r| *r.cron_units.entry((runner, outcome)).or_default() += n);
     }
 
+    /// Counts one sidebar counts answer from `source`.
+    pub fn counts_answer(&self, source: &'static str) {
+        self.with(|r| *r.counts_answers.entry(source).or_default() += 1);
+    }
+
+    /// Records how long a cron tick of `runner` ran.
+    pub fn cron_tick(&self, runner: &'static str, took: Duration) {
+        self.with(|r| {
+            r.cron_ticks
+                .entry(runner)
+                .or_default()
+                .observe(latency_buckets(), took.as_secs_f64())
+        });
+    }
+
     /// Renders everything in the Prometheus text format.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(16 * 1024);
@@ -190,6 +209,14 @@ impl Metrics {
             out.push_str("# HELP cron_units_total Units handled by the cron runners.\n# TYPE cron_units_total counter\n");
             for ((runner, outcome), n) in &r.cron_units {
                 let _ = writeln!(out, "cron_units_total{{runner=\"{runner}\",outcome=\"{outcome}\"}} {n}");
+            }
+            let _ = writeln!(out, "# HELP {0} Sidebar counts answers by source (live, cache, fallback).\n# TYPE {0} counter", names::COUNTS_ANSWERS);
+            for (source, n) in &r.counts_answers {
+                let _ = writeln!(out, "{}{{source=\"{source}\"}} {n}", names::COUNTS_ANSWERS);
+            }
+            let _ = writeln!(out, "# HELP {0} Duration of the cron ticks that ran, by runner.\n# TYPE {0} histogram", names::CRON_TICK);
+            for (runner, h) in &r.cron_ticks {
+                h.render(&mut out, names::CRON_TICK, &format!("runner=\"{runner}\""), latency_buckets());
             }
         });
         for (name, value) in [

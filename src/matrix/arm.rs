@@ -14,7 +14,7 @@ use fake_providers::{Fakes, Provider};
 use loadgen::{Endpoint, Plan, Recording};
 use sqlx::{ConnectOptions, Connection};
 
-use super::figures::{endpoint_reports, load_health};
+use super::figures::{background, endpoint_reports, load_health};
 use super::invariant::{
     baseline, check_invariant, connect, rows_since, rows_written, wait_for_sessions_to_end,
 };
@@ -279,6 +279,7 @@ async fn run_on_clone(
         load,
         accounting,
         invariants,
+        background: background(scenario, &scrapes),
         timeline: scrapes
             .iter()
             .map(|s| TimelinePoint {

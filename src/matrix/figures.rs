@@ -5,7 +5,9 @@
 use loadgen::record::{EndpointRecording, StreamRecording};
 use loadgen::Recording;
 
-use crate::report::{EndpointReport, LoadHealth, PhaseFigures, ServiceSide, StreamLoad};
+use crate::report::{
+    Background, CronTicks, EndpointReport, LoadHealth, PhaseFigures, ServiceSide, StreamLoad,
+};
 use crate::scenario::Scenario;
 use crate::service_proc::{PromHist, RouteScrape, Scrape};
 
@@ -232,6 +234,42 @@ fn stream_load(
         late_wakeup: s.late_wakeup,
         lateness_p95_ms: s.lateness.quantile_ms(0.95),
         lateness_max_ms: s.lateness.max_ms(),
+    }
+}
+
+/// Cron ticks and counts sources over the load and the drain (since the first scrape, so the
+/// warm-up is left out).
+pub(crate) fn background(scenario: &Scenario, scrapes: &[Scrape]) -> Background {
+    let (Some(first), Some(last)) = (scrapes.first(), scrapes.last()) else {
+        return Background::default();
+    };
+    let counts_answers = last
+        .counts_answers
+        .iter()
+        .map(|(k, v)| {
+            let before = first.counts_answers.get(k).copied().unwrap_or(0.0);
+            (k.clone(), (v - before).max(0.0) as u64)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let cron_ticks = last
+        .cron_ticks
+        .iter()
+        .map(|(runner, h)| {
+            let h = h.since(&first.cron_ticks.get(runner).cloned().unwrap_or_default());
+            CronTicks {
+                runner: runner.clone(),
+                ticks: h.count as u64,
+                p95_ms: ms(h.quantile(0.95)),
+                max_ms: ms(h.quantile(1.0)),
+                budget_ms: scenario.service.cron_time_budget.as_secs_f64() * 1000.0,
+            }
+        })
+        .filter(|t| t.ticks > 0)
+        .collect();
+    Background {
+        counts_answers,
+        cron_ticks,
     }
 }
 

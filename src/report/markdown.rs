@@ -144,6 +144,49 @@ pub fn effects(r: &Report) -> String {
     out
 }
 
+/// Where the sidebar counts came from, and the cron ticks against their budget.
+pub fn background(r: &Report) -> String {
+    let mut out = String::new();
+    if r.arms.iter().all(|a| a.background == Default::default()) {
+        return out;
+    }
+    let _ = writeln!(out, "\n## Counts sources and background work\n");
+    let _ = writeln!(
+        out,
+        "| arm | counts: live / cache / fallback | cron ticks (runner: n, p95, max ≤, budget) |\n|---|---|---|"
+    );
+    for a in &r.arms {
+        let b = &a.background;
+        let n = |k: &str| b.counts_answers.get(k).copied().unwrap_or(0);
+        let total = (n("live") + n("cache") + n("fallback")).max(1) as f64;
+        let share = |k: &str| format!("{} ({:.0}%)", n(k), n(k) as f64 * 100.0 / total);
+        let ticks: Vec<String> = b
+            .cron_ticks
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}: {}, {}, {}, {}",
+                    t.runner,
+                    t.ticks,
+                    ms(t.p95_ms),
+                    ms(t.max_ms),
+                    ms(Some(t.budget_ms))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} / {} / {} | {} |",
+            a.name,
+            share("live"),
+            share("cache"),
+            share("fallback"),
+            ticks.join("; ")
+        );
+    }
+    out
+}
+
 /// The whole report.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -181,6 +224,7 @@ pub fn render(r: &Report) -> String {
         }
     }
     out.push_str(&effects(r));
+    out.push_str(&background(r));
     let _ = writeln!(out, "\n## Where the time went\n");
     let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");
     for a in &r.arms {

@@ -222,6 +222,27 @@ pub struct Accounting {
     pub holds: bool,
 }
 
+/// Background work and the counts' sources in one arm (schema 3).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Background {
+    /// Sidebar counts answers by source: `live` (a bounded live query), `cache` (fresh
+    /// enough), `fallback` (stale, because the live query timed out or the pool was full).
+    pub counts_answers: BTreeMap<String, u64>,
+    /// Cron ticks that ran, per runner, against the tick budget.
+    pub cron_ticks: Vec<CronTicks>,
+}
+
+/// One cron runner's ticks in an arm.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CronTicks {
+    pub runner: String,
+    pub ticks: u64,
+    pub p95_ms: Option<f64>,
+    /// The longest tick, to the histogram's bucket (an upper bound).
+    pub max_ms: Option<f64>,
+    pub budget_ms: f64,
+}
+
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Invariants {
     /// EMAIL_SENT events the service acknowledged (2xx).
@@ -292,6 +313,9 @@ pub struct ArmReport {
     pub load: LoadHealth,
     pub accounting: Accounting,
     pub invariants: Invariants,
+    /// Cron ticks and counts sources (schema 3).
+    #[serde(default)]
+    pub background: Background,
     pub timeline: Vec<TimelinePoint>,
     /// goose's own figures (timed from the actual start): `"METHOD name"` → …
     pub goose: BTreeMap<String, loadgen::engine::GooseEndpoint>,
@@ -335,6 +359,7 @@ impl ArmReport {
             load: LoadHealth::default(),
             accounting: Accounting::default(),
             invariants: Invariants::default(),
+            background: Background::default(),
             timeline: Vec::new(),
             goose: BTreeMap::new(),
             timings: ArmTimings::default(),

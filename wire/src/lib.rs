@@ -57,6 +57,10 @@ pub mod metrics {
     pub const POOL_WAITERS: &str = "db_pool_waiters";
     /// Gauge by `status`.
     pub const QUEUE_DEPTH: &str = "job_queue_depth";
+    /// Sidebar counts answers by `source`: `live`, `cache`, `fallback`.
+    pub const COUNTS_ANSWERS: &str = "counts_answers_total";
+    /// Duration of the cron ticks that ran, by `runner` (histogram, seconds).
+    pub const CRON_TICK: &str = "cron_tick_seconds";
 }
 
 /// Path of the email webhook.

@@ -41,6 +41,8 @@ pub struct CachedCounts {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CountsAnswer {
     pub scope_key: String,
+    /// Where the answer came from: `live`, `cache` (fresh enough) or `fallback` (stale).
+    pub source: &'static str,
     /// `None` only when nothing was ever computed for the scope and the live query failed.
     pub counts: Option<Counts>,
     /// True when these are cached counts, not a live result.
@@ -184,11 +186,13 @@ pub async fn inbox_counts(
         let counts = live(&mut conn, workspaces).await?;
         CountsAnswer {
             scope_key: scope_key.to_owned(),
+            source: "live",
             counts: Some(counts),
             stale: false,
             computed_at: Some(now()),
         }
     };
+    state.metrics.counts_answer(answer.source);
     let elapsed = started.elapsed();
     if elapsed > Duration::from_secs(1) {
         tracing::warn!(
@@ -210,6 +214,7 @@ async fn fixed_counts(
     let limits = &state.config.limits;
     let stale = |c: Option<CachedCounts>| CountsAnswer {
         scope_key: scope_key.to_owned(),
+        source: "fallback",
         counts: c.map(|c| c.counts),
         stale: true,
         computed_at: c.map(|c| c.computed_at),
@@ -227,6 +232,7 @@ async fn fixed_counts(
     };
     let cached_answer = |c: CachedCounts| CountsAnswer {
         scope_key: scope_key.to_owned(),
+        source: "cache",
         counts: Some(c.counts),
         stale: false,
         computed_at: Some(c.computed_at),
@@ -268,6 +274,7 @@ async fn fixed_counts(
             }
             CountsAnswer {
                 scope_key: scope_key.to_owned(),
+                source: "live",
                 counts: Some(counts),
                 stale: false,
                 computed_at: Some(fresh.computed_at),

@@ -115,7 +115,9 @@ async fn leased<F: Future<Output = Result<TickReport, AppError>>>(
         return Ok(Json(report));
     };
     tally.wrote(1);
+    let started = std::time::Instant::now();
     let outcome = tick.await;
+    state.metrics.cron_tick(name, started.elapsed());
     // Given back even when the tick failed; if that fails too, the lease expires by itself.
     if let Ok(mut conn) = state.acquire(tally).await {
         if let Ok(n) = ticks::release(&mut conn, name, lease).await {
