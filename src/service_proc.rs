@@ -269,6 +269,8 @@ pub struct Scrape {
     pub routes: BTreeMap<String, RouteScrape>,
     /// Sidebar counts answers by source: live, cache, fallback (cumulative).
     pub counts_answers: BTreeMap<String, f64>,
+    /// Slot ledger increments by outcome (cumulative).
+    pub ledger: BTreeMap<String, f64>,
     /// Cron tick durations by runner (cumulative).
     pub cron_ticks: BTreeMap<String, PromHist>,
 }
@@ -351,6 +353,10 @@ pub fn parse_metrics(text: &str, t: f64) -> Scrape {
         } else if name == names::ERRORS {
             if let Some(c) = labels.get("category") {
                 s.errors.insert(c.to_string(), v);
+            }
+        } else if name == names::LEDGER {
+            if let Some(outcome) = labels.get("outcome") {
+                s.ledger.insert(outcome.to_string(), v);
             }
         } else if name == names::COUNTS_ANSWERS {
             if let Some(source) = labels.get("source") {

@@ -84,6 +84,8 @@ struct Registry {
     cron_units: BTreeMap<(&'static str, &'static str), u64>,
     /// Counts answers by source.
     counts_answers: BTreeMap<&'static str, u64>,
+    /// Slot ledger increments by outcome.
+    ledger: BTreeMap<&'static str, u64>,
     /// Cron tick durations by runner.
     cron_ticks: BTreeMap<&'static str, Histogram>,
 }
@@ -168,6 +170,12 @@ impl Metrics {
         self.with(|r| *r.counts_answers.entry(source).or_default() += 1);
     }
 
+    /// Counts one slot-ledger increment: `applied`, `skipped` (best effort) or
+    /// `acquire_failed` (the legacy transaction found no connection).
+    pub fn ledger(&self, outcome: &'static str) {
+        self.with(|r| *r.ledger.entry(outcome).or_default() += 1);
+    }
+
     /// Records how long a cron tick of `runner` ran.
     pub fn cron_tick(&self, runner: &'static str, took: Duration) {
         self.with(|r| {
@@ -213,6 +221,10 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {0} Sidebar counts answers by source (live, cache, fallback).\n# TYPE {0} counter", names::COUNTS_ANSWERS);
             for (source, n) in &r.counts_answers {
                 let _ = writeln!(out, "{}{{source=\"{source}\"}} {n}", names::COUNTS_ANSWERS);
+            }
+            let _ = writeln!(out, "# HELP {0} Slot ledger increments by outcome (applied, skipped, acquire_failed).\n# TYPE {0} counter", names::LEDGER);
+            for (outcome, n) in &r.ledger {
+                let _ = writeln!(out, "{}{{outcome=\"{outcome}\"}} {n}", names::LEDGER);
             }
             let _ = writeln!(out, "# HELP {0} Duration of the cron ticks that ran, by runner.\n# TYPE {0} histogram", names::CRON_TICK);
             for (runner, h) in &r.cron_ticks {

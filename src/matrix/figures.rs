@@ -2,6 +2,8 @@
 //! intended send time) beside the service's own (`/metrics`), per stream how well the load
 //! generator kept its schedule, and where the time went.
 
+use std::collections::BTreeMap;
+
 use loadgen::record::{EndpointRecording, StreamRecording};
 use loadgen::Recording;
 
@@ -243,15 +245,20 @@ pub(crate) fn background(scenario: &Scenario, scrapes: &[Scrape]) -> Background 
     let (Some(first), Some(last)) = (scrapes.first(), scrapes.last()) else {
         return Background::default();
     };
-    let counts_answers = last
-        .counts_answers
-        .iter()
-        .map(|(k, v)| {
-            let before = first.counts_answers.get(k).copied().unwrap_or(0.0);
-            (k.clone(), (v - before).max(0.0) as u64)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let delta =
+        |now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>| -> BTreeMap<String, u64> {
+            now.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        (v - then.get(k).copied().unwrap_or(0.0)).max(0.0) as u64,
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+    let counts_answers = delta(&last.counts_answers, &first.counts_answers);
+    let ledger = delta(&last.ledger, &first.ledger);
     let cron_ticks = last
         .cron_ticks
         .iter()
@@ -269,6 +276,7 @@ pub(crate) fn background(scenario: &Scenario, scrapes: &[Scrape]) -> Background 
         .collect();
     Background {
         counts_answers,
+        ledger,
         cron_ticks,
     }
 }

@@ -153,7 +153,7 @@ pub fn background(r: &Report) -> String {
     let _ = writeln!(out, "\n## Counts sources and background work\n");
     let _ = writeln!(
         out,
-        "| arm | counts: live / cache / fallback | cron ticks (runner: n, p95, max ≤, budget) |\n|---|---|---|"
+        "| arm | counts: live / cache / fallback | slot ledger: applied / skipped / acquire failed | cron ticks (runner: n, p95, max ≤, budget) |\n|---|---|---|---|"
     );
     for a in &r.arms {
         let b = &a.background;
@@ -174,13 +174,17 @@ pub fn background(r: &Report) -> String {
                 )
             })
             .collect();
+        let ledger = |k: &str| b.ledger.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "| `{}` | {} / {} / {} | {} |",
+            "| `{}` | {} / {} / {} | {} / {} / {} | {} |",
             a.name,
             share("live"),
             share("cache"),
             share("fallback"),
+            ledger("applied"),
+            ledger("skipped"),
+            ledger("acquire_failed"),
             ticks.join("; ")
         );
     }

@@ -228,6 +228,10 @@ pub struct Background {
     /// Sidebar counts answers by source: `live` (a bounded live query), `cache` (fresh
     /// enough), `fallback` (stale, because the live query timed out or the pool was full).
     pub counts_answers: BTreeMap<String, u64>,
+    /// Slot ledger increments by outcome: `applied`, `skipped` (best effort), `acquire_failed`
+    /// (the legacy interactive transaction found no connection).
+    #[serde(default)]
+    pub ledger: BTreeMap<String, u64>,
     /// Cron ticks that ran, per runner, against the tick budget.
     pub cron_ticks: Vec<CronTicks>,
 }

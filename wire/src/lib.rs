@@ -59,6 +59,8 @@ pub mod metrics {
     pub const QUEUE_DEPTH: &str = "job_queue_depth";
     /// Sidebar counts answers by `source`: `live`, `cache`, `fallback`.
     pub const COUNTS_ANSWERS: &str = "counts_answers_total";
+    /// Slot ledger increments by `outcome`: `applied`, `skipped`, `acquire_failed`.
+    pub const LEDGER: &str = "ledger_increments_total";
     /// Duration of the cron ticks that ran, by `runner` (histogram, seconds).
     pub const CRON_TICK: &str = "cron_tick_seconds";
 }

@@ -287,21 +287,23 @@ pub async fn apply_sent_sync(
     Ok(Handled::Applied)
 }
 
-/// The slot ledger's count of this send (its workspace, its day).
+/// The slot ledger's count of this send (its workspace, its day): always the atomic upsert on
+/// the caller's transaction, best effort.
 async fn count_send(
     state: &AppState,
     tally: &Tally,
     tx: &mut PgConnection,
     ev: &EmailEvent,
 ) -> Result<(), AppError> {
-    ledger::increment(
+    ledger::count(
         state,
         tally,
         tx,
         ev.workspace_id,
         ev.occurred_at.date_naive(),
     )
-    .await
+    .await;
+    Ok(())
 }
 
 /// The worker's `EMAIL_SENT`: the same effects and the ledger in one transaction (so all of

@@ -1,11 +1,14 @@
-//! The slot-offer ledger: how many meeting slots each workspace offered per day.
+//! The slot-offer ledger: how many meeting slots each workspace offered per day. Slots are
+//! offered where drafts are written (AI drafts); each sent email counts as one too.
 //!
-//! Legacy (`LEGACY_LEDGER_TX`): an interactive transaction on a connection of its own —
-//! `BEGIN; SELECT … FOR UPDATE; INSERT or UPDATE; COMMIT` — so a caller already holding a
-//! connection needs a second one (the pool starves under a burst), and two first increments
-//! of a day race on the insert. Fixed: one atomic upsert on the caller's own connection, under
-//! a savepoint so that it is best effort: a failure is logged once with its category, rolled
-//! back alone, and never fails the caller.
+//! Legacy (`LEGACY_LEDGER_TX`, slot offers only): an interactive transaction on a connection
+//! of its own — `BEGIN; SELECT … FOR UPDATE; INSERT or UPDATE; COMMIT` — so a caller already
+//! holding a connection needs a second one: when the pool is busy the acquisition fails (the
+//! seed's "transaction acquisition failure", counted apart in `ledger_increments_total`), and
+//! two first increments of a day race on the insert. Fixed: one atomic upsert on the caller's
+//! own connection, under a savepoint so that it is best effort: a failure is logged once with
+//! its category, rolled back alone, and never fails the caller. A sent email's increment is
+//! always the atomic one, so the P0 cascade comes from the burst alone.
 
 use chrono::NaiveDate;
 use sqlx::{Connection, PgConnection};
@@ -13,9 +16,9 @@ use sqlx::{Connection, PgConnection};
 use crate::error::{AppError, Category};
 use crate::state::{AppState, Tally};
 
-/// Adds one offered slot for `workspace` on `day`; `conn` is the caller's connection (the
-/// fixed path runs on it, inside the caller's transaction if there is one).
-pub async fn increment(
+/// Adds one offered slot for `workspace` on `day` where slots are offered; `conn` is the
+/// caller's connection (the fixed path runs on it, inside the caller's transaction if any).
+pub async fn offer_slot(
     state: &AppState,
     tally: &Tally,
     conn: &mut PgConnection,
@@ -23,7 +26,17 @@ pub async fn increment(
     day: NaiveDate,
 ) -> Result<(), AppError> {
     if state.switches().legacy_ledger_tx {
-        let mut conn = state.acquire(tally).await?;
+        let mut conn = match state.acquire(tally).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                state.metrics.ledger("acquire_failed");
+                tracing::warn!(
+                    category = e.category().map(Category::as_str),
+                    "slot ledger: could not acquire a connection for its transaction"
+                );
+                return Err(e);
+            }
+        };
         let mut tx = conn.begin().await?;
         let current: Option<i32> = sqlx::query_scalar(
             "SELECT offered FROM slot_offer_ledger WHERE workspace_id = $1 AND slot_date = $2 FOR UPDATE",
@@ -51,8 +64,21 @@ pub async fn increment(
         };
         tally.wrote(written.rows_affected());
         tx.commit().await?;
+        state.metrics.ledger("applied");
         return Ok(());
     }
+    count(state, tally, conn, workspace, day).await;
+    Ok(())
+}
+
+/// The fixed increment: one atomic upsert on `conn` under a savepoint, best effort.
+pub async fn count(
+    state: &AppState,
+    tally: &Tally,
+    conn: &mut PgConnection,
+    workspace: i64,
+    day: NaiveDate,
+) {
     let result = async {
         let mut savepoint = conn.begin().await?;
         let written = sqlx::query(
@@ -75,6 +101,8 @@ pub async fn increment(
             tally.note(c);
         }
         tracing::warn!(category = category.map(Category::as_str), error = %e, "slot ledger increment skipped");
+        state.metrics.ledger("skipped");
+    } else {
+        state.metrics.ledger("applied");
     }
-    Ok(())
 }

@@ -16,6 +16,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use crate::auth::{authenticate, with_session_cookie, Surface};
+use crate::domain::ledger;
 use crate::error::{AppError, Category};
 use crate::providers::{self, Provider};
 use crate::state::{AppState, Tally};
@@ -139,6 +140,15 @@ async fn ai_draft(
             .execute(&mut *conn)
             .await?;
         tally.wrote(written.rows_affected());
+        // The draft offers meeting slots: the ledger counts them.
+        ledger::offer_slot(
+            &state,
+            &tally,
+            &mut conn,
+            workspace_id,
+            chrono::Utc::now().date_naive(),
+        )
+        .await?;
     }
     let body = Json(json!({ "draft": text, "verified": verified_flag, "category": category }));
     Ok(with_session_cookie(&auth, body.into_response()))
