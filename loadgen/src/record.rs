@@ -150,6 +150,9 @@ pub struct EndpointRecording {
     pub external_calls_max: u32,
     /// Requests that reported their writes and calls (the denominators).
     pub instrumented: u64,
+    /// Error categories per 1-second window of intended send time.
+    #[serde(default)]
+    pub category_windows: BTreeMap<u32, BTreeMap<String, u64>>,
 }
 
 impl EndpointRecording {
@@ -162,9 +165,23 @@ impl EndpointRecording {
         h
     }
 
+    /// Requests that reported `category`, in the windows starting in `[from, to)` seconds.
+    pub fn category_between(&self, category: &str, from: u32, to: u32) -> u64 {
+        self.category_windows
+            .range(from..to)
+            .filter_map(|(_, c)| c.get(category))
+            .sum()
+    }
+
     /// Adds `other` into this one.
     pub fn merge(&mut self, other: &EndpointRecording) {
         self.latency.merge(&other.latency);
+        for (w, cats) in &other.category_windows {
+            let mine = self.category_windows.entry(*w).or_default();
+            for (k, n) in cats {
+                *mine.entry(k.clone()).or_default() += n;
+            }
+        }
         for (w, h) in &other.windows {
             self.windows.entry(*w).or_default().merge(h);
         }
@@ -246,6 +263,11 @@ impl Recording {
         *e.status_counts.entry(s.outcome.label()).or_default() += 1;
         for c in &s.categories {
             *e.error_categories.entry(c.clone()).or_default() += 1;
+            *e.category_windows
+                .entry(s.intended.as_secs() as u32)
+                .or_default()
+                .entry(c.clone())
+                .or_default() += 1;
         }
         e.requests += 1;
         let lateness = s.started.saturating_sub(s.intended);
@@ -356,6 +378,23 @@ mod tests {
             (s.requests, s.late, s.late_wakeup, s.late_no_user),
             (3, 2, 1, 1)
         );
+    }
+
+    #[test]
+    fn error_categories_are_kept_per_window_of_intended_time() {
+        let mut r = Recording::default();
+        for ms in [200, 400, 1200, 2400, 2401] {
+            r.record(&sample("GET /", ms, ms + 5), Duration::from_millis(50));
+        }
+        let e = &r.endpoints["GET /"];
+        // Even intended times report db_timeout (see `sample`).
+        assert_eq!(e.category_between("db_timeout", 0, 1), 2);
+        assert_eq!(e.category_between("db_timeout", 1, 3), 2);
+        assert_eq!(
+            e.category_between("db_timeout", 0, 10),
+            e.error_categories["db_timeout"]
+        );
+        assert_eq!(e.category_between("ai_timeout", 0, 10), 0);
     }
 
     #[test]

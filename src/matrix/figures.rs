@@ -78,6 +78,7 @@ pub(crate) fn service_side(
                 phase: p.name.clone(),
                 requests: h.count as u64,
                 p95_ms: ms(h.quantile(0.95)),
+                statement_timeouts: 0,
             }
         })
         .collect();
@@ -184,11 +185,13 @@ pub(crate) fn endpoint_report(
             .phases
             .iter()
             .map(|p| {
-                let h = e.between(p.from.as_secs() as u32, p.to.as_secs() as u32);
+                let (from, to) = (p.from.as_secs() as u32, p.to.as_secs() as u32);
+                let h = e.between(from, to);
                 PhaseFigures {
                     phase: p.name.clone(),
                     requests: h.count(),
                     p95_ms: h.quantile_ms(0.95),
+                    statement_timeouts: e.category_between("db_timeout", from, to),
                 }
             })
             .collect(),

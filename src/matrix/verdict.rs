@@ -400,6 +400,7 @@ max_statement_timeouts = 0
                 phase: "burst".into(),
                 requests: 10,
                 p95_ms: Some(burst_p95),
+                statement_timeouts: 0,
             }],
         }
     }
@@ -419,6 +420,7 @@ max_statement_timeouts = 0
             phase: "burst".into(),
             requests: 10,
             p95_ms: Some(p95),
+            statement_timeouts: 0,
         }];
         e
     }

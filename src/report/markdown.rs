@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::{ms, ArmReport, ArmStatus, Report, Verdict};
+use crate::scenario::{COUNTS_LABEL, PAGE_LABEL};
 
 fn mark(ok: bool) -> &'static str {
     if ok {
@@ -191,6 +192,50 @@ pub fn background(r: &Report) -> String {
     out
 }
 
+/// Statement timeouts of the counts-serving endpoints per phase: contention shows as more
+/// timeouts in the incident phase than in the phase before it (the same counts traffic
+/// without the burst).
+pub fn timeouts_by_phase(r: &Report) -> String {
+    let mut out = String::new();
+    let phases: Vec<&str> = r.scenario.phases.iter().map(|p| p.name.as_str()).collect();
+    let rows: Vec<(String, Vec<u64>)> = r
+        .arms
+        .iter()
+        .map(|a| {
+            let per_phase = phases
+                .iter()
+                .map(|ph| {
+                    a.endpoints
+                        .iter()
+                        .filter(|e| e.endpoint == COUNTS_LABEL || e.endpoint == PAGE_LABEL)
+                        .flat_map(|e| e.phases.iter().filter(|p| p.phase == *ph))
+                        .map(|p| p.statement_timeouts)
+                        .sum()
+                })
+                .collect();
+            (a.name.clone(), per_phase)
+        })
+        .collect();
+    if rows.iter().all(|(_, n)| n.iter().all(|v| *v == 0)) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Statement timeouts of the counts and the page, by phase\n"
+    );
+    let _ = writeln!(
+        out,
+        "| arm | {} |\n|---|{}",
+        phases.join(" | "),
+        "---|".repeat(phases.len())
+    );
+    for (arm, n) in rows {
+        let cells: Vec<String> = n.iter().map(u64::to_string).collect();
+        let _ = writeln!(out, "| `{arm}` | {} |", cells.join(" | "));
+    }
+    out
+}
+
 /// The whole report.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -229,6 +274,7 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str(&effects(r));
     out.push_str(&background(r));
+    out.push_str(&timeouts_by_phase(r));
     let _ = writeln!(out, "\n## Where the time went\n");
     let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");
     for a in &r.arms {

@@ -112,6 +112,9 @@ pub struct PhaseFigures {
     pub phase: String,
     pub requests: u64,
     pub p95_ms: Option<f64>,
+    /// Requests of the phase that reported a statement timeout (`db_timeout`; client side).
+    #[serde(default)]
+    pub statement_timeouts: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
