@@ -43,7 +43,7 @@ async fn run(switches: Switches, faults: Faults, n: usize, again: usize) -> Vec<
         .ok_by_key
         .remove(&Provider::Ghl)
         .unwrap_or_default();
-    let counted = effects(&mut app.db().await, &acked, before, &ghl)
+    let counted = effects(&mut app.db().await, &acked, &before, &ghl)
         .await
         .unwrap();
     app.shutdown().await;

@@ -21,25 +21,30 @@ pub(crate) async fn connect(server: &PgServer, db: &str) -> anyhow::Result<PgCon
 }
 
 /// What the counters an `EMAIL_SENT` increments stood at before the load.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Baseline {
     /// Σ `leads.emails_sent`.
     pub emails_sent: i64,
-    /// Σ `slot_offer_ledger.offered`.
-    pub ledger: i64,
+    /// Σ `slot_offer_ledger.offered` per slot date (`YYYY-MM-DD`). A send counts on the day it
+    /// occurred; AI drafts offer slots on the day they are written, so the effect of the sends
+    /// is read on their days only.
+    pub ledger: BTreeMap<String, i64>,
 }
 
 /// The counters now.
 pub async fn baseline(conn: &mut PgConnection) -> anyhow::Result<Baseline> {
-    let (emails_sent, ledger): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT coalesce(sum(emails_sent), 0) FROM leads)::int8,
-                (SELECT coalesce(sum(offered), 0) FROM slot_offer_ledger)::int8",
+    let emails_sent: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(emails_sent), 0)::int8 FROM leads")
+            .fetch_one(&mut *conn)
+            .await?;
+    let ledger: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT slot_date::text, sum(offered)::int8 FROM slot_offer_ledger GROUP BY 1",
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
     Ok(Baseline {
         emails_sent,
-        ledger,
+        ledger: ledger.into_iter().collect(),
     })
 }
 
@@ -107,7 +112,7 @@ async fn rows_by_id(
 pub async fn effects(
     conn: &mut PgConnection,
     acked: &[String],
-    before: Baseline,
+    before: &Baseline,
     ghl_ok_by_key: &BTreeMap<String, u64>,
 ) -> anyhow::Result<Vec<EffectCount>> {
     let messages = rows_by_id(
@@ -128,13 +133,25 @@ pub async fn effects(
     )
     .fetch_all(&mut *conn)
     .await?;
+    // The days the applied sends occurred on (UTC, as the service counts them).
+    let days: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT ((sent_at AT TIME ZONE 'UTC')::date)::text FROM messages
+         WHERE provider_event_id IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let now = baseline(conn).await?;
+    let on_days = |b: &Baseline| -> i64 {
+        days.iter()
+            .map(|d| b.ledger.get(d).copied().unwrap_or(0))
+            .sum()
+    };
     let n = applied.len() as u64;
     Ok(vec![
         per_id("message row", acked, &messages),
         per_id("lead activity", acked, &activities),
         counter("lead emails_sent", n, now.emails_sent - before.emails_sent),
-        counter("slot ledger", n, now.ledger - before.ledger),
+        counter("slot ledger", n, on_days(&now) - on_days(before)),
         provider_calls("GHL contact sync", &applied, ghl_ok_by_key),
     ])
 }
@@ -150,7 +167,7 @@ pub(crate) async fn check_invariant(
 ) -> anyhow::Result<Invariants> {
     let acked: Vec<String> = recording.acked.iter().cloned().collect();
     let mut conn = connect(server, db).await?;
-    let effects = effects(&mut conn, &acked, before, ghl_ok_by_key).await?;
+    let effects = effects(&mut conn, &acked, &before, ghl_ok_by_key).await?;
     conn.close().await?;
     let message = &effects[0];
     Ok(Invariants {
