@@ -286,6 +286,7 @@ struct ScenarioFile {
     service: Limits,
     #[serde(default)]
     providers: BTreeMap<Provider, Knobs>,
+    reconnect: Option<Spanned<Reconnect>>,
     phases: Vec<Spanned<Phase>>,
     streams: Vec<Spanned<StreamSpec>>,
     budgets: BTreeMap<EndpointName, Budget>,
@@ -300,6 +301,16 @@ fn default_true() -> bool {
 }
 fn default_incident_phase() -> String {
     "burst".into()
+}
+
+/// `[reconnect]`: at `at` into the load, `share` % of the workspaces seeded disconnected
+/// reconnect their LinkedIn account (the fake Unipile accepts their sends again).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconnect {
+    pub share: f64,
+    #[serde(with = "incident_wire::duration")]
+    pub at: Duration,
 }
 
 /// One arm, resolved: its name, switches and expectation.
@@ -332,6 +343,9 @@ pub struct Scenario {
     /// The service's limits: the service's defaults where the file sets none.
     pub service: Limits,
     pub providers: BTreeMap<Provider, Knobs>,
+    /// Disconnected LinkedIn accounts that reconnect mid-run (the health gate must re-admit
+    /// them, and not skip their sends after that).
+    pub reconnect: Option<Reconnect>,
     pub phases: Vec<Phase>,
     pub streams: Vec<StreamSpec>,
     pub budgets: BTreeMap<EndpointName, Budget>,
@@ -444,6 +458,33 @@ impl Scenario {
                 ),
             ));
         }
+
+        let reconnect = match &raw.reconnect {
+            None => None,
+            Some(r) => {
+                let v = *r.get_ref();
+                if !(v.share > 0.0 && v.share <= 100.0) {
+                    return Err(at(
+                        Some(r.span()),
+                        format!(
+                            "[reconnect] field `share` = {} must be over 0 and at most 100",
+                            v.share
+                        ),
+                    ));
+                }
+                if v.at >= duration {
+                    return Err(at(
+                        Some(r.span()),
+                        format!(
+                            "[reconnect] field `at` = {} must fall within the run ({})",
+                            incident_wire::duration::format(v.at),
+                            incident_wire::duration::format(duration)
+                        ),
+                    ));
+                }
+                Some(v)
+            }
+        };
 
         if raw.streams.is_empty() {
             return Err(at(None, "at least one [[streams]] is needed".into()));
@@ -593,6 +634,7 @@ impl Scenario {
             postgres,
             service: raw.service,
             providers: raw.providers,
+            reconnect,
             phases,
             streams,
             budgets: raw.budgets,

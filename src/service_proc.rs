@@ -273,6 +273,10 @@ pub struct Scrape {
     pub ledger: BTreeMap<String, f64>,
     /// Cron tick durations by runner (cumulative).
     pub cron_ticks: BTreeMap<String, PromHist>,
+    /// The longest cron tick so far by runner, exactly (seconds).
+    pub cron_tick_max: BTreeMap<String, f64>,
+    /// The most pooled connections cron ticks held at once so far.
+    pub cron_connections_max: f64,
 }
 
 impl Scrape {
@@ -370,6 +374,12 @@ pub fn parse_metrics(text: &str, t: f64) -> Scrape {
                 &labels,
                 v,
             );
+        } else if name == names::CRON_TICK_MAX {
+            if let Some(runner) = labels.get("runner") {
+                s.cron_tick_max.insert(runner.to_string(), v);
+            }
+        } else if name == names::CRON_CONNECTIONS_MAX {
+            s.cron_connections_max = v;
         } else if name == names::QUEUE_DEPTH {
             match labels.get("status").copied() {
                 Some("queued") => s.queue_queued = v,

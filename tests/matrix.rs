@@ -191,6 +191,27 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert!(answered > 50, "{bg}");
+    // Cold at the start: most scopes users asked for were not cached by the warm-up.
+    let (at_start, at_end) = (
+        bg["counts_scopes_at_start"].as_u64().unwrap(),
+        bg["counts_scopes_at_end"].as_u64().unwrap(),
+    );
+    assert!(at_end > 2 * at_start.max(1), "{bg}");
+    // Every arm's cron ticks ended within their budget (a service property, flags or not).
+    for a in report["arms"].as_array().unwrap() {
+        let cron = a["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "cron ticks within their time budget")
+            .unwrap_or_else(|| panic!("{}: no cron check", a["name"]));
+        assert_eq!(cron["passed"], true, "{}: {cron}", a["name"]);
+    }
+    // Reconnected accounts: re-admitted by the gate, no false skip past the bound.
+    let gate = &fixed["reconnect"];
+    assert!(gate["reconnected"].as_u64().unwrap() >= 1, "{gate}");
+    assert!(gate["readmitted"].as_u64().unwrap() >= 1, "{gate}");
+    assert_eq!(gate["false_skips_late"], 0, "{gate}");
     assert!(md_has_effects(&out));
     // The legacy arms report theirs too (dirty or not, counted).
     assert_eq!(legacy["invariants"]["effects"].as_array().unwrap().len(), 5);
@@ -307,6 +328,7 @@ fn tiny_scenario(edit: impl Fn(String) -> String) -> String {
         "rate = 80.0, from = \"5s\", to = \"13s\"",
         "rate = 20.0, from = \"2s\", to = \"4s\"",
     );
+    s = swap(&s, "at = \"6s\"", "at = \"3s\"");
     s.push_str("[[arms]]\nname = \"all-on\"\nflags = { INBOXXIA_EMAIL_SENT_ASYNC = true, INBOX_COUNTS_CACHE_FALLBACK = true, UNIPILE_HEALTH_GATE = true }\nexpect = \"fixed\"\n");
     edit(s)
 }

@@ -236,8 +236,18 @@ async fn a_background_jobs_tick_is_bounded_by_its_batch_limit() {
     app.cron(JOBS).await;
     app.cron(JOBS).await;
     assert_eq!(
-        app.scalar("SELECT count(*) FROM background_jobs WHERE status = 'done'")
-            .await,
+        app.scalar(
+            "SELECT count(*) FROM background_jobs WHERE kind = 'email_sent' AND status = 'done'"
+        )
+        .await,
+        25
+    );
+    // Each applied event's GHL sync outbox row, settled by the inline call.
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM background_jobs WHERE kind = 'ghl_sync' AND status = 'done'"
+        )
+        .await,
         25
     );
     assert_eq!(
@@ -395,9 +405,62 @@ async fn a_tick_stays_within_its_budget_on_a_slow_database() {
 
     assert_eq!(tick["counts_refreshed"], 0, "{tick}");
     assert_eq!(tick["budget_exhausted"], true, "{tick}");
+    // Every wait inside the tick ends by its budget (nowhere near 6 × 5 s).
     let elapsed = tick["elapsed_ms"].as_u64().unwrap();
-    // The budget, plus the time to notice it is spent: nowhere near 6 × 5 s.
-    assert!(elapsed < 2_500, "{elapsed} ms for a 1 s budget: {tick}");
+    assert!(elapsed <= 1_000, "{elapsed} ms for a 1 s budget: {tick}");
+    assert!(
+        app.metric("cron_tick_max_seconds{runner=\"background_jobs\"}")
+            .await
+            <= 1.0
+    );
+    app.shutdown().await;
+}
+
+/// A full pool (the legacy burst) cannot stretch a tick either: waiting for a connection is
+/// bounded by the budget, and a tick that got none did nothing and held nothing.
+#[tokio::test]
+async fn a_tick_stays_within_its_budget_when_the_pool_is_full() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.cron_time_budget = Duration::from_millis(800);
+        l.acquire_timeout = Duration::from_secs(30);
+    })
+    .await;
+    for i in 0..12 {
+        let r = app
+            .post_webhook(&email_sent(
+                &format!("evt-full-{i}"),
+                1,
+                &format!("f{i}@example.test"),
+            ))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let mut held = Vec::new();
+    for _ in 0..app.state.config.limits.pool_max {
+        held.push(app.state.pool.acquire().await.unwrap());
+    }
+
+    for cron in [JOBS, FOLLOWUPS] {
+        let tick = app.cron(cron).await;
+        assert_eq!(tick["budget_exhausted"], true, "{cron}: {tick}");
+        assert_eq!(tick["processed"], 0, "{cron}: {tick}");
+        let elapsed = tick["elapsed_ms"].as_u64().unwrap();
+        assert!(elapsed <= 800, "{cron}: {elapsed} ms for a 0.8 s budget");
+    }
+    assert_eq!(app.metric("cron_connections_max").await, 0.0);
+    drop(held);
+
+    // With connections to be had, the same tick does the work, holding at most one round's
+    // worth of them at a time (one per job running, and none left over).
+    let tick = app.cron(JOBS).await;
+    assert_eq!(tick["processed"], 12, "{tick}");
+    let most = app.metric("cron_connections_max").await;
+    let concurrency = f64::from(app.state.config.limits.worker_concurrency);
+    assert!(
+        (1.0..=concurrency).contains(&most),
+        "{most} connections held at once"
+    );
+    assert_eq!(app.metric("cron_connections").await, 0.0);
     app.shutdown().await;
 }
 
@@ -588,5 +651,52 @@ async fn a_still_disconnected_workspace_costs_one_probe() {
         after, calls,
         "no probe before the recheck interval: {second}"
     );
+    app.shutdown().await;
+}
+
+/// A GHL sync that fails inline is not lost: the outbox row written with the event's effects
+/// makes the call from the queue once GHL answers again — once.
+#[tokio::test]
+async fn a_failed_ghl_sync_is_made_from_its_outbox_row() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.provider_backoff = Duration::from_millis(10);
+    })
+    .await;
+    let failing = Knobs {
+        errors: ErrorMix {
+            server_error_pct: 100.0,
+            ..ErrorMix::default()
+        },
+        ..Knobs::default()
+    };
+    app.set_knobs(Provider::Ghl, failing);
+    let r = app
+        .post_webhook(&email_sent("evt-outbox", 2, "ob@example.test"))
+        .await;
+    assert_eq!(r.status(), 202);
+    let synced = |app: &TestApp| {
+        let counters = app.fakes.counters();
+        counters
+            .ok_by_key
+            .get(&Provider::Ghl)
+            .map(|keys| keys.values().copied().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+
+    let tick = app.cron(JOBS).await;
+
+    assert_eq!(tick["processed"], 1, "the event applied: {tick}");
+    let queued =
+        "SELECT count(*) FROM background_jobs WHERE kind = 'ghl_sync' AND status = 'queued'";
+    assert_eq!(app.scalar(queued).await, 1);
+    assert!(synced(&app).is_empty());
+
+    app.set_knobs(Provider::Ghl, Knobs::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tick = app.cron(JOBS).await;
+
+    assert_eq!(tick["processed"], 1, "the sync, from the queue: {tick}");
+    assert_eq!(app.scalar(queued).await, 0);
+    assert_eq!(synced(&app), vec![1], "one successful call for the event");
     app.shutdown().await;
 }

@@ -101,7 +101,20 @@ impl Outcome {
     pub fn is_success(self) -> bool {
         matches!(self, Outcome::Status(200..=299))
     }
+
+    /// The request failed the user: a 5xx, a timeout or a broken connection (a 4xx is an
+    /// answer: a signed-out user, a bad request).
+    pub fn failed(self) -> bool {
+        matches!(
+            self,
+            Outcome::Status(500..) | Outcome::Timeout | Outcome::Error
+        )
+    }
 }
+
+/// The key under which [`EndpointRecording::category_windows`] counts failed requests
+/// ([`Outcome::failed`]) beside the error categories.
+pub const FAILED: &str = "failed";
 
 /// One request, with its timestamps as offsets from the run's start.
 #[derive(Debug, Clone)]
@@ -261,6 +274,13 @@ impl Recording {
             .or_default()
             .record(latency);
         *e.status_counts.entry(s.outcome.label()).or_default() += 1;
+        if s.outcome.failed() {
+            *e.category_windows
+                .entry(s.intended.as_secs() as u32)
+                .or_default()
+                .entry(FAILED.to_owned())
+                .or_default() += 1;
+        }
         for c in &s.categories {
             *e.error_categories.entry(c.clone()).or_default() += 1;
             *e.category_windows

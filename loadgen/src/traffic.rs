@@ -158,14 +158,28 @@ fn json_headers(cookie: Option<(String, String)>) -> Vec<(String, String)> {
 }
 
 impl Sessions {
-    /// The workspaces of the user behind hash `h`: a contiguous block of `scope_workspaces`.
+    /// The workspaces of the user behind hash `h`: `scope_workspaces` distinct workspaces
+    /// drawn for that user (the same every time), so users see different sets — as agency
+    /// staff do, each with their own clients — and each set is its own counts scope.
     fn scope(&self, h: u64) -> Vec<i64> {
-        let n = self.workspaces.max(1);
-        let user = (h % u64::from(self.users.max(1))) as u32;
-        let first = (user * self.scope_workspaces.max(1)) % n;
-        (0..self.scope_workspaces.clamp(1, n))
-            .map(|k| i64::from((first + k) % n + 1))
-            .collect()
+        let n = u64::from(self.workspaces.max(1));
+        let want = u64::from(self.scope_workspaces.clamp(1, self.workspaces.max(1)));
+        let user = h % u64::from(self.users.max(1));
+        let mut scope = Vec::with_capacity(want as usize);
+        // splitmix64 over (user, draw): a fixed, well-spread sequence per user.
+        let mut state = user.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+        while (scope.len() as u64) < want {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let ws = ((z ^ (z >> 31)) % n + 1) as i64;
+            if !scope.contains(&ws) {
+                scope.push(ws);
+            }
+        }
+        scope.sort_unstable();
+        scope
     }
 
     /// The cookie header for the request behind hash `h`, or none for a signed-out browser.
@@ -264,12 +278,30 @@ mod tests {
     }
 
     #[test]
-    fn scopes_are_blocks_of_existing_workspaces() {
+    fn scopes_are_distinct_existing_workspaces_one_set_per_user() {
         let s = sessions(0.0);
         for h in 0..50 {
             let scope = s.scope(h);
             assert_eq!(scope.len(), 5);
             assert!(scope.iter().all(|w| (1..=20).contains(w)));
+            assert!(scope.windows(2).all(|p| p[0] < p[1]), "{scope:?}");
+            assert_eq!(scope, s.scope(h + 7), "the same user, the same set");
         }
+        // Hundreds of users over 200 workspaces: hundreds of different scopes.
+        let many = Sessions {
+            workspaces: 200,
+            scope_workspaces: 10,
+            users: 300,
+            ..sessions(0.0)
+        };
+        let distinct: std::collections::BTreeSet<Vec<i64>> =
+            (0..300).map(|h| many.scope(h)).collect();
+        assert_eq!(distinct.len(), 300);
+        // A scope as wide as the agency is every workspace.
+        let all = Sessions {
+            scope_workspaces: 20,
+            ..sessions(0.0)
+        };
+        assert_eq!(all.scope(3), (1..=20).collect::<Vec<_>>());
     }
 }

@@ -88,6 +88,11 @@ struct Registry {
     ledger: BTreeMap<&'static str, u64>,
     /// Cron tick durations by runner.
     cron_ticks: BTreeMap<&'static str, Histogram>,
+    /// The longest tick per runner, exactly (the histogram gives only its bucket).
+    cron_tick_max: BTreeMap<&'static str, f64>,
+    /// Connections cron ticks hold now, and the most they held at once.
+    cron_connections: u64,
+    cron_connections_max: u64,
 }
 
 /// The service's metrics.
@@ -182,7 +187,21 @@ impl Metrics {
             r.cron_ticks
                 .entry(runner)
                 .or_default()
-                .observe(latency_buckets(), took.as_secs_f64())
+                .observe(latency_buckets(), took.as_secs_f64());
+            let max = r.cron_tick_max.entry(runner).or_default();
+            *max = max.max(took.as_secs_f64());
+        });
+    }
+
+    /// A cron tick took (`true`) or gave back (`false`) a pooled connection.
+    pub fn cron_connection(&self, taken: bool) {
+        self.with(|r| {
+            if taken {
+                r.cron_connections += 1;
+                r.cron_connections_max = r.cron_connections_max.max(r.cron_connections);
+            } else {
+                r.cron_connections = r.cron_connections.saturating_sub(1);
+            }
         });
     }
 
@@ -230,6 +249,12 @@ impl Metrics {
             for (runner, h) in &r.cron_ticks {
                 h.render(&mut out, names::CRON_TICK, &format!("runner=\"{runner}\""), latency_buckets());
             }
+            let _ = writeln!(out, "# HELP {0} The longest cron tick so far, by runner.\n# TYPE {0} gauge", names::CRON_TICK_MAX);
+            for (runner, max) in &r.cron_tick_max {
+                let _ = writeln!(out, "{}{{runner=\"{runner}\"}} {max}", names::CRON_TICK_MAX);
+            }
+            let _ = writeln!(out, "# HELP {0} Pooled connections cron ticks hold now.\n# TYPE {0} gauge\n{0} {1}", names::CRON_CONNECTIONS, r.cron_connections);
+            let _ = writeln!(out, "# HELP {0} The most pooled connections cron ticks held at once.\n# TYPE {0} gauge\n{0} {1}", names::CRON_CONNECTIONS_MAX, r.cron_connections_max);
         });
         for (name, value) in [
             (names::POOL_MAX, u64::from(gauges.pool_max)),

@@ -231,6 +231,50 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// A pooled connection for a cron tick, waiting at most `wait` (bounded by the tick's
+    /// budget); while it is held it counts in `cron_connections`.
+    pub async fn acquire_for_cron(
+        &self,
+        tally: &Tally,
+        wait: Duration,
+    ) -> Result<CronConn, AppError> {
+        let conn = self
+            .acquire_within(tally, wait.min(self.config.limits.acquire_timeout))
+            .await?;
+        self.metrics.cron_connection(true);
+        Ok(CronConn {
+            conn,
+            state: self.clone(),
+        })
+    }
+}
+
+/// A pooled connection a cron tick holds; given back (and uncounted) when dropped.
+pub struct CronConn {
+    conn: PoolConnection<Postgres>,
+    state: AppState,
+}
+
+impl std::ops::Deref for CronConn {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for CronConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl Drop for CronConn {
+    fn drop(&mut self) {
+        self.state.metrics.cron_connection(false);
+    }
+}
+
 /// Undoes the waiter count even when the waiting future is dropped (request timeout).
 struct WaitGuard<'a>(&'a AppState, &'a Tally);
 

@@ -15,10 +15,13 @@ use loadgen::{Endpoint, Plan, Recording};
 use sqlx::{ConnectOptions, Connection};
 
 use super::figures::{background, endpoint_reports, load_health};
+use super::gate;
 use super::invariant::{
     baseline, check_invariant, connect, rows_since, rows_written, wait_for_sessions_to_end,
 };
-use super::verdict::{accounting, accounting_check, judge, load_check, status, Unfinished};
+use super::verdict::{
+    accounting, accounting_check, cron_check, gate_check, judge, load_check, status, Unfinished,
+};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::{plan_for, service_env};
 use crate::dataset::Template;
@@ -126,7 +129,8 @@ async fn run_on_clone(
     out: &Path,
     timings: &mut ArmTimings,
 ) -> anyhow::Result<ArmReport> {
-    let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
+    let disconnected = disconnected_workspaces(server, db).await?;
+    let fakes = FakesServer::start(scenario, disconnected.clone()).await?;
     let rows_before = rows_written(server, db).await?;
     let effects_before = {
         let mut conn = connect(server, db).await?;
@@ -153,6 +157,7 @@ async fn run_on_clone(
         &format!("{}-{}", arm.name, std::process::id()),
     );
     warm_up(&http, &plan).await;
+    let scopes_at_start = counts_scopes(server, db).await?;
 
     // The load, watched.
     let recording = Arc::new(Mutex::new(Recording::default()));
@@ -166,9 +171,16 @@ async fn run_on_clone(
         recording.clone(),
     );
     let cpu_before = CpuSample::now();
-    let summary = loadgen::run(plan.clone(), recording.clone())
-        .await
-        .context("load generator")?;
+    // Accounts that reconnect mid-run, on the load's clock.
+    let reconnecting = async {
+        let r = scenario.reconnect?;
+        tokio::time::sleep_until((load_start + loadgen::engine::START_DELAY + r.at).into()).await;
+        Some(gate::reconnect(&fakes.fakes, server, db, &disconnected, r).await)
+    };
+    let (summary, reconnected) =
+        tokio::join!(loadgen::run(plan.clone(), recording.clone()), reconnecting);
+    let summary = summary.context("load generator")?;
+    let reconnected = reconnected.transpose().context("reconnecting accounts")?;
     let cpu = CpuSample::now().since(&cpu_before);
     timings.load_s = load_start.elapsed().as_secs_f64();
 
@@ -201,6 +213,7 @@ async fn run_on_clone(
 
     // What the service declared, then what Postgres and the providers counted.
     let declared = last.writes_and_calls();
+    let scopes_at_end = counts_scopes(server, db).await?;
     service.stop().await;
     wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
     let rows_by_table = rows_since(&rows_before, &rows_written(server, db).await?);
@@ -258,6 +271,21 @@ async fn run_on_clone(
         &invariants,
     ));
     checks.push(accounting_check(&accounting));
+    let mut background = background(scenario, &scrapes);
+    background.counts_scopes_at_start = scopes_at_start;
+    background.counts_scopes_at_end = scopes_at_end;
+    checks.extend(cron_check(&background));
+    let reconnect = match (&reconnected, scenario.reconnect) {
+        (Some(r), Some(spec)) => Some(
+            gate::report(server, db, r, gate::readmission_bound(scenario, spec.at))
+                .await
+                .context("reading the health gate's skips")?,
+        ),
+        _ => None,
+    };
+    if arm.switches.unipile_health_gate {
+        checks.extend(reconnect.as_ref().map(gate_check));
+    }
     let status = status(&checks);
     Ok(ArmReport {
         name: arm.name.clone(),
@@ -279,7 +307,8 @@ async fn run_on_clone(
         load,
         accounting,
         invariants,
-        background: background(scenario, &scrapes),
+        background,
+        reconnect,
         timeline: scrapes
             .iter()
             .map(|s| TimelinePoint {
@@ -347,6 +376,16 @@ fn unfinished(
 /// A few unmeasured requests per page/action stream before the load: every arm starts with
 /// warm caches and connections alike (and a fixed arm's counts cache is backfilled, as the
 /// rollout plan deploys it).
+/// Counts scopes in the cache table now.
+async fn counts_scopes(server: &PgServer, db: &str) -> anyhow::Result<u64> {
+    let mut conn = connect(server, db).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox_counts_cache")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(n as u64)
+}
+
 async fn warm_up(http: &reqwest::Client, plan: &Plan) {
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

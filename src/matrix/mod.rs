@@ -12,10 +12,12 @@
 //! - [`watch`]: scraping, progress and CPU beside the load.
 //! - [`figures`]: client-side and service-side figures, the generator's health.
 //! - [`invariant`]: exactly-once, and the rows Postgres counted.
+//! - [`gate`]: the Unipile health gate when accounts reconnect mid-run (false skips).
 //! - [`verdict`]: the checks, the arm's status, attribution.
 
 mod arm;
 pub mod figures;
+mod gate;
 pub mod invariant;
 pub mod verdict;
 pub mod watch;

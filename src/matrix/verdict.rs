@@ -3,8 +3,8 @@
 //! what Postgres and the providers counted; and which flag moves which budget.
 
 use crate::report::{
-    ms, Accounting, ArmReport, ArmStatus, Attribution, Check, EndpointReport, Invariants,
-    LoadHealth,
+    ms, Accounting, ArmReport, ArmStatus, Attribution, Background, Check, EndpointReport,
+    Invariants, LoadHealth, ReconnectReport,
 };
 use crate::scenario::{Expect, Scenario, COUNTS_LABEL, PAGE_LABEL, WEBHOOK_LABEL};
 
@@ -273,6 +273,64 @@ pub fn accounting_check(a: &Accounting) -> Check {
     )
 }
 
+/// Every cron tick ended within its time budget (a service property in every arm: no flag
+/// turns the bound off). `None` when no tick ran.
+pub fn cron_check(bg: &Background) -> Option<Check> {
+    if bg.cron_ticks.is_empty() {
+        return None;
+    }
+    let over: Vec<String> = bg
+        .cron_ticks
+        .iter()
+        .filter(|t| t.max_ms.is_some_and(|m| m > t.budget_ms))
+        .map(|t| {
+            format!(
+                "{} max {} over {}",
+                t.runner,
+                ms(t.max_ms),
+                ms(Some(t.budget_ms))
+            )
+        })
+        .collect();
+    let longest = bg
+        .cron_ticks
+        .iter()
+        .map(|t| format!("{} max {}", t.runner, ms(t.max_ms)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(check(
+        "cron ticks within their time budget",
+        over.is_empty(),
+        if over.is_empty() {
+            format!(
+                "{longest}; at most {} connections held",
+                bg.cron_connections_max
+            )
+        } else {
+            over.join(", ")
+        },
+    ))
+}
+
+/// The health gate re-admits reconnected workspaces: no follow-up of theirs skipped later
+/// than the bound (the gate had every chance to probe them by then).
+pub fn gate_check(r: &ReconnectReport) -> Check {
+    check(
+        "reconnected workspaces re-admitted, no false skip past the bound",
+        r.false_skips_late == 0,
+        format!(
+            "{}/{} re-admitted (slowest {}), {} false skips, {} of them later than {}",
+            r.readmitted,
+            r.reconnected,
+            r.slowest_readmission_s
+                .map_or("-".into(), |s| format!("{s:.1} s")),
+            r.false_skips,
+            r.false_skips_late,
+            ms(Some(r.bound_s * 1000.0))
+        ),
+    )
+}
+
 /// The arm's status from its checks: inconclusive when the load generator fell behind
 /// (whatever else held), else as expected only when every check held.
 pub fn status(checks: &[Check]) -> ArmStatus {
@@ -401,6 +459,7 @@ max_statement_timeouts = 0
                 requests: 10,
                 p95_ms: Some(burst_p95),
                 statement_timeouts: 0,
+                failed: 0,
             }],
         }
     }
@@ -421,6 +480,7 @@ max_statement_timeouts = 0
             requests: 10,
             p95_ms: Some(p95),
             statement_timeouts: 0,
+            failed: 0,
         }];
         e
     }
@@ -667,6 +727,57 @@ max_statement_timeouts = 0
             !c.passed && c.detail.contains("150 counted by Postgres"),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn a_false_skip_past_the_bound_fails_the_gate() {
+        let mut r = ReconnectReport {
+            reconnected: 4,
+            readmitted: 4,
+            slowest_readmission_s: Some(6.2),
+            false_skips: 3,
+            false_skips_late: 0,
+            bound_s: 15.0,
+        };
+        let held = gate_check(&r);
+        assert!(held.passed, "{held:?}");
+        assert!(
+            held.detail
+                .contains("4/4 re-admitted (slowest 6.2 s), 3 false skips"),
+            "{}",
+            held.detail
+        );
+        r.false_skips_late = 1;
+        assert!(!gate_check(&r).passed);
+    }
+
+    #[test]
+    fn a_cron_tick_over_its_budget_fails_the_arm_and_is_named() {
+        let tick = |runner: &str, max_ms: f64| crate::report::CronTicks {
+            runner: runner.into(),
+            ticks: 10,
+            p95_ms: Some(max_ms / 2.0),
+            max_ms: Some(max_ms),
+            budget_ms: 5000.0,
+        };
+        let mut bg = Background {
+            cron_ticks: vec![tick("background_jobs", 4900.0), tick("followups", 5000.0)],
+            cron_connections_max: 8,
+            ..Background::default()
+        };
+        let held = cron_check(&bg).unwrap();
+        assert!(held.passed, "{held:?}");
+        assert!(
+            held.detail.contains("at most 8 connections"),
+            "{}",
+            held.detail
+        );
+        bg.cron_ticks[1].max_ms = Some(5310.0);
+        let over = cron_check(&bg).unwrap();
+        assert!(!over.passed);
+        assert!(over.detail.contains("followups max"), "{}", over.detail);
+        assert_eq!(status(&[over]), ArmStatus::NotAsExpected);
+        assert!(cron_check(&Background::default()).is_none());
     }
 
     fn arm_with(name: &str, flags: &[(&str, bool)], webhook_p95: f64) -> ArmReport {

@@ -145,6 +145,42 @@ pub fn effects(r: &Report) -> String {
     out
 }
 
+/// The health gate when LinkedIn accounts reconnected mid-run: re-admissions and false skips.
+pub fn reconnections(r: &Report) -> String {
+    let mut out = String::new();
+    if r.arms.iter().all(|a| a.reconnect.is_none()) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Reconnected LinkedIn accounts (Unipile health gate)\n\n\
+         A false skip is a follow-up skipped for a workspace that had reconnected; past the \
+         bound (recheck interval + one follow-ups tick + its budget) it fails the arm.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| arm | gate | re-admitted | slowest re-admission | false skips | past the bound |\n|---|---|---|---|---|---|"
+    );
+    for a in &r.arms {
+        let Some(g) = &a.reconnect else { continue };
+        let gate = a.flags.get("UNIPILE_HEALTH_GATE").copied().unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {}/{} | {} | {} | {} (bound {:.0} s) |",
+            a.name,
+            if gate { "on" } else { "off" },
+            g.readmitted,
+            g.reconnected,
+            g.slowest_readmission_s
+                .map_or("-".into(), |s| format!("{s:.1} s")),
+            g.false_skips,
+            g.false_skips_late,
+            g.bound_s
+        );
+    }
+    out
+}
+
 /// Where the sidebar counts came from, and the cron ticks against their budget.
 pub fn background(r: &Report) -> String {
     let mut out = String::new();
@@ -154,7 +190,7 @@ pub fn background(r: &Report) -> String {
     let _ = writeln!(out, "\n## Counts sources and background work\n");
     let _ = writeln!(
         out,
-        "| arm | counts: live / cache / fallback | slot ledger: applied / skipped / acquire failed | cron ticks (runner: n, p95, max ≤, budget) |\n|---|---|---|---|"
+        "| arm | counts: live / cache / fallback | cached scopes: at start → after | slot ledger: applied / skipped / acquire failed | cron ticks (runner: n, p95, max, budget) | cron: most connections held |\n|---|---|---|---|---|---|"
     );
     for a in &r.arms {
         let b = &a.background;
@@ -178,27 +214,33 @@ pub fn background(r: &Report) -> String {
         let ledger = |k: &str| b.ledger.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "| `{}` | {} / {} / {} | {} / {} / {} | {} |",
+            "| `{}` | {} / {} / {} | {} → {} | {} / {} / {} | {} | {} |",
             a.name,
             share("live"),
             share("cache"),
             share("fallback"),
+            b.counts_scopes_at_start,
+            b.counts_scopes_at_end,
             ledger("applied"),
             ledger("skipped"),
             ledger("acquire_failed"),
-            ticks.join("; ")
+            ticks.join("; "),
+            b.cron_connections_max
         );
     }
     out
 }
 
-/// Statement timeouts of the counts-serving endpoints per phase: contention shows as more
-/// timeouts in the incident phase than in the phase before it (the same counts traffic
-/// without the burst).
+/// One phase of one arm, the counts and the page together: requests, failed, statement timeouts.
+type PhaseTally = (u64, u64, u64);
+
+/// The counts-serving endpoints per phase: requests, failures (5xx, timeouts) and statement
+/// timeouts. Contention shows as more failures in the incident phase than in the phase before
+/// it (the same counts traffic without the burst: the control).
 pub fn timeouts_by_phase(r: &Report) -> String {
     let mut out = String::new();
     let phases: Vec<&str> = r.scenario.phases.iter().map(|p| p.name.as_str()).collect();
-    let rows: Vec<(String, Vec<u64>)> = r
+    let rows: Vec<(String, Vec<PhaseTally>)> = r
         .arms
         .iter()
         .map(|a| {
@@ -209,19 +251,20 @@ pub fn timeouts_by_phase(r: &Report) -> String {
                         .iter()
                         .filter(|e| e.endpoint == COUNTS_LABEL || e.endpoint == PAGE_LABEL)
                         .flat_map(|e| e.phases.iter().filter(|p| p.phase == *ph))
-                        .map(|p| p.statement_timeouts)
-                        .sum()
+                        .fold((0, 0, 0), |(n, f, t), p| {
+                            (n + p.requests, f + p.failed, t + p.statement_timeouts)
+                        })
                 })
                 .collect();
             (a.name.clone(), per_phase)
         })
         .collect();
-    if rows.iter().all(|(_, n)| n.iter().all(|v| *v == 0)) {
+    if rows.iter().all(|(_, n)| n.iter().all(|v| v.0 == 0)) {
         return out;
     }
     let _ = writeln!(
         out,
-        "\n## Statement timeouts of the counts and the page, by phase\n"
+        "\n## The counts and the page by phase: failed / requests (statement timeouts)\n"
     );
     let _ = writeln!(
         out,
@@ -230,7 +273,10 @@ pub fn timeouts_by_phase(r: &Report) -> String {
         "---|".repeat(phases.len())
     );
     for (arm, n) in rows {
-        let cells: Vec<String> = n.iter().map(u64::to_string).collect();
+        let cells: Vec<String> = n
+            .iter()
+            .map(|(req, failed, st)| format!("{failed} / {req} ({st})"))
+            .collect();
         let _ = writeln!(out, "| `{arm}` | {} |", cells.join(" | "));
     }
     out
@@ -274,6 +320,7 @@ pub fn render(r: &Report) -> String {
     }
     out.push_str(&effects(r));
     out.push_str(&background(r));
+    out.push_str(&reconnections(r));
     out.push_str(&timeouts_by_phase(r));
     let _ = writeln!(out, "\n## Where the time went\n");
     let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");

@@ -115,6 +115,10 @@ pub struct PhaseFigures {
     /// Requests of the phase that reported a statement timeout (`db_timeout`; client side).
     #[serde(default)]
     pub statement_timeouts: u64,
+    /// Requests of the phase that failed the user: 5xx, timeout, broken connection (client
+    /// side; 4xx answers are not failures).
+    #[serde(default)]
+    pub failed: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -237,6 +241,33 @@ pub struct Background {
     pub ledger: BTreeMap<String, u64>,
     /// Cron ticks that ran, per runner, against the tick budget.
     pub cron_ticks: Vec<CronTicks>,
+    /// The most pooled connections the cron ticks held at once (of the service's pool).
+    #[serde(default)]
+    pub cron_connections_max: u64,
+    /// Counts scopes in the cache table when the load started (after the warm-up) and after
+    /// the drain: how cold the cache was, and how many different scopes users asked for.
+    #[serde(default)]
+    pub counts_scopes_at_start: u64,
+    #[serde(default)]
+    pub counts_scopes_at_end: u64,
+}
+
+/// Workspaces whose LinkedIn account reconnected mid-run, and the follow-ups the health gate
+/// skipped for them afterwards (false skips).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReconnectReport {
+    pub reconnected: u64,
+    /// Of those, marked connected again by the gate (a probe answered).
+    pub readmitted: u64,
+    /// From the reconnection to the last re-admission.
+    pub slowest_readmission_s: Option<f64>,
+    /// Follow-ups skipped for a reconnected workspace after it reconnected.
+    pub false_skips: u64,
+    /// Of those, skipped later than `bound_s` after the reconnection (must be 0).
+    pub false_skips_late: u64,
+    /// The longest the gate may take to notice: the recheck interval, one follow-ups tick
+    /// period and one tick budget.
+    pub bound_s: f64,
 }
 
 /// One cron runner's ticks in an arm.
@@ -245,7 +276,7 @@ pub struct CronTicks {
     pub runner: String,
     pub ticks: u64,
     pub p95_ms: Option<f64>,
-    /// The longest tick, to the histogram's bucket (an upper bound).
+    /// The longest tick, exactly (the service's `cron_tick_max_seconds`, over its whole life).
     pub max_ms: Option<f64>,
     pub budget_ms: f64,
 }
@@ -323,6 +354,10 @@ pub struct ArmReport {
     /// Cron ticks and counts sources (schema 3).
     #[serde(default)]
     pub background: Background,
+    /// The health gate and the workspaces that reconnected mid-run (scenarios with
+    /// `[reconnect]`).
+    #[serde(default)]
+    pub reconnect: Option<ReconnectReport>,
     pub timeline: Vec<TimelinePoint>,
     /// goose's own figures (timed from the actual start): `"METHOD name"` → …
     pub goose: BTreeMap<String, loadgen::engine::GooseEndpoint>,
@@ -367,6 +402,7 @@ impl ArmReport {
             accounting: Accounting::default(),
             invariants: Invariants::default(),
             background: Background::default(),
+            reconnect: None,
             timeline: Vec::new(),
             goose: BTreeMap::new(),
             timings: ArmTimings::default(),

@@ -63,6 +63,12 @@ pub mod metrics {
     pub const LEDGER: &str = "ledger_increments_total";
     /// Duration of the cron ticks that ran, by `runner` (histogram, seconds).
     pub const CRON_TICK: &str = "cron_tick_seconds";
+    /// The longest cron tick so far, by `runner` (gauge, seconds).
+    pub const CRON_TICK_MAX: &str = "cron_tick_max_seconds";
+    /// Pooled connections cron ticks hold now (gauge).
+    pub const CRON_CONNECTIONS: &str = "cron_connections";
+    /// The most pooled connections cron ticks held at once (gauge).
+    pub const CRON_CONNECTIONS_MAX: &str = "cron_connections_max";
 }
 
 /// Path of the email webhook.

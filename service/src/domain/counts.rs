@@ -151,17 +151,7 @@ pub async fn live_bounded(
     limit: Duration,
 ) -> Result<Counts, sqlx::Error> {
     let mut tx = conn.begin().await?;
-    // Never above the database's own timeout (the role's or the connection's): a fix that
-    // raised it would let the query run longer than production allows.
-    sqlx::query(
-        "SELECT set_config('statement_timeout', (CASE
-             WHEN current_setting('statement_timeout')::interval = interval '0' THEN $1
-             ELSE least($1, (extract(epoch FROM current_setting('statement_timeout')::interval) * 1000)::int8)
-         END)::text, true)",
-    )
-    .bind(limit.as_millis().max(1) as i64)
-    .execute(&mut *tx)
-    .await?;
+    crate::db::bound_statements(&mut tx, limit).await?;
     let counts = sqlx::query_as(COUNTS_SQL_PER_LEAD)
         .bind(workspaces)
         .fetch_one(&mut *tx)
@@ -305,21 +295,18 @@ pub fn remember(state: &AppState, scope_key: &str, fresh: CachedCounts) {
         .insert(scope_key.to_owned(), fresh);
 }
 
-/// Recomputes up to `limit` cached scopes older than half the cache TTL, so requests keep
-/// finding fresh counts (the cron worker calls this). The query is bounded by the cron's
-/// time budget: this is background work, off the request path. Returns how many were
-/// refreshed.
-/// Recomputes up to `limit` stale cached scopes, oldest first, until `deadline`: each query
-/// under the time left (and never more than the fixed query's own limit), so a slow database
-/// cannot stretch the tick past its budget. Returns the scopes refreshed.
+/// Recomputes, on the cron's `conn`, up to `limit` cached scopes older than half the cache
+/// TTL, oldest first, so requests keep finding fresh counts. Background work until `deadline`:
+/// each query under the time left (and never more than the fixed query's own limit), so a slow
+/// database cannot stretch the tick past its budget. Returns the scopes refreshed.
 pub async fn refresh_stale(
     state: &AppState,
     tally: &Tally,
+    conn: &mut PgConnection,
     limit: i64,
     deadline: Instant,
 ) -> Result<u64, AppError> {
     let limits = &state.config.limits;
-    let mut conn = state.acquire(tally).await?;
     let scopes: Vec<(String, Vec<i64>)> = sqlx::query_as(
         "SELECT scope_key, workspace_ids FROM inbox_counts_cache
          WHERE computed_at < now() - make_interval(secs => $1)
@@ -336,7 +323,7 @@ pub async fn refresh_stale(
             break;
         }
         match live_bounded(
-            &mut conn,
+            &mut *conn,
             &workspaces,
             left.min(limits.counts_query_timeout),
         )
@@ -347,7 +334,7 @@ pub async fn refresh_stale(
                     counts,
                     computed_at: now(),
                 };
-                tally.wrote(store(&mut conn, &scope_key, &workspaces, &fresh).await?);
+                tally.wrote(store(&mut *conn, &scope_key, &workspaces, &fresh).await?);
                 remember(state, &scope_key, fresh);
                 refreshed += 1;
             }

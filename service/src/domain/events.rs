@@ -7,11 +7,13 @@
 //! the worker applies the same effects. Either way the message's unique provider event id makes
 //! the effects happen once, however often and concurrently the event is delivered.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
-use crate::domain::{jobs, ledger, steps::Steps};
+use crate::domain::{jobs, ledger, steps::Steps, ticks::Budget};
 use crate::error::AppError;
 use crate::providers::{self, Provider};
 use crate::state::{AppState, Tally};
@@ -306,42 +308,90 @@ async fn count_send(
     Ok(())
 }
 
-/// The worker's `EMAIL_SENT`: the same effects and the ledger in one transaction (so all of
-/// them happen exactly once), the provider call after the commit, never holding a connection.
+/// What the worker's apply of a queued `EMAIL_SENT` came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobApplied {
+    /// Effects applied, the job marked done in the same transaction.
+    Applied,
+    /// Seen before: nothing applied, the job marked done.
+    Duplicate,
+    /// Another worker holds the job's lease now: nothing applied or marked.
+    LeaseLost,
+}
+
+/// The worker's `EMAIL_SENT`, within its tick's `budget`: the effects, the ledger, the GHL
+/// sync's outbox row and the job's completion in one transaction (so each happens exactly
+/// once, and only while this worker holds the lease), then the GHL call, never holding a
+/// connection. The call is bounded by what is left of the budget; if it fails or is cut off,
+/// the outbox row makes it from the queue.
 pub async fn apply_sent_job(
     state: &AppState,
     tally: &Tally,
     ev: &EmailEvent,
-) -> Result<Handled, AppError> {
+    job: &jobs::Job,
+    budget: &Budget,
+) -> Result<JobApplied, AppError> {
+    let limits = &state.config.limits;
     let mut steps = Steps::new(state.switches().log_slow_paths);
     let applied = {
-        let mut conn = state.acquire(tally).await?;
+        let mut conn = state.acquire_for_cron(tally, budget.work_left()).await?;
         let mut tx = conn.begin().await?;
+        // No statement outlives the tick's work deadline.
+        crate::db::bound_statements(&mut tx, budget.work_left()).await?;
         let applied = sent_effects(state, &mut tx, tally, ev, &mut steps).await?;
         if applied.is_some() {
             count_send(state, tally, &mut tx, ev).await?;
+            jobs::enqueue_ghl_sync(&mut tx, tally, ev, limits.job_lease).await?;
+        }
+        let completed = jobs::complete(&mut tx, job).await?;
+        tally.wrote(completed);
+        if completed == 0 {
+            tx.rollback().await?;
+            return Ok(JobApplied::LeaseLost);
         }
         tx.commit().await?;
         applied
     };
     if applied.is_none() {
-        return Ok(Handled::Duplicate);
+        return Ok(JobApplied::Duplicate);
     }
-    if let Err(e) = sync_contact(state, tally, ev).await {
-        // Not lost: the sync goes back to the queue, retried with backoff like any job.
-        if let Some(c) = e.category() {
-            tally.note(c);
+    // Made now only while the call's whole timeout fits the budget; otherwise (or when it
+    // fails) the outbox row makes it from the queue.
+    let (synced, retry_after) = match budget.call_timeout(limits.provider_timeout) {
+        None => (false, Duration::ZERO),
+        Some(timeout) => match providers::call_once(
+            state,
+            tally,
+            Provider::Ghl,
+            "/contacts/upsert",
+            &contact_body(ev),
+            Some(timeout),
+        )
+        .await
+        {
+            Ok(_) => (true, Duration::ZERO),
+            Err(e) => {
+                tally.note(e.category);
+                tracing::warn!(
+                    category = e.category.as_str(),
+                    dedupe_key = %ev.dedupe_key(),
+                    "GHL contact sync failed; the queue retries it"
+                );
+                (false, providers::backoff(limits.provider_backoff, 1))
+            }
+        },
+    };
+    steps.mark("ghl_sync");
+    // Bookkeeping, in the budget's reserve. Without a connection the outbox row stays as it
+    // is and the queue makes the call once its delay is over.
+    if let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await {
+        let settled = jobs::settle_ghl_sync(&mut conn, ev, (!synced).then_some(retry_after));
+        if let Ok(n) = settled.await {
+            tally.wrote(n);
         }
-        tracing::warn!(
-            category = e.category().map(|c| c.as_str()),
-            dedupe_key = %ev.dedupe_key(),
-            "GHL contact sync failed after retries; queued"
-        );
-        let mut conn = state.acquire(tally).await?;
-        jobs::enqueue_ghl_sync(&mut conn, tally, ev).await?;
     }
     steps.log("job EMAIL_SENT");
-    Ok(Handled::Applied)
+    Ok(JobApplied::Applied)
 }
 
 /// `EMAIL_OPENED`, `EMAIL_REPLIED`, `EMAIL_BOUNCED`: small, synchronous in every mode.

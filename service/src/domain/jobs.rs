@@ -20,23 +20,58 @@ pub const EMAIL_SENT: &str = "email_sent";
 /// The job kind for a GHL contact sync that failed inline and is retried from the queue.
 pub const GHL_SYNC: &str = "ghl_sync";
 
-/// Queues the GHL contact sync of `ev` (one write; a second one for the event is a no-op).
+/// The dedupe key of `ev`'s GHL contact sync job.
+fn ghl_key(ev: &EmailEvent) -> String {
+    format!("ghl:{}", ev.dedupe_key())
+}
+
+/// Queues the GHL contact sync of `ev`, due after `after` (one write; a second one for the
+/// event is a no-op). Written in the transaction that applies the event, it is the sync's
+/// outbox: if the worker is cut off (its tick's budget, a crash) before the inline call is
+/// settled, the queue makes the call later, so the sync is never lost.
 pub async fn enqueue_ghl_sync(
     conn: &mut PgConnection,
     tally: &Tally,
     ev: &EmailEvent,
+    after: Duration,
 ) -> Result<(), AppError> {
     let written = sqlx::query(
-        "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ($1, $2, $3)
+        "INSERT INTO background_jobs (kind, dedupe_key, payload, run_after)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))
          ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(GHL_SYNC)
-    .bind(format!("ghl:{}", ev.dedupe_key()))
+    .bind(ghl_key(ev))
     .bind(crate::domain::events::contact_body(ev))
+    .bind(after.as_secs_f64())
     .execute(conn)
     .await?;
     tally.wrote(written.rows_affected());
     Ok(())
+}
+
+/// Settles `ev`'s queued GHL sync after the inline call: done when it succeeded, due again
+/// after `retry_after` when it did not. Returns the rows written (0 when a worker has claimed
+/// it meanwhile).
+pub async fn settle_ghl_sync(
+    conn: &mut PgConnection,
+    ev: &EmailEvent,
+    retry_after: Option<Duration>,
+) -> Result<u64, sqlx::Error> {
+    let q = match retry_after {
+        None => sqlx::query(
+            "UPDATE background_jobs SET status = 'done', finished_at = now()
+             WHERE dedupe_key = $1 AND status = 'queued'",
+        )
+        .bind(ghl_key(ev)),
+        Some(delay) => sqlx::query(
+            "UPDATE background_jobs SET run_after = now() + make_interval(secs => $2)
+             WHERE dedupe_key = $1 AND status = 'queued'",
+        )
+        .bind(ghl_key(ev))
+        .bind(delay.as_secs_f64()),
+    };
+    q.execute(conn).await.map(|r| r.rows_affected())
 }
 
 /// The outcome of an enqueue.
@@ -153,6 +188,24 @@ pub async fn complete(conn: &mut PgConnection, job: &Job) -> Result<u64, sqlx::E
     )
     .bind(job.id)
     .bind(job.lease_token)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// Gives `jobs` back untouched (their tick ran out of time before their effects): queued
+/// again, due now, the attempt their claim counted returned. Returns the rows written.
+pub async fn release(conn: &mut PgConnection, jobs: &[Job]) -> Result<u64, sqlx::Error> {
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let tokens: Vec<i64> = jobs.iter().map(|j| j.lease_token).collect();
+    sqlx::query(
+        "UPDATE background_jobs b
+         SET status = 'queued', attempts = b.attempts - 1, locked_until = NULL
+         FROM unnest($1::int8[], $2::int8[]) AS c(id, token)
+         WHERE b.id = c.id AND b.lease_token = c.token AND b.status = 'running'",
+    )
+    .bind(ids)
+    .bind(tokens)
     .execute(conn)
     .await
     .map(|r| r.rows_affected())

@@ -16,6 +16,10 @@ use sqlx::{Connection, PgConnection};
 use crate::error::{AppError, Category};
 use crate::state::{AppState, Tally};
 
+/// How long the legacy interactive transaction waits for its connection: Prisma's
+/// `$transaction` default `maxWait` (2 s), after which Prisma fails the acquisition.
+pub const LEGACY_TX_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Adds one offered slot for `workspace` on `day` where slots are offered; `conn` is the
 /// caller's connection (the fixed path runs on it, inside the caller's transaction if any).
 pub async fn offer_slot(
@@ -26,7 +30,8 @@ pub async fn offer_slot(
     day: NaiveDate,
 ) -> Result<(), AppError> {
     if state.switches().legacy_ledger_tx {
-        let mut conn = match state.acquire(tally).await {
+        let wait = LEGACY_TX_MAX_WAIT.min(state.config.limits.acquire_timeout);
+        let mut conn = match state.acquire_within(tally, wait).await {
             Ok(conn) => conn,
             Err(e) => {
                 state.metrics.ledger("acquire_failed");

@@ -22,11 +22,13 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::domain::followups::{self, Status};
+use crate::domain::ticks::Budget;
 use crate::domain::{counts, events, jobs, ticks};
 use crate::error::AppError;
+use crate::error::Category;
 use crate::providers::{self, backoff, Provider};
 use crate::routes::require_bearer;
-use crate::state::{AppState, Tally};
+use crate::state::{AppState, CronConn, Tally};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -52,6 +54,8 @@ pub struct TickReport {
     pub abandoned: u64,
     /// Jobs whose lease another worker took over before this one finished (its outcome stands).
     pub lease_lost: u64,
+    /// Jobs that ran but could not be marked within the budget (run again after their lease).
+    pub unsettled: u64,
     /// Workspaces known disconnected that answered a probe and are sent to again (follow-ups).
     pub readmitted: u64,
     pub elapsed_ms: u64,
@@ -92,18 +96,33 @@ impl FromRequestParts<AppState> for CronCaller {
     }
 }
 
-/// Runs `tick` under cron `name`'s lease; an overlapping call returns at once, `overlapped`.
-async fn leased<F: Future<Output = Result<TickReport, AppError>>>(
+/// Runs `tick` under cron `name`'s lease and the tick's time budget; an overlapping call
+/// returns at once, `overlapped`. The budget starts before the lease is taken, so waiting for
+/// a connection to take it counts too.
+async fn leased<F, Fut>(
     state: &AppState,
     tally: &Tally,
     name: &'static str,
     tick: F,
-) -> Result<Json<TickReport>, AppError> {
+) -> Result<Json<TickReport>, AppError>
+where
+    F: FnOnce(Budget) -> Fut,
+    Fut: Future<Output = Result<TickReport, AppError>>,
+{
     let l = &state.config.limits;
-    // The longest a tick can run: its budget, plus one round of jobs already started.
-    let ttl = l.cron_time_budget * 2 + l.provider_timeout * l.provider_max_attempts;
+    let budget = Budget::new(l.cron_time_budget);
+    // A lease outlives any tick: the budget, and a margin for a stalled release.
+    let ttl = l.cron_time_budget * 2;
     let lease = {
-        let mut conn = state.acquire(tally).await?;
+        let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+            // Not even the lease in time: nothing was done, nothing is held.
+            return Ok(Json(finish(
+                state,
+                name,
+                &budget,
+                TickReport::default().cut(),
+            )));
+        };
         ticks::acquire(&mut conn, name, ttl).await?
     };
     let Some(lease) = lease else {
@@ -115,18 +134,54 @@ async fn leased<F: Future<Output = Result<TickReport, AppError>>>(
         return Ok(Json(report));
     };
     tally.wrote(1);
-    let started = std::time::Instant::now();
-    let outcome = tick.await;
-    state.metrics.cron_tick(name, started.elapsed());
+    let outcome = tick(budget).await;
     // Given back even when the tick failed; if that fails too, the lease expires by itself.
-    if let Ok(mut conn) = state.acquire(tally).await {
+    if let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await {
         if let Ok(n) = ticks::release(&mut conn, name, lease).await {
             tally.wrote(n);
         }
     }
-    let report = outcome?;
+    Ok(Json(finish(state, name, &budget, outcome?)))
+}
+
+/// Records a finished tick's duration and exports its report.
+fn finish(
+    state: &AppState,
+    name: &'static str,
+    budget: &Budget,
+    mut report: TickReport,
+) -> TickReport {
+    let took = budget.started.elapsed();
+    state.metrics.cron_tick(name, took);
+    report.elapsed_ms = took.as_millis() as u64;
     report.export(state, name);
-    Ok(Json(report))
+    report
+}
+
+/// A connection for new work of a tick, waiting at most `wait`; `None` when the wait ran out
+/// at the tick's work deadline (the tick stops there: its budget is spent, not an error).
+async fn cron_conn(
+    state: &AppState,
+    tally: &Tally,
+    wait: std::time::Duration,
+) -> Result<Option<CronConn>, AppError> {
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    let budget_bound = wait < state.config.limits.acquire_timeout;
+    match state.acquire_for_cron(tally, wait).await {
+        Ok(conn) => Ok(Some(conn)),
+        Err(e) if budget_bound && e.category() == Some(Category::DbPoolWait) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl TickReport {
+    /// Marks the tick as stopped by its budget.
+    fn cut(mut self) -> Self {
+        self.budget_exhausted = true;
+        self
+    }
 }
 
 async fn background_jobs(
@@ -134,39 +189,43 @@ async fn background_jobs(
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
 ) -> Result<Json<TickReport>, AppError> {
-    leased(
-        &state,
-        &tally,
-        "background_jobs",
-        background_jobs_tick(&state, &tally),
-    )
+    leased(&state, &tally, "background_jobs", |budget| {
+        background_jobs_tick(&state, &tally, budget)
+    })
     .await
 }
 
 async fn background_jobs_tick(
     state: &AppState,
     tally: &Arc<Tally>,
+    budget: Budget,
 ) -> Result<TickReport, AppError> {
     let limits = state.config.limits.clone();
-    let started = Instant::now();
-    let deadline = started + limits.cron_time_budget;
     let mut report = TickReport::default();
     {
-        let mut conn = state.acquire(tally).await?;
+        let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+            return Ok(report.cut());
+        };
         report.abandoned = jobs::fail_abandoned(&mut conn, limits.max_attempts).await?;
         tally.wrote(report.abandoned);
     }
     let mut handled = 0u64;
+    // The longest round so far: a round is started only if one as long still fits.
+    let mut longest_round = std::time::Duration::ZERO;
     loop {
         let left = u64::from(limits.cron_batch_limit).saturating_sub(handled);
-        if left == 0 || Instant::now() >= deadline {
+        if left == 0 || budget.work_left() <= longest_round {
             report.budget_exhausted = true;
             break;
         }
+        let round = Instant::now();
         // Claim as many as run at once, run them concurrently, repeat: a job's provider call
-        // does not hold up the others, and no claim outlives the tick by more than one round.
+        // does not hold up the others, and no claim outlives the tick's budget.
         let batch = {
-            let mut conn = state.acquire(tally).await?;
+            let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+                report.budget_exhausted = true;
+                break;
+            };
             let chunk = u64::from(limits.worker_concurrency).min(left) as i64;
             let claimed =
                 jobs::claim(&mut conn, chunk, limits.job_lease, limits.max_attempts).await?;
@@ -180,24 +239,42 @@ async fn background_jobs_tick(
         let mut running = tokio::task::JoinSet::new();
         for job in batch {
             let (state, tally) = (state.clone(), tally.clone());
-            running.spawn(async move { run_job(&state, &tally, &job).await });
+            running.spawn(async move {
+                let outcome = run_job(&state, &tally, &job, &budget).await;
+                (job, outcome)
+            });
         }
-        for outcome in running.join_all().await {
+        let mut cut = Vec::new();
+        for (job, outcome) in running.join_all().await {
             match outcome? {
                 JobOutcome::Done => report.processed += 1,
                 JobOutcome::Retried => report.retried += 1,
                 JobOutcome::Failed => report.failed += 1,
                 JobOutcome::LeaseLost => report.lease_lost += 1,
+                JobOutcome::Cut => cut.push(job),
+                JobOutcome::Unsettled => report.unsettled += 1,
             }
         }
+        longest_round = longest_round.max(round.elapsed());
+        if !cut.is_empty() {
+            // Not run for lack of time: given back as they were, in the budget's reserve
+            // (without a connection, their leases expire and they are claimed again).
+            report.budget_exhausted = true;
+            if let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await {
+                tally.wrote(jobs::release(&mut conn, &cut).await?);
+            }
+            break;
+        }
     }
-    if state.switches().counts_cache_fallback && Instant::now() < deadline {
-        report.counts_refreshed = counts::refresh_stale(state, tally, 10, deadline).await?;
-        if Instant::now() >= deadline {
+    if state.switches().counts_cache_fallback && !budget.spent() {
+        if let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? {
+            report.counts_refreshed =
+                counts::refresh_stale(state, tally, &mut conn, 10, budget.work_until).await?;
+        }
+        if budget.spent() {
             report.budget_exhausted = true;
         }
     }
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
@@ -207,6 +284,11 @@ enum JobOutcome {
     Failed,
     /// Another worker holds the job's lease now; nothing was marked.
     LeaseLost,
+    /// The tick's work deadline came before the job's effects: nothing applied or marked.
+    Cut,
+    /// Ran, but no connection came in the budget's reserve to mark it: its lease expires and
+    /// it runs again (idempotent effects; a provider call is repeated with its key).
+    Unsettled,
 }
 
 /// Why a job did not apply.
@@ -220,31 +302,54 @@ enum JobFailure {
     Effect(#[from] AppError),
 }
 
-async fn run_job(state: &AppState, tally: &Tally, job: &jobs::Job) -> Result<JobOutcome, AppError> {
+async fn run_job(
+    state: &AppState,
+    tally: &Tally,
+    job: &jobs::Job,
+    budget: &Budget,
+) -> Result<JobOutcome, AppError> {
+    if budget.spent() {
+        return Ok(JobOutcome::Cut);
+    }
     let outcome: Result<(), JobFailure> = match job.kind.as_str() {
         jobs::EMAIL_SENT => match serde_json::from_value(job.payload.clone())
             .map_err(|e| e.to_string())
             .and_then(events::validate)
         {
-            Ok(ev) => events::apply_sent_job(state, tally, &ev)
-                .await
-                .map(|_| ())
-                .map_err(JobFailure::from),
+            Ok(ev) => match events::apply_sent_job(state, tally, &ev, job, budget).await {
+                // Marked done (or not ours) in the effects' own transaction.
+                Ok(events::JobApplied::Applied | events::JobApplied::Duplicate) => {
+                    return Ok(JobOutcome::Done)
+                }
+                Ok(events::JobApplied::LeaseLost) => return Ok(JobOutcome::LeaseLost),
+                Err(_) if budget.spent() => return Ok(JobOutcome::Cut),
+                Err(e) => Err(JobFailure::Effect(e)),
+            },
             Err(e) => Err(JobFailure::Poison(e)),
         },
-        jobs::GHL_SYNC => providers::call(
-            state,
-            tally,
-            Provider::Ghl,
-            "/contacts/upsert",
-            &job.payload,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| JobFailure::Effect(e.into())),
+        jobs::GHL_SYNC => {
+            let Some(timeout) = budget.call_timeout(state.config.limits.provider_timeout) else {
+                return Ok(JobOutcome::Cut);
+            };
+            providers::call_once(
+                state,
+                tally,
+                Provider::Ghl,
+                "/contacts/upsert",
+                &job.payload,
+                Some(timeout),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| JobFailure::Effect(e.into()))
+        }
         other => Err(JobFailure::Poison(format!("unknown job kind {other:?}"))),
     };
-    let mut conn = state.acquire(tally).await?;
+    // Bookkeeping for a job that ran: in the budget's reserve (without a connection, the
+    // job's lease expires and it is claimed again; its effects are idempotent).
+    let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await else {
+        return Ok(JobOutcome::Unsettled);
+    };
     match outcome {
         Ok(()) => {
             let written = jobs::complete(&mut conn, job).await?;
@@ -285,18 +390,26 @@ async fn followups(
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
 ) -> Result<Json<TickReport>, AppError> {
-    leased(&state, &tally, "followups", followups_tick(&state, &tally)).await
+    leased(&state, &tally, "followups", |budget| {
+        followups_tick(&state, &tally, budget)
+    })
+    .await
 }
 
-async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickReport, AppError> {
+async fn followups_tick(
+    state: &AppState,
+    tally: &Arc<Tally>,
+    budget: Budget,
+) -> Result<TickReport, AppError> {
     let limits = state.config.limits.clone();
     let gate = state.switches().unipile_health_gate;
-    let started = Instant::now();
     let mut report = TickReport::default();
     // Workspaces probed again in this tick (one probe each), and those re-admitted by it.
     let (mut probed, mut readmitted) = (HashSet::new(), HashSet::new());
     let due = {
-        let mut conn = state.acquire(tally).await?;
+        let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+            return Ok(report.cut());
+        };
         followups::claim(
             &mut conn,
             limits.cron_batch_limit,
@@ -307,11 +420,12 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
     };
     tally.wrote(due.len() as u64);
     for task in due {
-        if started.elapsed() >= limits.cron_time_budget {
-            // Unhandled claims come due again when their lease runs out.
+        // A send starts only while its whole timeout fits the budget; unhandled claims come
+        // due again when their lease runs out.
+        let Some(timeout) = budget.call_timeout(limits.provider_timeout) else {
             report.budget_exhausted = true;
             break;
-        }
+        };
         let ws = task.workspace_id;
         let probed_already = probed.contains(&ws) && !readmitted.contains(&ws);
         let outcome = match followups::before_call(&task, gate, probed_already) {
@@ -327,7 +441,7 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
                     Provider::Unipile,
                     "/api/v1/messages",
                     &body,
-                    Some(limits.provider_timeout),
+                    Some(timeout),
                 )
                 .await
                 {
@@ -345,7 +459,13 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
             Status::Failed => report.failed += 1,
             Status::Pending => report.retried += 1,
         }
-        let mut conn = state.acquire(tally).await?;
+        // Bookkeeping of a send made, in the budget's reserve; without a connection the claim
+        // expires and the follow-up is due again.
+        let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await else {
+            report.unsettled += 1;
+            report.budget_exhausted = true;
+            break;
+        };
         if outcome.mark_disconnected {
             tally.wrote(followups::mark_disconnected(&mut conn, task.workspace_id).await?);
         }
@@ -355,6 +475,5 @@ async fn followups_tick(state: &AppState, tally: &Arc<Tally>) -> Result<TickRepo
         }
         tally.wrote(followups::record(&mut conn, task.id, &outcome).await?);
     }
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
