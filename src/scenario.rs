@@ -281,7 +281,7 @@ struct ScenarioFile {
     #[serde(default = "default_incident_phase")]
     incident_phase: String,
     dataset: DatasetSpec,
-    postgres: PgSettings,
+    postgres: Spanned<PgSettings>,
     #[serde(default)]
     service: Limits,
     #[serde(default)]
@@ -577,7 +577,23 @@ impl Scenario {
             .validate()
             .map_err(|e| at(None, format!("[service]: {e}")))?;
 
-        let postgres = raw.postgres;
+        let postgres = raw.postgres.get_ref().clone();
+        let bad_pg = |m: String| Err(at(Some(raw.postgres.span()), format!("[postgres] {m}")));
+        if let Some(cpus) = postgres.cpus {
+            if !(cpus.is_finite() && cpus > 0.0) {
+                return bad_pg(format!(
+                    "field `cpus` = {cpus} must be a number of cores over 0"
+                ));
+            }
+        }
+        if let Some(memory) = postgres.memory {
+            if memory.bytes() < 64 << 20 || memory.bytes() < 2 * postgres.shared_buffers.bytes() {
+                return bad_pg(format!(
+                    "field `memory` = {} MiB must be at least 64 MiB and twice shared_buffers",
+                    memory.bytes() >> 20
+                ));
+            }
+        }
 
         let arms = match &raw.arms {
             Some(list) => {

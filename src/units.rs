@@ -27,6 +27,11 @@ impl MemSize {
     pub const fn mib(mib: u64) -> Self {
         Self { kib: mib * 1024 }
     }
+
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        self.kib * 1024
+    }
 }
 
 impl FromStr for MemSize {

@@ -4,29 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use common::incident_lab;
+use common::scenarios::{
+    arm, run_matrix, scenario_path, swap, text, tiny_scenario, write_scenario,
+};
 
 use serde_json::Value;
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn arm<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["arms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("no arm {name}"))
-}
 
 fn endpoint<'a>(arm: &'a Value, name: &str) -> &'a Value {
     arm["endpoints"]
@@ -35,14 +20,6 @@ fn endpoint<'a>(arm: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|e| e["endpoint"] == name)
         .unwrap_or_else(|| panic!("no endpoint {name}"))
-}
-
-fn scenario_path(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 /// The smoke matrix: pre-phase-53 and all-off reproduce the incident, all-on holds every
@@ -273,64 +250,9 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
     assert!(text(&regressed).contains("regression"));
 }
 
-/// `incident-lab matrix PATH --postgres local --out OUT`.
-fn run_matrix(path: &Path, out: &Path) -> Output {
-    incident_lab(&[
-        "matrix",
-        path.to_str().unwrap(),
-        "--postgres",
-        "local",
-        "--out",
-        out.to_str().unwrap(),
-    ])
-}
-
-fn write_scenario(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// `text` with `from` replaced by `to`; panics when `from` is not there, so an edit never
-/// silently does nothing when the scenario's text drifts.
-fn swap(text: &str, from: &str, to: &str) -> String {
-    assert!(
-        text.contains(from),
-        "the scenario no longer contains {from:?}"
-    );
-    text.replacen(from, to, 1)
-}
-
 fn md_has_effects(out: &tempfile::TempDir) -> bool {
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     md.contains("## Exactly once, on every effect of EMAIL_SENT")
-}
-
-/// The smoke scenario cut down to one fixed arm, with `edit` applied to its text.
-fn tiny_scenario(edit: impl Fn(String) -> String) -> String {
-    let base = std::fs::read_to_string(scenario_path("smoke.toml")).unwrap();
-    let arms_at = base.find("[[arms]]").unwrap();
-    let mut s = base[..arms_at].to_owned();
-    s = swap(&s, "duration = \"20s\"", "duration = \"6s\"");
-    s = swap(
-        &s,
-        "from = \"5s\"\nto = \"13s\"",
-        "from = \"2s\"\nto = \"4s\"",
-    );
-    s = swap(
-        &s,
-        "from = \"13s\"\nto = \"20s\"",
-        "from = \"4s\"\nto = \"6s\"",
-    );
-    s = swap(&s, "to = \"5s\"\n", "to = \"2s\"\n");
-    s = swap(
-        &s,
-        "rate = 80.0, from = \"5s\", to = \"13s\"",
-        "rate = 20.0, from = \"2s\", to = \"4s\"",
-    );
-    s = swap(&s, "at = \"6s\"", "at = \"3s\"");
-    s.push_str("[[arms]]\nname = \"all-on\"\nflags = { INBOXXIA_EMAIL_SENT_ASYNC = true, INBOX_COUNTS_CACHE_FALLBACK = true, UNIPILE_HEALTH_GATE = true }\nexpect = \"fixed\"\n");
-    edit(s)
 }
 
 /// A budget no service can meet fails the gate: exit 1, and the report says which.
@@ -423,6 +345,11 @@ fn scenario_errors_exit_2_with_file_and_line() {
             "global-concurrency.toml",
             tiny_scenario(|s| swap(&s, "seed = 53", "seed = 53\nmax_in_flight = 200")),
             "per stream",
+        ),
+        (
+            "no-cpus.toml",
+            tiny_scenario(|s| swap(&s, "cpus = 2.0", "cpus = 0.0")),
+            "field `cpus` = 0",
         ),
         (
             "bad-field.toml",

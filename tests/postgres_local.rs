@@ -17,9 +17,15 @@ async fn a_local_cluster_applies_the_constrained_settings() {
         statement_timeout: Some(Duration::from_millis(1500)),
         shared_buffers: MemSize::mib(64),
         durable: true,
-        cpus: None,
+        cpus: Some(1.0),
+        memory: Some(MemSize::mib(512)),
     };
     let server = PgServer::provision(&local_request(settings)).await.unwrap();
+    assert_eq!(
+        server.limits(),
+        "none: cpus 1, memory 512 MiB asked, which only --postgres docker applies",
+        "the local backend cannot limit, and says so"
+    );
     let db = PgServer::unique_name("settings");
     server.create_database(&db).await.unwrap();
 

@@ -23,6 +23,11 @@ pub enum Command {
     Matrix(MatrixArgs),
     /// Run one arm of a scenario (same outputs as matrix, one arm).
     Run(RunArgs),
+    /// Bring up one arm's world — Postgres (seeded), the fake providers, the service with the
+    /// arm's switches — and keep it up until Ctrl-C, for a browser, curl, k6 or oha. Prints the
+    /// URLs, the secrets, a signed webhook and a session cookie; flags flip live via
+    /// /admin/flags.
+    Up(UpArgs),
     /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
     Compare(CompareArgs),
     /// Print a report.json as Markdown: the whole report.md, or (--summary) the results table
@@ -100,6 +105,23 @@ pub struct RunArgs {
     /// Output folder (default: target/incident-lab/SCENARIO-NAME-ARM).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The scenario file: its dataset, Postgres constraints, service limits and providers.
+    pub scenario: PathBuf,
+    /// The arm whose switches the service starts with (default: all-on, else the first arm).
+    #[arg(long)]
+    pub arm: Option<String>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Where the service listens (port 0: any free one, printed). In a container, 0.0.0.0:PORT.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Where the service log goes (default: target/incident-lab/up).
+    #[arg(long, value_name = "DIR", default_value = "target/incident-lab/up")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

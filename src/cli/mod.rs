@@ -91,6 +91,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await
         }
+        Command::Up(args) => up(args).await,
         Command::Compare(args) => compare(&args),
         Command::Report(args) => {
             let report = crate::report::Report::read(&args.report)
@@ -169,10 +170,11 @@ async fn provision(request: &ProvisionRequest) -> Result<PgServer, Failure> {
         .await
         .map_err(|e| Failure::Infrastructure(e.into()))?;
     println!(
-        "postgres: {} backend, ready in {:.2}s ({})",
+        "postgres: {} backend, ready in {:.2}s ({}); limits: {}",
         server.backend(),
         server.ready_in().as_secs_f64(),
-        server.why()
+        server.why(),
+        server.limits()
     );
     if let Some(cluster) = server.local_cluster() {
         println!(
@@ -210,6 +212,61 @@ async fn db_up(args: DbUpArgs) -> Result<(), Failure> {
     // Stopping is how `db up` ends: clean up and exit 0.
     crate::interrupt::stopped().await;
     server.shutdown().await;
+    println!("stopped: cleaned up");
+    Ok(())
+}
+
+/// `up`: one arm's world until Ctrl-C (exit 0 when stopped that way, everything cleaned up).
+async fn up(args: UpArgs) -> Result<(), Failure> {
+    let path = &args.scenario;
+    let scenario =
+        crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let known: Vec<&str> = scenario.arms.iter().map(|a| a.name.as_str()).collect();
+    let arm = match &args.arm {
+        Some(name) => scenario.arms.iter().find(|a| &a.name == name),
+        None => scenario
+            .arms
+            .iter()
+            .find(|a| a.name == "all-on")
+            .or(scenario.arms.first()),
+    }
+    .ok_or_else(|| {
+        Failure::Usage(format!(
+            "{}: no arm {:?}; arms are {}",
+            path.display(),
+            args.arm.as_deref().unwrap_or("all-on"),
+            known.join(", ")
+        ))
+    })?;
+    let service_bin = crate::service_proc::find_binary().map_err(Failure::Infrastructure)?;
+    let request = args.backend.request(scenario.postgres.clone());
+    let server = or_stop(provision(&request)).await??;
+    println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
+    let seeded = or_stop(Template::prepare(
+        &server,
+        scenario.scale,
+        scenario.seed as i64,
+    ))
+    .await;
+    let template = match seeded {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            server.shutdown().await;
+            return Err(Failure::Infrastructure(e.into()));
+        }
+        Err(stop) => {
+            server.shutdown().await;
+            return Err(stop);
+        }
+    };
+    let options = crate::matrix::stack::StackOptions {
+        service_bin: &service_bin,
+        listen: args.listen,
+        out: &args.out,
+    };
+    let result = crate::matrix::stack::up(&scenario, &server, &template, arm, &options).await;
+    server.shutdown().await;
+    result.map_err(Failure::Infrastructure)?;
     println!("stopped: cleaned up");
     Ok(())
 }

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fake_providers::{Fakes, Provider};
+use fake_providers::Provider;
 use loadgen::{Endpoint, Plan, Recording};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 
+use super::fakes::{disconnected_workspaces, FakesServer};
 use super::figures::{background, endpoint_reports, load_health};
 use super::gate;
 use super::invariant::{
@@ -30,64 +31,6 @@ use crate::report::{ArmReport, ArmTimings, TimelinePoint};
 use crate::scenario::{Arm, Scenario};
 use crate::service_proc::ServiceProcess;
 use inbox_service::config::Secrets;
-
-/// The fake providers on loopback; stopped when dropped.
-struct FakesServer {
-    fakes: Fakes,
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakesServer {
-    async fn start(scenario: &Scenario, disconnected: Vec<i64>) -> anyhow::Result<Self> {
-        let fakes = Fakes::new(scenario.seed);
-        for (provider, knobs) in &scenario.providers {
-            fakes.set(*provider, knobs.clone());
-        }
-        // Unipile knows which workspaces are disconnected.
-        let mut unipile = fakes.knobs(Provider::Unipile);
-        unipile.disconnected_workspaces.extend(disconnected);
-        fakes.set(Provider::Unipile, unipile);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = {
-            let fakes = fakes.clone();
-            tokio::spawn(async move {
-                let _ = fakes
-                    .serve(listener, async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            })
-        };
-        Ok(Self {
-            fakes,
-            base,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    /// Calls received, every provider.
-    fn calls(&self) -> u64 {
-        let counters = self.fakes.counters();
-        [Provider::Ghl, Provider::Unipile, Provider::Ai]
-            .into_iter()
-            .map(|p| counters.total(p))
-            .sum()
-    }
-}
-
-impl Drop for FakesServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
 
 /// Runs one arm; writes its recording and service log into `out`.
 pub(crate) async fn run_arm(
@@ -109,15 +52,6 @@ pub(crate) async fn run_arm(
     let mut report = result?;
     report.timings = timings;
     Ok(report)
-}
-
-async fn disconnected_workspaces(server: &PgServer, db: &str) -> anyhow::Result<Vec<i64>> {
-    let mut conn = server.connect_options(db).connect().await?;
-    let ids = sqlx::query_scalar("SELECT id FROM workspaces WHERE unipile_status = 'disconnected'")
-        .fetch_all(&mut conn)
-        .await?;
-    conn.close().await?;
-    Ok(ids)
 }
 
 async fn run_on_clone(
@@ -144,7 +78,14 @@ async fn run_on_clone(
     let log = out.join(format!("arm-{}.service.log", arm.name));
     let service = ServiceProcess::start(
         service_bin,
-        &service_env(scenario, arm, server.url(db, true), &fakes.base, &secrets),
+        &service_env(
+            scenario,
+            arm,
+            server.url(db, true),
+            &fakes.base,
+            &secrets,
+            ([127, 0, 0, 1], 0).into(),
+        ),
         &log,
     )
     .await?;

@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`wiring`]: scenario → the load generator's plan and the service's environment.
 //! - [`arm`]: one arm's life, with everything it starts owned by one guard.
+//! - [`fakes`]: the fake providers on loopback.
+//! - [`stack`]: one arm's service, fakes and database, up until Ctrl-C (`incident-lab up`).
 //! - [`watch`]: scraping, progress and CPU beside the load.
 //! - [`figures`]: client-side and service-side figures, the generator's health.
 //! - [`invariant`]: exactly-once, and the rows Postgres counted.
@@ -16,9 +18,11 @@
 //! - [`verdict`]: the checks, the arm's status, attribution.
 
 mod arm;
+mod fakes;
 pub mod figures;
 mod gate;
 pub mod invariant;
+pub mod stack;
 pub mod verdict;
 pub mod watch;
 mod wiring;
@@ -174,6 +178,7 @@ fn environment(server: &PgServer, template: &Template) -> Environment {
         machine: machine(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         postgres_backend: server.backend().to_string(),
+        postgres_limits: server.limits(),
         postgres_ready_s: server.ready_in().as_secs_f64(),
         seed_s: template.timings.seed.as_secs_f64(),
     }

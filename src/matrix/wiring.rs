@@ -70,9 +70,10 @@ pub(crate) fn service_env(
     url: String,
     fakes: &str,
     secrets: &Secrets,
+    bind: std::net::SocketAddr,
 ) -> Vec<(String, String)> {
     let config = Config {
-        bind: ([127, 0, 0, 1], 0).into(),
+        bind,
         database_url: url,
         switches: arm.switches,
         limits: scenario.limits(),

@@ -50,9 +50,15 @@ pub fn container_request(
         .with_label("dev.incident-lab", "postgres")
         .with_label(OWNER_LABEL, super::owner())
         .with_startup_timeout(Duration::from_secs(60));
-    if let Some(cpus) = settings.cpus {
-        let nano_cpus = (cpus * 1e9) as i64;
-        request = request.with_host_config_modifier(move |hc| hc.nano_cpus = Some(nano_cpus));
+    if settings.cpus.is_some() || settings.memory.is_some() {
+        let nano_cpus = settings.cpus.map(|c| (c * 1e9) as i64);
+        let memory = settings.memory.map(|m| m.bytes() as i64);
+        request = request.with_host_config_modifier(move |hc| {
+            hc.nano_cpus = nano_cpus;
+            hc.memory = memory;
+            // No swap beyond the limit: a database squeezed for memory must show it.
+            hc.memory_swap = memory;
+        });
     }
     Ok(request)
 }
@@ -135,6 +141,31 @@ pub async fn probe(image: &str) -> Result<(), String> {
 pub struct DockerPostgres {
     container: ContainerAsync<Postgres>,
     port: u16,
+    limits: String,
+}
+
+/// The limits Docker applied to container `id`, read back from it: e.g. `cpus 2, memory 1024
+/// MiB`, or `none`.
+async fn read_limits(id: &str) -> Result<String, String> {
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(|e| format!("no Docker daemon configured ({e})"))?;
+    let inspected = tokio::time::timeout(PROBE_TIMEOUT, docker.inspect_container(id, None))
+        .await
+        .map_err(|_| "the Docker daemon did not answer within 3s".to_owned())?
+        .map_err(|e| format!("cannot inspect container {id}: {e}"))?;
+    let host = inspected.host_config.unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(n) = host.nano_cpus.filter(|n| *n > 0) {
+        parts.push(format!("cpus {}", n as f64 / 1e9));
+    }
+    if let Some(m) = host.memory.filter(|m| *m > 0) {
+        parts.push(format!("memory {} MiB", m >> 20));
+    }
+    Ok(if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    })
 }
 
 impl DockerPostgres {
@@ -164,7 +195,21 @@ impl DockerPostgres {
             .get_host_port_ipv4(5432)
             .await
             .map_err(ProvisionError::docker_by("no host port for 5432"))?;
-        let pg = Self { container, port };
+        let limits = read_limits(container.id())
+            .await
+            .map_err(ProvisionError::docker)?;
+        if let Some(asked) = settings.limits() {
+            if limits != asked {
+                return Err(ProvisionError::docker(format!(
+                    "asked Docker for {asked} but the container has {limits}"
+                )));
+            }
+        }
+        let pg = Self {
+            container,
+            port,
+            limits,
+        };
         pg.wait_ready().await?;
         Ok(pg)
     }
@@ -199,6 +244,11 @@ impl DockerPostgres {
             .database("postgres")
     }
 
+    /// The CPU and memory limits read back from the container (`none` when unlimited).
+    pub fn limits(&self) -> &str {
+        &self.limits
+    }
+
     /// Stops and removes the container.
     pub async fn stop(self) {
         if let Err(e) = self.container.rm().await {
@@ -231,10 +281,11 @@ mod tests {
     }
 
     #[test]
-    fn the_container_carries_image_settings_and_cpu_limit() {
+    fn the_container_carries_image_settings_and_limits() {
         let settings = PgSettings {
             max_connections: 30,
             cpus: Some(1.5),
+            memory: Some(crate::units::MemSize::mib(512)),
             ..PgSettings::default()
         };
         let request = container_request("incident-lab/postgres:15", &settings).unwrap();
@@ -246,6 +297,8 @@ mod tests {
         let mut host = HostConfig::default();
         (request.host_config_modifier().expect("cpu limit set"))(&mut host);
         assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.memory, Some(512 << 20));
+        assert_eq!(host.memory_swap, Some(512 << 20));
         assert_eq!(request.shm_size(), Some(256 * 1024 * 1024));
     }
 

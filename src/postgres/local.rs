@@ -142,9 +142,10 @@ impl LocalCluster {
                 dir.path().display()
             ))(e)
         })?;
-        if settings.cpus.is_some() {
+        if let Some(limits) = settings.limits() {
             tracing::warn!(
-                "the local backend cannot limit CPU; the cpus setting applies to docker only"
+                %limits,
+                "the local backend cannot limit CPU or memory: these apply to --postgres docker only"
             );
         }
         let data = dir.path().join("data");

@@ -190,6 +190,18 @@ impl PgServer {
         &self.why
     }
 
+    /// The server's CPU and memory limits as applied: read back from the container (docker), or
+    /// why there are none (the local and url backends cannot set any).
+    pub fn limits(&self) -> String {
+        match (&self.handle, self.settings.limits()) {
+            (Handle::Docker(pg), _) => format!("{} (read back from the container)", pg.limits()),
+            (_, Some(asked)) => {
+                format!("none: {asked} asked, which only --postgres docker applies")
+            }
+            (_, None) => "none".to_owned(),
+        }
+    }
+
     /// Time from the provisioning call to a server accepting connections.
     pub fn ready_in(&self) -> Duration {
         self.ready_in

@@ -27,10 +27,14 @@ pub struct PgSettings {
     #[serde(default)]
     #[arg(long)]
     pub durable: bool,
-    /// CPU limit in cores (docker backend only).
+    /// CPU limit in cores (docker backend only; the local and url backends say they cannot).
     #[serde(default)]
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// Memory limit of the server, e.g. 1GB (docker backend only, as `cpus`).
+    #[serde(default)]
+    #[arg(long)]
+    pub memory: Option<MemSize>,
 }
 
 fn default_max_connections() -> u32 {
@@ -49,6 +53,7 @@ impl Default for PgSettings {
             shared_buffers: default_shared_buffers(),
             durable: false,
             cpus: None,
+            memory: None,
         }
     }
 }
@@ -78,6 +83,20 @@ impl PgSettings {
             .into_iter()
             .flat_map(|(name, value)| ["-c".to_owned(), format!("{name}={value}")])
             .collect()
+    }
+
+    /// The container limits asked for, e.g. `cpus 2, memory 1024 MiB`; `None` when none is.
+    pub fn limits(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .cpus
+            .map(|c| format!("cpus {c}"))
+            .into_iter()
+            .chain(
+                self.memory
+                    .map(|m| format!("memory {} MiB", m.bytes() >> 20)),
+            )
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 
     /// The value `SHOW statement_timeout` prints for this setting.

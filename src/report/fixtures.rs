@@ -67,6 +67,7 @@ pub fn report(arms: Vec<ArmReport>) -> Report {
             machine: "test machine, 2 cores, 24 GiB".into(),
             cores: 2,
             postgres_backend: "local".into(),
+            postgres_limits: "none".into(),
             postgres_ready_s: 0.5,
             seed_s: 1.0,
         },

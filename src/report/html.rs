@@ -185,13 +185,14 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
 
 pub fn render(r: &Report) -> String {
     let mut body = format!(
-        "<h1>incident-lab: {} — {}</h1><p>{}</p><p>{} arms, {:.0} s; Postgres {} ({} cores). Latency is measured from each request's intended send time.</p>",
+        "<h1>incident-lab: {} — {}</h1><p>{}</p><p>{} arms, {:.0} s; Postgres {} (limits: {}; {} cores). Latency is measured from each request's intended send time.</p>",
         escape(&r.scenario.name),
         format!("{:?}", r.verdict).to_uppercase(),
         escape(&r.scenario.description),
         r.arms.len(),
         r.wall_time_s,
         escape(&r.environment.postgres_backend),
+        escape(&r.environment.postgres_limits),
         r.environment.cores
     );
     for a in &r.arms {

@@ -296,10 +296,11 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "{} arms, {:.0} s wall time; Postgres `{}` (ready in {:.2} s, seeded {} in {:.1} s); commit `{}` on {}.\n",
+        "{} arms, {:.0} s wall time; Postgres `{}` (limits: {}; ready in {:.2} s, seeded {} in {:.1} s); commit `{}` on {}.\n",
         r.arms.len(),
         r.wall_time_s,
         r.environment.postgres_backend,
+        r.environment.postgres_limits,
         r.environment.postgres_ready_s,
         r.scenario.dataset,
         r.environment.seed_s,

@@ -96,6 +96,10 @@ pub struct Environment {
     pub machine: String,
     pub cores: usize,
     pub postgres_backend: String,
+    /// The server's CPU and memory limits as applied (read back from the container with
+    /// docker), or why there are none.
+    #[serde(default)]
+    pub postgres_limits: String,
     pub postgres_ready_s: f64,
     pub seed_s: f64,
 }

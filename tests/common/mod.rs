@@ -58,4 +58,7 @@ pub fn port_open(port: u16) -> bool {
 }
 
 pub mod app;
+pub mod docker;
+pub mod harness;
 pub mod logs;
+pub mod scenarios;
