@@ -190,11 +190,15 @@ impl PgServer {
         &self.why
     }
 
-    /// The server's CPU and memory limits as applied: read back from the container (docker), or
-    /// why there are none (the local and url backends cannot set any).
+    /// The server's CPU and memory limits as applied: read back from the container (docker);
+    /// none on a local cluster (it cannot set any); unknown on a URL server.
     pub fn limits(&self) -> String {
         match (&self.handle, self.settings.limits()) {
             (Handle::Docker(pg), _) => format!("{} (read back from the container)", pg.limits()),
+            (Handle::Url, Some(asked)) => {
+                format!("unknown: a server the harness did not start ({asked} asked)")
+            }
+            (Handle::Url, None) => "unknown: a server the harness did not start".to_owned(),
             (_, Some(asked)) => {
                 format!("none: {asked} asked, which only --postgres docker applies")
             }
