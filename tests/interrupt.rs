@@ -13,6 +13,14 @@ use common::process_alive;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+/// These tests one at a time: every run removes the clusters that dead runs left, so a run
+/// started by one test would remove the cluster another test killed its harness to leave.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn smoke() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("scenarios/smoke.toml")
@@ -67,6 +75,7 @@ fn interrupted_report(out: &Path) -> Value {
 /// nothing left behind.
 #[test]
 fn one_sigint_mid_arm_stops_the_run_and_leaves_nothing() {
+    let _serial = one_at_a_time();
     let out = tempfile::tempdir().unwrap();
     let (h, dir, postmaster, children) = matrix_under_load(out.path());
 
@@ -91,6 +100,7 @@ fn one_sigint_mid_arm_stops_the_run_and_leaves_nothing() {
 /// what is still being cleaned up; the harness still exits 130 with nothing left.
 #[test]
 fn two_sigints_say_what_remains_and_still_clean_up() {
+    let _serial = one_at_a_time();
     let out = tempfile::tempdir().unwrap();
     let (h, dir, postmaster, children) = matrix_under_load(out.path());
 
@@ -108,6 +118,7 @@ fn two_sigints_say_what_remains_and_still_clean_up() {
 /// SIGTERM (a CI cancellation): exit 143, nothing left.
 #[test]
 fn sigterm_stops_the_run_with_143() {
+    let _serial = one_at_a_time();
     let out = tempfile::tempdir().unwrap();
     let (h, dir, postmaster, children) = matrix_under_load(out.path());
 
@@ -123,6 +134,7 @@ fn sigterm_stops_the_run_with_143() {
 /// next run removes the cluster it left and says so.
 #[test]
 fn a_cluster_left_by_a_killed_run_is_removed_by_the_next() {
+    let _serial = one_at_a_time();
     let out = tempfile::tempdir().unwrap();
     let (h, dir, postmaster, children) = matrix_under_load(out.path());
 

@@ -568,7 +568,8 @@ async fn with_linkedin_due(app: &TestApp, workspaces: BTreeSet<i64>) -> BTreeSet
 }
 
 /// The gate's rollback: a workspace that reconnects is probed once its status is older than
-/// `unipile_recheck`, re-admitted on success, and sent to again — no false skips after that.
+/// `unipile_recheck` — by the tick itself, follow-ups due or not — re-admitted on success, and
+/// sent to again in the same tick: no false skips after that.
 #[tokio::test]
 async fn a_reconnected_workspace_is_readmitted() {
     let app = TestApp::spawn_with(gate_on(), |l| {
@@ -577,8 +578,20 @@ async fn a_reconnected_workspace_is_readmitted() {
         l.unipile_recheck = Duration::ZERO;
     })
     .await;
-    let disconnected = with_linkedin_due(&app, disconnected_workspaces(&app).await).await;
+    let all_disconnected = disconnected_workspaces(&app).await;
+    let disconnected = with_linkedin_due(&app, all_disconnected.clone()).await;
     let back = *disconnected.iter().next().unwrap();
+    // One of them has no follow-up due at all: only the gate's own probe can bring it back.
+    let idle = *all_disconnected
+        .iter()
+        .rev()
+        .find(|w| **w != back)
+        .expect("two disconnected workspaces in the test data");
+    sqlx::query("DELETE FROM followup_tasks WHERE workspace_id = $1")
+        .bind(idle)
+        .execute(&mut app.db().await)
+        .await
+        .unwrap();
     // Unipile says every one of them is connected again.
     app.set_knobs(Provider::Unipile, Knobs::default());
     let due_for = |ws: i64| {
@@ -604,17 +617,20 @@ async fn a_reconnected_workspace_is_readmitted() {
 
     assert_eq!(
         tick["readmitted"].as_u64(),
-        Some(disconnected.len() as u64),
-        "{tick}"
+        Some(all_disconnected.len() as u64),
+        "every disconnected workspace probed and re-admitted: {tick}"
     );
     assert_eq!(
         tick["skipped_health_gated"], 0,
         "re-admitted in the same tick: {tick}"
     );
-    assert!(disconnected_workspaces(&app)
-        .await
-        .is_disjoint(&disconnected));
+    assert!(disconnected_workspaces(&app).await.is_empty());
     assert!(app.fakes.counters().calls(Provider::Unipile, back) >= pending_before as u64);
+    assert_eq!(
+        app.fakes.counters().calls(Provider::Unipile, idle),
+        1,
+        "the workspace without follow-ups: its probe only"
+    );
     app.shutdown().await;
 }
 

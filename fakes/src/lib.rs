@@ -6,7 +6,8 @@
 //! changes at run time, and counters of the calls received per workspace and outcome, so a
 //! test can prove "no LinkedIn send reached a disconnected workspace".
 //!
-//! Routes: `POST /ghl/contacts/upsert`, `POST /unipile/api/v1/messages`, `POST /ai/v1/draft`,
+//! Routes: `POST /ghl/contacts/upsert`, `POST /unipile/api/v1/messages`,
+//! `POST /unipile/api/v1/accounts/status` (the health probe), `POST /ai/v1/draft`,
 //! `POST /ai/v1/verify`; control: `GET|PUT /_control/{provider}`, `GET /_counters`,
 //! `POST /_control/reset`.
 
@@ -180,6 +181,7 @@ impl Fakes {
         Router::new()
             .route("/ghl/contacts/upsert", post(ghl_upsert))
             .route("/unipile/api/v1/messages", post(unipile_send))
+            .route("/unipile/api/v1/accounts/status", post(unipile_status))
             .route("/ai/v1/draft", post(ai_draft))
             .route("/ai/v1/verify", post(ai_verify))
             .route("/_control/{provider}", get(get_knobs).put(put_knobs))
@@ -344,6 +346,15 @@ async fn unipile_send(State(f): State<Fakes>, Json(body): Json<Value>) -> Respon
             Json(json!({ "object": "MessageSent" })),
         )
             .into_response()
+    })
+}
+
+/// The account's status: 200 when connected; a disconnected workspace's account answers as a
+/// send would (the health gate's probe).
+async fn unipile_status(State(f): State<Fakes>, Json(body): Json<Value>) -> Response {
+    let outcome = f.call(Provider::Unipile, &body).await;
+    outcome.failure().unwrap_or_else(|| {
+        Json(json!({ "object": "AccountStatus", "status": "OK" })).into_response()
     })
 }
 

@@ -218,9 +218,14 @@ async fn run_on_clone(
     checks.extend(cron_check(&background));
     let reconnect = match (&reconnected, scenario.reconnect) {
         (Some(r), Some(spec)) => Some(
-            gate::report(server, db, r, gate::readmission_bound(scenario, spec.at))
-                .await
-                .context("reading the health gate's skips")?,
+            gate::report(
+                server,
+                db,
+                r,
+                gate::readmission_bound(scenario, spec.at, disconnected.len()),
+            )
+            .await
+            .context("reading the health gate's skips")?,
         ),
         _ => None,
     };

@@ -56,9 +56,14 @@ pub(crate) async fn reconnect(
 }
 
 /// The longest a reconnected workspace may still be skipped: until the gate probes it again
-/// (`unipile_recheck` after its last probe), at the next follow-ups tick, plus that tick's
-/// budget.
-pub(crate) fn readmission_bound(scenario: &Scenario, at: Duration) -> Duration {
+/// (`unipile_recheck` after its last probe), which a follow-ups tick does for up to
+/// `PROBES_PER_TICK` of the `disconnected` workspaces (oldest status first), so within
+/// ceil(disconnected / PROBES_PER_TICK) ticks, plus the last tick's budget.
+pub(crate) fn readmission_bound(
+    scenario: &Scenario,
+    at: Duration,
+    disconnected: usize,
+) -> Duration {
     let tick_every = scenario
         .streams
         .iter()
@@ -66,7 +71,9 @@ pub(crate) fn readmission_bound(scenario: &Scenario, at: Duration) -> Duration {
         .map(|s| s.arrival.rate_at(at.as_secs_f64()))
         .filter(|r| *r > 0.0)
         .map_or(Duration::from_secs(5), |r| Duration::from_secs_f64(1.0 / r));
-    scenario.service.unipile_recheck + tick_every + scenario.service.cron_time_budget
+    let per_tick = inbox_service::domain::followups::PROBES_PER_TICK as usize;
+    let ticks = disconnected.div_ceil(per_tick).max(1) as u32;
+    scenario.service.unipile_recheck + tick_every * ticks + scenario.service.cron_time_budget
 }
 
 /// What the gate did with the reconnected workspaces, read after the drain.

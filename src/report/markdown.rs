@@ -155,7 +155,8 @@ pub fn reconnections(r: &Report) -> String {
         out,
         "\n## Reconnected LinkedIn accounts (Unipile health gate)\n\n\
          A false skip is a follow-up skipped for a workspace that had reconnected; past the \
-         bound (recheck interval + one follow-ups tick + its budget) it fails the arm.\n"
+         bound (recheck interval + the follow-ups ticks that probe every disconnected account, 25 a \
+         tick, + one tick's budget) it fails the arm.\n"
     );
     let _ = writeln!(
         out,

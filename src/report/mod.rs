@@ -269,8 +269,8 @@ pub struct ReconnectReport {
     pub false_skips: u64,
     /// Of those, skipped later than `bound_s` after the reconnection (must be 0).
     pub false_skips_late: u64,
-    /// The longest the gate may take to notice: the recheck interval, one follow-ups tick
-    /// period and one tick budget.
+    /// The longest the gate may take to notice: the recheck interval, the follow-ups ticks that
+    /// probe every disconnected workspace (`PROBES_PER_TICK` a tick) and one tick budget.
     pub bound_s: f64,
 }
 

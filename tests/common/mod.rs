@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::net::TcpStream;
-use std::path::Path;
 use std::time::Duration;
 
 use incident_lab::postgres::{
@@ -47,9 +46,16 @@ pub fn dead_pid() -> u32 {
     child.id()
 }
 
-/// Whether a process with this id exists.
+/// Whether a process with this id runs: it exists and is not a zombie (a process that has
+/// exited and waits to be reaped — by init, when its parent was killed — runs no more).
 pub fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

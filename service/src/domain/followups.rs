@@ -196,6 +196,34 @@ pub async fn mark_connected(conn: &mut PgConnection, workspace: i64) -> Result<u
     Ok(written.rows_affected())
 }
 
+/// The most workspaces known disconnected that one followups tick probes directly (oldest status
+/// first), whether or not a follow-up of theirs came up: a reconnected account is re-admitted
+/// within `unipile_recheck` + ceil(disconnected / PROBES_PER_TICK) ticks.
+pub const PROBES_PER_TICK: i64 = 25;
+
+/// How many probes run at once (each holds no connection: a Unipile call only).
+pub const PROBE_CONCURRENCY: usize = 8;
+
+/// Workspaces known disconnected whose status is older than `recheck`: due for a probe, oldest
+/// first, at most `limit`.
+pub async fn recheck_due(
+    conn: &mut PgConnection,
+    recheck: Duration,
+    limit: i64,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM workspaces
+         WHERE unipile_status = 'disconnected'
+           AND coalesce(unipile_checked_at, '-infinity') <= now() - make_interval(secs => $1)
+         ORDER BY unipile_checked_at NULLS FIRST, id
+         LIMIT $2",
+    )
+    .bind(recheck.as_secs_f64())
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
 /// Remembers that a workspace's LinkedIn account is disconnected (the health gate reads it).
 pub async fn mark_disconnected(
     conn: &mut PgConnection,

@@ -396,6 +396,54 @@ async fn followups(
     .await
 }
 
+/// Probes `workspaces` on Unipile (a few at a time, each only while its whole timeout fits the
+/// budget); returns the workspaces that answered, with whether they are connected. A probe that
+/// failed for another reason (timeout, 5xx) says nothing and is left out.
+async fn probe_workspaces(
+    state: &AppState,
+    tally: &Arc<Tally>,
+    budget: &Budget,
+    workspaces: &[i64],
+) -> Vec<(i64, bool)> {
+    let limits = &state.config.limits;
+    let mut answers = Vec::new();
+    for chunk in workspaces.chunks(followups::PROBE_CONCURRENCY) {
+        let Some(timeout) = budget.call_timeout(limits.provider_timeout) else {
+            break;
+        };
+        let mut probes = tokio::task::JoinSet::new();
+        for &ws in chunk {
+            let (state, tally) = (state.clone(), tally.clone());
+            probes.spawn(async move {
+                let body = json!({ "workspace_id": ws });
+                let answer = providers::call_once(
+                    &state,
+                    &tally,
+                    Provider::Unipile,
+                    "/api/v1/accounts/status",
+                    &body,
+                    Some(timeout),
+                )
+                .await;
+                match answer {
+                    Ok(_) => Some((ws, true)),
+                    Err(e) if e.category == Category::ProviderDisconnected => Some((ws, false)),
+                    Err(e) => {
+                        tally.note(e.category);
+                        None
+                    }
+                }
+            });
+        }
+        while let Some(done) = probes.join_next().await {
+            if let Ok(Some(answer)) = done {
+                answers.push(answer);
+            }
+        }
+    }
+    answers
+}
+
 async fn followups_tick(
     state: &AppState,
     tally: &Arc<Tally>,
@@ -406,19 +454,47 @@ async fn followups_tick(
     let mut report = TickReport::default();
     // Workspaces probed again in this tick (one probe each), and those re-admitted by it.
     let (mut probed, mut readmitted) = (HashSet::new(), HashSet::new());
-    let due = {
+    let (due, to_probe) = {
         let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
             return Ok(report.cut());
         };
-        followups::claim(
+        let due = followups::claim(
             &mut conn,
             limits.cron_batch_limit,
             limits.job_lease,
             limits.unipile_recheck,
         )
-        .await?
+        .await?;
+        let to_probe = if gate {
+            followups::recheck_due(
+                &mut conn,
+                limits.unipile_recheck,
+                followups::PROBES_PER_TICK,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        (due, to_probe)
     };
     tally.wrote(due.len() as u64);
+    // The gate's rollback: workspaces known disconnected for longer than the recheck interval
+    // are probed directly, so a reconnected account comes back whether or not one of its
+    // follow-ups came up in this batch.
+    for (ws, connected) in probe_workspaces(state, tally, &budget, &to_probe).await {
+        probed.insert(ws);
+        let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await else {
+            report.budget_exhausted = true;
+            break;
+        };
+        if connected {
+            readmitted.insert(ws);
+            report.readmitted += 1;
+            tally.wrote(followups::mark_connected(&mut conn, ws).await?);
+        } else {
+            tally.wrote(followups::mark_disconnected(&mut conn, ws).await?);
+        }
+    }
     for task in due {
         // A send starts only while its whole timeout fits the budget; unhandled claims come
         // due again when their lease runs out.
