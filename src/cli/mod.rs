@@ -216,12 +216,45 @@ async fn db_up(args: DbUpArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Exit 2 for an arm the scenario does not have, naming those it has.
+fn unknown_arm(
+    path: &std::path::Path,
+    scenario: &crate::scenario::Scenario,
+    name: &str,
+) -> Failure {
+    let known: Vec<&str> = scenario.arms.iter().map(|a| a.name.as_str()).collect();
+    Failure::Usage(format!(
+        "{}: no arm {name:?}; arms are {}",
+        path.display(),
+        known.join(", ")
+    ))
+}
+
+/// Provisions Postgres as the scenario constrains it and seeds its template (exit 3 when either
+/// fails; a stop request wins). On an error the server is dropped, which tears it down.
+async fn provision_and_seed(
+    scenario: &crate::scenario::Scenario,
+    backend: &BackendArgs,
+) -> Result<(PgServer, Template), Failure> {
+    let request = backend.request(scenario.postgres.clone());
+    let server = or_stop(provision(&request)).await??;
+    println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
+    let template = or_stop(Template::prepare(
+        &server,
+        scenario.scale,
+        scenario.seed as i64,
+    ))
+    .await?
+    .map_err(|e| Failure::Infrastructure(e.into()))?;
+    println!("seeded in {:.1}s", template.timings.seed.as_secs_f64());
+    Ok((server, template))
+}
+
 /// `up`: one arm's world until Ctrl-C (exit 0 when stopped that way, everything cleaned up).
 async fn up(args: UpArgs) -> Result<(), Failure> {
     let path = &args.scenario;
     let scenario =
         crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
-    let known: Vec<&str> = scenario.arms.iter().map(|a| a.name.as_str()).collect();
     let arm = match &args.arm {
         Some(name) => scenario.arms.iter().find(|a| &a.name == name),
         None => scenario
@@ -230,35 +263,9 @@ async fn up(args: UpArgs) -> Result<(), Failure> {
             .find(|a| a.name == "all-on")
             .or(scenario.arms.first()),
     }
-    .ok_or_else(|| {
-        Failure::Usage(format!(
-            "{}: no arm {:?}; arms are {}",
-            path.display(),
-            args.arm.as_deref().unwrap_or("all-on"),
-            known.join(", ")
-        ))
-    })?;
+    .ok_or_else(|| unknown_arm(path, &scenario, args.arm.as_deref().unwrap_or("all-on")))?;
     let service_bin = crate::service_proc::find_binary().map_err(Failure::Infrastructure)?;
-    let request = args.backend.request(scenario.postgres.clone());
-    let server = or_stop(provision(&request)).await??;
-    println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
-    let seeded = or_stop(Template::prepare(
-        &server,
-        scenario.scale,
-        scenario.seed as i64,
-    ))
-    .await;
-    let template = match seeded {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            server.shutdown().await;
-            return Err(Failure::Infrastructure(e.into()));
-        }
-        Err(stop) => {
-            server.shutdown().await;
-            return Err(stop);
-        }
-    };
+    let (server, template) = provision_and_seed(&scenario, &args.backend).await?;
     let options = crate::matrix::stack::StackOptions {
         service_bin: &service_bin,
         listen: args.listen,
@@ -282,15 +289,11 @@ async fn matrix(
     let scenario =
         crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     if let Some(names) = &only {
-        for name in names {
-            if !scenario.arms.iter().any(|a| &a.name == name) {
-                let known: Vec<&str> = scenario.arms.iter().map(|a| a.name.as_str()).collect();
-                return Err(Failure::Usage(format!(
-                    "{}: no arm {name:?}; arms are {}",
-                    path.display(),
-                    known.join(", ")
-                )));
-            }
+        if let Some(name) = names
+            .iter()
+            .find(|n| !scenario.arms.iter().any(|a| &a.name == *n))
+        {
+            return Err(unknown_arm(path, &scenario, name));
         }
     }
     let service_bin = crate::service_proc::find_binary().map_err(Failure::Infrastructure)?;
@@ -301,17 +304,7 @@ async fn matrix(
         };
         PathBuf::from("target/incident-lab").join(format!("{}{suffix}", scenario.name))
     });
-    let request = backend.request(scenario.postgres.clone());
-    let server = or_stop(provision(&request)).await??;
-    println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
-    let template = or_stop(Template::prepare(
-        &server,
-        scenario.scale,
-        scenario.seed as i64,
-    ))
-    .await?
-    .map_err(|e| Failure::Infrastructure(e.into()))?;
-    println!("seeded in {:.1}s", template.timings.seed.as_secs_f64());
+    let (server, template) = provision_and_seed(&scenario, backend).await?;
     let options = crate::matrix::RunOptions {
         out: out.clone(),
         service_bin,

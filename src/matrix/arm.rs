@@ -333,9 +333,7 @@ async fn counts_scopes(server: &PgServer, db: &str) -> anyhow::Result<u64> {
 }
 
 async fn warm_up(http: &reqwest::Client, plan: &Plan) {
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let unix_now = super::unix_now();
     for (i, stream) in plan.streams.iter().enumerate() {
         let users = match &stream.endpoint {
             Endpoint::InboxPage { sessions } | Endpoint::InboxCounts { sessions } => sessions.users,

@@ -75,7 +75,7 @@ async fn serve(
             arm,
             scenario.scale.workspaces,
             &log,
-            chrono_now(),
+            super::unix_now(),
         )
     );
     println!("up; Ctrl-C to stop and clean up");
@@ -83,12 +83,6 @@ async fn serve(
     service.stop().await;
     drop(fakes);
     Ok(())
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The text `up` prints: every URL and secret, a signed webhook (recomputed by the shell at each
