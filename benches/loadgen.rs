@@ -31,6 +31,7 @@ fn plan(rate: f64, secs: u64) -> Plan {
         client_timeout: Duration::from_secs(1),
         late_after: Duration::from_millis(50),
         run_id: "bench".into(),
+        shard: Default::default(),
     }
 }
 

@@ -250,3 +250,22 @@ async fn containers_left_by_a_dead_run_are_removed() {
     );
     cli(&["rm", "-f", &mine]).unwrap();
 }
+
+/// Where Docker is required (CI on a machine with a daemon), a daemon that does not answer
+/// fails the test rather than passing as a skip; elsewhere the skip names the test and why.
+#[test]
+fn a_missing_daemon_is_a_failure_where_docker_is_required() {
+    let no_daemon = || Err("no Docker daemon answers (made up for this test)".to_owned());
+    let line = common::docker::skip_line("some_test", no_daemon(), false);
+    assert_eq!(
+        line.as_deref(),
+        Some("skipped: some_test: no Docker daemon answers (made up for this test)")
+    );
+    assert_eq!(common::docker::skip_line("some_test", Ok(()), true), None);
+    let required = std::panic::catch_unwind(|| {
+        common::docker::skip_line("some_test", no_daemon(), true);
+    });
+    let said = required.expect_err("a required daemon that does not answer must fail");
+    let said = said.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(said.contains("INCIDENT_LAB_REQUIRE_DOCKER"), "{said}");
+}

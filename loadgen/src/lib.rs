@@ -17,6 +17,6 @@ pub mod record;
 pub mod traffic;
 
 pub use engine::{run, stop, LoadgenError, RunSummary};
-pub use plan::{Arrival, AtLeastOnce, Delivery, Plan, RatePoint, RetryPolicy, Stream};
+pub use plan::{Arrival, AtLeastOnce, Delivery, Plan, RatePoint, RetryPolicy, Shard, Stream};
 pub use record::{EndpointRecording, Hist, Recording};
 pub use traffic::{Endpoint, Sessions};

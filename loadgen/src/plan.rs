@@ -211,8 +211,62 @@ pub struct Plan {
     /// dropped iterations: a sign the generator, not the service, set the pace).
     #[serde(with = "incident_wire::duration")]
     pub late_after: Duration,
-    /// A tag that makes this run's dedupe ids unique.
+    /// A tag that makes this run's dedupe ids unique (the same in every shard of one run).
     pub run_id: String,
+    /// Which part of the schedule this process sends (the whole of it by default).
+    #[serde(default)]
+    pub shard: Shard,
+}
+
+/// The `index`-th of `count` shards (0-based): every `count`-th arrival of every stream,
+/// starting at the `index`-th, so the shards of a run send the whole schedule between them,
+/// each arrival once, with the sequence numbers (and so the event ids) of the whole schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// Whether arrival `seq` of a stream is this shard's.
+    pub fn takes(self, seq: u64) -> bool {
+        seq % u64::from(self.count.max(1)) == u64::from(self.index)
+    }
+
+    /// The whole schedule, not a part of it.
+    pub fn is_whole(self) -> bool {
+        self.count <= 1
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `I/N`, 0 ≤ I < N (Kubernetes' completion index is 0-based too).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a shard I/N with 0 <= I < N, e.g. 0/2 and 1/2");
+        let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<u32>().map_err(|_| bad())?,
+            n.trim().parse::<u32>().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
 }
 
 /// What a send is to the event it carries.
@@ -271,7 +325,7 @@ pub fn arrivals(arrival: &Arrival, duration: Duration, seed: u64, poisson: bool)
 }
 
 impl Plan {
-    /// The whole schedule, in time order.
+    /// This shard's part of the schedule (the whole of it unsharded), in time order.
     pub fn schedule(&self) -> Vec<Scheduled> {
         let mut all: Vec<Scheduled> = self
             .streams
@@ -286,6 +340,7 @@ impl Plan {
                 )
                 .into_iter()
                 .enumerate()
+                .filter(|(seq, _)| self.shard.takes(*seq as u64))
                 .flat_map(move |(seq, at)| {
                     let original = Scheduled {
                         at,
@@ -317,6 +372,62 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_of(shard: Shard) -> Plan {
+        let stream = |name: &str, rate| Stream {
+            name: name.into(),
+            endpoint: Endpoint::Cron {
+                path: "/cron".into(),
+                secret: "s".into(),
+            },
+            arrival: Arrival::Constant { rate },
+            retry: None,
+            max_in_flight: 8,
+            delivery: AtLeastOnce {
+                duplicate_pct: 10.0,
+                ..AtLeastOnce::default()
+            },
+        };
+        Plan {
+            host: "http://127.0.0.1:1".into(),
+            streams: vec![stream("a", 7.0), stream("b", 3.0)],
+            duration: Duration::from_secs(10),
+            seed: 53,
+            poisson: true,
+            client_timeout: Duration::from_secs(1),
+            late_after: Duration::from_millis(50),
+            run_id: "r".into(),
+            shard,
+        }
+    }
+
+    #[test]
+    fn shards_split_the_schedule_into_disjoint_parts_whose_union_is_the_whole() {
+        let whole = plan_of(Shard::default()).schedule();
+        assert!(whole.len() > 90, "{}", whole.len());
+        for n in [2, 3, 5] {
+            let parts: Vec<Vec<Scheduled>> = (0..n)
+                .map(|index| plan_of(Shard { index, count: n }).schedule())
+                .collect();
+            let mut union: Vec<Scheduled> = parts.iter().flatten().copied().collect();
+            union.sort();
+            assert_eq!(union, whole, "{n} shards");
+            // Balanced to within one arrival (and its duplicate) per stream.
+            let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(hi - lo <= whole.len() / 10 + 4, "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn a_shard_is_written_i_of_n_and_bad_ones_are_refused() {
+        assert_eq!("1/4".parse::<Shard>(), Ok(Shard { index: 1, count: 4 }));
+        assert_eq!(Shard { index: 1, count: 4 }.to_string(), "1/4");
+        for bad in ["4/4", "1/0", "2", "a/3", "-1/3", ""] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains("0 <= I < N"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_constant_rate_gives_rate_times_duration_arrivals_evenly() {

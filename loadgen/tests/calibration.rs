@@ -91,6 +91,7 @@ fn plan(host: String, streams: Vec<Stream>, secs: u64) -> Plan {
         client_timeout: Duration::from_secs(3),
         late_after: Duration::from_millis(50),
         run_id: "calibration".into(),
+        shard: Default::default(),
     }
 }
 

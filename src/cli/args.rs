@@ -21,12 +21,18 @@ pub enum Command {
     /// Run every arm of a scenario (default: the 8 flag combinations + pre-phase-53), judge
     /// each against what it must show, and write report.json/.md/.html and junit.xml.
     Matrix(MatrixArgs),
-    /// Run one arm of a scenario (same outputs as matrix, one arm).
+    /// Run one arm of a scenario (same outputs as matrix, one arm); with --target, against a
+    /// service that is already running, optionally as one shard of many (--shard I/N).
     Run(RunArgs),
+    /// Merge the recordings of the shards of one run (`run --target … --shard I/N --out DIR`)
+    /// into one report, judged as a single run would be. Refuses shards of different runs and
+    /// a run with a shard missing.
+    Merge(MergeArgs),
     /// Bring up one arm's world — Postgres (seeded), the fake providers, the service with the
     /// arm's switches — and keep it up until Ctrl-C, for a browser, curl, k6 or oha. Prints the
     /// URLs, the secrets, a signed webhook and a session cookie; flags flip live via
-    /// /admin/flags.
+    /// /admin/flags. The secrets are fresh, or WEBHOOK_SECRET, CRON_SECRET, SESSION_SECRET and
+    /// ADMIN_TOKEN from the environment when all are set.
     Up(UpArgs),
     /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
     Compare(CompareArgs),
@@ -105,6 +111,80 @@ pub struct RunArgs {
     /// Output folder (default: target/incident-lab/SCENARIO-NAME-ARM).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// A run against a service the harness did not start.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Against a running service")]
+pub struct TargetArgs {
+    /// Send the load to this running service (staging, the compose stack, a Kubernetes
+    /// Service) instead of starting one. Webhooks and sessions are signed with the service's
+    /// WEBHOOK_SECRET and SESSION_SECRET, cron is called with its CRON_SECRET, all read from
+    /// the environment (`incident-lab up` prints them).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Set the arm's switches through PUT /admin/flags before the load (else the run is judged
+    /// as the arm, and says it did not set them).
+    #[arg(
+        long,
+        env = "ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+    /// The service's database: read after the drain to check that every acknowledged
+    /// EMAIL_SENT was applied exactly once (else that check is named as skipped).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Send only the I-th of N shards of the schedule (0-based: every N-th arrival of every
+    /// stream); write its recording for `incident-lab merge`.
+    #[arg(long, env = "INCIDENT_LAB_SHARD", value_name = "I/N")]
+    pub shard: Option<loadgen::Shard>,
+    /// The run's id, the same in every shard (the event ids are built from it). Default: the
+    /// arm and --start-at, or the arm, the process and the time for an unsharded run.
+    #[arg(long, env = "INCIDENT_LAB_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Start the load at this Unix time (seconds), so shards on many machines start together.
+    #[arg(long, env = "INCIDENT_LAB_START_AT", value_name = "UNIX_SECONDS")]
+    pub start_at: Option<i64>,
+}
+
+impl TargetArgs {
+    /// The flag given that only a run with --target takes, if any (read from the command line,
+    /// so an ADMIN_TOKEN left in the environment does not count).
+    pub fn needs_target(&self) -> Option<&'static str> {
+        if self.database_url.is_some() {
+            Some("--database-url")
+        } else if self.shard.is_some() {
+            Some("--shard")
+        } else if self.start_at.is_some() {
+            Some("--start-at")
+        } else if self.run_id.is_some() {
+            Some("--run-id")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' output folders (or their shard.json files), every shard of the run once.
+    #[arg(required = true, value_name = "DIR")]
+    pub shards: Vec<PathBuf>,
+    /// Output folder of the merged report (default: target/incident-lab/SCENARIO-ARM-merged).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Tick the target's background-jobs cron until its queue is empty before reading the
+    /// database (CRON_SECRET from the environment).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// The service's database: check every acknowledged EMAIL_SENT of every shard applied
+    /// exactly once.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -82,7 +82,13 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let out = args.out.clone();
             matrix(&args.scenario, &args.backend, out, args.arms.clone()).await
         }
+        Command::Run(args) if args.target.target.is_some() => run_target(args).await,
         Command::Run(args) => {
+            if let Some(flag) = args.target.needs_target() {
+                return Err(Failure::Usage(format!(
+                    "{flag} needs --target URL (a run against a service that is already running)"
+                )));
+            }
             matrix(
                 &args.scenario,
                 &args.backend,
@@ -92,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             .await
         }
         Command::Up(args) => up(args).await,
+        Command::Merge(args) => merge(args).await,
         Command::Compare(args) => compare(&args),
         Command::Report(args) => {
             let report = crate::report::Report::read(&args.report)
@@ -250,6 +257,203 @@ async fn provision_and_seed(
     Ok((server, template))
 }
 
+/// The service's secrets from its own variables (WEBHOOK_SECRET, CRON_SECRET, SESSION_SECRET,
+/// and ADMIN_TOKEN when `admin` is asked for): `None` when none is set; exit 2 naming the ones
+/// missing when only some are.
+fn secrets_from_env(admin: bool) -> Result<Option<inbox_service::config::Secrets>, Failure> {
+    use inbox_service::config::var;
+    let mut names = vec![var::WEBHOOK_SECRET, var::SESSION_SECRET, var::CRON_SECRET];
+    if admin {
+        names.push(var::ADMIN_TOKEN);
+    }
+    let get = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let missing: Vec<&str> = names.iter().copied().filter(|n| get(n).is_none()).collect();
+    if missing.len() == names.len() {
+        return Ok(None);
+    }
+    if !missing.is_empty() {
+        return Err(Failure::Usage(format!(
+            "the service's secrets are set only in part: {} not set (set all of {}, or none)",
+            missing.join(", "),
+            names.join(", ")
+        )));
+    }
+    Ok(Some(inbox_service::config::Secrets {
+        webhook: get(var::WEBHOOK_SECRET).unwrap_or_default(),
+        cron: get(var::CRON_SECRET).unwrap_or_default(),
+        admin: get(var::ADMIN_TOKEN).unwrap_or_default(),
+        session: get(var::SESSION_SECRET).unwrap_or_default(),
+    }))
+}
+
+/// Loads the scenario (exit 2) and finds its arm `name` (exit 2 naming those it has).
+fn scenario_and_arm(
+    path: &std::path::Path,
+    name: &str,
+) -> Result<(crate::scenario::Scenario, String, crate::scenario::Arm), Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", path.display())))?;
+    let scenario =
+        crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let arm = scenario
+        .arms
+        .iter()
+        .find(|a| a.name == name)
+        .cloned()
+        .ok_or_else(|| unknown_arm(path, &scenario, name))?;
+    Ok((scenario, text, arm))
+}
+
+/// `run --target`: the arm's load (or one shard of it) against a running service.
+async fn run_target(args: RunArgs) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
+    let t = &args.target;
+    let (scenario, text, arm) = scenario_and_arm(&args.scenario, &args.arm)?;
+    let secrets = secrets_from_env(false)?.ok_or_else(|| {
+        Failure::Usage(
+            "--target needs the service's secrets in the environment: WEBHOOK_SECRET, SESSION_SECRET and CRON_SECRET (`incident-lab up` prints them)".into(),
+        )
+    })?;
+    let shard = t.shard.unwrap_or_default();
+    if let Some(at) = t.start_at {
+        let late = crate::matrix::unix_now() - at;
+        if late > 0 {
+            return Err(Failure::Usage(format!(
+                "--start-at {at} was {late} s ago: give a time in the future"
+            )));
+        }
+    }
+    let run_id = match (&t.run_id, t.start_at) {
+        (Some(id), _) => id.clone(),
+        (None, Some(at)) => format!("{}-{at}", arm.name),
+        (None, None) if shard.is_whole() => format!(
+            "{}-{}-{}",
+            arm.name,
+            std::process::id(),
+            crate::matrix::unix_now()
+        ),
+        (None, None) => {
+            return Err(Failure::Usage(format!(
+                "--shard {shard}: the shards of one run need one id: give every shard the same --run-id (or --start-at)"
+            )))
+        }
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let suffix = if shard.is_whole() {
+            String::new()
+        } else {
+            format!("-shard{}of{}", shard.index, shard.count)
+        };
+        PathBuf::from("target/incident-lab")
+            .join(format!("{}-{}-target{suffix}", scenario.name, arm.name))
+    });
+    let target = crate::matrix::target::Target {
+        base: t.target.clone().unwrap_or_default(),
+        secrets,
+        admin_token: t.admin_token.clone(),
+        database_url: t.database_url.clone(),
+        shard,
+        run_id,
+        start_at: t.start_at,
+    };
+    println!(
+        "arm {} against {} (shard {shard}, run id {})",
+        arm.name, target.base, target.run_id
+    );
+    let running = or_stop(crate::matrix::target::run(
+        &scenario, &text, &arm, &target, &out,
+    ))
+    .await;
+    if running.is_err() {
+        // Stopped mid-load: the generator's users stop too.
+        loadgen::stop();
+    }
+    let (recorded, judged) = running?.map_err(Failure::Infrastructure)?;
+    let Some(judged) = judged else {
+        println!(
+            "shard {shard}: {} requests sent; recording in {}; merge every shard with: incident-lab merge DIR…",
+            recorded.recording.requests(),
+            out.join(crate::matrix::target::SHARD_FILE).display()
+        );
+        return Ok(());
+    };
+    let report = crate::matrix::target::report(
+        &scenario,
+        judged,
+        t.database_url.is_some(),
+        started.elapsed(),
+    );
+    judged_report(report, &out)
+}
+
+/// `merge`: the shards of one run, judged as one.
+async fn merge(args: MergeArgs) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
+    let shards = crate::matrix::target::read_shards(&args.shards).map_err(Failure::Usage)?;
+    let first = &shards[0];
+    let scenario = crate::scenario::Scenario::parse(&first.scenario_file, &first.scenario_text)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let arm = scenario
+        .arms
+        .iter()
+        .find(|a| a.name == first.arm)
+        .cloned()
+        .ok_or_else(|| {
+            unknown_arm(
+                std::path::Path::new(&first.scenario_file),
+                &scenario,
+                &first.arm,
+            )
+        })?;
+    let secrets = match &args.target {
+        Some(_) => Some(secrets_from_env(false)?.ok_or_else(|| {
+            Failure::Usage("merge --target drains the queue through cron: it needs CRON_SECRET (and WEBHOOK_SECRET, SESSION_SECRET) in the environment".into())
+        })?),
+        None => None,
+    };
+    println!(
+        "merging {} shard(s) of run {} (arm {}, scenario {})",
+        shards.len(),
+        first.run_id,
+        arm.name,
+        scenario.name
+    );
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("target/incident-lab").join(format!("{}-{}-merged", scenario.name, arm.name))
+    });
+    let drain = args.target.as_deref().zip(secrets.as_ref());
+    let judged = or_stop(crate::matrix::target::merge(
+        &scenario,
+        &arm,
+        &shards,
+        drain,
+        args.database_url.as_deref(),
+    ))
+    .await?
+    .map_err(Failure::Infrastructure)?;
+    let report = crate::matrix::target::report(
+        &scenario,
+        judged,
+        args.database_url.is_some(),
+        started.elapsed(),
+    );
+    judged_report(report, &out)
+}
+
+/// Writes a one-arm report, prints it, and maps its verdict to the exit code.
+fn judged_report(report: crate::report::Report, out: &std::path::Path) -> Result<(), Failure> {
+    report.write_all(out).map_err(Failure::Infrastructure)?;
+    println!("\n{}", crate::report::markdown::render(&report));
+    println!("reports in {}", out.display());
+    if report.verdict == crate::report::Verdict::Pass {
+        Ok(())
+    } else {
+        Err(Failure::Expectation(
+            "the arm did not show what the scenario says it must (see above)".into(),
+        ))
+    }
+}
+
 /// `up`: one arm's world until Ctrl-C (exit 0 when stopped that way, everything cleaned up).
 async fn up(args: UpArgs) -> Result<(), Failure> {
     let path = &args.scenario;
@@ -264,12 +468,14 @@ async fn up(args: UpArgs) -> Result<(), Failure> {
             .or(scenario.arms.first()),
     }
     .ok_or_else(|| unknown_arm(path, &scenario, args.arm.as_deref().unwrap_or("all-on")))?;
+    let secrets = secrets_from_env(true)?;
     let service_bin = crate::service_proc::find_binary().map_err(Failure::Infrastructure)?;
     let (server, template) = provision_and_seed(&scenario, &args.backend).await?;
     let options = crate::matrix::stack::StackOptions {
         service_bin: &service_bin,
         listen: args.listen,
         out: &args.out,
+        secrets,
     };
     let result = crate::matrix::stack::up(&scenario, &server, &template, arm, &options).await;
     server.shutdown().await;

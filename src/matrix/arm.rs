@@ -128,25 +128,15 @@ async fn run_on_clone(
     // Drain: run the worker until the queue is empty or the drain time is up.
     watcher.set_stage(Stage::Drain);
     let drain_start = Instant::now();
-    let mut last = scrape(&http, &service.base, load_start.elapsed().as_secs_f64())
-        .await
-        .unwrap_or_default();
-    while last.queue_queued + last.queue_running > 0.0 && drain_start.elapsed() < scenario.drain {
-        let _ = http
-            .get(format!(
-                "{}{}",
-                service.base,
-                route::CRON_BACKGROUND_JOBS.path
-            ))
-            .bearer_auth(&secrets.cron)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await;
-        last = scrape(&http, &service.base, load_start.elapsed().as_secs_f64())
-            .await
-            .unwrap_or(last);
-        watcher.push(last.clone());
-    }
+    let last = drain(
+        &http,
+        &service.base,
+        &secrets.cron,
+        load_start,
+        scenario.drain,
+        Some(&watcher),
+    )
+    .await;
     timings.drain_s = drain_start.elapsed().as_secs_f64();
     let mut scrapes = watcher.scrapes();
     drop(watcher);
@@ -267,6 +257,7 @@ async fn run_on_clone(
             .collect(),
         goose: summary.goose,
         timings: ArmTimings::default(),
+        skipped: Vec::new(),
     })
 }
 
@@ -319,9 +310,6 @@ fn unfinished(
     out
 }
 
-/// A few unmeasured requests per page/action stream before the load: every arm starts with
-/// warm caches and connections alike (and a fixed arm's counts cache is backfilled, as the
-/// rollout plan deploys it).
 /// Counts scopes in the cache table now.
 async fn counts_scopes(server: &PgServer, db: &str) -> anyhow::Result<u64> {
     let mut conn = connect(server, db).await?;
@@ -332,7 +320,42 @@ async fn counts_scopes(server: &PgServer, db: &str) -> anyhow::Result<u64> {
     Ok(n as u64)
 }
 
-async fn warm_up(http: &reqwest::Client, plan: &Plan) {
+/// Ticks the background-jobs cron (bearer `cron_secret`) until `/metrics` shows an empty queue
+/// or `limit` is up; every scrape goes to the timeline; returns the last one (the default when
+/// the service has no `/metrics`: nothing known to drain).
+pub(crate) async fn drain(
+    http: &reqwest::Client,
+    base: &str,
+    cron_secret: &str,
+    load_start: Instant,
+    limit: Duration,
+    watcher: Option<&Watcher>,
+) -> crate::service_proc::Scrape {
+    let start = Instant::now();
+    let mut last = scrape(http, base, load_start.elapsed().as_secs_f64())
+        .await
+        .unwrap_or_default();
+    while last.queue_queued + last.queue_running > 0.0 && start.elapsed() < limit {
+        let _ = http
+            .get(format!("{base}{}", route::CRON_BACKGROUND_JOBS.path))
+            .bearer_auth(cron_secret)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+        last = scrape(http, base, load_start.elapsed().as_secs_f64())
+            .await
+            .unwrap_or(last);
+        if let Some(w) = watcher {
+            w.push(last.clone());
+        }
+    }
+    last
+}
+
+/// A few unmeasured requests per page/action stream before the load: every arm starts with
+/// warm caches and connections alike (and a fixed arm's counts cache is backfilled, as the
+/// rollout plan deploys it).
+pub(crate) async fn warm_up(http: &reqwest::Client, plan: &Plan) {
     let unix_now = super::unix_now();
     for (i, stream) in plan.streams.iter().enumerate() {
         let users = match &stream.endpoint {

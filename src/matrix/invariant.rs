@@ -115,19 +115,7 @@ pub async fn effects(
     before: &Baseline,
     ghl_ok_by_key: &BTreeMap<String, u64>,
 ) -> anyhow::Result<Vec<EffectCount>> {
-    let messages = rows_by_id(
-        conn,
-        "SELECT provider_event_id, count(*) FROM messages WHERE provider_event_id = ANY($1) GROUP BY 1",
-        acked,
-    )
-    .await?;
-    let activities = rows_by_id(
-        conn,
-        "SELECT provider_event_id, count(*) FROM lead_activities
-         WHERE kind = 'email_sent' AND provider_event_id = ANY($1) GROUP BY 1",
-        acked,
-    )
-    .await?;
+    let mut out = acked_effects(conn, acked).await?;
     let applied: Vec<String> = sqlx::query_scalar(
         "SELECT provider_event_id FROM messages WHERE provider_event_id IS NOT NULL",
     )
@@ -147,13 +135,51 @@ pub async fn effects(
             .sum()
     };
     let n = applied.len() as u64;
-    Ok(vec![
-        per_id("message row", acked, &messages),
-        per_id("lead activity", acked, &activities),
+    out.extend([
         counter("lead emails_sent", n, now.emails_sent - before.emails_sent),
         counter("slot ledger", n, on_days(&now) - on_days(before)),
         provider_calls("GHL contact sync", &applied, ghl_ok_by_key),
+    ]);
+    Ok(out)
+}
+
+/// The effects counted by event id, which need no baseline: a message row and a lead activity
+/// per acknowledged event, exactly once each.
+pub async fn acked_effects(
+    conn: &mut PgConnection,
+    acked: &[String],
+) -> anyhow::Result<Vec<EffectCount>> {
+    let messages = rows_by_id(
+        conn,
+        "SELECT provider_event_id, count(*) FROM messages WHERE provider_event_id = ANY($1) GROUP BY 1",
+        acked,
+    )
+    .await?;
+    let activities = rows_by_id(
+        conn,
+        "SELECT provider_event_id, count(*) FROM lead_activities
+         WHERE kind = 'email_sent' AND provider_event_id = ANY($1) GROUP BY 1",
+        acked,
+    )
+    .await?;
+    Ok(vec![
+        per_id("message row", acked, &messages),
+        per_id("lead activity", acked, &activities),
     ])
+}
+
+/// The invariant's figures from the effects counted (the first is the message row).
+pub fn invariants_of(effects: Vec<EffectCount>, acked: u64, undrained: u64) -> Invariants {
+    let message = &effects[0];
+    Invariants {
+        acked,
+        applied: message.applied,
+        duplicates: message.duplicates,
+        lost: message.lost,
+        undrained_jobs: undrained,
+        holds: effects.iter().all(EffectCount::clean),
+        effects,
+    }
 }
 
 /// Every acknowledged `EMAIL_SENT` applied exactly once, on every effect, after the drain.
@@ -169,16 +195,7 @@ pub(crate) async fn check_invariant(
     let mut conn = connect(server, db).await?;
     let effects = effects(&mut conn, &acked, &before, ghl_ok_by_key).await?;
     conn.close().await?;
-    let message = &effects[0];
-    Ok(Invariants {
-        acked: acked.len() as u64,
-        applied: message.applied,
-        duplicates: message.duplicates,
-        lost: message.lost,
-        undrained_jobs: undrained,
-        holds: effects.iter().all(EffectCount::clean),
-        effects,
-    })
+    Ok(invariants_of(effects, acked.len() as u64, undrained))
 }
 
 /// Rows inserted, updated and deleted in `db`'s tables so far, as Postgres counts them

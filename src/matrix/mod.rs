@@ -11,6 +11,8 @@
 //! - [`arm`]: one arm's life, with everything it starts owned by one guard.
 //! - [`fakes`]: the fake providers on loopback.
 //! - [`stack`]: one arm's service, fakes and database, up until Ctrl-C (`incident-lab up`).
+//! - [`target`]: the load against a service the harness did not start, sharded or not, and the
+//!   merge of the shards (`run --target`, `merge`).
 //! - [`watch`]: scraping, progress and CPU beside the load.
 //! - [`figures`]: client-side and service-side figures, the generator's health.
 //! - [`invariant`]: exactly-once, and the rows Postgres counted.
@@ -23,6 +25,7 @@ pub mod figures;
 mod gate;
 pub mod invariant;
 pub mod stack;
+pub mod target;
 pub mod verdict;
 pub mod watch;
 mod wiring;

@@ -24,6 +24,9 @@ pub struct StackOptions<'a> {
     pub listen: std::net::SocketAddr,
     /// Where the service log goes.
     pub out: &'a Path,
+    /// The service's secrets (fresh random ones when `None`), e.g. from the environment so a
+    /// load generator in another container can sign with them.
+    pub secrets: Option<Secrets>,
 }
 
 /// Brings up `arm`'s world on `server`, prints how to reach it, and holds it until the process
@@ -52,7 +55,7 @@ async fn serve(
     options: &StackOptions<'_>,
 ) -> anyhow::Result<()> {
     let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
-    let secrets = Secrets::random();
+    let secrets = options.secrets.clone().unwrap_or_else(Secrets::random);
     std::fs::create_dir_all(options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
     let log = options.out.join(format!("up-{}.service.log", arm.name));

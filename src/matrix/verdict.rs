@@ -30,6 +30,9 @@ fn budget_ms(scenario: &Scenario, endpoint: &str) -> Option<f64> {
         .map(|d| d.as_secs_f64() * 1000.0)
 }
 
+/// The name of the exactly-once check of a fixed arm.
+pub const EXACTLY_ONCE_CHECK: &str = "every acknowledged EMAIL_SENT applied exactly once";
+
 /// What the arm showed against what it must show.
 pub fn judge(
     scenario: &Scenario,
@@ -79,7 +82,7 @@ pub fn judge(
                 }
             }
             checks.push(check(
-                "every acknowledged EMAIL_SENT applied exactly once",
+                EXACTLY_ONCE_CHECK,
                 inv.holds && inv.acked > 0,
                 invariant_detail(inv),
             ));

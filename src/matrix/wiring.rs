@@ -59,6 +59,7 @@ pub(crate) fn plan_for(scenario: &Scenario, base: &str, secrets: &Secrets, run_i
         client_timeout: scenario.client_timeout,
         late_after: scenario.late_after,
         run_id: run_id.to_owned(),
+        shard: loadgen::Shard::default(),
     }
 }
 

@@ -137,6 +137,14 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
             escape(&c.detail)
         );
     }
+    for k in &a.skipped {
+        let _ = write!(
+            s,
+            "<li>skipped {}: {}</li>",
+            escape(&k.check),
+            escape(&k.reason)
+        );
+    }
     s.push_str("</ul>");
     let latency: Vec<(String, Vec<(f64, f64)>)> = a
         .endpoints

@@ -65,6 +65,19 @@ pub fn render(r: &Report) -> String {
             }
         }
     }
+    for a in &r.arms {
+        for s in &a.skipped {
+            tests += 1;
+            skipped += 1;
+            let _ = writeln!(
+                cases,
+                "    <testcase classname=\"{}\" name=\"{}\"><skipped message=\"{}\"/></testcase>",
+                escape(&a.name),
+                escape(&s.check),
+                escape(&s.reason)
+            );
+        }
+    }
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"incident-lab\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\">\n  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.1}\">\n{cases}  </testsuite>\n</testsuites>\n",
         escape(&r.scenario.name),

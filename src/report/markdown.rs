@@ -81,19 +81,34 @@ pub fn table(r: &Report) -> String {
             .max_by(|x, y| x.late_pct.total_cmp(&y.late_pct));
         let inv = &a.invariants;
         let acc = &a.accounting;
+        let skipped = |start: &str| a.skipped.iter().any(|s| s.check.starts_with(start));
+        let accounting = if skipped("the service's declared writes") {
+            "skipped".to_owned()
+        } else {
+            format!(
+                "{} {} / {}",
+                mark(acc.holds),
+                acc.db_writes_declared,
+                acc.db_writes_measured
+            )
+        };
+        let invariant = if skipped(crate::matrix::verdict::EXACTLY_ONCE_CHECK) {
+            "skipped".to_owned()
+        } else {
+            format!(
+                "{} {}/{} applied, {} lost, {} dup",
+                mark(inv.holds),
+                inv.applied,
+                inv.acked,
+                inv.lost,
+                inv.duplicates
+            )
+        };
         let _ = writeln!(
             out,
-            " {} | {} | {} {} / {} | {} {}/{} applied, {} lost, {} dup |",
+            " {} | {} | {accounting} | {invariant} |",
             a.statement_timeouts,
             worst.map_or("–".into(), |s| format!("{:.1}%", s.late_pct)),
-            mark(acc.holds),
-            acc.db_writes_declared,
-            acc.db_writes_measured,
-            mark(inv.holds),
-            inv.applied,
-            inv.acked,
-            inv.lost,
-            inv.duplicates
         );
     }
     out
@@ -318,6 +333,17 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "\n## Checks that did not hold\n");
         for (a, c) in failed {
             let _ = writeln!(out, "- `{}`: {} — {}", a.name, c.name, c.detail);
+        }
+    }
+    let skipped: Vec<_> = r
+        .arms
+        .iter()
+        .flat_map(|a| a.skipped.iter().map(move |s| (a, s)))
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(out, "\n## Checks this run could not make\n");
+        for (a, s) in skipped {
+            let _ = writeln!(out, "- `{}`: {} — skipped: {}", a.name, s.check, s.reason);
         }
     }
     out.push_str(&effects(r));

@@ -111,6 +111,14 @@ pub struct Check {
     pub detail: String,
 }
 
+/// A check a run could not make, and why (a run against a service the harness did not start
+/// cannot read its database without `--database-url`, nor the providers' counters).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Skipped {
+    pub check: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PhaseFigures {
     pub phase: String,
@@ -366,6 +374,9 @@ pub struct ArmReport {
     /// goose's own figures (timed from the actual start): `"METHOD name"` → …
     pub goose: BTreeMap<String, loadgen::engine::GooseEndpoint>,
     pub timings: ArmTimings,
+    /// Checks this run could not make (runs with `--target`), named with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -410,6 +421,7 @@ impl ArmReport {
             timeline: Vec::new(),
             goose: BTreeMap::new(),
             timings: ArmTimings::default(),
+            skipped: Vec::new(),
         }
     }
 }

@@ -32,14 +32,8 @@ pub fn daemon() -> Result<(), String> {
 /// `Some(())` when the test can go on; `None` after reporting `test` skipped for `why`.
 /// Panics instead of skipping when `INCIDENT_LAB_REQUIRE_DOCKER` is set.
 pub fn or_skip(test: &str, ready: Result<(), String>) -> Option<()> {
-    let why = match ready {
-        Ok(()) => return Some(()),
-        Err(why) => why,
-    };
-    if std::env::var_os("INCIDENT_LAB_REQUIRE_DOCKER").is_some() {
-        panic!("{test}: Docker is required here (INCIDENT_LAB_REQUIRE_DOCKER) but {why}");
-    }
-    let line = format!("skipped: {test}: {why}");
+    let required = std::env::var_os("INCIDENT_LAB_REQUIRE_DOCKER").is_some();
+    let line = skip_line(test, ready, required)?;
     eprintln!("{line}");
     let record = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/skipped-tests.txt");
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -50,6 +44,16 @@ pub fn or_skip(test: &str, ready: Result<(), String>) -> Option<()> {
         let _ = writeln!(f, "{line}");
     }
     None
+}
+
+/// The line that reports `test` skipped, or `None` when it can run; panics when Docker is
+/// `required` and not `ready`.
+pub fn skip_line(test: &str, ready: Result<(), String>, required: bool) -> Option<String> {
+    let why = ready.err()?;
+    if required {
+        panic!("{test}: Docker is required here (INCIDENT_LAB_REQUIRE_DOCKER) but {why}");
+    }
+    Some(format!("skipped: {test}: {why}"))
 }
 
 /// The Postgres image built from this machine's binaries by `scripts/build-images` (cached:
