@@ -12,6 +12,16 @@ use common::harness::{cluster_of, Harness};
 use common::{port_open, process_alive};
 use nix::sys::signal::Signal;
 
+/// One stack at a time: two seeding and serving at once on a small machine make the all-off
+/// arm's live counts time out (the incident itself), and the pasted page fails.
+static ONE_STACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_stack() -> std::sync::MutexGuard<'static, ()> {
+    ONE_STACK_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The printed line that starts with `prefix` (after trimming), with the prefix removed.
 fn printed<'a>(lines: &'a [String], prefix: &str) -> &'a str {
     lines
@@ -57,6 +67,7 @@ fn paste(line: &str) -> (u16, String) {
 /// arms listed, and Ctrl-C stops everything (exit 0, no cluster, no service).
 #[test]
 fn up_prints_what_works_as_pasted_and_ctrl_c_cleans_up() {
+    let _turn = one_stack();
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
     let scenario = scenario.to_str().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -127,4 +138,90 @@ fn up_prints_what_works_as_pasted_and_ctrl_c_cleans_up() {
     assert!(!process_alive(postmaster), "{output}");
     assert!(!dir.exists(), "{output}");
     assert!(!port_open(port), "the service still listens:\n{output}");
+}
+
+/// `curl -s URL EXTRA…`: the body.
+fn curl(url: &str, extra: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "30"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The parts apart, as docker-compose runs them: `incident-lab fakes` alone, and `up --fakes
+/// URL`, which tells those fakes its disconnected workspaces and points its service at them —
+/// an EMAIL_SENT applied by the worker reaches their GHL. Ctrl-C stops each (exit 0).
+#[test]
+fn up_uses_fakes_that_run_apart() {
+    let _turn = one_stack();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let scenario = scenario.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut fakes = Harness::start(&["fakes", scenario]);
+    let base = fakes
+        .wait_for("fakes: ")
+        .trim()
+        .trim_start_matches("fakes:")
+        .trim()
+        .to_owned();
+    fakes.wait_for("up; Ctrl-C");
+    let knobs = |base: &str| -> serde_json::Value {
+        serde_json::from_str(&curl(&format!("{base}/_control/unipile"), &[])).unwrap()
+    };
+    assert_eq!(
+        knobs(&base)["disconnected_workspaces"],
+        serde_json::json!([])
+    );
+
+    let mut up = Harness::start(&[
+        "up",
+        scenario,
+        "--arm",
+        "all-on",
+        "--postgres",
+        "local",
+        "--fakes",
+        &base,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    up.wait_for("up; Ctrl-C");
+    let lines = up.seen.clone();
+    assert_eq!(
+        printed(&lines, "fakes:").split_whitespace().next(),
+        Some(base.as_str())
+    );
+    let told = knobs(&base)["disconnected_workspaces"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        told > 0,
+        "the stack told the fakes no disconnected workspace"
+    );
+
+    let (status, body) = paste(command(&lines, "ts=$(date +%s)"));
+    assert!(status == 200 || status == 202, "{status} {body}");
+    let service = printed(&lines, "service:").to_owned();
+    let cron = printed(&lines, "CRON_SECRET=").to_owned();
+    curl(
+        &format!("{service}/api/cron/background-jobs"),
+        &["-H", &format!("Authorization: Bearer {cron}")],
+    );
+    let counters: serde_json::Value =
+        serde_json::from_str(&curl(&format!("{base}/_counters"), &[])).unwrap();
+    assert!(
+        counters["by_outcome"]["ghl"]["ok"].as_u64().unwrap_or(0) >= 1,
+        "{counters}"
+    );
+
+    up.signal(Signal::SIGINT);
+    let (code, output, _) = up.exit_within(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{output}");
+    fakes.signal(Signal::SIGINT);
+    let (code, output, _) = fakes.exit_within(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{output}");
 }

@@ -34,6 +34,9 @@ pub enum Command {
     /// /admin/flags. The secrets are fresh, or WEBHOOK_SECRET, CRON_SECRET, SESSION_SECRET and
     /// ADMIN_TOKEN from the environment when all are set.
     Up(UpArgs),
+    /// Serve the fake providers (GHL, Unipile, the AI model) alone, with a scenario's knobs,
+    /// until Ctrl-C — for a stack whose parts run apart (`up --fakes URL`, docker-compose).
+    Fakes(FakesArgs),
     /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
     Compare(CompareArgs),
     /// Print a report.json as Markdown: the whole report.md, or (--summary) the results table
@@ -202,6 +205,19 @@ pub struct UpArgs {
     /// Where the service log goes (default: target/incident-lab/up).
     #[arg(long, value_name = "DIR", default_value = "target/incident-lab/up")]
     pub out: PathBuf,
+    /// Use fake providers already running at this URL (`incident-lab fakes`) instead of
+    /// starting them; up tells them which workspaces are disconnected.
+    #[arg(long, value_name = "URL")]
+    pub fakes: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FakesArgs {
+    /// The scenario whose [providers] knobs (latency, error mix, truncation) they start with.
+    pub scenario: PathBuf,
+    /// Where they listen (port 0: any free one, printed). In a container, 0.0.0.0:PORT.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

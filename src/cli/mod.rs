@@ -99,6 +99,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Up(args) => up(args).await,
         Command::Merge(args) => merge(args).await,
+        Command::Fakes(args) => {
+            let scenario = crate::scenario::Scenario::load(&args.scenario)
+                .map_err(|e| Failure::Usage(e.to_string()))?;
+            crate::matrix::fakes::serve_alone(&scenario, args.listen)
+                .await
+                .map_err(Failure::Infrastructure)?;
+            println!("stopped");
+            Ok(())
+        }
         Command::Compare(args) => compare(&args),
         Command::Report(args) => {
             let report = crate::report::Report::read(&args.report)
@@ -476,6 +485,7 @@ async fn up(args: UpArgs) -> Result<(), Failure> {
         listen: args.listen,
         out: &args.out,
         secrets,
+        fakes: args.fakes.clone(),
     };
     let result = crate::matrix::stack::up(&scenario, &server, &template, arm, &options).await;
     server.shutdown().await;

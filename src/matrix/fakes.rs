@@ -17,9 +17,18 @@ pub(crate) struct FakesServer {
 }
 
 impl FakesServer {
-    /// Starts the fakes with the scenario's knobs; `disconnected` are Unipile's disconnected
-    /// workspaces.
+    /// Starts the fakes with the scenario's knobs on loopback; `disconnected` are Unipile's
+    /// disconnected workspaces.
     pub(crate) async fn start(scenario: &Scenario, disconnected: Vec<i64>) -> anyhow::Result<Self> {
+        Self::start_on(scenario, disconnected, ([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// [`FakesServer::start`], listening on `listen`.
+    pub(crate) async fn start_on(
+        scenario: &Scenario,
+        disconnected: Vec<i64>,
+        listen: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
         let fakes = Fakes::new(scenario.seed);
         for (provider, knobs) in &scenario.providers {
             fakes.set(*provider, knobs.clone());
@@ -28,7 +37,9 @@ impl FakesServer {
         let mut unipile = fakes.knobs(Provider::Unipile);
         unipile.disconnected_workspaces.extend(disconnected);
         fakes.set(Provider::Unipile, unipile);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = {
@@ -79,4 +90,46 @@ pub(crate) async fn disconnected_workspaces(
         .await?;
     conn.close().await?;
     Ok(ids)
+}
+
+/// `incident-lab fakes`: the fake providers alone, with the scenario's knobs, until stopped
+/// (a stack in another process or container tells Unipile its disconnected workspaces).
+pub async fn serve_alone(scenario: &Scenario, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let fakes = FakesServer::start_on(scenario, Vec::new(), listen).await?;
+    println!("fakes: {}", fakes.base);
+    println!(
+        "  knobs: GET|PUT {0}/_control/ghl|unipile|ai; calls: {0}/_counters",
+        fakes.base
+    );
+    println!("up; Ctrl-C to stop");
+    crate::interrupt::stopped().await;
+    drop(fakes);
+    Ok(())
+}
+
+/// Tells fakes the harness did not start (at `base`) which workspaces are disconnected,
+/// through their control endpoint; waits up to 30 s for them to answer.
+pub(crate) async fn tell_disconnected(base: &str, disconnected: &[i64]) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/_control/unipile");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut knobs: fake_providers::Knobs = loop {
+        match http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => break r.json().await?,
+            other if std::time::Instant::now() >= deadline => {
+                anyhow::bail!("the fakes at {base} did not answer {url}: {other:?}")
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    };
+    knobs
+        .disconnected_workspaces
+        .extend(disconnected.iter().copied());
+    let r = http.put(&url).json(&knobs).send().await?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "{url} refused the disconnected workspaces: {}",
+        r.status()
+    );
+    Ok(())
 }

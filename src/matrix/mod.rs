@@ -20,7 +20,7 @@
 //! - [`verdict`]: the checks, the arm's status, attribution.
 
 mod arm;
-mod fakes;
+pub mod fakes;
 pub mod figures;
 mod gate;
 pub mod invariant;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use inbox_service::config::Secrets;
 use incident_wire::{route, Session, ACCESS_COOKIE, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-use super::fakes::{disconnected_workspaces, FakesServer};
+use super::fakes::{disconnected_workspaces, tell_disconnected, FakesServer};
 use super::wiring::service_env;
 use crate::dataset::Template;
 use crate::postgres::PgServer;
@@ -27,6 +27,9 @@ pub struct StackOptions<'a> {
     /// The service's secrets (fresh random ones when `None`), e.g. from the environment so a
     /// load generator in another container can sign with them.
     pub secrets: Option<Secrets>,
+    /// Fake providers already running (`incident-lab fakes`, another container) instead of
+    /// ones of its own.
+    pub fakes: Option<String>,
 }
 
 /// Brings up `arm`'s world on `server`, prints how to reach it, and holds it until the process
@@ -54,7 +57,19 @@ async fn serve(
     arm: &Arm,
     options: &StackOptions<'_>,
 ) -> anyhow::Result<()> {
-    let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
+    let disconnected = disconnected_workspaces(server, db).await?;
+    let (own_fakes, fakes_base) = match &options.fakes {
+        Some(base) => {
+            let base = base.trim_end_matches('/').to_owned();
+            tell_disconnected(&base, &disconnected).await?;
+            (None, base)
+        }
+        None => {
+            let own = FakesServer::start(scenario, disconnected).await?;
+            let base = own.base.clone();
+            (Some(own), base)
+        }
+    };
     let secrets = options.secrets.clone().unwrap_or_else(Secrets::random);
     std::fs::create_dir_all(options.out)
         .with_context(|| format!("cannot create {}", options.out.display()))?;
@@ -63,7 +78,7 @@ async fn serve(
         scenario,
         arm,
         server.url(db, true),
-        &fakes.base,
+        &fakes_base,
         &secrets,
         options.listen,
     );
@@ -72,7 +87,7 @@ async fn serve(
         "{}",
         how_to_reach(
             &service.base,
-            &fakes.base,
+            &fakes_base,
             &server.url(db, true),
             &secrets,
             arm,
@@ -84,12 +99,13 @@ async fn serve(
     println!("up; Ctrl-C to stop and clean up");
     crate::interrupt::stopped().await;
     service.stop().await;
-    drop(fakes);
+    drop(own_fakes);
     Ok(())
 }
 
 /// The text `up` prints: every URL and secret, a signed webhook (recomputed by the shell at each
-/// paste, as signatures go stale), and a session cookie for the inbox of workspaces 1–10.
+/// paste, as signatures go stale), and a session cookie for the inbox of workspaces 1–3: a small
+/// user's, whose page the legacy arms still serve (an agency-wide scope is what times out).
 #[allow(clippy::too_many_arguments)]
 pub fn how_to_reach(
     service: &str,
@@ -101,7 +117,7 @@ pub fn how_to_reach(
     log: &Path,
     now: i64,
 ) -> String {
-    let scope: Vec<i64> = (1..=i64::from(workspaces.clamp(1, 10))).collect();
+    let scope: Vec<i64> = (1..=i64::from(workspaces.clamp(1, 3))).collect();
     let session = Session {
         user: "up-user".into(),
         workspaces: scope,
