@@ -25,6 +25,7 @@ pub mod cli;
 pub mod compare;
 pub mod dataset;
 pub mod interrupt;
+pub mod logs;
 pub mod matrix;
 pub mod postgres;
 pub mod report;

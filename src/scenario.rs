@@ -103,7 +103,9 @@ pub struct Phase {
     pub to: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointKind {
     Webhook,
@@ -291,6 +293,9 @@ struct ScenarioFile {
     streams: Vec<Spanned<StreamSpec>>,
     budgets: BTreeMap<EndpointName, Budget>,
     arms: Option<Vec<Spanned<ArmSpec>>>,
+    /// A replay's production figures (`scenario from-logs`).
+    #[serde(default)]
+    observed: Option<crate::logs::Observed>,
 }
 
 fn default_seed() -> u64 {
@@ -350,6 +355,8 @@ pub struct Scenario {
     pub streams: Vec<StreamSpec>,
     pub budgets: BTreeMap<EndpointName, Budget>,
     pub arms: Vec<Arm>,
+    /// What production saw, when the scenario replays a log export.
+    pub observed: Option<crate::logs::Observed>,
 }
 
 /// A scenario error: where and what.
@@ -514,6 +521,12 @@ impl Scenario {
                     from_rate, to_rate, ..
                 } => *from_rate >= 0.0 && *to_rate >= 0.0,
                 Arrival::Schedule { points } => points.iter().all(|p| p.1 >= 0.0),
+                Arrival::Counts { every, .. } => {
+                    if every.is_zero() {
+                        return Err(bad("arrival `every` must be longer than 0".into()));
+                    }
+                    true
+                }
             };
             if !rates_ok {
                 return Err(bad("arrival rates must be 0 or more".into()));
@@ -655,6 +668,7 @@ impl Scenario {
             streams,
             budgets: raw.budgets,
             arms,
+            observed: raw.observed,
         })
     }
 

@@ -36,6 +36,14 @@ pub enum Arrival {
     /// Piecewise constant: each point's rate holds from its time to the next point's
     /// (written `[["0s", 2.0], ["60s", 80.0]]`).
     Schedule { points: Vec<RatePoint> },
+    /// Recorded: `counts[k]` arrivals in the `k`-th window of length `every`, exactly (a
+    /// replayed log's per-second counts; a faster replay has shorter windows, the same counts).
+    /// Spread evenly in each window, or at seeded uniform times in it when the plan is Poisson.
+    Counts {
+        #[serde(with = "incident_wire::duration")]
+        every: Duration,
+        counts: Vec<u32>,
+    },
 }
 
 /// From `at`, `rate` per second (a point of [`Arrival::Schedule`]).
@@ -75,6 +83,15 @@ impl Arrival {
                 .take_while(|p| p.0.as_secs_f64() <= t)
                 .last()
                 .map_or(0.0, |p| p.1),
+            Arrival::Counts { every, counts } => {
+                let w = every.as_secs_f64();
+                if t < 0.0 || w <= 0.0 {
+                    return 0.0;
+                }
+                counts
+                    .get((t / w).floor() as usize)
+                    .map_or(0.0, |&n| f64::from(n) / w)
+            }
         }
     }
 }
@@ -163,6 +180,10 @@ pub struct Stream {
 impl Stream {
     /// The highest arrival rate of `arrival` over `duration` (sampled every 10 ms).
     pub fn peak_rate(arrival: &Arrival, duration: Duration) -> f64 {
+        if let Arrival::Counts { every, counts } = arrival {
+            let most = counts.iter().copied().max().unwrap_or(0);
+            return f64::from(most) / every.as_secs_f64().max(1e-9);
+        }
         let steps = (duration.as_secs_f64() * 100.0).ceil() as usize;
         (0..=steps)
             .map(|i| arrival.rate_at(i as f64 / 100.0))
@@ -309,6 +330,9 @@ pub fn arrivals(arrival: &Arrival, duration: Duration, seed: u64, poisson: bool)
         }
     };
     let end = duration.as_secs_f64();
+    if let Arrival::Counts { every, counts } = arrival {
+        return recorded(*every, counts, end, poisson.then_some(&mut rng));
+    }
     let mut out = Vec::new();
     // Walk the integrated rate; emit whenever it crosses the next unit-rate event.
     let (mut t, mut area) = (0.0, 0.0);
@@ -320,6 +344,29 @@ pub fn arrivals(arrival: &Arrival, duration: Duration, seed: u64, poisson: bool)
             next += gap(&mut rng);
         }
         t += STEP;
+    }
+    out
+}
+
+/// [`Arrival::Counts`]: exactly `counts[k]` arrivals inside window `k`, none at or past `end`.
+fn recorded(every: Duration, counts: &[u32], end: f64, rng: Option<&mut StdRng>) -> Vec<Duration> {
+    let w = every.as_secs_f64();
+    let mut out = Vec::with_capacity(counts.iter().map(|&n| n as usize).sum());
+    let mut rng = rng;
+    for (k, &n) in counts.iter().enumerate() {
+        let from = k as f64 * w;
+        if from >= end {
+            break;
+        }
+        let mut at: Vec<f64> = (0..n)
+            .map(|j| match rng.as_deref_mut() {
+                Some(r) => from + r.random::<f64>() * w,
+                None => from + (f64::from(j) + 0.5) / f64::from(n) * w,
+            })
+            .filter(|t| *t < end)
+            .collect();
+        at.sort_by(f64::total_cmp);
+        out.extend(at.into_iter().map(Duration::from_secs_f64));
     }
     out
 }
@@ -372,6 +419,35 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_counts_land_exactly_in_their_windows_at_any_speed() {
+        let counts = vec![3, 0, 250, 1, 7];
+        for (every_ms, poisson) in [(1000, false), (1000, true), (33, true), (100, false)] {
+            let every = Duration::from_millis(every_ms);
+            let arrival = Arrival::Counts {
+                every,
+                counts: counts.clone(),
+            };
+            let duration = every * counts.len() as u32;
+            let mut got = vec![0u32; counts.len()];
+            for t in arrivals(&arrival, duration, 7, poisson) {
+                got[(t.as_secs_f64() / every.as_secs_f64()).floor() as usize] += 1;
+            }
+            assert_eq!(got, counts, "every {every_ms} ms, poisson {poisson}");
+            let peak = Stream::peak_rate(&arrival, duration);
+            assert!((peak - 250.0 / every.as_secs_f64()).abs() < 1e-6);
+        }
+        // A run shorter than the recording sends what falls inside it only.
+        let arrival = Arrival::Counts {
+            every: Duration::from_secs(1),
+            counts: vec![2, 2, 2],
+        };
+        assert_eq!(
+            arrivals(&arrival, Duration::from_millis(1500), 1, false).len(),
+            3
+        );
+    }
 
     fn plan_of(shard: Shard) -> Plan {
         let stream = |name: &str, rate| Stream {

@@ -45,10 +45,127 @@ pub enum Command {
     /// Work with the seeded incident database.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Make scenarios (from a production log export).
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+    /// Print the prioritized fix list of a production log export: error signatures grouped
+    /// into categories (db_timeout, db_pool_wait, expected_unauth, ai_timeout, …), counted per
+    /// endpoint, ranked P0 → P2 (Markdown on stdout; --out DIR writes triage.md and
+    /// triage.json).
+    Triage(TriageArgs),
+    /// Replay a production log export against the reference service: writes the scenario
+    /// (`scenario from-logs`), runs its arms with arrivals on the recorded timeline, and puts
+    /// production's figures beside each arm's per endpoint and minute (fidelity.md/.json).
+    /// Exit 1 when the legacy arm does not reproduce production or the fixed arm does not
+    /// remove it.
+    Replay(ReplayArgs),
     /// Run the reference service (inbox-service) with its configuration from the environment
     /// (DATABASE_URL, BIND, secrets, provider URLs, limits, switches; see the README). The
     /// matrix starts one per arm this way; JSON logs on stderr.
     Service,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// Write a scenario that replays a log export: per endpoint of the reference service, the
+    /// requests that arrived each second of the window (time scaled by --speed, counts kept),
+    /// plus an [observed] section with production's p50/p95 and status mix per minute.
+    /// Everything else (dataset, limits, budgets, arms) comes from --base.
+    FromLogs(FromLogsArgs),
+}
+
+/// How to read a log export (shared by from-logs, triage and replay).
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Vercel runtime-logs CSV export (columns by header name), or JSON lines from a log
+    /// drain (.jsonl/.ndjson, or a file starting with `{`).
+    pub logs: PathBuf,
+    /// Only requests starting in START..END: HH:MM[:SS] (UTC, on the export's first day) or
+    /// full times (2026-01-23T17:58:00Z); either side may be left out.
+    #[arg(long, value_name = "START..END", value_parser = parse_window)]
+    pub window: Option<crate::logs::WindowSpec>,
+    /// Extra path rules, ahead of the defaults: TOML `[[map]]` entries with `path` (exact, or
+    /// a prefix ending in `*`), optional `method`, and `endpoint` (webhook, inbox_page,
+    /// inbox_counts, ai_draft, cron_background_jobs, cron_followups; `event` for webhooks) or
+    /// `ignore = true`.
+    #[arg(long, value_name = "FILE")]
+    pub map: Option<PathBuf>,
+    /// Stop at the first malformed row (exit 2) instead of counting and listing them.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// How a replay is built from an export.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayShape {
+    /// Recorded seconds per replayed second: 30 plays 30 minutes in 1 (same requests, 30x
+    /// the rate). Speeds dividing 60 keep recorded minutes on whole seconds of the run.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// The scenario the world comes from: dataset, Postgres and service limits, providers,
+    /// budgets, arms.
+    #[arg(
+        long,
+        value_name = "SCENARIO",
+        default_value = "scenarios/incident.toml"
+    )]
+    pub base: PathBuf,
+    /// The platform's function limit in production (504 after it); latencies compare as a
+    /// share of it against the service's request timeout.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    pub function_limit: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct FromLogsArgs {
+    #[command(flatten)]
+    pub logs: LogsArgs,
+    #[command(flatten)]
+    pub shape: ReplayShape,
+    /// The scenario file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TriageArgs {
+    #[command(flatten)]
+    pub logs: LogsArgs,
+    /// Print JSON instead of Markdown.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write triage.md and triage.json here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub logs: LogsArgs,
+    #[command(flatten)]
+    pub shape: ReplayShape,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Only these arms, comma-separated (default: every arm of --base).
+    #[arg(long, value_delimiter = ',')]
+    pub arms: Option<Vec<String>>,
+    /// How far a legacy arm's failed share and p95 (as a share of its limit) may be from
+    /// production's and still count as reproduced.
+    #[arg(long, default_value_t = 2.0)]
+    pub factor: f64,
+    /// Output folder (default: target/incident-lab/replay-LOGS-NAME): scenario.toml, the
+    /// matrix's reports, fidelity.md and fidelity.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_window(s: &str) -> Result<crate::logs::WindowSpec, String> {
+    s.parse()
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::units::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

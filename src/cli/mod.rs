@@ -14,6 +14,7 @@ use crate::dataset::Template;
 use crate::postgres::{PgServer, ProvisionRequest};
 
 mod args;
+mod logs;
 
 pub use args::*;
 
@@ -109,6 +110,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Compare(args) => compare(&args),
+        Command::Scenario(ScenarioCommand::FromLogs(args)) => logs::from_logs(&args),
+        Command::Triage(args) => logs::triage(&args),
+        Command::Replay(args) => logs::replay(args).await,
         Command::Report(args) => {
             let report = crate::report::Report::read(&args.report)
                 .map_err(|e| Failure::Usage(format!("{e:#}")))?;

@@ -8,7 +8,8 @@ use loadgen::record::{EndpointRecording, StreamRecording};
 use loadgen::Recording;
 
 use crate::report::{
-    Background, CronTicks, EndpointReport, LoadHealth, PhaseFigures, ServiceSide, StreamLoad,
+    Background, CronTicks, EndpointReport, LoadHealth, MinuteFigures, PhaseFigures, ServiceSide,
+    StreamLoad,
 };
 use crate::scenario::Scenario;
 use crate::service_proc::{PromHist, RouteScrape, Scrape};
@@ -202,7 +203,30 @@ pub(crate) fn endpoint_report(
             .iter()
             .filter_map(|(t, h)| Some((*t, h.quantile_ms(0.95)?, h.count())))
             .collect(),
+        minutes: replay_minutes(scenario, e),
     }
+}
+
+/// Per recorded minute of a replay, the run's figures over the seconds that played it.
+fn replay_minutes(scenario: &Scenario, e: &EndpointRecording) -> Vec<MinuteFigures> {
+    let Some(observed) = &scenario.observed else {
+        return Vec::new();
+    };
+    let minutes = observed.minutes();
+    let at = |m: u32| (f64::from(m) * 60.0 / observed.speed).round() as u32;
+    (0..minutes)
+        .map(|m| {
+            let (from, to) = (at(m), at(m + 1).max(at(m) + 1));
+            let h = e.between(from, to);
+            MinuteFigures {
+                minute: m,
+                requests: h.count(),
+                p50_ms: h.quantile_ms(0.5),
+                p95_ms: h.quantile_ms(0.95),
+                failed: e.category_between(loadgen::record::FAILED, from, to),
+            }
+        })
+        .collect()
 }
 
 /// Every endpoint's report row.

@@ -30,6 +30,7 @@ pub fn endpoint(name: &str, p95: f64, budget: Option<f64>) -> EndpointReport {
         external_calls_max: 0,
         phases: vec![],
         windows: vec![],
+        minutes: vec![],
     }
 }
 

@@ -164,6 +164,21 @@ pub struct EndpointReport {
     pub phases: Vec<PhaseFigures>,
     /// p95 per 1-second window: `(second, p95_ms, requests)`.
     pub windows: Vec<(u32, f64, u64)>,
+    /// A replay's figures per recorded minute (scenarios with `[observed]` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub minutes: Vec<MinuteFigures>,
+}
+
+/// One recorded minute of a replay: at speed N it is played in `60 / N` s (rounded to whole
+/// seconds of the run).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MinuteFigures {
+    pub minute: u32,
+    pub requests: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    /// 5xx, timeouts, broken connections.
+    pub failed: u64,
 }
 
 /// An endpoint as the service saw it: from its handler's start to its response, read from

@@ -1,0 +1,309 @@
+//! `scenario from-logs`: a scenario whose streams replay an export's recorded per-second
+//! arrivals, with the production figures beside them in an `[observed]` section.
+//!
+//! Everything but the load comes from a base scenario (the dataset, Postgres's and the
+//! service's limits, the providers, the budgets and the arms): the export says what arrived,
+//! not how the world was built. Each replayed stream keeps the base's session settings for its
+//! endpoint; it has no retries or redeliveries of its own, since the provider's re-sends are in
+//! the recording already.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::summary::{StatusMix, Summary};
+
+/// The production side of a replay: per endpoint and minute of the window, what the export
+/// shows. Minute 0 is the window's first minute; a replay at speed N plays minute m from
+/// `m × 60 / N` s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observed {
+    /// The export it came from.
+    pub source: String,
+    /// The window, UTC (`2026-01-23T17:51:00Z`).
+    pub from: String,
+    pub to: String,
+    /// Replay speed: recorded time ÷ replayed time.
+    pub speed: f64,
+    /// The platform's function limit in production: latencies compare as shares of it against
+    /// the service's `request_timeout`.
+    #[serde(with = "incident_wire::duration")]
+    pub function_limit: Duration,
+    pub endpoints: Vec<ObservedEndpoint>,
+    /// Requests no path rule matched (`METHOD /path` → requests): not replayed.
+    #[serde(default)]
+    pub unmatched: BTreeMap<String, u64>,
+    /// Requests a rule left out on purpose.
+    #[serde(default)]
+    pub ignored: BTreeMap<String, u64>,
+}
+
+impl Observed {
+    /// Recorded minutes in the window (a partial last minute counts).
+    pub fn minutes(&self) -> u32 {
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.timestamp());
+        match (at(&self.from), at(&self.to)) {
+            (Ok(from), Ok(to)) if to > from => ((to - from) as f64 / 60.0).ceil() as u32,
+            // Hand-edited times: as many minutes as production has.
+            _ => self
+                .endpoints
+                .iter()
+                .flat_map(|e| e.minutes.iter().map(|m| m.minute + 1))
+                .max()
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// One endpoint's minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedEndpoint {
+    /// The reference service's label (`POST /api/webhooks/email`).
+    pub endpoint: String,
+    /// The production `METHOD /path`s mapped to it.
+    pub production: Vec<String>,
+    pub minutes: Vec<ObservedMinute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedMinute {
+    pub minute: u32,
+    pub requests: u64,
+    /// Of the requests with a duration; absent when none had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_ms: Option<u64>,
+    pub statuses: StatusMix,
+}
+
+/// What `from-logs` was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub speed: f64,
+    pub function_limit: Duration,
+    /// The command line, for the file's first comment.
+    pub command: String,
+}
+
+/// The scenario text: `base` (a scenario file's text) with its load replaced by `summary`'s.
+pub fn scenario_text(
+    summary: &Summary,
+    base: &str,
+    base_name: &str,
+    opts: &Options,
+) -> Result<String, String> {
+    if !(opts.speed.is_finite() && opts.speed > 0.0) {
+        return Err(format!("--speed {} must be more than 0", opts.speed));
+    }
+    let Some(window) = summary.window else {
+        return Err(no_requests(summary));
+    };
+    let seconds = summary.seconds();
+    if seconds.values().all(|v| v.iter().all(|&n| n == 0)) {
+        return Err(no_requests(summary));
+    }
+    let mut doc: toml::Table = toml::from_str(base).map_err(|e| format!("{base_name}: {e}"))?;
+    let base_streams: Vec<toml::Table> = doc
+        .get("streams")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
+        .unwrap_or_default();
+
+    let n = seconds.values().map(Vec::len).max().unwrap_or(0);
+    let every = Duration::from_secs_f64(1.0 / opts.speed);
+    // Rounded up to the ms, so the last window's arrivals all fall inside the run.
+    let duration_ms = (n as f64 * every.as_secs_f64() * 1000.0).ceil() as u64;
+    let every_text = format!("{:.6}ms", every.as_secs_f64() * 1000.0);
+
+    let mut streams = Vec::new();
+    for (label, counts) in &seconds {
+        let series = &summary.series[label];
+        let target = &series.target;
+        let kind = toml::Value::try_from(target.endpoint).map_err(|e| e.to_string())?;
+        let template = base_streams.iter().find(|s| {
+            s.get("endpoint") == Some(&kind)
+                && s.get("event").and_then(|e| e.as_str()) == target.event.as_deref()
+        });
+        let mut st = toml::Table::new();
+        st.insert("name".into(), format!("replay: {label}").into());
+        st.insert("endpoint".into(), kind);
+        if let Some(e) = &target.event {
+            st.insert("event".into(), e.clone().into());
+        }
+        let mut arrival = toml::Table::new();
+        arrival.insert("kind".into(), "counts".into());
+        arrival.insert("every".into(), every_text.clone().into());
+        arrival.insert(
+            "counts".into(),
+            toml::Value::Array(counts.iter().map(|&c| i64::from(c).into()).collect()),
+        );
+        st.insert("arrival".into(), arrival.into());
+        for key in ["scope_workspaces", "users", "signed_out_pct"] {
+            if let Some(v) = template.and_then(|t| t.get(key)) {
+                st.insert(key.into(), v.clone());
+            }
+        }
+        streams.push(toml::Value::Table(st));
+    }
+
+    let (phases, incident) = phases(&seconds, opts.speed, duration_ms);
+    let stem = std::path::Path::new(&summary.source)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("logs");
+    let (from, to) = (utc(window.from_ms), utc(window.to_ms));
+    doc.insert("name".into(), format!("replay-{stem}").into());
+    doc.insert(
+        "description".into(),
+        format!(
+            "{} replayed at {}x: {from} .. {to} UTC ({} requests); everything but the load from {base_name}.",
+            summary.source, opts.speed, summary.requests
+        )
+        .into(),
+    );
+    doc.insert("duration".into(), format!("{duration_ms}ms").into());
+    doc.insert("incident_phase".into(), incident.into());
+    doc.insert("phases".into(), toml::Value::Array(phases));
+    doc.insert("streams".into(), toml::Value::Array(streams));
+    // The run is shorter than the base's: a reconnect past its end would be refused.
+    let reconnect_at = doc
+        .get("reconnect")
+        .and_then(|r| r.get("at"))
+        .and_then(|a| a.as_str())
+        .and_then(|a| incident_wire::duration::parse(a).ok());
+    if reconnect_at.is_some_and(|at| at.as_millis() as u64 >= duration_ms) {
+        doc.remove("reconnect");
+    }
+    let observed = observed(summary, opts, &from, &to);
+    doc.insert(
+        "observed".into(),
+        toml::Value::try_from(&observed).map_err(|e| e.to_string())?,
+    );
+    let body = toml::to_string(&doc).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "# Written by `{}`.\n# The streams replay the export's requests per second ({every_text} per recorded second);\n# [observed] holds production's figures per minute. The rest is {base_name}'s.\n{body}",
+        opts.command
+    ))
+}
+
+fn no_requests(summary: &Summary) -> String {
+    let mut msg = format!(
+        "{}: no request in the window maps to an endpoint of the reference service ({} requests, {} outside the window)",
+        summary.source, summary.requests, summary.outside_window
+    );
+    if !summary.unmatched.is_empty() {
+        let top: Vec<String> = summary
+            .unmatched
+            .iter()
+            .take(5)
+            .map(|(p, n)| format!("{p} ({n})"))
+            .collect();
+        msg.push_str(&format!(
+            "; unmatched: {} — map them with --map FILE",
+            top.join(", ")
+        ));
+    }
+    msg
+}
+
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// baseline / burst / recovery from the webhook arrivals: the burst runs from the first to
+/// the last minute with at least 3× the webhooks of the lower-quartile minute (and at least 3
+/// more). With no webhooks or no such minute, one phase, `window`.
+fn phases(
+    seconds: &BTreeMap<String, Vec<u32>>,
+    speed: f64,
+    duration_ms: u64,
+) -> (Vec<toml::Value>, String) {
+    let webhook = seconds
+        .iter()
+        .find(|(l, _)| l.contains(incident_wire::WEBHOOK_PATH))
+        .map(|(_, v)| v);
+    let minutes: Vec<u64> = webhook
+        .map(|v| {
+            v.chunks(60)
+                .map(|c| c.iter().map(|&n| u64::from(n)).sum())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sorted = minutes.clone();
+    sorted.sort_unstable();
+    let quiet = sorted.get(sorted.len() / 4).copied().unwrap_or(0);
+    let hot = |m: &u64| *m >= (3 * quiet).max(quiet + 3);
+    let first = minutes.iter().position(hot);
+    let last = minutes.iter().rposition(hot);
+    let at = |recorded_s: u64| -> u64 {
+        ((recorded_s as f64 / speed) * 1000.0)
+            .round()
+            .min(duration_ms as f64) as u64
+    };
+    let phase = |name: &str, from: u64, to: u64| {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), name.into());
+        t.insert("from".into(), format!("{from}ms").into());
+        t.insert("to".into(), format!("{to}ms").into());
+        toml::Value::Table(t)
+    };
+    match (first, last) {
+        (Some(a), Some(b)) => {
+            let (from, to) = (at(a as u64 * 60), at((b as u64 + 1) * 60));
+            let mut out = Vec::new();
+            if from > 0 {
+                out.push(phase("baseline", 0, from));
+            }
+            out.push(phase("burst", from, to));
+            if to < duration_ms {
+                out.push(phase("recovery", to, duration_ms));
+            }
+            (out, "burst".into())
+        }
+        _ => (vec![phase("window", 0, duration_ms)], "window".into()),
+    }
+}
+
+fn observed(summary: &Summary, opts: &Options, from: &str, to: &str) -> Observed {
+    let first_minute = summary.window.map_or(0, |w| w.from_ms.div_euclid(60_000));
+    let endpoints = summary
+        .series
+        .iter()
+        .map(|(label, s)| ObservedEndpoint {
+            endpoint: label.clone(),
+            production: s.production.keys().cloned().collect(),
+            minutes: s
+                .per_minute
+                .iter()
+                .map(|(m, stats)| {
+                    let h = &stats.durations;
+                    let q = |p: f64| h.quantile_ms(p);
+                    ObservedMinute {
+                        minute: u32::try_from(m - first_minute).unwrap_or(0),
+                        requests: stats.statuses.total(),
+                        p50_ms: q(0.50),
+                        p95_ms: q(0.95),
+                        statuses: stats.statuses,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Observed {
+        source: summary.source.clone(),
+        from: from.into(),
+        to: to.into(),
+        speed: opts.speed,
+        function_limit: opts.function_limit,
+        endpoints,
+        unmatched: summary.unmatched.clone(),
+        ignored: summary.ignored.clone(),
+    }
+}
