@@ -21,6 +21,7 @@
 //! The system under test lives in the `inbox-service` crate and the traffic engine in
 //! `loadgen`; this crate wires them together.
 
+pub mod chaos;
 pub mod cli;
 pub mod compare;
 pub mod dataset;
