@@ -296,6 +296,95 @@ struct ScenarioFile {
     /// A replay's production figures (`scenario from-logs`).
     #[serde(default)]
     observed: Option<crate::logs::Observed>,
+    /// Faults on the load's timeline.
+    #[serde(default)]
+    faults: Vec<Spanned<FaultSpec>>,
+}
+
+/// What a `[[faults]]` entry does to the database link (through the fault proxy between the
+/// service and Postgres).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// `latency` (± `jitter`) added to each response chunk.
+    Latency,
+    /// At most `bandwidth` bytes per second each way.
+    Bandwidth,
+    /// Every byte dropped both ways; connections stay open.
+    Hang,
+    /// New connections reset on arrival.
+    Refuse,
+    /// `delay` before each new connection reaches Postgres.
+    SlowConnect,
+    /// Every open connection reset, once (no `for`).
+    Reset,
+}
+
+impl FaultKind {
+    /// Every kind: its parameters and what it does, as `chaos list` prints them.
+    pub const ALL: [(FaultKind, &'static str, &'static str); 6] = [
+        (
+            FaultKind::Latency,
+            "latency (duration), jitter (duration, optional)",
+            "added to each response chunk on open and new connections, ± jitter",
+        ),
+        (FaultKind::Bandwidth, "bandwidth (bytes per second)", "paces both directions"),
+        (
+            FaultKind::Hang,
+            "-",
+            "a blackhole: every byte dropped both ways, connections kept open (their queries never answer)",
+        ),
+        (FaultKind::Refuse, "-", "new connections are reset on arrival; open ones carry on"),
+        (
+            FaultKind::SlowConnect,
+            "delay (duration)",
+            "each new connection waits before it reaches Postgres",
+        ),
+        (
+            FaultKind::Reset,
+            "- (instant: no `for`)",
+            "every open connection is reset (RST to both sides), once",
+        ),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Latency => "latency",
+            FaultKind::Bandwidth => "bandwidth",
+            FaultKind::Hang => "hang",
+            FaultKind::Refuse => "refuse",
+            FaultKind::SlowConnect => "slow_connect",
+            FaultKind::Reset => "reset",
+        }
+    }
+}
+
+/// `[[faults]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultSpec {
+    #[serde(with = "incident_wire::duration")]
+    at: Duration,
+    #[serde(rename = "for", default, with = "incident_wire::duration::option")]
+    lasts: Option<Duration>,
+    kind: FaultKind,
+    #[serde(default, with = "incident_wire::duration::option")]
+    latency: Option<Duration>,
+    #[serde(default, with = "incident_wire::duration::option")]
+    jitter: Option<Duration>,
+    bandwidth: Option<u64>,
+    #[serde(default, with = "incident_wire::duration::option")]
+    delay: Option<Duration>,
+}
+
+/// A validated fault: from `at` to `until` on the load's clock (`until == at` for a reset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub at: Duration,
+    pub until: Duration,
+    /// What the proxy does while it lasts.
+    pub faults: crate::chaos::Faults,
 }
 
 fn default_seed() -> u64 {
@@ -357,6 +446,8 @@ pub struct Scenario {
     pub arms: Vec<Arm>,
     /// What production saw, when the scenario replays a log export.
     pub observed: Option<crate::logs::Observed>,
+    /// Faults on the database link, on the load's timeline.
+    pub faults: Vec<Fault>,
 }
 
 /// A scenario error: where and what.
@@ -492,6 +583,11 @@ impl Scenario {
                 Some(v)
             }
         };
+
+        let mut faults = Vec::new();
+        for f in &raw.faults {
+            faults.push(fault(f.get_ref(), duration).map_err(|m| at(Some(f.span()), m))?);
+        }
 
         if raw.streams.is_empty() {
             return Err(at(None, "at least one [[streams]] is needed".into()));
@@ -669,6 +765,7 @@ impl Scenario {
             budgets: raw.budgets,
             arms,
             observed: raw.observed,
+            faults,
         })
     }
 
@@ -712,4 +809,86 @@ pub fn default_arms() -> Vec<Arm> {
         });
     }
     arms
+}
+
+/// A `[[faults]]` entry checked: its kind's parameters present, no other, within the run.
+fn fault(f: &FaultSpec, duration: Duration) -> Result<Fault, String> {
+    let kind = f.kind.name();
+    let fmt = incident_wire::duration::format;
+    let given = [
+        ("latency", f.latency.is_some()),
+        ("jitter", f.jitter.is_some()),
+        ("bandwidth", f.bandwidth.is_some()),
+        ("delay", f.delay.is_some()),
+    ];
+    let allowed: &[&str] = match f.kind {
+        FaultKind::Latency => &["latency", "jitter"],
+        FaultKind::Bandwidth => &["bandwidth"],
+        FaultKind::SlowConnect => &["delay"],
+        FaultKind::Hang | FaultKind::Refuse | FaultKind::Reset => &[],
+    };
+    if let Some((extra, _)) = given.iter().find(|g| g.1 && !allowed.contains(&g.0)) {
+        let takes = if allowed.is_empty() {
+            "it takes none".to_string()
+        } else {
+            format!("it takes {}", allowed.join(", "))
+        };
+        return Err(format!(
+            "[[faults]] kind {kind:?}: field `{extra}` is not one of its parameters ({takes})"
+        ));
+    }
+    let need = |name: &str, ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("[[faults]] kind {kind:?} needs field `{name}`"))
+        }
+    };
+    let mut faults = crate::chaos::Faults::default();
+    match f.kind {
+        FaultKind::Latency => {
+            need("latency", f.latency.is_some())?;
+            faults.latency = f.latency.unwrap_or_default();
+            faults.jitter = f.jitter.unwrap_or_default();
+        }
+        FaultKind::Bandwidth => {
+            need("bandwidth", f.bandwidth.is_some_and(|b| b > 0))?;
+            faults.bandwidth = f.bandwidth;
+        }
+        FaultKind::SlowConnect => {
+            need("delay", f.delay.is_some())?;
+            faults.slow_connect = f.delay.unwrap_or_default();
+        }
+        FaultKind::Hang => faults.hang = true,
+        FaultKind::Refuse => faults.refuse = true,
+        FaultKind::Reset => {}
+    }
+    if f.at >= duration {
+        return Err(format!(
+            "[[faults]] field `at` = {} must fall within the run ({})",
+            fmt(f.at),
+            fmt(duration)
+        ));
+    }
+    let until = match (f.kind, f.lasts) {
+        (FaultKind::Reset, Some(_)) => {
+            return Err("[[faults]] kind \"reset\" is instant: it takes no `for`".into())
+        }
+        (FaultKind::Reset, None) => f.at,
+        (_, None) => {
+            return Err(format!(
+                "[[faults]] kind {kind:?} needs field `for` (how long it lasts)"
+            ))
+        }
+        (_, Some(d)) if d.is_zero() => {
+            return Err("[[faults]] field `for` must be longer than 0".into())
+        }
+        (_, Some(d)) => (f.at + d).min(duration),
+    };
+    Ok(Fault {
+        kind: f.kind,
+        at: f.at,
+        until,
+        faults,
+    })
 }

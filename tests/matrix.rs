@@ -440,7 +440,7 @@ fn scenario_errors_exit_2_with_file_and_line() {
 /// Both shipped scenarios are valid.
 #[test]
 fn the_shipped_scenarios_parse() {
-    for name in ["smoke.toml", "incident.toml"] {
+    for name in ["smoke.toml", "incident.toml", "chaos-db-latency.toml"] {
         let s = incident_lab::scenario::Scenario::load(Path::new(&scenario_path(name)));
         assert!(s.is_ok(), "{name}: {}", s.unwrap_err());
     }

@@ -59,10 +59,19 @@ pub enum Command {
     /// Exit 1 when the legacy arm does not reproduce production or the fixed arm does not
     /// remove it.
     Replay(ReplayArgs),
+    /// Chaos: the faults a scenario's `[[faults]]` can inject on the database link.
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// Run the reference service (inbox-service) with its configuration from the environment
     /// (DATABASE_URL, BIND, secrets, provider URLs, limits, switches; see the README). The
     /// matrix starts one per arm this way; JSON logs on stderr.
     Service,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChaosCommand {
+    /// Describe the fault kinds and their parameters.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -113,6 +113,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Scenario(ScenarioCommand::FromLogs(args)) => logs::from_logs(&args),
         Command::Triage(args) => logs::triage(&args),
         Command::Replay(args) => logs::replay(args).await,
+        Command::Chaos(ChaosCommand::List) => {
+            print!("{}", chaos_list());
+            Ok(())
+        }
         Command::Report(args) => {
             let report = crate::report::Report::read(&args.report)
                 .map_err(|e| Failure::Usage(format!("{e:#}")))?;
@@ -130,6 +134,22 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(Failure::Infrastructure)
         }
     }
+}
+
+/// `chaos list`: every fault kind, its parameters and what it does.
+fn chaos_list() -> String {
+    let mut out = String::from(
+        "Faults on the database link, through a TCP proxy between the service and Postgres; they\nreach connections already open. In a scenario:\n\n  [[faults]]\n  at = \"5s\"        # on the load's clock\n  for = \"8s\"       # how long (none for reset)\n  kind = \"latency\"\n  latency = \"40ms\"\n  jitter = \"10ms\"\n\n",
+    );
+    for (kind, params, what) in crate::scenario::FaultKind::ALL {
+        out.push_str(&format!(
+            "{:<13} {what}\n{:<13} parameters: {params}\n",
+            kind.name(),
+            ""
+        ));
+    }
+    out.push_str("\nOverlapping faults combine (the worst of each); the link is healed when the load ends.\nA run with faults checks that every acknowledged EMAIL_SENT is applied exactly once, in every arm.\n");
+    out
 }
 
 /// `compare`: the regressions table, exit 1 when there is one.

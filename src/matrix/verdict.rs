@@ -173,6 +173,15 @@ pub fn judge(
             ));
         }
     }
+    // After a run with faults on the database link, no acknowledged event may be lost or
+    // applied twice, whatever else the arm expects (a fixed arm checks it above).
+    if !scenario.faults.is_empty() && expect != Expect::Fixed {
+        checks.push(check(
+            EXACTLY_ONCE_CHECK,
+            inv.holds && inv.acked > 0,
+            invariant_detail(inv),
+        ));
+    }
     checks
 }
 

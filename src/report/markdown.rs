@@ -298,6 +298,28 @@ pub fn timeouts_by_phase(r: &Report) -> String {
     out
 }
 
+/// The faults injected on the database link, per arm, as they happened.
+pub fn faults(r: &Report) -> String {
+    let mut out = String::new();
+    if r.arms.iter().all(|a| a.faults.is_empty()) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Faults injected on the database link\n\n| arm | fault | from | to | connections open at the start |\n|---|---|---|---|---|"
+    );
+    for a in &r.arms {
+        for f in &a.faults {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {:.1} s | {:.1} s | {} |",
+                a.name, f.detail, f.from_s, f.to_s, f.connections_open
+            );
+        }
+    }
+    out
+}
+
 /// The whole report.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -346,6 +368,7 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "- `{}`: {} — skipped: {}", a.name, s.check, s.reason);
         }
     }
+    out.push_str(&faults(r));
     out.push_str(&effects(r));
     out.push_str(&background(r));
     out.push_str(&reconnections(r));

@@ -392,6 +392,22 @@ pub struct ArmReport {
     /// Checks this run could not make (runs with `--target`), named with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skipped>,
+    /// Faults injected on the database link, as they happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultApplied>,
+}
+
+/// One fault of the scenario's timeline, as it was applied.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FaultApplied {
+    pub kind: String,
+    /// What it did, e.g. `latency 100ms ± 20ms`.
+    pub detail: String,
+    /// From and to, seconds on the load's clock (equal for a reset).
+    pub from_s: f64,
+    pub to_s: f64,
+    /// Connections open through the proxy when it started.
+    pub connections_open: u64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -437,6 +453,7 @@ impl ArmReport {
             goose: BTreeMap::new(),
             timings: ArmTimings::default(),
             skipped: Vec::new(),
+            faults: Vec::new(),
         }
     }
 }
