@@ -79,7 +79,7 @@ pub fn install() {
 
 /// Writes a line to stderr, ignoring failure: a closed stderr (the terminal or the pipe that
 /// started us is gone) must not stop the clean-up, as `eprintln!`'s panic would.
-fn say(text: &str) {
+pub fn say(text: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{text}");
 }

@@ -299,10 +299,14 @@ struct ScenarioFile {
     /// Faults on the load's timeline.
     #[serde(default)]
     faults: Vec<Spanned<FaultSpec>>,
+    /// Flag flips on the load's timeline.
+    #[serde(default)]
+    flips: Vec<Spanned<FlipSpec>>,
+    hypothesis: Option<Spanned<HypothesisSpec>>,
 }
 
-/// What a `[[faults]]` entry does to the database link (through the fault proxy between the
-/// service and Postgres).
+/// What a `[[faults]]` entry does: to the database link (through the fault proxy between the
+/// service and Postgres), to the Postgres process, to a fake provider, or to the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -318,11 +322,36 @@ pub enum FaultKind {
     SlowConnect,
     /// Every open connection reset, once (no `for`).
     Reset,
+    /// Every Postgres process stopped (SIGSTOP, or `docker pause`), then resumed.
+    Pause,
+    /// Postgres crashes and restarts (a backend killed: every connection ends, recovery runs).
+    Restart,
+    /// A session holds a lock on `table` (`mode`, default ACCESS EXCLUSIVE).
+    Lock,
+    /// `sessions` heavy queries keep Postgres's CPUs busy.
+    Cpu,
+    /// The service is killed (SIGKILL) and started again after `for` (default at once).
+    Kill,
+    /// A fake provider's behaviour replaced by `knobs` (over the scenario's own).
+    Provider,
+}
+
+/// Where a fault acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultTarget {
+    /// The database link, through the fault proxy.
+    Link,
+    /// The Postgres server's processes or sessions.
+    Postgres,
+    /// A fake provider.
+    Provider,
+    /// The service process.
+    Service,
 }
 
 impl FaultKind {
     /// Every kind: its parameters and what it does, as `chaos list` prints them.
-    pub const ALL: [(FaultKind, &'static str, &'static str); 6] = [
+    pub const ALL: [(FaultKind, &'static str, &'static str); 12] = [
         (
             FaultKind::Latency,
             "latency (duration), jitter (duration, optional)",
@@ -345,6 +374,36 @@ impl FaultKind {
             "- (instant: no `for`)",
             "every open connection is reset (RST to both sides), once",
         ),
+        (
+            FaultKind::Pause,
+            "-",
+            "every Postgres process stopped (SIGSTOP; `docker pause` for a container), resumed at the end",
+        ),
+        (
+            FaultKind::Restart,
+            "- (instant: no `for`)",
+            "Postgres crashes and restarts: a backend is killed, every connection ends, crash recovery runs (local backend)",
+        ),
+        (
+            FaultKind::Lock,
+            "table (name), mode (lock mode, default ACCESS EXCLUSIVE)",
+            "a harness session holds the lock for the fault's length, then rolls back",
+        ),
+        (
+            FaultKind::Cpu,
+            "sessions (count, default 2)",
+            "that many sessions run a CPU-bound query for the fault's length",
+        ),
+        (
+            FaultKind::Kill,
+            "`for` optional: the downtime before the restart (default 0)",
+            "the service gets SIGKILL mid-request, then starts again on the same port with the flags it had",
+        ),
+        (
+            FaultKind::Provider,
+            "provider (ghl | unipile | ai), knobs (latency, errors, truncation_pct)",
+            "the provider's knobs replaced for the fault's length (GHL 5xx/429 storms, a Unipile disconnect flood, a slow or truncating AI)",
+        ),
     ];
 
     pub fn name(self) -> &'static str {
@@ -355,7 +414,44 @@ impl FaultKind {
             FaultKind::Refuse => "refuse",
             FaultKind::SlowConnect => "slow_connect",
             FaultKind::Reset => "reset",
+            FaultKind::Pause => "pause",
+            FaultKind::Restart => "restart",
+            FaultKind::Lock => "lock",
+            FaultKind::Cpu => "cpu",
+            FaultKind::Kill => "kill",
+            FaultKind::Provider => "provider",
         }
+    }
+
+    /// Where it acts.
+    pub fn target(self) -> FaultTarget {
+        match self {
+            FaultKind::Latency
+            | FaultKind::Bandwidth
+            | FaultKind::Hang
+            | FaultKind::Refuse
+            | FaultKind::SlowConnect
+            | FaultKind::Reset => FaultTarget::Link,
+            FaultKind::Pause | FaultKind::Restart | FaultKind::Lock | FaultKind::Cpu => {
+                FaultTarget::Postgres
+            }
+            FaultKind::Kill => FaultTarget::Service,
+            FaultKind::Provider => FaultTarget::Provider,
+        }
+    }
+
+    /// An instant fault: no `for`.
+    pub fn instant(self) -> bool {
+        matches!(self, FaultKind::Reset | FaultKind::Restart)
+    }
+
+    /// It cuts connections or the service mid-commit, so an acknowledgment can be lost (the
+    /// declared-vs-measured rows check cannot be made).
+    pub fn cuts(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Reset | FaultKind::Hang | FaultKind::Restart | FaultKind::Kill
+        )
     }
 }
 
@@ -375,16 +471,103 @@ struct FaultSpec {
     bandwidth: Option<u64>,
     #[serde(default, with = "incident_wire::duration::option")]
     delay: Option<Duration>,
+    table: Option<String>,
+    mode: Option<String>,
+    sessions: Option<u32>,
+    provider: Option<Provider>,
+    knobs: Option<toml::Value>,
 }
 
-/// A validated fault: from `at` to `until` on the load's clock (`until == at` for a reset).
+/// A validated fault: from `at` to `until` on the load's clock (`until == at` for an instant
+/// one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
     pub kind: FaultKind,
     pub at: Duration,
     pub until: Duration,
-    /// What the proxy does while it lasts.
+    /// What the proxy does while it lasts (link faults).
     pub faults: crate::chaos::Faults,
+    /// `lock`: the table and the lock mode.
+    pub lock: Option<(String, String)>,
+    /// `cpu`: how many sessions.
+    pub sessions: u32,
+    /// `provider`: which, and its knobs while the fault lasts.
+    pub provider: Option<(Provider, Knobs)>,
+}
+
+/// Postgres's table lock modes, as `LOCK TABLE … IN mode MODE` takes them.
+pub const LOCK_MODES: [&str; 8] = [
+    "ACCESS SHARE",
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    "ACCESS EXCLUSIVE",
+];
+
+/// `[[flips]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlipSpec {
+    #[serde(with = "incident_wire::duration")]
+    at: Duration,
+    flag: FlagName,
+    to: bool,
+    /// Checked just before the flip; the flip is not made when it fails.
+    #[serde(default)]
+    validate: Vec<FlipValidation>,
+}
+
+/// What a flip checks before it is made (the seed's rollout: "validate queue writes, then
+/// enable").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlipValidation {
+    /// The service's database user can write the job queue (a probe row, rolled back) and
+    /// the queue's dedupe key refuses a second copy.
+    QueueWrites,
+}
+
+/// A flag flip on the load's timeline, made through the service's `/admin/flags`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flip {
+    pub at: Duration,
+    pub flag: String,
+    pub to: bool,
+    pub validate: Vec<FlipValidation>,
+}
+
+/// `[hypothesis]`: the steady state a chaos run must start from and come back to.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HypothesisSpec {
+    /// Where the stretch that must be steady ends (default: the first fault or flip) — for a
+    /// flip made into a burst on purpose, the burst's start.
+    #[serde(default, with = "incident_wire::duration::option")]
+    steady_until: Option<Duration>,
+    /// After the last fault ends (or the last flip), every budget must hold again within this.
+    #[serde(default, with = "incident_wire::duration::option")]
+    recover_within: Option<Duration>,
+    /// Most failed requests (5xx, timeouts, broken connections) per endpoint, in %, for a
+    /// stretch to count as steady (default 1 %).
+    max_failed_pct: Option<f64>,
+}
+
+/// The steady-state hypothesis, validated: budgets hold before the first fault or flip (else
+/// the run stops, "not steady"); during, deviation is recorded; after, they hold again within
+/// `recover_within`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hypothesis {
+    /// The end of "before": the first fault or flip, or `steady_until`.
+    pub disrupted_at: Duration,
+    /// When the last one ends: the start of "after".
+    pub settled_at: Duration,
+    pub recover_within: Option<Duration>,
+    pub max_failed_pct: f64,
+    /// As written (kept so faults added on the command line can be measured the same way).
+    pub steady_until: Option<Duration>,
 }
 
 fn default_seed() -> u64 {
@@ -446,8 +629,12 @@ pub struct Scenario {
     pub arms: Vec<Arm>,
     /// What production saw, when the scenario replays a log export.
     pub observed: Option<crate::logs::Observed>,
-    /// Faults on the database link, on the load's timeline.
+    /// Faults on the load's timeline.
     pub faults: Vec<Fault>,
+    /// Flag flips on the load's timeline.
+    pub flips: Vec<Flip>,
+    /// The steady-state hypothesis, when the scenario declares one.
+    pub hypothesis: Option<Hypothesis>,
 }
 
 /// A scenario error: where and what.
@@ -586,8 +773,53 @@ impl Scenario {
 
         let mut faults = Vec::new();
         for f in &raw.faults {
-            faults.push(fault(f.get_ref(), duration).map_err(|m| at(Some(f.span()), m))?);
+            faults.push(
+                fault(f.get_ref(), duration, &raw.providers).map_err(|m| at(Some(f.span()), m))?,
+            );
         }
+        if let Some(f) = raw
+            .faults
+            .iter()
+            .find(|f| f.get_ref().kind == FaultKind::Restart)
+        {
+            if !raw.postgres.get_ref().durable {
+                return Err(at(
+                    Some(f.span()),
+                    "[[faults]] kind \"restart\" needs `durable = true` in [postgres]: without fsync and synchronous_commit a crash loses commits already acknowledged, which the exactly-once check would blame on the service".into(),
+                ));
+            }
+        }
+        let mut flips = Vec::new();
+        for f in &raw.flips {
+            let v = f.get_ref();
+            if v.at >= duration {
+                return Err(at(
+                    Some(f.span()),
+                    format!(
+                        "[[flips]] field `at` = {} must fall within the run ({})",
+                        incident_wire::duration::format(v.at),
+                        incident_wire::duration::format(duration)
+                    ),
+                ));
+            }
+            flips.push(Flip {
+                at: v.at,
+                flag: v.flag.0.clone(),
+                to: v.to,
+                validate: v.validate.clone(),
+            });
+        }
+        flips.sort_by_key(|f| f.at);
+        let hypothesis = match &raw.hypothesis {
+            None => None,
+            Some(h) => {
+                let v = h.get_ref();
+                Some(
+                    hypothesis(v, &faults, &flips, duration)
+                        .map_err(|m| at(Some(h.span()), format!("[hypothesis] {m}")))?,
+                )
+            }
+        };
 
         if raw.streams.is_empty() {
             return Err(at(None, "at least one [[streams]] is needed".into()));
@@ -766,6 +998,8 @@ impl Scenario {
             arms,
             observed: raw.observed,
             faults,
+            flips,
+            hypothesis,
         })
     }
 
@@ -811,8 +1045,145 @@ pub fn default_arms() -> Vec<Arm> {
     arms
 }
 
+/// The hypothesis over these faults and flips: "before" ends at the first, "after" starts
+/// when the last ends.
+fn hypothesis(
+    spec: &HypothesisSpec,
+    faults: &[Fault],
+    flips: &[Flip],
+    duration: Duration,
+) -> Result<Hypothesis, String> {
+    let (recover_within, max_failed_pct) = (spec.recover_within, spec.max_failed_pct);
+    let fmt = incident_wire::duration::format;
+    let starts = faults
+        .iter()
+        .map(|f| f.at)
+        .chain(flips.iter().map(|f| f.at));
+    let ends = faults
+        .iter()
+        .map(|f| f.until)
+        .chain(flips.iter().map(|f| f.at));
+    let (Some(disrupted_at), Some(settled_at)) = (starts.min(), ends.max()) else {
+        return Err(
+            "needs a [[faults]] or [[flips]] entry: there is nothing to be steady before and after"
+                .into(),
+        );
+    };
+    let disrupted_at = match spec.steady_until {
+        Some(u) if u > disrupted_at => {
+            return Err(format!(
+                "field `steady_until` = {} comes after the first fault or flip ({})",
+                fmt(u),
+                fmt(disrupted_at)
+            ))
+        }
+        Some(u) => u,
+        None => disrupted_at,
+    };
+    if disrupted_at < Duration::from_secs(2) {
+        return Err(format!(
+            "the steady stretch ends at {}: at least 2s of load are needed to judge the steady state",
+            fmt(disrupted_at)
+        ));
+    }
+    let max_failed_pct = max_failed_pct.unwrap_or(1.0);
+    if !(0.0..=100.0).contains(&max_failed_pct) {
+        return Err(format!(
+            "field `max_failed_pct` = {max_failed_pct} must be a percentage (0 to 100)"
+        ));
+    }
+    if let Some(r) = recover_within {
+        if settled_at + r > duration {
+            return Err(format!(
+                "field `recover_within` = {}: the last fault or flip ends at {}, so recovery would be judged past the run's end ({})",
+                fmt(r),
+                fmt(settled_at),
+                fmt(duration)
+            ));
+        }
+    }
+    Ok(Hypothesis {
+        disrupted_at,
+        settled_at,
+        recover_within,
+        max_failed_pct,
+        steady_until: spec.steady_until,
+    })
+}
+
+/// `k=v,k=v` from the command line as TOML lines: numbers and booleans as they are, other
+/// values quoted; dotted keys (`knobs.errors.server_error_pct=50`) as TOML dotted keys.
+fn cli_toml(spec: &str) -> Result<String, String> {
+    let mut lines = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not KEY=VALUE"))?;
+        let (k, v) = (k.trim(), v.trim());
+        let bare = v.parse::<f64>().is_ok() || v == "true" || v == "false";
+        let value = if bare {
+            v.to_owned()
+        } else {
+            toml::Value::String(v.to_owned()).to_string()
+        };
+        lines.push(format!("{k} = {value}"));
+    }
+    Ok(lines.join("\n"))
+}
+
+impl Scenario {
+    /// Adds faults (`--fault at=5s,for=8s,kind=latency,latency=40ms`) and flips (`--flip
+    /// at=10s,flag=INBOXXIA_EMAIL_SENT_ASYNC,to=true`) given on the command line, checked as
+    /// the file's are; the hypothesis (if any) is measured around all of them.
+    pub fn add_timeline(&mut self, faults: &[String], flips: &[String]) -> Result<(), String> {
+        for spec in faults {
+            let f: FaultSpec = cli_toml(spec)
+                .and_then(|t| toml::from_str(&t).map_err(|e| e.message().to_owned()))
+                .map_err(|m| format!("--fault {spec:?}: {m}"))?;
+            self.faults.push(
+                fault(&f, self.duration, &self.providers)
+                    .map_err(|m| format!("--fault {spec:?}: {m}"))?,
+            );
+        }
+        for spec in flips {
+            let f: FlipSpec = cli_toml(spec)
+                .and_then(|t| toml::from_str(&t).map_err(|e| e.message().to_owned()))
+                .map_err(|m| format!("--flip {spec:?}: {m}"))?;
+            if f.at >= self.duration {
+                return Err(format!(
+                    "--flip {spec:?}: `at` must fall within the run ({})",
+                    incident_wire::duration::format(self.duration)
+                ));
+            }
+            self.flips.push(Flip {
+                at: f.at,
+                flag: f.flag.0,
+                to: f.to,
+                validate: f.validate,
+            });
+        }
+        self.flips.sort_by_key(|f| f.at);
+        if let Some(h) = self.hypothesis {
+            let spec = HypothesisSpec {
+                steady_until: h.steady_until,
+                recover_within: h.recover_within,
+                max_failed_pct: Some(h.max_failed_pct),
+            };
+            self.hypothesis = Some(
+                hypothesis(&spec, &self.faults, &self.flips, self.duration)
+                    .map_err(|m| format!("[hypothesis] with the command line's faults: {m}"))?,
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A `[[faults]]` entry checked: its kind's parameters present, no other, within the run.
-fn fault(f: &FaultSpec, duration: Duration) -> Result<Fault, String> {
+fn fault(
+    f: &FaultSpec,
+    duration: Duration,
+    providers: &BTreeMap<Provider, Knobs>,
+) -> Result<Fault, String> {
     let kind = f.kind.name();
     let fmt = incident_wire::duration::format;
     let given = [
@@ -820,12 +1191,25 @@ fn fault(f: &FaultSpec, duration: Duration) -> Result<Fault, String> {
         ("jitter", f.jitter.is_some()),
         ("bandwidth", f.bandwidth.is_some()),
         ("delay", f.delay.is_some()),
+        ("table", f.table.is_some()),
+        ("mode", f.mode.is_some()),
+        ("sessions", f.sessions.is_some()),
+        ("provider", f.provider.is_some()),
+        ("knobs", f.knobs.is_some()),
     ];
     let allowed: &[&str] = match f.kind {
         FaultKind::Latency => &["latency", "jitter"],
         FaultKind::Bandwidth => &["bandwidth"],
         FaultKind::SlowConnect => &["delay"],
-        FaultKind::Hang | FaultKind::Refuse | FaultKind::Reset => &[],
+        FaultKind::Lock => &["table", "mode"],
+        FaultKind::Cpu => &["sessions"],
+        FaultKind::Provider => &["provider", "knobs"],
+        FaultKind::Hang
+        | FaultKind::Refuse
+        | FaultKind::Reset
+        | FaultKind::Pause
+        | FaultKind::Restart
+        | FaultKind::Kill => &[],
     };
     if let Some((extra, _)) = given.iter().find(|g| g.1 && !allowed.contains(&g.0)) {
         let takes = if allowed.is_empty() {
@@ -844,24 +1228,70 @@ fn fault(f: &FaultSpec, duration: Duration) -> Result<Fault, String> {
             Err(format!("[[faults]] kind {kind:?} needs field `{name}`"))
         }
     };
-    let mut faults = crate::chaos::Faults::default();
+    let mut out = Fault {
+        kind: f.kind,
+        at: f.at,
+        until: f.at,
+        faults: crate::chaos::Faults::default(),
+        lock: None,
+        sessions: 0,
+        provider: None,
+    };
     match f.kind {
         FaultKind::Latency => {
             need("latency", f.latency.is_some())?;
-            faults.latency = f.latency.unwrap_or_default();
-            faults.jitter = f.jitter.unwrap_or_default();
+            out.faults.latency = f.latency.unwrap_or_default();
+            out.faults.jitter = f.jitter.unwrap_or_default();
         }
         FaultKind::Bandwidth => {
             need("bandwidth", f.bandwidth.is_some_and(|b| b > 0))?;
-            faults.bandwidth = f.bandwidth;
+            out.faults.bandwidth = f.bandwidth;
         }
         FaultKind::SlowConnect => {
             need("delay", f.delay.is_some())?;
-            faults.slow_connect = f.delay.unwrap_or_default();
+            out.faults.slow_connect = f.delay.unwrap_or_default();
         }
-        FaultKind::Hang => faults.hang = true,
-        FaultKind::Refuse => faults.refuse = true,
-        FaultKind::Reset => {}
+        FaultKind::Hang => out.faults.hang = true,
+        FaultKind::Refuse => out.faults.refuse = true,
+        FaultKind::Lock => {
+            need("table", f.table.is_some())?;
+            let table = f.table.clone().unwrap_or_default();
+            let ident = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+            if table.is_empty() || !table.chars().all(ident) {
+                return Err(format!(
+                    "[[faults]] kind \"lock\": field `table` = {table:?} must be a table name (lowercase letters, digits, _)"
+                ));
+            }
+            let mode = f
+                .mode
+                .as_deref()
+                .unwrap_or("ACCESS EXCLUSIVE")
+                .to_ascii_uppercase();
+            if !LOCK_MODES.contains(&mode.as_str()) {
+                return Err(format!(
+                    "[[faults]] kind \"lock\": field `mode` = {mode:?} is not a lock mode ({})",
+                    LOCK_MODES.join(", ")
+                ));
+            }
+            out.lock = Some((table, mode));
+        }
+        FaultKind::Cpu => {
+            let n = f.sessions.unwrap_or(2);
+            if !(1..=64).contains(&n) {
+                return Err(format!(
+                    "[[faults]] kind \"cpu\": field `sessions` = {n} must be 1 to 64"
+                ));
+            }
+            out.sessions = n;
+        }
+        FaultKind::Provider => {
+            need("provider", f.provider.is_some())?;
+            need("knobs", f.knobs.is_some())?;
+            let provider = f.provider.unwrap_or(Provider::Ghl);
+            let base = providers.get(&provider).cloned().unwrap_or_default();
+            out.provider = Some((provider, storm_knobs(&base, f.knobs.as_ref())?));
+        }
+        FaultKind::Reset | FaultKind::Pause | FaultKind::Restart | FaultKind::Kill => {}
     }
     if f.at >= duration {
         return Err(format!(
@@ -870,25 +1300,62 @@ fn fault(f: &FaultSpec, duration: Duration) -> Result<Fault, String> {
             fmt(duration)
         ));
     }
-    let until = match (f.kind, f.lasts) {
-        (FaultKind::Reset, Some(_)) => {
-            return Err("[[faults]] kind \"reset\" is instant: it takes no `for`".into())
+    out.until = match (f.kind, f.lasts) {
+        (k, Some(_)) if k.instant() => {
+            return Err(format!(
+                "[[faults]] kind {kind:?} is instant: it takes no `for`"
+            ))
         }
-        (FaultKind::Reset, None) => f.at,
+        (k, None) if k.instant() => f.at,
+        (FaultKind::Kill, None) => f.at,
         (_, None) => {
             return Err(format!(
                 "[[faults]] kind {kind:?} needs field `for` (how long it lasts)"
             ))
         }
+        (FaultKind::Kill, Some(d)) => (f.at + d).min(duration),
         (_, Some(d)) if d.is_zero() => {
             return Err("[[faults]] field `for` must be longer than 0".into())
         }
         (_, Some(d)) => (f.at + d).min(duration),
     };
-    Ok(Fault {
-        kind: f.kind,
-        at: f.at,
-        until,
-        faults,
+    Ok(out)
+}
+
+/// A provider fault's knobs: the scenario's own for that provider with the fault's written
+/// over them (tables merged key by key), checked as `[providers.*]` is.
+fn storm_knobs(base: &Knobs, over: Option<&toml::Value>) -> Result<Knobs, String> {
+    fn merge(into: &mut toml::Value, from: &toml::Value) {
+        match (into, from) {
+            (toml::Value::Table(a), toml::Value::Table(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            a.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v.clone(),
+        }
+    }
+    let Some(over) = over else {
+        return Ok(base.clone());
+    };
+    if !over.is_table() {
+        return Err(
+            "[[faults]] kind \"provider\": field `knobs` must be a table, e.g. { errors = { server_error_pct = 50.0 } }"
+                .into(),
+        );
+    }
+    let mut value =
+        toml::Value::try_from(base).map_err(|e| format!("[[faults]] the provider's knobs: {e}"))?;
+    merge(&mut value, over);
+    value.try_into::<Knobs>().map_err(|e| {
+        format!(
+            "[[faults]] kind \"provider\": field `knobs`: {}",
+            e.message()
+        )
     })
 }

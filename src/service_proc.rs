@@ -148,6 +148,12 @@ impl ServiceProcess {
         }
     }
 
+    /// SIGKILL at once (a crash mid-request), and wait until it is gone.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within 10 s.
     pub async fn stop(mut self) {
         let _ = nix::sys::signal::kill(

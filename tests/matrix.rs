@@ -8,19 +8,10 @@ use std::path::Path;
 
 use common::incident_lab;
 use common::scenarios::{
-    arm, run_matrix, scenario_path, swap, text, tiny_scenario, write_scenario,
+    arm, endpoint, run_matrix, scenario_path, swap, text, tiny_scenario, write_scenario,
 };
 
 use serde_json::Value;
-
-fn endpoint<'a>(arm: &'a Value, name: &str) -> &'a Value {
-    arm["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["endpoint"] == name)
-        .unwrap_or_else(|| panic!("no endpoint {name}"))
-}
 
 /// The smoke matrix: pre-phase-53 and all-off reproduce the incident, all-on holds every
 /// budget and the invariant; every report is written and well formed; compare gates on it.

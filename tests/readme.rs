@@ -27,3 +27,45 @@ fn the_readme_results_are_rendered_from_the_stored_report() {
     );
     assert!(!report.arms.is_empty());
 }
+
+/// The chaos block: the summaries of the stored chaos reports, in file-name order
+/// (`scripts/readme-chaos` writes both).
+#[test]
+fn the_readme_chaos_results_are_rendered_from_the_stored_reports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let (begin, end) = ("<!-- chaos:begin -->\n", "<!-- chaos:end -->");
+    let start = readme.find(begin).expect("README has a chaos:begin marker") + begin.len();
+    let stop = readme.find(end).expect("README has a chaos:end marker");
+    let mut files: Vec<_> = std::fs::read_dir(root.join("docs/results/chaos"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        5,
+        "one report per shipped chaos scenario: {files:?}"
+    );
+    let rendered: String = files
+        .iter()
+        .map(|f| format!("{}\n", markdown::summary(&Report::read(f).unwrap())))
+        .collect();
+    assert_eq!(
+        &readme[start..stop],
+        rendered,
+        "README.md's chaos results differ from docs/results/chaos: run scripts/readme-chaos"
+    );
+    for f in &files {
+        let report = Report::read(f).unwrap();
+        assert!(
+            report
+                .arms
+                .iter()
+                .any(|a| !a.faults.is_empty() || !a.flips.is_empty()),
+            "{}: a chaos run",
+            f.display()
+        );
+    }
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::incident_lab;
-use common::scenarios::{arm, scenario_path, text};
+use common::scenarios::{arm, endpoint, scenario_path, text};
 use serde_json::Value;
 
 fn check<'a>(f: &'a Value, arm: &str, endpoint: &str, question: &str) -> &'a Value {
@@ -61,12 +61,7 @@ fn a_replay_puts_production_beside_the_legacy_and_the_fixed_service() {
 
     // Every arm sent exactly the recorded requests, minute by minute.
     for a in [legacy, fixed] {
-        let webhook = a["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["endpoint"] == "POST /api/webhooks/email")
-            .unwrap();
+        let webhook = endpoint(a, "POST /api/webhooks/email");
         let sent: Vec<u64> = webhook["minutes"]
             .as_array()
             .unwrap()

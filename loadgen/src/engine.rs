@@ -60,6 +60,8 @@ struct Shared {
     plan: Plan,
     dispatch: Dispatcher,
     recording: Arc<Mutex<Recording>>,
+    /// Who wants to know time zero (taken once it is set).
+    epoch_out: Mutex<Option<tokio::sync::oneshot::Sender<tokio::time::Instant>>>,
 }
 
 /// Lead time between the first user starting and the schedule's time zero, so every user of
@@ -77,6 +79,9 @@ impl Shared {
 
     async fn step(&self, stream_index: usize, user: &mut GooseUser) -> TransactionResult {
         let epoch = self.dispatch.epoch();
+        if let Some(tx) = self.epoch_out.lock().expect("epoch lock").take() {
+            let _ = tx.send(epoch);
+        }
         let Some(Taken { item, taken }) = self.dispatch.take(stream_index) else {
             // Nothing queued for this stream now: wait for a retry or the end, without polling.
             // Every path must await something that really waits: a transaction that returns at
@@ -170,6 +175,12 @@ impl Shared {
         {
             let mut rec = self.recording.lock().expect("recording lock");
             rec.record(&sample, self.plan.late_after);
+            if request.dedupe_id.is_some()
+                && item.attempt == 0
+                && item.delivery == Delivery::Original
+            {
+                rec.sent_events += 1;
+            }
             if let (true, Some(id)) = (outcome.is_success(), request.dedupe_id) {
                 rec.acked.insert(id);
             }
@@ -235,6 +246,16 @@ pub fn stop() {
 /// Runs `plan` to its end, recording into `recording` (which the caller may read while the
 /// run goes on, e.g. for a progress display).
 pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSummary, LoadgenError> {
+    run_from(plan, recording, None).await
+}
+
+/// [`run`], telling `epoch` the schedule's time zero as soon as it is set (a caller playing
+/// faults or flips on the same clock).
+pub async fn run_from(
+    plan: Plan,
+    recording: Arc<Mutex<Recording>>,
+    epoch: Option<tokio::sync::oneshot::Sender<tokio::time::Instant>>,
+) -> Result<RunSummary, LoadgenError> {
     if let Some(s) = plan.streams.iter().find(|s| s.max_in_flight == 0) {
         return Err(LoadgenError::NoUsers(s.name.clone()));
     }
@@ -249,7 +270,9 @@ pub async fn run(plan: Plan, recording: Arc<Mutex<Recording>>) -> Result<RunSumm
         dispatch: Dispatcher::new(schedule, plan.streams.len(), START_DELAY),
         recording,
         plan: plan.clone(),
+        epoch_out: Mutex::new(None),
     });
+    *shared.epoch_out.lock().expect("epoch lock") = epoch;
     let mut attack =
         GooseAttack::initialize_with_config(GooseConfiguration::default()).map_err(goose_err)?;
     // One goose scenario per stream, weighted by its concurrency: with exactly the sum of the

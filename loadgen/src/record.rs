@@ -261,6 +261,9 @@ pub struct Recording {
     pub streams: BTreeMap<String, StreamRecording>,
     /// Dedupe ids of `EMAIL_SENT` events the service answered 2xx to.
     pub acked: BTreeSet<String>,
+    /// Distinct events with a dedupe id sent (first deliveries, not retries or copies).
+    #[serde(default)]
+    pub sent_events: u64,
 }
 
 impl Recording {
@@ -333,6 +336,7 @@ impl Recording {
             self.streams.entry(name.clone()).or_default().merge(s);
         }
         self.acked.extend(other.acked.iter().cloned());
+        self.sent_events += other.sent_events;
     }
 
     /// Requests sent, all endpoints.

@@ -63,6 +63,9 @@ pub async fn serve_from_env() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind {}", config.bind))?;
     let state = AppState::new(config).context("invalid DATABASE_URL")?;
+    if let Some(faults) = state.test_faults_from_env().map_err(anyhow::Error::msg)? {
+        tracing::warn!(?faults, "deliberate bugs turned on (a test)");
+    }
     state
         .check_database()
         .await

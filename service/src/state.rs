@@ -111,6 +111,48 @@ pub struct Faults {
     pub skip_dedupe: bool,
     /// Increment the lead's `emails_sent` twice.
     pub double_counter: bool,
+    /// A write-behind buffer: acknowledge `EMAIL_SENT` at once and queue it
+    /// [`WRITE_BEHIND_DELAY`] later. Nothing is lost while the process lives; a crash loses
+    /// what was buffered — only chaos (a kill mid-burst) shows it.
+    pub write_behind: bool,
+}
+
+/// How long a write-behind buffer holds an acknowledged event before writing it.
+pub const WRITE_BEHIND_DELAY: Duration = Duration::from_millis(500);
+
+/// The variable through which a test turns deliberate bugs on in a service process: names
+/// from [`Faults::NAMES`], comma-separated. Honoured only by a build with the `faults`
+/// feature; any other build refuses to start when it is set.
+pub const TEST_FAULTS_ENV: &str = "INBOX_SERVICE_TEST_FAULTS";
+
+impl Faults {
+    /// Every deliberate bug by name.
+    pub const NAMES: [&'static str; 4] = [
+        "ack_before_commit",
+        "skip_dedupe",
+        "double_counter",
+        "write_behind",
+    ];
+
+    /// `a,b,…` of [`Faults::NAMES`].
+    pub fn parse(list: &str) -> Result<Faults, String> {
+        let mut f = Faults::default();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "ack_before_commit" => f.ack_before_commit = true,
+                "skip_dedupe" => f.skip_dedupe = true,
+                "double_counter" => f.double_counter = true,
+                "write_behind" => f.write_behind = true,
+                other => {
+                    return Err(format!(
+                        "{TEST_FAULTS_ENV}: unknown fault {other:?} (known: {})",
+                        Faults::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(f)
+    }
 }
 
 pub struct Inner {
@@ -190,6 +232,27 @@ impl AppState {
     #[cfg(feature = "faults")]
     pub fn inject_faults(&self, faults: Faults) {
         *self.faults.write().unwrap_or_else(|p| p.into_inner()) = faults;
+    }
+
+    /// Turns on the deliberate bugs [`TEST_FAULTS_ENV`] names, if it is set: only a build
+    /// with the `faults` feature (tests) takes them; any other refuses.
+    pub fn test_faults_from_env(&self) -> Result<Option<Faults>, String> {
+        let Ok(list) = std::env::var(TEST_FAULTS_ENV) else {
+            return Ok(None);
+        };
+        let faults = Faults::parse(&list)?;
+        #[cfg(feature = "faults")]
+        {
+            self.inject_faults(faults);
+            Ok(Some(faults))
+        }
+        #[cfg(not(feature = "faults"))]
+        {
+            let _ = faults;
+            Err(format!(
+                "{TEST_FAULTS_ENV} is set, but this build has no deliberate bugs (the `faults` feature is for tests): unset it"
+            ))
+        }
     }
 
     /// Replaces the switches.

@@ -1,14 +1,10 @@
-//! A scenario's `[[faults]]` played on the load's clock through the link's [`FaultProxy`]:
-//! each fault set at its `at` and removed at its end, overlapping ones combined; what was done
-//! recorded for the report. Whatever happens, the link is healed at the end.
+//! The database link's faults on the timeline: overlapping ones combined into what the
+//! [`super::FaultProxy`] does, each described in words, and the service's URL pointed at the
+//! proxy. [`super::run`] plays them.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::proxy::{FaultProxy, Faults};
-use crate::report::FaultApplied;
+use super::proxy::Faults;
 use crate::scenario::{Fault, FaultKind};
 
 /// The faults of several entries at once: the worst of each.
@@ -40,6 +36,7 @@ pub fn describe(f: &Fault) -> String {
         FaultKind::Hang => "hang (blackhole)".into(),
         FaultKind::Refuse => "refuse new connections".into(),
         FaultKind::Reset => "reset every open connection".into(),
+        other => other.name().into(),
     }
 }
 
@@ -53,51 +50,10 @@ pub fn via(url: &str, addr: SocketAddr) -> String {
     format!("{}@{addr}{tail}", &url[..at])
 }
 
-/// Plays `faults` from `start` (the load's time zero); returns what it did. The link is healed
-/// when it returns.
-pub async fn play(proxy: &FaultProxy, faults: &[Fault], start: Instant) -> Vec<FaultApplied> {
-    // (when, starts?, index), ends before starts at the same instant.
-    let mut events: Vec<(Duration, bool, usize)> = Vec::new();
-    for (i, f) in faults.iter().enumerate() {
-        events.push((f.at, true, i));
-        if f.kind != FaultKind::Reset {
-            events.push((f.until, false, i));
-        }
-    }
-    events.sort_by_key(|e| (e.0, e.1, e.2));
-    let mut active: Vec<usize> = Vec::new();
-    let mut applied: Vec<Option<FaultApplied>> = vec![None; faults.len()];
-    for (when, starts, i) in events {
-        tokio::time::sleep_until(start + when).await;
-        let f = &faults[i];
-        if starts {
-            applied[i] = Some(FaultApplied {
-                kind: f.kind.name().into(),
-                detail: describe(f),
-                from_s: start.elapsed().as_secs_f64(),
-                to_s: start.elapsed().as_secs_f64(),
-                connections_open: proxy.open(),
-            });
-            if f.kind == FaultKind::Reset {
-                proxy.reset();
-                continue;
-            }
-            active.push(i);
-        } else {
-            active.retain(|a| *a != i);
-            if let Some(a) = applied[i].as_mut() {
-                a.to_s = start.elapsed().as_secs_f64();
-            }
-        }
-        proxy.set(combine(active.iter().map(|a| &faults[*a].faults)));
-    }
-    proxy.heal();
-    applied.into_iter().flatten().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn overlapping_faults_combine_to_the_worst_of_each() {

@@ -59,7 +59,7 @@ pub enum Command {
     /// Exit 1 when the legacy arm does not reproduce production or the fixed arm does not
     /// remove it.
     Replay(ReplayArgs),
-    /// Chaos: the faults a scenario's `[[faults]]` can inject on the database link.
+    /// Chaos: the faults a scenario's `[[faults]]` (or `--fault`) can inject, and flag flips.
     #[command(subcommand)]
     Chaos(ChaosCommand),
     /// Run the reference service (inbox-service) with its configuration from the environment
@@ -226,6 +226,23 @@ pub struct MatrixArgs {
     /// Only these arms, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub arms: Option<Vec<String>>,
+    #[command(flatten)]
+    pub chaos: ChaosArgs,
+}
+
+/// Faults and flips added to the scenario's own on the command line.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Chaos")]
+pub struct ChaosArgs {
+    /// A fault on the load's timeline, as a `[[faults]]` entry's fields:
+    /// `at=5s,for=8s,kind=latency,latency=40ms`; `kind=provider,provider=ghl,
+    /// knobs.errors.server_error_pct=50`. Repeatable. `incident-lab chaos list` names the kinds.
+    #[arg(long = "fault", value_name = "FIELDS")]
+    pub faults: Vec<String>,
+    /// A flag flip on the load's timeline, as a `[[flips]]` entry's fields:
+    /// `at=10s,flag=INBOXXIA_EMAIL_SENT_ASYNC,to=true`. Repeatable.
+    #[arg(long = "flip", value_name = "FIELDS")]
+    pub flips: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +257,8 @@ pub struct RunArgs {
     /// Output folder (default: target/incident-lab/SCENARIO-NAME-ARM).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub chaos: ChaosArgs,
     #[command(flatten)]
     pub target: TargetArgs,
 }

@@ -208,7 +208,14 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<(), Failure> {
         .observed
         .clone()
         .expect("from-logs writes [observed]");
-    let ran = super::matrix(&path, &args.backend, Some(out.clone()), args.arms.clone()).await;
+    let ran = super::matrix(
+        &path,
+        &args.backend,
+        Some(out.clone()),
+        args.arms.clone(),
+        &super::ChaosArgs::default(),
+    )
+    .await;
     if matches!(
         ran,
         Err(Failure::Interrupted(_) | Failure::Infrastructure(_) | Failure::Usage(_))

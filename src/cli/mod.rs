@@ -81,9 +81,23 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Db(DbCommand::Up(args)) => db_up(args).await,
         Command::Matrix(args) => {
             let out = args.out.clone();
-            matrix(&args.scenario, &args.backend, out, args.arms.clone()).await
+            matrix(
+                &args.scenario,
+                &args.backend,
+                out,
+                args.arms.clone(),
+                &args.chaos,
+            )
+            .await
         }
-        Command::Run(args) if args.target.target.is_some() => run_target(args).await,
+        Command::Run(args) if args.target.target.is_some() => {
+            if !args.chaos.faults.is_empty() || !args.chaos.flips.is_empty() {
+                return Err(Failure::Usage(
+                    "--fault and --flip need a run the harness starts (without --target)".into(),
+                ));
+            }
+            run_target(args).await
+        }
         Command::Run(args) => {
             if let Some(flag) = args.target.needs_target() {
                 return Err(Failure::Usage(format!(
@@ -95,6 +109,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 &args.backend,
                 args.out.clone(),
                 Some(vec![args.arm.clone()]),
+                &args.chaos,
             )
             .await
         }
@@ -139,7 +154,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 /// `chaos list`: every fault kind, its parameters and what it does.
 fn chaos_list() -> String {
     let mut out = String::from(
-        "Faults on the database link, through a TCP proxy between the service and Postgres; they\nreach connections already open. In a scenario:\n\n  [[faults]]\n  at = \"5s\"        # on the load's clock\n  for = \"8s\"       # how long (none for reset)\n  kind = \"latency\"\n  latency = \"40ms\"\n  jitter = \"10ms\"\n\n",
+        "Faults on a scenario's timeline: on the database link (through a TCP proxy between the\nservice and Postgres; they reach connections already open), on Postgres itself, on a fake\nprovider, on the service. In a scenario:\n\n  [[faults]]\n  at = \"5s\"        # on the load's clock\n  for = \"8s\"       # how long (none for reset and restart)\n  kind = \"latency\"\n  latency = \"40ms\"\n  jitter = \"10ms\"\n\nor on the command line: --fault at=5s,for=8s,kind=latency,latency=40ms\n\n",
     );
     for (kind, params, what) in crate::scenario::FaultKind::ALL {
         out.push_str(&format!(
@@ -148,7 +163,7 @@ fn chaos_list() -> String {
             ""
         ));
     }
-    out.push_str("\nOverlapping faults combine (the worst of each); the link is healed when the load ends.\nA run with faults checks that every acknowledged EMAIL_SENT is applied exactly once, in every arm.\n");
+    out.push_str("\nOverlapping link faults combine (the worst of each). Everything is undone when the load ends,\nor on an error or Ctrl-C: the link healed, Postgres resumed, locks released, providers restored.\nA run with faults checks that every acknowledged EMAIL_SENT is applied exactly once, in every arm.\n\nFlag flips, through the service's /admin/flags:\n\n  [[flips]]\n  at = \"10s\"\n  flag = \"INBOXXIA_EMAIL_SENT_ASYNC\"\n  to = true\n  validate = [\"queue_writes\"]   # optional: checked just before; no flip if it fails\n\n  (or --flip at=10s,flag=INBOXXIA_EMAIL_SENT_ASYNC,to=true)\n\nEach flip reports, per budget, the time to recover and the time to degrade.\n\nThe steady-state hypothesis:\n\n  [hypothesis]\n  recover_within = \"4s\"   # after the last fault or flip, every budget holds again within this\n  max_failed_pct = 1.0     # most failed requests per endpoint for a stretch to be steady\n\nBefore the first fault or flip the budgets must hold, or the load stops there (\"not steady\",\nexit 1); during, the deviation is recorded; after, recovery is judged.\n");
     out
 }
 
@@ -525,9 +540,13 @@ async fn matrix(
     backend: &BackendArgs,
     out: Option<PathBuf>,
     only: Option<Vec<String>>,
+    chaos: &ChaosArgs,
 ) -> Result<(), Failure> {
-    let scenario =
+    let mut scenario =
         crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    scenario
+        .add_timeline(&chaos.faults, &chaos.flips)
+        .map_err(Failure::Usage)?;
     if let Some(names) = &only {
         if let Some(name) = names
             .iter()

@@ -26,10 +26,11 @@ use super::verdict::{
 };
 use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::{plan_for, service_env};
+use crate::chaos::run::{Played, ServiceSlot, Targets};
 use crate::dataset::Template;
 use crate::postgres::PgServer;
 use crate::report::{ArmReport, ArmTimings, Skipped, TimelinePoint};
-use crate::scenario::{Arm, FaultKind, Scenario};
+use crate::scenario::{Arm, Scenario};
 use crate::service_proc::ServiceProcess;
 use inbox_service::config::Secrets;
 
@@ -90,9 +91,19 @@ async fn run_on_clone(
 
     // With faults on the database link, the service reaches Postgres through the fault proxy
     // (the harness's own connections do not).
-    let proxy = match scenario.faults.is_empty() {
-        true => None,
-        false => Some(link_proxy(server, db).await?),
+    crate::chaos::postgres::check_supported(scenario, server)?;
+    for f in &scenario.faults {
+        if let Some((table, _)) = &f.lock {
+            crate::chaos::postgres::check_table(server, db, table).await?;
+        }
+    }
+    let link_faults = scenario
+        .faults
+        .iter()
+        .any(|f| f.kind.target() == crate::scenario::FaultTarget::Link);
+    let proxy = match link_faults {
+        false => None,
+        true => Some(link_proxy(server, db).await?),
     };
     let database_url = match &proxy {
         Some(p) => crate::chaos::timeline::via(&server.url(db, true), p.addr()),
@@ -101,20 +112,38 @@ async fn run_on_clone(
     let secrets = Secrets::random();
     let t0 = Instant::now();
     let log = out.join(format!("arm-{}.service.log", arm.name));
+    let env_for = {
+        let (scenario, arm, secrets) = (scenario.clone(), arm.clone(), secrets.clone());
+        let (database_url, fakes_base) = (database_url.clone(), fakes.base.clone());
+        move |switches: &inbox_service::Switches, bind: std::net::SocketAddr| {
+            let arm = Arm {
+                switches: *switches,
+                ..arm.clone()
+            };
+            service_env(
+                &scenario,
+                &arm,
+                database_url.clone(),
+                &fakes_base,
+                &secrets,
+                bind,
+            )
+        }
+    };
     let service = ServiceProcess::start(
         service_bin,
-        &service_env(
-            scenario,
-            arm,
-            database_url,
-            &fakes.base,
-            &secrets,
-            ([127, 0, 0, 1], 0).into(),
-        ),
+        &env_for(&arm.switches, ([127, 0, 0, 1], 0).into()),
         &log,
     )
     .await?;
     timings.service_start_s = t0.elapsed().as_secs_f64();
+    let service = ServiceSlot::new(
+        service,
+        service_bin.to_owned(),
+        arm.switches,
+        log.clone(),
+        env_for,
+    );
     let http = reqwest::Client::new();
     let plan = plan_for(
         scenario,
@@ -137,27 +166,73 @@ async fn run_on_clone(
         recording.clone(),
     );
     let cpu_before = CpuSample::now();
+    // Time zero of the schedule, once the generator sets it: what the reconnections, faults
+    // and flips are played on.
+    let (zero_tx, zero_rx) = tokio::sync::oneshot::channel();
+    let zero_rx = Mutex::new(Some(zero_rx));
+    let zero_cell = tokio::sync::OnceCell::new();
+    let zero = || async {
+        *zero_cell
+            .get_or_init(|| async {
+                let fallback =
+                    tokio::time::Instant::from_std(load_start + loadgen::engine::START_DELAY);
+                let rx = zero_rx.lock().expect("zero lock").take();
+                match rx {
+                    Some(rx) => rx.await.unwrap_or(fallback),
+                    None => fallback,
+                }
+            })
+            .await
+    };
     // Accounts that reconnect mid-run, on the load's clock.
     let reconnecting = async {
         let r = scenario.reconnect?;
-        tokio::time::sleep_until((load_start + loadgen::engine::START_DELAY + r.at).into()).await;
+        tokio::time::sleep_until(zero().await + r.at).await;
         Some(gate::reconnect(&fakes.fakes, server, db, &disconnected, r).await)
     };
-    let chaos = async {
-        match &proxy {
-            Some(p) => {
-                let zero =
-                    tokio::time::Instant::from_std(load_start + loadgen::engine::START_DELAY);
-                crate::chaos::timeline::play(p, &scenario.faults, zero).await
-            }
-            None => Vec::new(),
-        }
+    let targets = Targets {
+        server,
+        db,
+        proxy: proxy.as_ref(),
+        fakes: &fakes.fakes,
+        service: &service,
+        http: http.clone(),
+        admin_token: secrets.admin.clone(),
+        recording: recording.clone(),
     };
-    let (summary, reconnected, faults) = tokio::join!(
-        loadgen::run(plan.clone(), recording.clone()),
+    let timeline =
+        scenario.faults.len() + scenario.flips.len() > 0 || scenario.hypothesis.is_some();
+    let chaos = async {
+        if !timeline {
+            return Ok(Played::default());
+        }
+        let played = crate::chaos::run::play(scenario, &targets, zero().await).await;
+        if let Ok(Played {
+            not_steady: Some(before),
+            ..
+        }) = &played
+        {
+            crate::interrupt::say(&format!(
+                "arm {}: not steady before the first fault or flip ({}): the load is stopped, nothing injected",
+                arm.name,
+                before
+                    .endpoints
+                    .iter()
+                    .filter(|e| !e.holds)
+                    .map(|e| e.endpoint.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        played
+    };
+    let (summary, reconnected, played) = tokio::join!(
+        // The schedule's zero is the one the faults, flips and reconnections are played on.
+        loadgen::engine::run_from(plan.clone(), recording.clone(), Some(zero_tx)),
         reconnecting,
         chaos
     );
+    let played = played.context("the chaos timeline")?;
     let summary = summary.context("load generator")?;
     let reconnected = reconnected.transpose().context("reconnecting accounts")?;
     let cpu = CpuSample::now().since(&cpu_before);
@@ -183,9 +258,18 @@ async fn run_on_clone(
     // What the service declared, then what Postgres and the providers counted.
     let declared = last.writes_and_calls();
     let scopes_at_end = counts_scopes(server, db).await?;
-    service.stop().await;
+    let restarts = service.restarts();
+    if let Some(p) = service.take().await {
+        p.stop().await;
+    }
     wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
-    let rows_by_table = rows_since(&rows_before, &rows_written(server, db).await?);
+    let mut rows_by_table = rows_since(&rows_before, &rows_written(server, db).await?);
+    // The rows the harness's own probes wrote (rolled back, still counted by Postgres).
+    for (table, n) in &played.harness_rows {
+        if let Some(v) = rows_by_table.get_mut(table) {
+            *v = v.saturating_sub(*n);
+        }
+    }
     let measured_rows = rows_by_table.values().sum();
     let measured_calls = fakes.calls();
     let ghl_ok_by_key = fakes
@@ -197,7 +281,7 @@ async fn run_on_clone(
     drop(fakes);
 
     let recording = recording.lock().expect("recording lock").clone();
-    let invariants = check_invariant(
+    let mut invariants = check_invariant(
         server,
         db,
         &recording,
@@ -206,6 +290,23 @@ async fn run_on_clone(
         &ghl_ok_by_key,
     )
     .await?;
+    let legacy_path = !arm.switches.email_sent_async
+        || scenario
+            .flips
+            .iter()
+            .any(|f| f.flag == "INBOXXIA_EMAIL_SENT_ASYNC" && !f.to);
+    let cut = scenario.faults.iter().any(|f| f.kind.cuts());
+    if legacy_path && (!scenario.faults.is_empty() || !scenario.flips.is_empty()) {
+        super::invariant::ghl_at_least_once(
+            &mut invariants,
+            "the legacy EMAIL_SENT path calls GHL inside its transaction: a request cut after the call (a fault, the function limit) and retried calls it again",
+        );
+    } else if cut {
+        super::invariant::ghl_at_least_once(
+            &mut invariants,
+            "the outbox calls GHL, then marks its row done: a crash or a cut connection between the two makes the retry call again, as any outbox delivers at least once",
+        );
+    }
     std::fs::write(
         out.join(format!("arm-{}.recording.json", arm.name)),
         serde_json::to_string(&recording)?,
@@ -239,28 +340,78 @@ async fn run_on_clone(
         statement_timeouts,
         &invariants,
     ));
-    // A connection cut mid-commit (a reset, a hang) can lose the commit's acknowledgment:
-    // Postgres counts rows the service could not declare. That check cannot be made then.
+    // A connection cut mid-commit (a reset, a hang, a crash) can lose the commit's
+    // acknowledgment: Postgres counts rows the service could not declare; a service killed
+    // and restarted starts its counters again. That check cannot be made then.
     let mut skipped = Vec::new();
-    if scenario
+    let cut: Vec<&str> = scenario
         .faults
         .iter()
-        .any(|f| matches!(f.kind, FaultKind::Reset | FaultKind::Hang))
-    {
+        .filter(|f| f.kind.cuts())
+        .map(|f| f.kind.name())
+        .collect();
+    if cut.is_empty() {
+        checks.push(accounting_check(&accounting));
+    } else {
         skipped.push(Skipped {
             check: ACCOUNTING_CHECK.into(),
             reason: format!(
-                "the database link was reset or hung: a commit whose acknowledgment was lost is counted by Postgres and not declared (measured: {})",
+                "faults ({}) cut connections or the service mid-commit: a commit whose acknowledgment was lost is counted by Postgres and not declared, and a restarted service counts from zero (measured: {}; service restarts: {restarts})",
+                cut.join(", "),
                 accounting_check(&accounting).detail
             ),
         });
-    } else {
-        checks.push(accounting_check(&accounting));
+    }
+    let end_s = scenario.duration.as_secs() as u32;
+    let budgets = crate::chaos::hypothesis::budgeted(scenario);
+    let mut flips = played.flips;
+    for (i, f) in flips.iter_mut().enumerate() {
+        let from = f.at_s.floor() as u32;
+        let until = flips_end(scenario, i, end_s);
+        if f.made {
+            f.effects = crate::chaos::hypothesis::flip_effects(&recording, &budgets, from, until);
+        }
+    }
+    checks.extend(rollout_checks(server, db, scenario, &flips, &played.flipped_at).await?);
+    let hypothesis = scenario.hypothesis.map(|h| {
+        crate::chaos::hypothesis::judge(
+            &recording,
+            &budgets,
+            &h,
+            end_s,
+            played.not_steady.is_some(),
+        )
+    });
+    if let Some(h) = &hypothesis {
+        checks.extend(crate::chaos::hypothesis::checks(h));
     }
     let mut background = background(scenario, &scrapes);
     background.counts_scopes_at_start = scopes_at_start;
     background.counts_scopes_at_end = scopes_at_end;
-    checks.extend(cron_check(&background));
+    // A fault that slows Postgres or the link slows every tick: deviation during it is
+    // expected, and the steady-state hypothesis judges the run; the ticks are shown.
+    let slowed: Vec<&str> = scenario
+        .faults
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.kind.target(),
+                crate::scenario::FaultTarget::Link | crate::scenario::FaultTarget::Postgres
+            )
+        })
+        .map(|f| f.kind.name())
+        .collect();
+    match cron_check(&background) {
+        Some(c) if !slowed.is_empty() => skipped.push(Skipped {
+            check: c.name,
+            reason: format!(
+                "faults ({}) slowed the database under the ticks; the steady-state hypothesis judges this run (measured: {})",
+                slowed.join(", "),
+                c.detail
+            ),
+        }),
+        c => checks.extend(c),
+    }
     let reconnect = match (&reconnected, scenario.reconnect) {
         (Some(r), Some(spec)) => Some(
             gate::report(
@@ -313,8 +464,64 @@ async fn run_on_clone(
         goose: summary.goose,
         timings: ArmTimings::default(),
         skipped,
-        faults,
+        faults: played.faults,
+        flips,
+        hypothesis,
     })
+}
+
+/// The end of flip `i`'s stretch: the next flip, or the end of the load.
+fn flips_end(scenario: &Scenario, i: usize, end: u32) -> u32 {
+    scenario
+        .flips
+        .get(i + 1)
+        .map_or(end, |next| next.at.as_secs() as u32)
+}
+
+/// For each flip validated on the queue's writes and made: EMAIL_SENT jobs were queued after
+/// it (the rollout's "validate queue writes, then enable": the queue took the load it was
+/// switched to). A flip that was not made fails its check.
+async fn rollout_checks(
+    server: &PgServer,
+    db: &str,
+    scenario: &Scenario,
+    flips: &[crate::report::FlipApplied],
+    flipped_at: &BTreeMap<usize, chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<Vec<crate::report::Check>> {
+    let mut out = Vec::new();
+    for (i, (spec, made)) in scenario.flips.iter().zip(flips).enumerate() {
+        let name = format!("flip {} → {} at {:.0}s", spec.flag, spec.to, made.at_s);
+        if !made.made {
+            out.push(crate::report::Check {
+                name,
+                passed: false,
+                detail: format!("not made: {}", made.detail),
+            });
+            continue;
+        }
+        let (Some(at), true) = (
+            flipped_at.get(&i),
+            spec.validate
+                .contains(&crate::scenario::FlipValidation::QueueWrites),
+        ) else {
+            continue;
+        };
+        let mut conn = connect(server, db).await?;
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM background_jobs WHERE kind = $1 AND created_at >= $2",
+        )
+        .bind(inbox_service::domain::jobs::EMAIL_SENT)
+        .bind(*at)
+        .fetch_one(&mut conn)
+        .await?;
+        conn.close().await?;
+        out.push(crate::report::Check {
+            name,
+            passed: queued > 0 || !spec.to,
+            detail: format!("{}; {queued} EMAIL_SENT jobs queued after it", made.detail),
+        });
+    }
+    Ok(out)
 }
 
 /// Requests the service never finished accounting for, with the most each may have done

@@ -22,7 +22,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::arm::{drain, warm_up};
 use super::figures::{background, endpoint_reports, load_health};
-use super::invariant::{acked_effects, baseline, effects, invariants_of, Baseline};
+use super::invariant::{acked_effects, baseline, effects, invariants_of, Baseline, GHL_EFFECT};
 use super::verdict::{cron_check, judge, load_check, status, EXACTLY_ONCE_CHECK};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::plan_for;
@@ -213,8 +213,6 @@ async fn invariant(
     found.retain(|e| e.effect != GHL_EFFECT);
     Ok(invariants_of(found, acked.len() as u64, undrained))
 }
-
-const GHL_EFFECT: &str = "GHL contact sync";
 
 /// `PUT /admin/flags` with every switch of the arm; the service's answer must be those switches.
 async fn set_flags(

@@ -175,7 +175,7 @@ pub fn judge(
     }
     // After a run with faults on the database link, no acknowledged event may be lost or
     // applied twice, whatever else the arm expects (a fixed arm checks it above).
-    if !scenario.faults.is_empty() && expect != Expect::Fixed {
+    if (!scenario.faults.is_empty() || !scenario.flips.is_empty()) && expect != Expect::Fixed {
         checks.push(check(
             EXACTLY_ONCE_CHECK,
             inv.holds && inv.acked > 0,
@@ -410,6 +410,14 @@ pub fn invariant_detail(inv: &Invariants) -> String {
         "{} acked, {} applied, {} lost, {} duplicated",
         inv.acked, inv.applied, inv.lost, inv.duplicates
     );
+    for e in inv.effects.iter().filter(|e| e.duplicates > 0 && e.clean()) {
+        text.push_str(&format!(
+            "; {} repeated {} times, at least once as required here ({})",
+            e.effect,
+            e.duplicates,
+            e.at_least_once.as_deref().unwrap_or("")
+        ));
+    }
     let dirty: Vec<String> = inv
         .effects
         .iter()
@@ -540,6 +548,37 @@ max_statement_timeouts = 0
     }
 
     #[test]
+    fn a_provider_call_required_at_least_once_may_repeat_but_not_go_missing() {
+        let ghl = |duplicates, lost| crate::report::EffectCount {
+            effect: crate::matrix::invariant::GHL_EFFECT.into(),
+            expected: 50,
+            applied: 50 - lost,
+            duplicates,
+            lost,
+            at_least_once: None,
+        };
+        let mut repeated = Invariants {
+            effects: vec![ghl(3, 0)],
+            holds: false,
+            ..clean()
+        };
+        crate::matrix::invariant::ghl_at_least_once(&mut repeated, "an outbox");
+        assert!(repeated.holds, "repeats are allowed at least once");
+        let detail = invariant_detail(&repeated);
+        assert!(
+            detail.contains("repeated 3 times, at least once as required here (an outbox)"),
+            "{detail}"
+        );
+        let mut missing = Invariants {
+            effects: vec![ghl(0, 2)],
+            holds: false,
+            ..clean()
+        };
+        crate::matrix::invariant::ghl_at_least_once(&mut missing, "an outbox");
+        assert!(!missing.holds, "a call never made still fails");
+    }
+
+    #[test]
     fn a_reproduced_incident_passes_every_incident_check() {
         let checks = judge(
             &scenario(),
@@ -629,6 +668,7 @@ max_statement_timeouts = 0
                 applied: 50,
                 duplicates: 50,
                 lost: 0,
+                at_least_once: None,
             }],
             ..clean()
         };

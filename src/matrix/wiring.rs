@@ -91,5 +91,10 @@ pub(crate) fn service_env(
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     env.push(("RUST_LOG".into(), "info,sqlx=warn".into()));
+    // Deliberate bugs, for the tests that show a check failing (a build without the service's
+    // `faults` feature refuses to start with it).
+    if let Ok(list) = std::env::var(inbox_service::state::TEST_FAULTS_ENV) {
+        env.push((inbox_service::state::TEST_FAULTS_ENV.into(), list));
+    }
     env
 }

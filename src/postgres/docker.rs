@@ -244,6 +244,11 @@ impl DockerPostgres {
             .database("postgres")
     }
 
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        self.container.id()
+    }
+
     /// The CPU and memory limits read back from the container (`none` when unlimited).
     pub fn limits(&self) -> &str {
         &self.limits

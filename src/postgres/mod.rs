@@ -232,6 +232,14 @@ impl PgServer {
         )
     }
 
+    /// The Docker container's id, when the server runs in one.
+    pub fn container_id(&self) -> Option<String> {
+        match &self.handle {
+            Handle::Docker(pg) => Some(pg.id().to_owned()),
+            _ => None,
+        }
+    }
+
     /// The local cluster's process id and data directory, for teardown checks.
     pub fn local_cluster(&self) -> Option<&local::LocalCluster> {
         match &self.handle {

@@ -13,12 +13,42 @@ const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 ];
 
-/// A line chart of `series` (name, points (t, y)) over `[0, t_max]`, shading `shade`.
+/// A fault or a flip on a chart: `from`–`to` seconds (equal for an instant), and what it was.
+struct Mark {
+    from: f64,
+    to: f64,
+    label: String,
+}
+
+/// The arm's faults and flips, as marks.
+fn marks(a: &ArmReport) -> Vec<Mark> {
+    let faults = a.faults.iter().map(|f| Mark {
+        from: f.from_s,
+        to: f.to_s,
+        label: format!("fault: {} ({})", f.kind, f.detail),
+    });
+    let flips = a.flips.iter().map(|f| Mark {
+        from: f.at_s,
+        to: f.at_s,
+        label: format!(
+            "flip: {} {} → {}{}",
+            f.flag,
+            f.from,
+            f.to,
+            if f.made { "" } else { " (not made)" }
+        ),
+    });
+    faults.chain(flips).collect()
+}
+
+/// A line chart of `series` (name, points (t, y)) over `[0, t_max]`, shading `shade`; each
+/// mark drawn as a band (or a line, for an instant) with its label as a hover title.
 fn chart(
     title: &str,
     unit: &str,
     t_max: f64,
     shade: Option<(f64, f64)>,
+    marks: &[Mark],
     series: &[(String, Vec<(f64, f64)>)],
 ) -> String {
     let y_max = series
@@ -35,6 +65,17 @@ fn chart(
     );
     if let Some((a, b)) = shade {
         let _ = write!(svg, "<rect class=\"phase\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#f4cccc\"/>", x(a), PAD / 2.0, x(b) - x(a), H - PAD);
+    }
+    for m in marks {
+        let (a, b) = (x(m.from), x(m.to).max(x(m.from) + 1.5));
+        let _ = write!(
+            svg,
+            "<rect class=\"mark\" x=\"{a:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#7f7f7f\" fill-opacity=\"0.25\" stroke=\"#555\" stroke-dasharray=\"3 2\"><title>{}</title></rect>",
+            PAD / 2.0,
+            b - a,
+            H - PAD,
+            escape(&m.label)
+        );
     }
     let _ = write!(
         svg,
@@ -79,6 +120,7 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
         .iter()
         .find(|p| p.name == r.scenario.incident_phase)
         .map(|p| (p.from_s, p.to_s));
+    let marks = marks(a);
     let mut s = format!(
         "<section><h2>{} <small>({:?}; {})</small></h2>",
         escape(&a.name),
@@ -161,10 +203,11 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
         })
         .collect();
     s.push_str(&chart(
-        "p95 latency per second (from intended send time); incident phase shaded",
+        "p95 latency per second (from intended send time); incident phase shaded, faults and flips marked in grey",
         "ms",
         t_max,
         shade,
+        &marks,
         &latency,
     ));
     let pool = vec![
@@ -181,12 +224,26 @@ fn arm_section(r: &Report, a: &ArmReport) -> String {
             a.timeline.iter().map(|p| (p.t, p.pool_waiters)).collect(),
         ),
     ];
-    s.push_str(&chart("Connection pool", "conns", t_max, shade, &pool));
+    s.push_str(&chart(
+        "Connection pool",
+        "conns",
+        t_max,
+        shade,
+        &marks,
+        &pool,
+    ));
     let queue = vec![(
         "jobs queued or running".to_owned(),
         a.timeline.iter().map(|p| (p.t, p.queue_depth)).collect(),
     )];
-    s.push_str(&chart("Job queue depth", "jobs", t_max, shade, &queue));
+    s.push_str(&chart(
+        "Job queue depth",
+        "jobs",
+        t_max,
+        shade,
+        &marks,
+        &queue,
+    ));
     s.push_str("</section>");
     s
 }

@@ -82,7 +82,9 @@ pub fn table(r: &Report) -> String {
         let inv = &a.invariants;
         let acc = &a.accounting;
         let skipped = |start: &str| a.skipped.iter().any(|s| s.check.starts_with(start));
-        let accounting = if skipped("the service's declared writes") {
+        let accounting = if skipped("the service's declared writes")
+            || skipped(crate::matrix::verdict::ACCOUNTING_CHECK)
+        {
             "skipped".to_owned()
         } else {
             format!(
@@ -96,8 +98,9 @@ pub fn table(r: &Report) -> String {
             "skipped".to_owned()
         } else {
             format!(
-                "{} {}/{} applied, {} lost, {} dup",
+                "{} {}{}/{} applied, {} lost, {} dup",
                 mark(inv.holds),
+                inv.sent.map_or(String::new(), |n| format!("sent {n}, ")),
                 inv.applied,
                 inv.acked,
                 inv.lost,
@@ -298,23 +301,92 @@ pub fn timeouts_by_phase(r: &Report) -> String {
     out
 }
 
-/// The faults injected on the database link, per arm, as they happened.
+/// The faults injected, the flips made and the steady-state hypothesis, per arm.
 pub fn faults(r: &Report) -> String {
     let mut out = String::new();
-    if r.arms.iter().all(|a| a.faults.is_empty()) {
-        return out;
+    if r.arms.iter().any(|a| !a.faults.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n## Faults injected\n\n| arm | fault | what it did | from | to | connections through the link's proxy |\n|---|---|---|---|---|---|"
+        );
+        for a in &r.arms {
+            for f in &a.faults {
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} | {} | {:.1} s | {:.1} s | {} |",
+                    a.name, f.kind, f.detail, f.from_s, f.to_s, f.connections_open
+                );
+            }
+        }
     }
-    let _ = writeln!(
-        out,
-        "\n## Faults injected on the database link\n\n| arm | fault | from | to | connections open at the start |\n|---|---|---|---|---|"
-    );
-    for a in &r.arms {
-        for f in &a.faults {
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {:.1} s | {:.1} s | {} |",
-                a.name, f.detail, f.from_s, f.to_s, f.connections_open
-            );
+    if r.arms.iter().any(|a| !a.flips.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n## Flags flipped mid-run\n\nTime to recover: from the flip to the first 1-s window after which the p95 stays within budget (to the next flip or the end of the load); time to degrade: to the first window over it.\n\n| arm | at | flip | made | budget | time to recover | time to degrade |\n|---|---|---|---|---|---|---|"
+        );
+        let secs = |t: Option<f64>, none: &str| t.map_or(none.to_owned(), |t| format!("{t:.0} s"));
+        for a in &r.arms {
+            for f in &a.flips {
+                let head = format!(
+                    "| `{}` | {:.1} s | `{}` {} → {} | {} |",
+                    a.name,
+                    f.at_s,
+                    f.flag,
+                    f.from,
+                    f.to,
+                    if f.made { "yes" } else { "**NO**" }
+                );
+                if f.effects.is_empty() {
+                    let _ = writeln!(out, "{head} {} | | |", f.detail);
+                }
+                for e in &f.effects {
+                    let _ = writeln!(
+                        out,
+                        "{head} {} ≤ {:.0} ms | {} | {} |",
+                        e.endpoint,
+                        e.budget_ms,
+                        secs(e.time_to_recover_s, "never"),
+                        secs(e.time_to_degrade_s, "not degraded")
+                    );
+                }
+            }
+        }
+    }
+    if r.arms.iter().any(|a| a.hypothesis.is_some()) {
+        let _ = writeln!(
+            out,
+            "\n## Steady-state hypothesis\n\nThe budgets before the first fault or flip (they must hold, or the load stops there), during (recorded), and after the last (they must hold again within the declared time).\n\n| arm | stretch | endpoint | requests | p95 | budget | failed | holds |\n|---|---|---|---|---|---|---|---|"
+        );
+        for a in &r.arms {
+            let Some(h) = &a.hypothesis else { continue };
+            for (name, s) in [
+                ("before", &h.before),
+                ("during", &h.during),
+                ("after", &h.after),
+            ] {
+                for e in &s.endpoints {
+                    let _ = writeln!(
+                        out,
+                        "| `{}` | {name} ({:.0}–{:.0} s) | {} | {} | {} | {:.0} ms | {:.1} % | {} |",
+                        a.name,
+                        s.from_s,
+                        s.to_s,
+                        e.endpoint,
+                        e.requests,
+                        e.p95_ms.map_or("–".into(), |p| format!("{p:.0} ms")),
+                        e.budget_ms,
+                        e.failed_pct,
+                        if e.holds { "yes" } else { "**no**" }
+                    );
+                }
+            }
+            if h.aborted {
+                let _ = writeln!(
+                    out,
+                    "\n`{}`: **not steady** before the first fault or flip: the load was stopped there and nothing was injected.\n",
+                    a.name
+                );
+            }
         }
     }
     out
@@ -368,6 +440,7 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(out, "- `{}`: {} — skipped: {}", a.name, s.check, s.reason);
         }
     }
+    out.push_str(&chaos_summary(r));
     out.push_str(&faults(r));
     out.push_str(&effects(r));
     out.push_str(&background(r));
@@ -421,13 +494,98 @@ pub fn render(r: &Report) -> String {
 /// The README's results block: the table, and what it was measured on.
 pub fn summary(r: &Report) -> String {
     format!(
-        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time, verdict {:?}:\n\n{}",
+        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time, verdict {:?}:\n\n{}{}",
         r.scenario.source,
         r.environment.commit,
         r.environment.machine,
         r.environment.postgres_backend,
         r.wall_time_s,
         r.verdict,
-        table(r)
+        table(r),
+        chaos_summary(r)
     )
+}
+
+/// One line per arm of a chaos run: what was done, the hypothesis, the flips' times to recover
+/// and degrade, and the durability counts. Empty for a run without faults, flips or hypothesis.
+pub fn chaos_summary(r: &Report) -> String {
+    let chaotic = |a: &crate::report::ArmReport| {
+        !a.faults.is_empty() || !a.flips.is_empty() || a.hypothesis.is_some()
+    };
+    if !r.arms.iter().any(chaotic) {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n| arm | faults and flips | steady before | recovered after (within) | flips: time to recover / degrade (webhook) | sent / acked / applied / lost / duplicated |\n|---|---|---|---|---|---|\n",
+    );
+    for a in r.arms.iter().filter(|a| chaotic(a)) {
+        let done: Vec<String> = a
+            .faults
+            .iter()
+            .map(|f| format!("{} at {:.0} s", f.kind, f.from_s))
+            .chain(a.flips.iter().map(|f| {
+                format!(
+                    "`{}` → {} at {:.0} s{}",
+                    f.flag,
+                    f.to,
+                    f.at_s,
+                    if f.made { "" } else { " (not made)" }
+                )
+            }))
+            .collect();
+        let (steady, recovered) = match &a.hypothesis {
+            None => ("–".to_owned(), "–".to_owned()),
+            Some(h) if h.aborted => ("**no**: stopped".to_owned(), "–".to_owned()),
+            Some(h) => {
+                let slowest = h
+                    .recovery
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .try_fold(0.0_f64, |m, t| t.map(|t| m.max(t)));
+                (
+                    if h.before.holds { "yes" } else { "**no**" }.to_owned(),
+                    match (slowest, h.recover_within_s) {
+                        (Some(t), Some(w)) => format!(
+                            "{} in {t:.0} s ({w:.0} s)",
+                            if t <= w { "yes" } else { "**no**" }
+                        ),
+                        (Some(t), None) => format!("in {t:.0} s (not judged)"),
+                        (None, _) => "**never**".to_owned(),
+                    },
+                )
+            }
+        };
+        let flips: Vec<String> = a
+            .flips
+            .iter()
+            .flat_map(|f| f.effects.iter().filter(|e| e.endpoint.contains("webhook")))
+            .map(|e| {
+                format!(
+                    "{} / {}",
+                    e.time_to_recover_s
+                        .map_or("never".into(), |t| format!("{t:.0} s")),
+                    e.time_to_degrade_s
+                        .map_or("–".into(), |t| format!("{t:.0} s"))
+                )
+            })
+            .collect();
+        let inv = &a.invariants;
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {steady} | {recovered} | {} | {} / {} / {} / {} / {} |",
+            a.name,
+            done.join(", "),
+            if flips.is_empty() {
+                "–".to_owned()
+            } else {
+                flips.join(", ")
+            },
+            inv.sent.map_or("–".into(), |n| n.to_string()),
+            inv.acked,
+            inv.applied,
+            inv.lost,
+            inv.duplicates
+        );
+    }
+    out
 }

@@ -310,6 +310,10 @@ pub struct CronTicks {
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Invariants {
+    /// Distinct EMAIL_SENT events the load generator sent (first deliveries); unknown for a
+    /// merged or targeted run's invariant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<u64>,
     /// EMAIL_SENT events the service acknowledged (2xx).
     pub acked: u64,
     /// Of those, applied (a message with their dedupe id exists).
@@ -341,12 +345,17 @@ pub struct EffectCount {
     pub duplicates: u64,
     /// Expected and not there.
     pub lost: u64,
+    /// Why this effect is only required at least once in this arm (repeats are reported, not
+    /// failed): the legacy EMAIL_SENT path calls GHL inside its transaction, so a request cut
+    /// after the call and retried calls it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_least_once: Option<String>,
 }
 
 impl EffectCount {
-    /// Neither lost nor duplicated.
+    /// Neither lost nor duplicated (repeats allowed where only at-least-once is required).
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicates == 0
+        self.lost == 0 && (self.duplicates == 0 || self.at_least_once.is_some())
     }
 }
 
@@ -392,9 +401,82 @@ pub struct ArmReport {
     /// Checks this run could not make (runs with `--target`), named with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skipped>,
-    /// Faults injected on the database link, as they happened.
+    /// Faults injected, as they happened.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultApplied>,
+    /// Flag flips made mid-run, with their effect on each budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flips: Vec<FlipApplied>,
+    /// The steady-state hypothesis, judged before, during and after the faults and flips.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypothesis: Option<HypothesisReport>,
+}
+
+/// One flag flip of the scenario's timeline, as it was made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FlipApplied {
+    pub flag: String,
+    /// The value before and the value asked.
+    pub from: bool,
+    pub to: bool,
+    /// When, seconds on the load's clock.
+    pub at_s: f64,
+    /// Made: the service answered the admin route with the new value.
+    pub made: bool,
+    /// What was checked before it (and what it found), or why it was not made.
+    pub detail: String,
+    /// Per budgeted endpoint, how the p95 moved after it.
+    pub effects: Vec<FlipEffect>,
+}
+
+/// A flip's effect on one budget, from 1-second windows of intended send time up to the next
+/// flip or the end of the load.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FlipEffect {
+    pub endpoint: String,
+    pub budget_ms: f64,
+    /// From the flip to the first window after which every window's p95 stays within the
+    /// budget; `None`: it never did.
+    pub time_to_recover_s: Option<f64>,
+    /// From the flip to the first window whose p95 is over the budget; `None`: none was.
+    pub time_to_degrade_s: Option<f64>,
+}
+
+/// The budgets over one stretch of the load's clock.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stretch {
+    pub from_s: f64,
+    pub to_s: f64,
+    pub endpoints: Vec<StretchFigures>,
+    /// Every endpoint within its budget and its failure limit.
+    pub holds: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StretchFigures {
+    pub endpoint: String,
+    pub requests: u64,
+    pub p95_ms: Option<f64>,
+    pub budget_ms: f64,
+    pub failed: u64,
+    pub failed_pct: f64,
+    pub holds: bool,
+}
+
+/// The steady-state hypothesis (as Chaos Toolkit has it): the budgets hold before the first
+/// fault or flip, the deviation during them is recorded, and they hold again within the
+/// declared time after.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HypothesisReport {
+    pub before: Stretch,
+    pub during: Stretch,
+    pub after: Stretch,
+    /// The run stopped at the first fault or flip: the system was not steady before it.
+    pub aborted: bool,
+    pub recover_within_s: Option<f64>,
+    /// Per budgeted endpoint, from the end of the last fault or flip to the first window after
+    /// which its p95 stays within budget (`None`: never).
+    pub recovery: Vec<(String, Option<f64>)>,
 }
 
 /// One fault of the scenario's timeline, as it was applied.
@@ -454,6 +536,8 @@ impl ArmReport {
             timings: ArmTimings::default(),
             skipped: Vec::new(),
             faults: Vec::new(),
+            flips: Vec::new(),
+            hypothesis: None,
         }
     }
 }

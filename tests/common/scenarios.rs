@@ -16,6 +16,16 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// The endpoint `name` of a report's arm.
+pub fn endpoint<'a>(arm: &'a Value, name: &str) -> &'a Value {
+    arm["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == name)
+        .unwrap_or_else(|| panic!("no endpoint {name}"))
+}
+
 /// The arm `name` of a report.
 pub fn arm<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["arms"]

@@ -304,8 +304,7 @@ async fn count_send(
         ev.workspace_id,
         ev.occurred_at.date_naive(),
     )
-    .await;
-    Ok(())
+    .await
 }
 
 /// What the worker's apply of a queued `EMAIL_SENT` came to.

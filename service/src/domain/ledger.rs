@@ -72,8 +72,7 @@ pub async fn offer_slot(
         state.metrics.ledger("applied");
         return Ok(());
     }
-    count(state, tally, conn, workspace, day).await;
-    Ok(())
+    count(state, tally, conn, workspace, day).await
 }
 
 /// The fixed increment: one atomic upsert on `conn` under a savepoint, best effort.
@@ -83,7 +82,7 @@ pub async fn count(
     conn: &mut PgConnection,
     workspace: i64,
     day: NaiveDate,
-) {
+) -> Result<(), AppError> {
     let result = async {
         let mut savepoint = conn.begin().await?;
         let written = sqlx::query(
@@ -101,6 +100,13 @@ pub async fn count(
     }
     .await;
     if let Err(e) = result {
+        // Best effort within a live transaction; a lost connection means the caller's
+        // transaction is gone too, and its commit must not be attempted as if it held.
+        if let AppError::Db(db) = &e {
+            if connection_lost(db) {
+                return Err(e);
+            }
+        }
         let category = e.category();
         if let Some(c) = category {
             tally.note(c);
@@ -109,5 +115,18 @@ pub async fn count(
         state.metrics.ledger("skipped");
     } else {
         state.metrics.ledger("applied");
+    }
+    Ok(())
+}
+
+/// The connection itself failed (a crash, a reset, an administrator's termination), not a
+/// statement on it.
+pub fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
     }
 }

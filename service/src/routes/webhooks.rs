@@ -68,6 +68,20 @@ async fn email_webhook(
         EventKind::Sent if state.faults().ack_before_commit => {
             (StatusCode::ACCEPTED, Handled::Accepted)
         }
+        // A deliberate bug (tests only): a write-behind buffer, acknowledged before it is written.
+        EventKind::Sent if state.faults().write_behind => {
+            let raw: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+            let (later, ev) = (state.clone(), ev.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(crate::state::WRITE_BEHIND_DELAY).await;
+                let tally = Tally::default();
+                if let Ok(mut conn) = later.acquire(&tally).await {
+                    let _ = jobs::enqueue(&mut conn, &tally, &ev, &raw).await;
+                }
+            });
+            (StatusCode::ACCEPTED, Handled::Accepted)
+        }
         EventKind::Sent if state.switches().email_sent_async => {
             let raw: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
