@@ -249,6 +249,24 @@ fn the_db_latency_scenario_loses_nothing_across_a_reset() {
     assert!(std::fs::read_to_string(out.path().join("report.md"))
         .unwrap()
         .contains("## Faults injected"));
+    // The storm reached the service: GHL's 503s and 429s, sorted as retryable.
+    assert!(
+        a["error_categories"]["provider_retryable"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        a["error_categories"]
+    );
+    // Every chart of the arm (latency, pool, queue) marks each fault, with a hover title.
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
+    for title in [
+        "<title>fault: latency (latency 40ms ± 10ms)</title>",
+        "<title>fault: provider (GHL:",
+        "<title>fault: reset",
+    ] {
+        assert_eq!(html.matches(title).count(), 3, "{title}");
+    }
 }
 
 /// `chaos list` names every kind a scenario accepts, with its parameters.
@@ -439,6 +457,11 @@ static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `incident-lab ARGS` (one load at a time) with `env`; returns the output and the report.
 fn chaos_run(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Value) {
+    chaos_run_html(args, env).0
+}
+
+/// [`chaos_run`], with the run's report.html.
+fn chaos_run_html(args: &[&str], env: &[(&str, &str)]) -> ((std::process::Output, Value), String) {
     let _one = LOAD.lock().unwrap_or_else(|p| p.into_inner());
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
@@ -453,7 +476,8 @@ fn chaos_run(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Valu
         .unwrap();
     let report = std::fs::read_to_string(out.path().join("report.json"))
         .unwrap_or_else(|e| panic!("no report.json ({e}): {}", text(&run)));
-    (run, serde_json::from_str(&report).unwrap())
+    let html = std::fs::read_to_string(out.path().join("report.html")).unwrap_or_default();
+    ((run, serde_json::from_str(&report).unwrap()), html)
 }
 
 fn check<'a>(arm: &'a Value, name: &str) -> &'a Value {
@@ -575,7 +599,7 @@ fn a_postgres_pause_and_restart_lose_nothing_in_either_path() {
 /// queue took the load after the flip and the budgets recovered within the stated time.
 #[test]
 fn a_rollout_mid_burst_validates_the_queue_then_recovers() {
-    let (run, report) = chaos_run(
+    let ((run, report), html) = chaos_run_html(
         &[
             "run",
             &scenario_path("rollout-mid-burst.toml"),
@@ -583,6 +607,12 @@ fn a_rollout_mid_burst_validates_the_queue_then_recovers() {
             "flag-off",
         ],
         &[],
+    );
+    // The flip is marked on every chart (latency, pool, queue).
+    assert_eq!(
+        html.matches("<title>flip: INBOXXIA_EMAIL_SENT_ASYNC false → true</title>")
+            .count(),
+        3
     );
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let a = arm(&report, "flag-off");
