@@ -537,20 +537,34 @@ fn a_killed_service_loses_nothing_in_either_path() {
 
 /// The invariant's check can fail: a service that acknowledges EMAIL_SENT before writing it (a
 /// write-behind buffer, a test-only deliberate bug) loses every event it held when killed —
-/// which a run without the kill would never show.
+/// which a run without the kill would never show. The kill comes from the command line.
 #[test]
 fn a_write_behind_service_is_caught_losing_events_when_killed() {
+    // The kill given on the command line (`--fault`), the file's own taken out.
+    let file = std::fs::read_to_string(scenario_path("chaos-service-kill.toml")).unwrap();
+    let without = file.replacen(
+        "[[faults]]\nat = \"8s\"\nfor = \"1s\"\nkind = \"kill\"\n\n[hypothesis]\nrecover_within = \"5s\"\n",
+        "",
+        1,
+    );
+    assert_ne!(without, file);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-kill.toml");
+    std::fs::write(&path, without).unwrap();
     let (run, report) = chaos_run(
         &[
             "run",
-            &scenario_path("chaos-service-kill.toml"),
+            &path.display().to_string(),
             "--arm",
             "all-on",
+            "--fault",
+            "at=8s,for=1s,kind=kill",
         ],
         &[("INBOX_SERVICE_TEST_FAULTS", "write_behind")],
     );
     assert_eq!(run.status.code(), Some(1), "{}", text(&run));
     let a = arm(&report, "all-on");
+    assert_eq!(a["faults"][0]["kind"], "kill", "{}", a["faults"]);
     assert_eq!(check(a, EXACTLY_ONCE)["passed"], false);
     assert!(
         a["invariants"]["lost"].as_u64().unwrap() > 0,
