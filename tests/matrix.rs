@@ -213,7 +213,11 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
 
     // report.html: self-contained, with its charts.
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
-    assert!(html.matches("<svg").count() >= 9, "three charts per arm");
+    assert!(
+        html.matches("<figure class=\"chart\">").count() >= 4 * 3,
+        "latency, pool, waiters and queue charts per arm"
+    );
+    assert!(html.contains("id=\"summary\"") && html.contains("class=\"chart budget\""));
     assert!(html.contains("<polyline") && html.contains("class=\"phase\""));
     for external in ["http://", "https://", "<script", "src=", "@import"] {
         assert!(!html.contains(external), "report.html refers to {external}");

@@ -10,6 +10,7 @@ mod common;
 
 use common::docker::{cli, daemon, local_pg_image, or_skip};
 use common::scenarios::{run_matrix_with, swap, text, tiny_scenario, write_scenario};
+use common::skip::DOCKER;
 use incident_lab::postgres::{
     docker, Backend, PgServer, PgSettings, PostgresChoice, ProvisionRequest,
 };
@@ -256,14 +257,20 @@ async fn containers_left_by_a_dead_run_are_removed() {
 #[test]
 fn a_missing_daemon_is_a_failure_where_docker_is_required() {
     let no_daemon = || Err("no Docker daemon answers (made up for this test)".to_owned());
-    let line = common::docker::skip_line("some_test", no_daemon(), false);
+    let line = common::skip::skip_line("some_test", &DOCKER, no_daemon(), false);
     assert_eq!(
         line.as_deref(),
         Some("skipped: some_test: no Docker daemon answers (made up for this test)")
     );
-    assert_eq!(common::docker::skip_line("some_test", Ok(()), true), None);
+    assert_eq!(
+        common::skip::skip_line("some_test", &DOCKER, Ok(()), true),
+        None
+    );
+    // And a test whose need is met goes on (this once returned None, so every Docker test here
+    // returned at its first line and passed without running).
+    assert_eq!(or_skip("some_test", Ok(())), Some(()));
     let required = std::panic::catch_unwind(|| {
-        common::docker::skip_line("some_test", no_daemon(), true);
+        common::skip::skip_line("some_test", &DOCKER, no_daemon(), true);
     });
     let said = required.expect_err("a required daemon that does not answer must fail");
     let said = said.downcast_ref::<String>().cloned().unwrap_or_default();

@@ -28,6 +28,33 @@ fn the_readme_results_are_rendered_from_the_stored_report() {
     assert!(!report.arms.is_empty());
 }
 
+/// The README's picture of the HTML report was taken of the page this build renders from
+/// `docs/results/incident.json` (`scripts/readme-screenshot` records the page's hash).
+#[test]
+fn the_readme_screenshot_is_of_the_page_this_build_renders() {
+    use sha2::Digest;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let report = Report::read(&root.join("docs/results/incident.json")).unwrap();
+    let page = incident_lab::report::html::render(&report);
+    let hash: String = sha2::Sha256::digest(page.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let recorded = std::fs::read_to_string(root.join("docs/report-summary.sha256")).unwrap();
+    assert_eq!(
+        recorded.trim(),
+        hash,
+        "docs/report-summary.png shows another page than this build renders: run scripts/readme-screenshot"
+    );
+    let png = std::fs::read(root.join("docs/report-summary.png")).unwrap();
+    assert_eq!(
+        incident_lab::report::browser::png_size(&png).map(|s| s.0),
+        Some(1280)
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("](docs/report-summary.png)"));
+}
+
 /// The chaos block: the summaries of the stored chaos reports, in file-name order
 /// (`scripts/readme-chaos` writes both).
 #[test]

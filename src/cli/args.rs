@@ -40,7 +40,9 @@ pub enum Command {
     /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
     Compare(CompareArgs),
     /// Print a report.json as Markdown: the whole report.md, or (--summary) the results table
-    /// with the commit and machine it was measured on, as the README shows it.
+    /// with the commit and machine it was measured on, as the README shows it; or (--html)
+    /// write its HTML page, and (--screenshot) open that in headless Chromium to check it and
+    /// take its picture.
     Report(ReportArgs),
     /// Work with the seeded incident database.
     #[command(subcommand)]
@@ -182,8 +184,20 @@ pub struct ReportArgs {
     /// The report.json to render.
     pub report: PathBuf,
     /// Only the results table, with the commit and machine.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     pub summary: bool,
+    /// Write the report's HTML page to FILE (rendered by this build) instead of printing the
+    /// markdown.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Open the HTML page in headless Chromium (`INCIDENT_LAB_CHROMIUM`, else `chromium` on
+    /// PATH; Debian's `chromium` package) and write a PNG of it. Fails (exit 1) if the page logs
+    /// a console error or requests anything beyond itself.
+    #[arg(long, value_name = "PNG", requires = "html")]
+    pub screenshot: Option<PathBuf>,
+    /// Keep only the top PX CSS pixels of the page in the PNG (default: the whole page).
+    #[arg(long, value_name = "PX", requires = "screenshot")]
+    pub screenshot_height: Option<u32>,
 }
 
 /// Where Postgres comes from (the scenario says how it is constrained).

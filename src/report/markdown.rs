@@ -23,29 +23,12 @@ fn status(a: &ArmReport) -> String {
     }
 }
 
-/// The budgeted endpoints, sorted.
-fn budgeted(r: &Report) -> Vec<String> {
-    let mut e: Vec<String> = r
-        .arms
-        .iter()
-        .flat_map(|a| {
-            a.endpoints
-                .iter()
-                .filter(|e| e.budget_p95_ms.is_some())
-                .map(|e| e.endpoint.clone())
-        })
-        .collect();
-    e.sort();
-    e.dedup();
-    e
-}
-
 /// The arm × endpoint table: client p95 (from the intended time) and the service's own p95,
 /// against the budget; statement timeouts; the generator's worst stream; the accounting; the
 /// invariant.
 pub fn table(r: &Report) -> String {
     let mut out = String::new();
-    let endpoints = budgeted(r);
+    let endpoints = r.budgeted_endpoints();
     let _ = write!(out, "| arm | expect | status |");
     for e in &endpoints {
         let _ = write!(out, " {e} p95 client / service (budget) |");

@@ -1,7 +1,9 @@
 //! The run's results and how they are written: `report.json` (versioned schema, documented in
 //! the README), `report.md` (a CI step summary), `junit.xml` (one testcase per arm × budget),
-//! `report.html` (self-contained, inline SVG charts, no external URL).
+//! `report.html` (self-contained, inline SVG charts, no external URL); [`browser`] opens a page
+//! in headless Chromium to check it and take its picture.
 
+pub mod browser;
 #[cfg(test)]
 pub mod fixtures;
 pub mod html;
@@ -543,6 +545,20 @@ impl ArmReport {
 }
 
 impl Report {
+    /// The endpoints with a p95 budget in any arm, sorted.
+    pub fn budgeted_endpoints(&self) -> Vec<String> {
+        let mut e: Vec<String> = self
+            .arms
+            .iter()
+            .flat_map(|a| a.endpoints.iter())
+            .filter(|e| e.budget_p95_ms.is_some())
+            .map(|e| e.endpoint.clone())
+            .collect();
+        e.sort();
+        e.dedup();
+        e
+    }
+
     /// Writes every output into `dir`.
     pub fn write_all(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -1,11 +1,8 @@
 //! What the Docker tests need: a daemon that answers, and the locally built Postgres image.
 //!
-//! A test that needs Docker runs whenever a daemon answers. When none does it reports itself
-//! skipped, by name and reason, on stderr and in `target/skipped-tests.txt` (which `.ci/run`
-//! prints) — and fails instead when `INCIDENT_LAB_REQUIRE_DOCKER` is set, as CI sets it on a
-//! machine that has Docker, so a broken daemon never passes as a skip.
+//! A test that needs Docker runs whenever a daemon answers; when none does it reports itself
+//! skipped ([`super::skip`]), or fails where `INCIDENT_LAB_REQUIRE_DOCKER` is set.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -32,28 +29,7 @@ pub fn daemon() -> Result<(), String> {
 /// `Some(())` when the test can go on; `None` after reporting `test` skipped for `why`.
 /// Panics instead of skipping when `INCIDENT_LAB_REQUIRE_DOCKER` is set.
 pub fn or_skip(test: &str, ready: Result<(), String>) -> Option<()> {
-    let required = std::env::var_os("INCIDENT_LAB_REQUIRE_DOCKER").is_some();
-    let line = skip_line(test, ready, required)?;
-    eprintln!("{line}");
-    let record = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/skipped-tests.txt");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(record)
-    {
-        let _ = writeln!(f, "{line}");
-    }
-    None
-}
-
-/// The line that reports `test` skipped, or `None` when it can run; panics when Docker is
-/// `required` and not `ready`.
-pub fn skip_line(test: &str, ready: Result<(), String>, required: bool) -> Option<String> {
-    let why = ready.err()?;
-    if required {
-        panic!("{test}: Docker is required here (INCIDENT_LAB_REQUIRE_DOCKER) but {why}");
-    }
-    Some(format!("skipped: {test}: {why}"))
+    super::skip::or_skip(test, &super::skip::DOCKER, ready)
 }
 
 /// The Postgres image built from this machine's binaries by `scripts/build-images` (cached:

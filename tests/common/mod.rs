@@ -68,3 +68,4 @@ pub mod docker;
 pub mod harness;
 pub mod logs;
 pub mod scenarios;
+pub mod skip;
