@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line — argument parsing, subcommands, exit codes.
-//! - [`compare`]: the baseline gate between two report.json files.
+//! - [`compare`]: the baseline gate between two runs (each a report.json or repeats), built not
+//!   to flap: a floor, the budget, and a significance test on per-second p95s.
+//! - [`ceiling`]: the harness's own limits (the load generator against wrk), measured.
 //! - [`postgres`]: provisioning a server (local cluster, Docker container, or a URL) under the
 //!   scenario's constrained settings, and handing out databases; teardown leaves nothing.
 //! - [`dataset`]: the deterministic seeded dataset and the per-arm template clones.
@@ -21,6 +23,7 @@
 //! The system under test lives in the `inbox-service` crate and the traffic engine in
 //! `loadgen`; this crate wires them together.
 
+pub mod ceiling;
 pub mod chaos;
 pub mod cli;
 pub mod compare;

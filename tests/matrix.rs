@@ -232,11 +232,16 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
         &format!("{dir}/report.json"),
     ]);
     assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    // A baseline four times faster, every second of it: the legacy arms' seconds-long p95s
+    // regress beyond any floor, significantly.
     let mut faster = report.clone();
     for a in faster["arms"].as_array_mut().unwrap() {
         for e in a["endpoints"].as_array_mut().unwrap() {
             if let Some(p) = e["p95_ms"].as_f64() {
-                e["p95_ms"] = (p / 2.0).into();
+                e["p95_ms"] = (p / 4.0).into();
+            }
+            for w in e["windows"].as_array_mut().unwrap() {
+                w[1] = (w[1].as_f64().unwrap() / 4.0).into();
             }
         }
     }
@@ -250,7 +255,28 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
         "10%",
     ]);
     assert_eq!(regressed.status.code(), Some(1), "{}", text(&regressed));
-    assert!(text(&regressed).contains("regression"));
+    assert!(
+        text(&regressed).contains("**REGRESSION**"),
+        "{}",
+        text(&regressed)
+    );
+    // A directory of repeats is a baseline too.
+    for i in ["1", "2"] {
+        let d = out.path().join("repeats").join(i);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(out.path().join("report.json"), d.join("report.json")).unwrap();
+    }
+    let repeats = incident_lab(&[
+        "compare",
+        &format!("{dir}/repeats"),
+        &format!("{dir}/report.json"),
+    ]);
+    assert_eq!(repeats.status.code(), Some(0), "{}", text(&repeats));
+    assert!(
+        text(&repeats).contains("baseline: 2 run(s)"),
+        "{}",
+        text(&repeats)
+    );
 }
 
 fn md_has_effects(out: &tempfile::TempDir) -> bool {

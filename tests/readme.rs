@@ -5,23 +5,33 @@ use std::path::Path;
 
 use incident_lab::report::{markdown, Report};
 
+/// The README's text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+fn block<'a>(readme: &'a str, name: &str) -> &'a str {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->\n"),
+        format!("<!-- {name}:end -->"),
+    );
+    let start = readme
+        .find(&begin)
+        .unwrap_or_else(|| panic!("README has no {begin:?} marker"))
+        + begin.len();
+    let stop = readme
+        .find(&end)
+        .unwrap_or_else(|| panic!("README has no {end:?} marker"));
+    &readme[start..stop]
+}
+
 /// The block between the README's results markers equals the summary of the stored report.
 #[test]
 fn the_readme_results_are_rendered_from_the_stored_report() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let (begin, end) = ("<!-- results:begin -->\n", "<!-- results:end -->");
-    let start = readme
-        .find(begin)
-        .expect("README has a results:begin marker")
-        + begin.len();
-    let stop = readme.find(end).expect("README has a results:end marker");
     let report = Report::read(&root.join("docs/results/incident.json")).unwrap();
 
     let rendered = markdown::summary(&report);
 
     assert_eq!(
-        &readme[start..stop],
+        block(&readme, "results"),
         rendered,
         "README.md's results differ from docs/results/incident.json: run scripts/readme-results"
     );
@@ -55,15 +65,26 @@ fn the_readme_screenshot_is_of_the_page_this_build_renders() {
     assert!(readme.contains("](docs/report-summary.png)"));
 }
 
+/// The ceilings block: the body of the stored ceiling report (`scripts/readme-ceiling`).
+#[test]
+fn the_readme_ceilings_are_rendered_from_the_stored_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let stored = std::fs::read_to_string(root.join("docs/results/ceiling.json")).unwrap();
+    let report: incident_lab::ceiling::CeilingReport = serde_json::from_str(&stored).unwrap();
+    assert_eq!(
+        block(&readme, "ceiling"),
+        incident_lab::ceiling::body(&report),
+        "README.md's ceilings differ from docs/results/ceiling.json: run scripts/readme-ceiling"
+    );
+}
+
 /// The chaos block: the summaries of the stored chaos reports, in file-name order
 /// (`scripts/readme-chaos` writes both).
 #[test]
 fn the_readme_chaos_results_are_rendered_from_the_stored_reports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let (begin, end) = ("<!-- chaos:begin -->\n", "<!-- chaos:end -->");
-    let start = readme.find(begin).expect("README has a chaos:begin marker") + begin.len();
-    let stop = readme.find(end).expect("README has a chaos:end marker");
     let mut files: Vec<_> = std::fs::read_dir(root.join("docs/results/chaos"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -80,7 +101,7 @@ fn the_readme_chaos_results_are_rendered_from_the_stored_reports() {
         .map(|f| format!("{}\n", markdown::summary(&Report::read(f).unwrap())))
         .collect();
     assert_eq!(
-        &readme[start..stop],
+        block(&readme, "chaos"),
         rendered,
         "README.md's chaos results differ from docs/results/chaos: run scripts/readme-chaos"
     );

@@ -37,7 +37,19 @@ pub enum Command {
     /// Serve the fake providers (GHL, Unipile, the AI model) alone, with a scenario's knobs,
     /// until Ctrl-C — for a stack whose parts run apart (`up --fakes URL`, docker-compose).
     Fakes(FakesArgs),
-    /// Compare two report.json files; exit 1 when a p95 regressed beyond the allowance.
+    /// Measure the harness's own ceilings against references run in the same command: the
+    /// load generator's highest on-schedule open-model rate against a trivial endpoint, beside
+    /// wrk on the same endpoint. Writes ceiling.json and ceiling.md.
+    Ceiling(CeilingArgs),
+    /// A trivial HTTP server (200 "ok" on every path) for `ceiling`; prints `listening on ADDR`.
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+    /// Compare a run with a baseline (each a report.json or a directory of repeats); exit 1 on a
+    /// p95 regression: beyond the allowance and the floor (or across the budget), and
+    /// significant across the per-second p95s. Prints each change with its noise band.
     Compare(CompareArgs),
     /// Print a report.json as Markdown: the whole report.md, or (--summary) the results table
     /// with the commit and machine it was measured on, as the README shows it; or (--html)
@@ -380,14 +392,47 @@ pub struct FakesArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CeilingArgs {
+    /// Open-model rates to step through, ascending (requests per second); the ramp stops at
+    /// the first step that does not hold.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2000,4000,8000,16000,24000,32000,48000,64000"
+    )]
+    pub rates: Vec<f64>,
+    /// How long each step, and wrk, runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    pub step: std::time::Duration,
+    /// A step holds when the sends' lateness p99 is at most this (and nothing failed).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration_arg)]
+    pub max_lateness: std::time::Duration,
+    /// Connections: the generator's users, and wrk's.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Where ceiling.json and ceiling.md go.
+    #[arg(long, default_value = "target/incident-lab/ceiling")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The baseline report.json.
+    /// The baseline: a report.json, or a directory of repeats (every report.json under it).
     pub base: PathBuf,
-    /// The new report.json.
+    /// The new run: a report.json, or a directory of repeats.
     pub new: PathBuf,
-    /// Largest allowed p95 increase per arm and endpoint, e.g. 10%.
+    /// Largest allowed p95 increase per arm and endpoint relative to the baseline, e.g. 10%.
     #[arg(long, default_value = "10%", value_parser = parse_percent)]
     pub max_regression: f64,
+    /// Smallest p95 increase that can count, whatever its ratio (e.g. 50ms).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration_arg)]
+    pub min_delta: std::time::Duration,
+    /// Smallest p95 increase that can count on a budgeted endpoint, as a share of its budget.
+    #[arg(long, default_value = "10%", value_parser = parse_percent)]
+    pub budget_share: f64,
+    /// Significance level of the one-sided Mann–Whitney test on per-second p95s.
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {

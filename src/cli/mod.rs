@@ -125,6 +125,24 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Compare(args) => compare(&args),
+        Command::Ceiling(args) => {
+            let opts = crate::ceiling::CeilingOptions {
+                rates: args.rates,
+                step: args.step,
+                max_lateness_p99: args.max_lateness,
+                connections: args.connections,
+                out: args.out.clone(),
+            };
+            let report = crate::ceiling::run(&opts)
+                .await
+                .map_err(Failure::Infrastructure)?;
+            print!("{}", crate::ceiling::markdown(&report));
+            println!("\nwrote {}", args.out.join("ceiling.json").display());
+            Ok(())
+        }
+        Command::EchoServer { listen } => crate::ceiling::echo_server(listen)
+            .await
+            .map_err(Failure::Infrastructure),
         Command::Scenario(ScenarioCommand::FromLogs(args)) => logs::from_logs(&args),
         Command::Triage(args) => logs::triage(&args),
         Command::Replay(args) => logs::replay(args).await,
@@ -226,19 +244,29 @@ fn chaos_list() -> String {
 
 /// `compare`: the regressions table, exit 1 when there is one.
 fn compare(args: &CompareArgs) -> Result<(), Failure> {
-    let read = |p: &std::path::Path| {
-        crate::report::Report::read(p).map_err(|e| Failure::Usage(format!("{e:#}")))
-    };
+    use crate::compare::{Gate, Side};
+    let read = |p: &std::path::Path| Side::read(p).map_err(|e| Failure::Usage(format!("{e:#}")));
     let (base, new) = (read(&args.base)?, read(&args.new)?);
-    let found = crate::compare::regressions(&base, &new, args.max_regression);
-    print!("{}", crate::compare::table(&found, args.max_regression));
-    if found.is_empty() {
+    let gate = Gate {
+        max_regression: args.max_regression,
+        min_delta_ms: args.min_delta.as_secs_f64() * 1000.0,
+        budget_share: args.budget_share,
+        alpha: args.alpha,
+    };
+    let found = crate::compare::compare(&base, &new, &gate);
+    println!(
+        "baseline: {} run(s) of {}; new: {} run(s)",
+        base.reports.len(),
+        args.base.display(),
+        new.reports.len()
+    );
+    print!("{}", crate::compare::table(&found, &gate));
+    let regressions = found.iter().filter(|c| c.regression).count();
+    if regressions == 0 {
         Ok(())
     } else {
         Err(Failure::Expectation(format!(
-            "{} p95 regression(s) beyond {:.0}%",
-            found.len(),
-            args.max_regression * 100.0
+            "{regressions} p95 regression(s)"
         )))
     }
 }

@@ -1,0 +1,452 @@
+//! `incident-lab ceiling`: the harness's own limits, so a user can tell a slow service from a
+//! slow harness. Measured, never assumed, as ratios against references started by the command
+//! itself on the same machine in the same run.
+//!
+//! - **The load generator**: the highest open-model rate it keeps on schedule (lateness p99 ≤
+//!   5 ms, no failed request, nothing unsent) against a trivial endpoint — a server process of
+//!   its own answering `200 ok` — stepping the rate up until a step does not hold. Reference:
+//!   `wrk` (Debian's package) on the same endpoint for the same time. Goal: ≥ 0.5 of wrk.
+//!
+//! A reference that cannot run (wrk not installed) is reported as unavailable, with why; no
+//! ratio is invented. Writes `ceiling.json` and `ceiling.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use loadgen::record::FAILED;
+use loadgen::{Arrival, Endpoint, Plan, Recording, Stream};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The path the generator and wrk both ask for.
+const PATH: &str = "/ceiling";
+const STREAM: &str = "ceiling";
+
+/// What `ceiling` measures and how.
+#[derive(Debug, Clone)]
+pub struct CeilingOptions {
+    /// The open-model rates to step through, ascending (requests per second).
+    pub rates: Vec<f64>,
+    /// How long each step (and wrk) runs.
+    pub step: Duration,
+    /// A step holds when the sends' lateness p99 is at most this.
+    pub max_lateness_p99: Duration,
+    /// Connections the generator may hold open (its users), and wrk's.
+    pub connections: usize,
+    /// Where ceiling.json and ceiling.md go.
+    pub out: PathBuf,
+}
+
+/// One step of the ramp.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    pub rate: f64,
+    pub sent: u64,
+    pub failed: u64,
+    pub unsent: u64,
+    pub lateness_p99_ms: Option<f64>,
+    /// Sends late because every connection was busy (the client pool was full).
+    pub late_no_user: u64,
+    pub held: bool,
+}
+
+/// A reference tool's figure, or why there is none.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Reference {
+    pub tool: String,
+    /// Requests per second it reached; `None` when it could not run.
+    pub rate: Option<f64>,
+    /// The command run, or why it was not.
+    pub detail: String,
+}
+
+/// The generator's ceiling against wrk.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GeneratorCeiling {
+    pub steps: Vec<Step>,
+    /// The highest rate that held; `None` when the first step did not.
+    pub ceiling_rate: Option<f64>,
+    /// True when every step held: the ceiling is above the last rate tried.
+    pub above_last_step: bool,
+    pub reference: Reference,
+    /// ceiling ÷ wrk, when both exist.
+    pub ratio: Option<f64>,
+    pub goal: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CeilingReport {
+    pub commit: String,
+    pub machine: String,
+    pub step_s: f64,
+    pub max_lateness_p99_ms: f64,
+    pub generator: GeneratorCeiling,
+}
+
+/// The trivial endpoint: `incident-lab echo-server` in a process of its own, killed on drop.
+struct Echo {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl Echo {
+    async fn start() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find incident-lab's own binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["echo-server", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the echo server")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .context("the echo server did not say where it listens within 10 s")??
+            .context("the echo server ended before listening")?;
+        let addr = line
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line from the echo server: {line:?}"))?;
+        Ok(Self {
+            child,
+            base: format!("http://{addr}"),
+        })
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Serves `200 ok` on every path until the process is stopped; prints `listening on ADDR`.
+pub async fn echo_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("listening on {}", listener.local_addr()?);
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            crate::interrupt::stopped().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// One step: the generator at `rate` for `opts.step`.
+async fn step(base: &str, rate: f64, opts: &CeilingOptions) -> anyhow::Result<Step> {
+    let plan = Plan {
+        host: base.to_owned(),
+        streams: vec![Stream {
+            name: STREAM.into(),
+            endpoint: Endpoint::Cron {
+                path: PATH.into(),
+                secret: "ceiling".into(),
+            },
+            arrival: Arrival::Constant { rate },
+            retry: None,
+            max_in_flight: opts.connections,
+            delivery: Default::default(),
+        }],
+        duration: opts.step,
+        seed: 1,
+        poisson: false,
+        client_timeout: Duration::from_secs(5),
+        late_after: opts.max_lateness_p99,
+        run_id: format!("ceiling-{rate}"),
+        shard: Default::default(),
+    };
+    let recording = Arc::new(Mutex::new(Recording::default()));
+    let summary = loadgen::run(plan, recording.clone())
+        .await
+        .with_context(|| format!("the generator failed at {rate}/s"))?;
+    let r = recording.lock().expect("recording lock").clone();
+    let stream = r.streams.get(STREAM).cloned().unwrap_or_default();
+    let failed = r
+        .endpoints
+        .values()
+        .map(|e| e.category_between(FAILED, 0, u32::MAX))
+        .sum();
+    let lateness_p99_ms = stream.lateness.quantile_ms(0.99);
+    let held = failed == 0
+        && summary.unsent == 0
+        && stream.requests > 0
+        && lateness_p99_ms.is_some_and(|l| l <= opts.max_lateness_p99.as_secs_f64() * 1000.0);
+    Ok(Step {
+        rate,
+        sent: stream.requests,
+        failed,
+        unsent: summary.unsent,
+        lateness_p99_ms,
+        late_no_user: stream.late_no_user,
+        held,
+    })
+}
+
+/// The `wrk` on PATH, if any.
+fn find_wrk() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("wrk"))
+        .find(|p| p.is_file())
+}
+
+/// `Requests/sec:` from wrk's output.
+pub fn parse_wrk(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// wrk on the same endpoint, one thread (a core is left to the server, as the generator leaves
+/// it), the same connections and time.
+async fn wrk(base: &str, opts: &CeilingOptions) -> Reference {
+    let Some(wrk) = find_wrk() else {
+        return Reference {
+            tool: "wrk".into(),
+            rate: None,
+            detail:
+                "not run: wrk is not installed (Debian's wrk package; scripts/setup installs it)"
+                    .into(),
+        };
+    };
+    let args = [
+        "-t1".to_owned(),
+        format!("-c{}", opts.connections),
+        format!("-d{}s", opts.step.as_secs().max(1)),
+        format!("{base}{PATH}"),
+    ];
+    let command = format!("wrk {}", args.join(" "));
+    let out = tokio::process::Command::new(&wrk)
+        .args(&args)
+        .output()
+        .await;
+    let (rate, detail) = match out {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match parse_wrk(&text) {
+                Some(r) => (Some(r), command),
+                None => (
+                    None,
+                    format!("{command}: no Requests/sec in its output: {}", text.trim()),
+                ),
+            }
+        }
+        Err(e) => (None, format!("{command}: {e}")),
+    };
+    Reference {
+        tool: "wrk".into(),
+        rate,
+        detail,
+    }
+}
+
+/// Runs the ramp and the reference, writes ceiling.json and ceiling.md into `opts.out`.
+pub async fn run(opts: &CeilingOptions) -> anyhow::Result<CeilingReport> {
+    if opts.rates.is_empty() || opts.rates.windows(2).any(|w| w[1] <= w[0]) {
+        bail!("--rates must be ascending and not empty: {:?}", opts.rates);
+    }
+    let echo = Echo::start().await?;
+    let mut steps = Vec::new();
+    for &rate in &opts.rates {
+        let s = step(&echo.base, rate, opts).await?;
+        println!(
+            "generator at {rate}/s: sent {}, failed {}, unsent {}, lateness p99 {} → {}",
+            s.sent,
+            s.failed,
+            s.unsent,
+            crate::report::ms(s.lateness_p99_ms),
+            if s.held { "held" } else { "did not hold" }
+        );
+        let held = s.held;
+        steps.push(s);
+        if !held {
+            break;
+        }
+        if crate::interrupt::requested().is_some() {
+            bail!("interrupted");
+        }
+    }
+    let reference = wrk(&echo.base, opts).await;
+    println!(
+        "reference: {}",
+        reference.rate.map_or(reference.detail.clone(), |r| format!(
+            "{r:.0}/s by {}",
+            reference.detail
+        ))
+    );
+    drop(echo);
+    let ceiling_rate = steps.iter().take_while(|s| s.held).map(|s| s.rate).last();
+    let report = CeilingReport {
+        commit: crate::matrix::commit(),
+        machine: crate::matrix::machine(),
+        step_s: opts.step.as_secs_f64(),
+        max_lateness_p99_ms: opts.max_lateness_p99.as_secs_f64() * 1000.0,
+        generator: GeneratorCeiling {
+            above_last_step: steps.iter().all(|s| s.held),
+            ratio: ceiling_rate.zip(reference.rate).map(|(c, w)| c / w),
+            ceiling_rate,
+            steps,
+            reference,
+            goal: 0.5,
+        },
+    };
+    write(&report, &opts.out)?;
+    Ok(report)
+}
+
+fn write(report: &CeilingReport, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(
+        out.join("ceiling.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    std::fs::write(out.join("ceiling.md"), markdown(report))?;
+    Ok(())
+}
+
+/// ceiling.md: a title, then [`body`].
+pub fn markdown(r: &CeilingReport) -> String {
+    format!("# Harness ceilings\n\n{}", body(r))
+}
+
+/// What was measured where, the generator's ceiling and ratio, its steps (the README's block).
+pub fn body(r: &CeilingReport) -> String {
+    let g = &r.generator;
+    let ceiling = match (g.ceiling_rate, g.above_last_step) {
+        (None, _) => "no rate held".to_owned(),
+        (Some(c), true) => format!("≥ {c:.0}/s (every step held; try higher --rates)"),
+        (Some(c), false) => format!("{c:.0}/s"),
+    };
+    let ratio = match (g.ratio, &g.reference.rate) {
+        (Some(x), _) if g.above_last_step && x < g.goal => format!(
+            "≥ {x:.2} of wrk (a lower bound: the ramp stopped before the generator did; goal ≥ {})",
+            g.goal
+        ),
+        (Some(x), _) => format!(
+            "{x:.2} of wrk ({}; goal ≥ {})",
+            if x >= g.goal {
+                "goal met"
+            } else {
+                "goal NOT met"
+            },
+            g.goal
+        ),
+        (None, None) => format!(
+            "no ratio: the reference did not run ({})",
+            g.reference.detail
+        ),
+        (None, Some(_)) => "no ratio: no rate held".to_owned(),
+    };
+    let mut out = format!(
+        "Measured by `incident-lab ceiling` at commit `{}` on {}; each step {:.0} s.\n\n**Load generator** (open model, a trivial endpoint): ceiling {ceiling}, lateness p99 ≤ {} ms; {ratio}. wrk: {}.\n\n| rate /s | sent | failed | unsent | lateness p99 | late, no connection free | held |\n|---|---|---|---|---|---|---|\n",
+        r.commit,
+        r.machine,
+        r.step_s,
+        r.max_lateness_p99_ms,
+        g.reference
+            .rate
+            .map_or(g.reference.detail.clone(), |w| format!("{w:.0}/s (`{}`)", g.reference.detail))
+    );
+    for s in &g.steps {
+        out.push_str(&format!(
+            "| {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            s.rate,
+            s.sent,
+            s.failed,
+            s.unsent,
+            crate::report::ms(s.lateness_p99_ms),
+            s.late_no_user,
+            if s.held { "yes" } else { "**no**" }
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// wrk's own output, as Debian's wrk 4 prints it.
+    #[test]
+    fn wrk_output_gives_its_request_rate() {
+        let out = "Running 5s test @ http://127.0.0.1:1234/ceiling\n  1 threads and 32 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   1.10ms  300.00us   5.00ms   80.00%\n  120000 requests in 5.00s, 10.00MB read\nRequests/sec:  23999.52\nTransfer/sec:      2.00MB\n";
+        assert_eq!(parse_wrk(out), Some(23999.52));
+        assert_eq!(parse_wrk("connection refused"), None);
+    }
+
+    fn report(steps: Vec<Step>, wrk: Option<f64>) -> CeilingReport {
+        let ceiling_rate = steps.iter().take_while(|s| s.held).map(|s| s.rate).last();
+        CeilingReport {
+            commit: "c".into(),
+            machine: "m".into(),
+            step_s: 5.0,
+            max_lateness_p99_ms: 5.0,
+            generator: GeneratorCeiling {
+                above_last_step: steps.iter().all(|s| s.held),
+                ratio: ceiling_rate.zip(wrk).map(|(c, w)| c / w),
+                ceiling_rate,
+                steps,
+                reference: Reference {
+                    tool: "wrk".into(),
+                    rate: wrk,
+                    detail: if wrk.is_some() {
+                        "wrk -t1".into()
+                    } else {
+                        "not run: wrk is not installed".into()
+                    },
+                },
+                goal: 0.5,
+            },
+        }
+    }
+
+    fn step(rate: f64, held: bool) -> Step {
+        Step {
+            rate,
+            sent: rate as u64,
+            failed: 0,
+            unsent: 0,
+            lateness_p99_ms: Some(1.0),
+            late_no_user: 0,
+            held,
+        }
+    }
+
+    /// Without wrk there is no ratio, and the report says why rather than inventing one; a
+    /// ratio below the goal is said so.
+    #[test]
+    fn a_missing_reference_gives_no_ratio_and_a_low_one_misses_the_goal() {
+        let md = markdown(&report(vec![step(100.0, true), step(200.0, false)], None));
+        assert!(
+            md.contains("ceiling 100/s")
+                && md.contains(
+                    "no ratio: the reference did not run (not run: wrk is not installed)"
+                ),
+            "{md}"
+        );
+        let md = markdown(&report(
+            vec![step(100.0, true), step(200.0, false)],
+            Some(1000.0),
+        ));
+        assert!(
+            md.contains("0.10 of wrk (goal NOT met; goal ≥ 0.5)"),
+            "{md}"
+        );
+        let md = markdown(&report(vec![step(100.0, true)], Some(150.0)));
+        assert!(
+            md.contains("≥ 100/s (every step held") && md.contains("goal met"),
+            "{md}"
+        );
+        let md = markdown(&report(vec![step(100.0, true)], Some(1000.0)));
+        assert!(md.contains("≥ 0.10 of wrk (a lower bound"), "{md}");
+        let md = markdown(&report(vec![step(100.0, false)], Some(150.0)));
+        assert!(md.contains("no rate held"), "{md}");
+    }
+}

@@ -1,0 +1,105 @@
+//! `incident-lab ceiling`: the load generator's on-schedule ceiling against a trivial endpoint,
+//! beside wrk run by the command itself; no ratio without the reference; a step that cannot keep
+//! its schedule does not hold. One run at a time (they share the machine's cores).
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn ceiling(args: &[&str], path: Option<&str>) -> (Output, Value, String) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_incident-lab"));
+    cmd.arg("ceiling").args(args).arg("--out").arg(out.path());
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let run = cmd.output().unwrap();
+    let said =
+        String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    let json = std::fs::read_to_string(out.path().join("ceiling.json"))
+        .unwrap_or_else(|e| panic!("no ceiling.json ({e}): {said}"));
+    let md = std::fs::read_to_string(out.path().join("ceiling.md")).unwrap();
+    assert!(md.starts_with("# Harness ceilings"), "{md}");
+    (run, serde_json::from_str(&json).unwrap(), said)
+}
+
+/// Each step sends its rate × its time, on the schedule's clock; wrk, where installed, runs on
+/// the same endpoint and the ratio is theirs.
+#[test]
+fn the_generator_is_stepped_up_and_measured_beside_wrk() {
+    let (run, report, said) = ceiling(&["--rates", "200,400", "--step", "2s"], None);
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    let g = &report["generator"];
+    let steps = g["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "{g}");
+    for s in steps {
+        let expected = s["rate"].as_f64().unwrap() * 2.0;
+        let sent = s["sent"].as_f64().unwrap();
+        assert!(sent >= expected * 0.95 && sent <= expected + 1.0, "{s}");
+        assert_eq!(s["failed"], 0, "{s}");
+        let late = s["lateness_p99_ms"].as_f64().unwrap();
+        assert_eq!(s["held"], late <= 5.0 && s["unsent"] == 0, "{s}");
+    }
+    let wrk = &g["reference"];
+    if which_wrk() {
+        assert!(wrk["rate"].as_f64().unwrap() > 100.0, "{wrk}");
+        assert!(wrk["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("wrk -t1 -c64 -d2s http://127.0.0.1:"));
+        assert_eq!(g["ratio"].is_null(), g["ceiling_rate"].is_null(), "{g}");
+    } else {
+        assert!(wrk["rate"].is_null() && g["ratio"].is_null(), "{g}");
+    }
+}
+
+/// Without wrk there is no reference and no ratio, and the report says why.
+#[test]
+fn without_wrk_no_ratio_is_invented() {
+    let (run, report, said) = ceiling(&["--rates", "100", "--step", "1s"], Some("/nonexistent"));
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    let g = &report["generator"];
+    assert!(
+        g["reference"]["rate"].is_null() && g["ratio"].is_null(),
+        "{g}"
+    );
+    assert!(g["reference"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("wrk is not installed"));
+    assert!(
+        said.contains("no ratio: the reference did not run"),
+        "{said}"
+    );
+}
+
+/// The check fires: with no lateness allowed no step holds, the ramp stops at its first step
+/// and no ceiling is claimed.
+#[test]
+fn a_schedule_that_cannot_be_kept_holds_no_rate() {
+    let (run, report, said) = ceiling(
+        &[
+            "--rates",
+            "100,200",
+            "--step",
+            "1s",
+            "--max-lateness",
+            "0ms",
+        ],
+        Some("/nonexistent"),
+    );
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    let g = &report["generator"];
+    assert_eq!(g["steps"].as_array().unwrap().len(), 1, "{g}");
+    assert_eq!(g["steps"][0]["held"], false);
+    assert!(g["ceiling_rate"].is_null(), "{g}");
+    assert!(said.contains("no rate held"), "{said}");
+}
+
+fn which_wrk() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("wrk").is_file()))
+}
