@@ -188,14 +188,6 @@ async fn step(base: &str, rate: f64, opts: &CeilingOptions) -> anyhow::Result<St
     })
 }
 
-/// The `wrk` on PATH, if any.
-fn find_wrk() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("wrk"))
-        .find(|p| p.is_file())
-}
-
 /// `Requests/sec:` from wrk's output.
 pub fn parse_wrk(output: &str) -> Option<f64> {
     output
@@ -207,7 +199,7 @@ pub fn parse_wrk(output: &str) -> Option<f64> {
 /// wrk on the same endpoint, one thread (a core is left to the server, as the generator leaves
 /// it), the same connections and time.
 async fn wrk(base: &str, opts: &CeilingOptions) -> Reference {
-    let Some(wrk) = find_wrk() else {
+    let Some(wrk) = crate::tools::on_path(&["wrk"]) else {
         return Reference {
             tool: "wrk".into(),
             rate: None,

@@ -19,6 +19,7 @@
 //! - [`units`]: durations and sizes as people write them (`3s`, `128MB`).
 //! - [`interrupt`]: stopping a run on SIGINT / SIGTERM / SIGHUP, and the children to clean up.
 //! - [`telemetry`]: logging setup.
+//! - [`tools`]: external programs found on PATH (Chromium, wrk).
 //!
 //! The system under test lives in the `inbox-service` crate and the traffic engine in
 //! `loadgen`; this crate wires them together.
@@ -36,4 +37,5 @@ pub mod report;
 pub mod scenario;
 pub mod service_proc;
 pub mod telemetry;
+pub mod tools;
 pub mod units;

@@ -44,7 +44,7 @@ fn the_generator_is_stepped_up_and_measured_beside_wrk() {
         assert_eq!(s["held"], late <= 5.0 && s["unsent"] == 0, "{s}");
     }
     let wrk = &g["reference"];
-    if which_wrk() {
+    if incident_lab::tools::on_path(&["wrk"]).is_some() {
         assert!(wrk["rate"].as_f64().unwrap() > 100.0, "{wrk}");
         assert!(wrk["detail"]
             .as_str()
@@ -97,9 +97,4 @@ fn a_schedule_that_cannot_be_kept_holds_no_rate() {
     assert_eq!(g["steps"][0]["held"], false);
     assert!(g["ceiling_rate"].is_null(), "{g}");
     assert!(said.contains("no rate held"), "{said}");
-}
-
-fn which_wrk() -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("wrk").is_file()))
 }

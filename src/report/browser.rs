@@ -37,10 +37,7 @@ pub fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(CHROMIUM_ENV) {
         return Some(PathBuf::from(p));
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| NAMES.iter().map(move |n| dir.join(n)))
-        .find(|p| p.is_file())
+    crate::tools::on_path(&NAMES)
 }
 
 /// What the browser saw of a page.
