@@ -1,4 +1,4 @@
-//! External programs the harness runs beside its own (Chromium, wrk), found on PATH.
+//! External programs the harness runs beside its own (Chromium, wrk, pgbench), found on PATH.
 
 use std::path::PathBuf;
 
@@ -8,4 +8,18 @@ pub fn on_path(names: &[&str]) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
         .find(|p| p.is_file())
+}
+
+/// A PostgreSQL client program: on PATH, else in Debian's `/usr/lib/postgresql/*/bin` (the
+/// last by name).
+pub fn postgres_tool(name: &str) -> Option<PathBuf> {
+    on_path(&[name]).or_else(|| {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+            .filter(|p| p.is_file())
+            .collect();
+        dirs.sort();
+        dirs.pop()
+    })
 }

@@ -1,6 +1,7 @@
 //! `incident-lab ceiling`: the load generator's on-schedule ceiling against a trivial endpoint,
 //! beside wrk run by the command itself; no ratio without the reference; a step that cannot keep
-//! its schedule does not hold. One run at a time (they share the machine's cores).
+//! its schedule does not hold; the service's ingest and drain on a local Postgres beside pgbench.
+//! One run at a time (they share the machine's cores).
 
 use std::process::{Command, Output};
 
@@ -12,7 +13,12 @@ fn ceiling(args: &[&str], path: Option<&str>) -> (Output, Value, String) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_incident-lab"));
-    cmd.arg("ceiling").args(args).arg("--out").arg(out.path());
+    cmd.arg("ceiling")
+        .args(args)
+        .arg("--out")
+        .arg(out.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("INCIDENT_LAB_POSTGRES");
     if let Some(p) = path {
         cmd.env("PATH", p);
     }
@@ -30,7 +36,10 @@ fn ceiling(args: &[&str], path: Option<&str>) -> (Output, Value, String) {
 /// the same endpoint and the ratio is theirs.
 #[test]
 fn the_generator_is_stepped_up_and_measured_beside_wrk() {
-    let (run, report, said) = ceiling(&["--rates", "200,400", "--step", "2s"], None);
+    let (run, report, said) = ceiling(
+        &["--rates", "200,400", "--step", "2s", "--no-database"],
+        None,
+    );
     assert_eq!(run.status.code(), Some(0), "{said}");
     let g = &report["generator"];
     let steps = g["steps"].as_array().unwrap();
@@ -59,7 +68,10 @@ fn the_generator_is_stepped_up_and_measured_beside_wrk() {
 /// Without wrk there is no reference and no ratio, and the report says why.
 #[test]
 fn without_wrk_no_ratio_is_invented() {
-    let (run, report, said) = ceiling(&["--rates", "100", "--step", "1s"], Some("/nonexistent"));
+    let (run, report, said) = ceiling(
+        &["--rates", "100", "--step", "1s", "--no-database"],
+        Some("/nonexistent"),
+    );
     assert_eq!(run.status.code(), Some(0), "{said}");
     let g = &report["generator"];
     assert!(
@@ -97,4 +109,59 @@ fn a_schedule_that_cannot_be_kept_holds_no_rate() {
     assert_eq!(g["steps"][0]["held"], false);
     assert!(g["ceiling_rate"].is_null(), "{g}");
     assert!(said.contains("no rate held"), "{said}");
+}
+
+/// On a local Postgres seeded with the smoke dataset: each ingest step sends its rate, the
+/// queue the ramp left is drained by the cron, pgbench runs on the same cluster, and the ratios
+/// are theirs.
+#[test]
+fn ingest_and_drain_are_measured_beside_pgbench() {
+    let (run, report, said) = ceiling(
+        &[
+            "--rates",
+            "200",
+            "--ingest-rates",
+            "20,40",
+            "--step",
+            "2s",
+            "--postgres",
+            "local",
+            "--scenario",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml"),
+        ],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    let d = &report["database"];
+    let steps = d["ingest_steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{d}");
+    for s in steps {
+        let expected = s["rate"].as_f64().unwrap() * 2.0;
+        let sent = s["sent"].as_f64().unwrap();
+        assert!(sent >= expected * 0.95 && sent <= expected + 1.0, "{s}");
+        assert_eq!(s["failed"], 0, "{s}");
+        assert!(s["p95_ms"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    // Every job the ramp queued was applied by the cron.
+    assert!(d["drained"].as_u64().unwrap() >= 100, "{d}");
+    assert_eq!(d["drain_left"], 0, "{d}");
+    assert!(d["drain_jobs_per_s"].as_f64().unwrap() > 0.0, "{d}");
+    let pgbench = &d["reference"];
+    assert!(pgbench["rate"].as_f64().unwrap() > 50.0, "{pgbench}");
+    assert!(
+        pgbench["detail"].as_str().unwrap().starts_with(
+            "pgbench -n -c10 -j2 -T2 -f insert.sql, insert.sql: INSERT INTO background_jobs"
+        ),
+        "{pgbench}"
+    );
+    assert!(d["drain_ratio"].as_f64().unwrap() > 0.0, "{d}");
+    assert_eq!(
+        d["ingest_ratio"].is_null(),
+        d["ingest_rate"].is_null(),
+        "{d}"
+    );
+    assert!(
+        said.contains("**Ingest**") && said.contains("pgbench:"),
+        "{said}"
+    );
 }

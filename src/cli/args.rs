@@ -39,7 +39,8 @@ pub enum Command {
     Fakes(FakesArgs),
     /// Measure the harness's own ceilings against references run in the same command: the
     /// load generator's highest on-schedule open-model rate against a trivial endpoint, beside
-    /// wrk on the same endpoint. Writes ceiling.json and ceiling.md.
+    /// wrk on the same endpoint; the service's EMAIL_SENT ingest and job drain on Postgres,
+    /// beside pgbench on the same cluster. Writes ceiling.json and ceiling.md.
     Ceiling(CeilingArgs),
     /// A trivial HTTP server (200 "ok" on every path) for `ceiling`; prints `listening on ADDR`.
     #[command(hide = true)]
@@ -413,6 +414,22 @@ pub struct CeilingArgs {
     /// Where ceiling.json and ceiling.md go.
     #[arg(long, default_value = "target/incident-lab/ceiling")]
     pub out: PathBuf,
+    /// EMAIL_SENT rates for the ingest ramp on Postgres, ascending (requests per second).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "50,100,200,400,800,1600,3200"
+    )]
+    pub ingest_rates: Vec<f64>,
+    /// The scenario whose dataset, Postgres settings, service limits and all-on arm the
+    /// ingest and drain run with.
+    #[arg(long, default_value = "scenarios/smoke.toml")]
+    pub scenario: PathBuf,
+    /// Measure the load generator only: no Postgres, no ingest, drain or pgbench.
+    #[arg(long)]
+    pub no_database: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]

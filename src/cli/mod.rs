@@ -125,21 +125,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Compare(args) => compare(&args),
-        Command::Ceiling(args) => {
-            let opts = crate::ceiling::CeilingOptions {
-                rates: args.rates,
-                step: args.step,
-                max_lateness_p99: args.max_lateness,
-                connections: args.connections,
-                out: args.out.clone(),
-            };
-            let report = crate::ceiling::run(&opts)
-                .await
-                .map_err(Failure::Infrastructure)?;
-            print!("{}", crate::ceiling::markdown(&report));
-            println!("\nwrote {}", args.out.join("ceiling.json").display());
-            Ok(())
-        }
+        Command::Ceiling(args) => ceiling(args).await,
         Command::EchoServer { listen } => crate::ceiling::echo_server(listen)
             .await
             .map_err(Failure::Infrastructure),
@@ -170,6 +156,40 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(Failure::Infrastructure)
         }
     }
+}
+
+/// `ceiling`: the generator against wrk; unless `--no-database`, ingest and drain on a
+/// provisioned Postgres against pgbench.
+async fn ceiling(args: CeilingArgs) -> Result<(), Failure> {
+    let opts = crate::ceiling::CeilingOptions {
+        rates: args.rates.clone(),
+        step: args.step,
+        max_lateness_p99: args.max_lateness,
+        connections: args.connections,
+        out: args.out.clone(),
+    };
+    let report = if args.no_database {
+        crate::ceiling::run(&opts, None).await
+    } else {
+        let scenario = crate::scenario::Scenario::load(&args.scenario)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let service_bin = crate::service_proc::find_binary().map_err(Failure::Infrastructure)?;
+        let (server, template) = provision_and_seed(&scenario, &args.backend).await?;
+        let db = crate::ceiling::DatabaseRun {
+            scenario: &scenario,
+            server: &server,
+            template: &template,
+            service_bin: &service_bin,
+            rates: args.ingest_rates.clone(),
+        };
+        let report = crate::ceiling::run(&opts, Some(db)).await;
+        server.shutdown().await;
+        report
+    }
+    .map_err(Failure::Infrastructure)?;
+    print!("{}", crate::ceiling::markdown(&report));
+    println!("\nwrote {}", args.out.join("ceiling.json").display());
+    Ok(())
 }
 
 /// `report --html FILE [--screenshot PNG]`: the page, and what a browser saw of it.

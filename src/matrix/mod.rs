@@ -28,7 +28,7 @@ pub mod stack;
 pub mod target;
 pub mod verdict;
 pub mod watch;
-mod wiring;
+pub(crate) mod wiring;
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -7,8 +7,12 @@
 //!   its own answering `200 ok` — stepping the rate up until a step does not hold. Reference:
 //!   `wrk` (Debian's package) on the same endpoint for the same time. Goal: ≥ 0.5 of wrk.
 //!
+//! - **Ingest and drain on Postgres** ([`database`]), beside `pgbench` on the same cluster.
+//!
 //! A reference that cannot run (wrk not installed) is reported as unavailable, with why; no
 //! ratio is invented. Writes `ceiling.json` and `ceiling.md`.
+
+pub mod database;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,6 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+use self::database::DatabaseCeiling;
+use crate::dataset::Template;
+use crate::postgres::PgServer;
+use crate::scenario::Scenario;
 use loadgen::record::FAILED;
 use loadgen::{Arrival, Endpoint, Plan, Recording, Stream};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -83,6 +92,19 @@ pub struct CeilingReport {
     pub step_s: f64,
     pub max_lateness_p99_ms: f64,
     pub generator: GeneratorCeiling,
+    /// Ingest and drain against pgbench; `None` with `--no-database`.
+    #[serde(default)]
+    pub database: Option<DatabaseCeiling>,
+}
+
+/// What the database ceilings run on.
+pub struct DatabaseRun<'a> {
+    pub scenario: &'a Scenario,
+    pub server: &'a PgServer,
+    pub template: &'a Template,
+    pub service_bin: &'a Path,
+    /// The EMAIL_SENT rates to step through, ascending.
+    pub rates: Vec<f64>,
 }
 
 /// The trivial endpoint: `incident-lab echo-server` in a process of its own, killed on drop.
@@ -240,9 +262,14 @@ async fn wrk(base: &str, opts: &CeilingOptions) -> Reference {
 }
 
 /// Runs the ramp and the reference, writes ceiling.json and ceiling.md into `opts.out`.
-pub async fn run(opts: &CeilingOptions) -> anyhow::Result<CeilingReport> {
-    if opts.rates.is_empty() || opts.rates.windows(2).any(|w| w[1] <= w[0]) {
-        bail!("--rates must be ascending and not empty: {:?}", opts.rates);
+pub async fn run(
+    opts: &CeilingOptions,
+    db: Option<DatabaseRun<'_>>,
+) -> anyhow::Result<CeilingReport> {
+    for rates in std::iter::once(&opts.rates).chain(db.as_ref().map(|d| &d.rates)) {
+        if rates.is_empty() || rates.windows(2).any(|w| w[1] <= w[0]) {
+            bail!("rates must be ascending and not empty: {rates:?}");
+        }
     }
     let echo = Echo::start().await?;
     let mut steps = Vec::new();
@@ -274,6 +301,21 @@ pub async fn run(opts: &CeilingOptions) -> anyhow::Result<CeilingReport> {
         ))
     );
     drop(echo);
+    let database = match db {
+        Some(d) => Some(
+            database::measure(
+                d.scenario,
+                d.server,
+                d.template,
+                d.service_bin,
+                &d.rates,
+                opts.step,
+                &opts.out,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let ceiling_rate = steps.iter().take_while(|s| s.held).map(|s| s.rate).last();
     let report = CeilingReport {
         commit: crate::matrix::commit(),
@@ -288,6 +330,7 @@ pub async fn run(opts: &CeilingOptions) -> anyhow::Result<CeilingReport> {
             reference,
             goal: 0.5,
         },
+        database,
     };
     write(&report, &opts.out)?;
     Ok(report)
@@ -358,6 +401,85 @@ pub fn body(r: &CeilingReport) -> String {
             if s.held { "yes" } else { "**no**" }
         ));
     }
+    out.push_str(&database_body(r.database.as_ref()));
+    out
+}
+
+/// A ratio against a reference, with its goal; or why there is none. `lower_bound`: the ramp
+/// ended before the thing measured did.
+fn ratio_words(
+    ratio: Option<f64>,
+    goal: f64,
+    lower_bound: bool,
+    what: &str,
+    reference: &Reference,
+) -> String {
+    match (ratio, reference.rate) {
+        (Some(x), _) if lower_bound && x < goal => format!(
+            "≥ {x:.2} of {} (a lower bound: every step held, try higher rates; goal ≥ {goal})",
+            reference.tool
+        ),
+        (Some(x), _) => format!(
+            "{x:.2} of {} ({}; goal ≥ {goal})",
+            reference.tool,
+            if x >= goal {
+                "goal met"
+            } else {
+                "goal NOT met"
+            }
+        ),
+        (None, None) => format!(
+            "no ratio: {} did not run ({})",
+            reference.tool, reference.detail
+        ),
+        (None, Some(_)) => format!("no ratio: no {what}"),
+    }
+}
+
+fn database_body(d: Option<&DatabaseCeiling>) -> String {
+    let Some(d) = d else {
+        return "\n**Ingest and drain**: not measured (`--no-database`).\n".into();
+    };
+    let mut out = format!(
+        "\n**Ingest** (`EMAIL_SENT` on the queued path, the all-on arm, pool {}): ceiling {} with p95 ≤ 500 ms; {}. **Drain** (background-jobs cron ticked back to back, the per-job work of the fixed path): {}; {}. pgbench: {}.\n\n| rate /s | sent | failed | p95 | lateness p99 | held |\n|---|---|---|---|---|---|\n",
+        d.pool_max,
+        match (d.ingest_rate, d.ingest_steps.iter().all(|s| s.held)) {
+            (None, _) => "— no rate held".into(),
+            (Some(r), true) => format!("≥ {r:.0}/s"),
+            (Some(r), false) => format!("{r:.0}/s"),
+        },
+        ratio_words(
+            d.ingest_ratio,
+            d.ingest_goal,
+            d.ingest_steps.iter().all(|s| s.held),
+            "rate held",
+            &d.reference
+        ),
+        d.drain_jobs_per_s.map_or("no job applied".into(), |j| format!(
+            "{j:.0} jobs/s ({} jobs{})",
+            d.drained,
+            if d.drain_left > 0 { format!(", {} left after 60 s", d.drain_left) } else { String::new() }
+        )),
+        ratio_words(d.drain_ratio, d.drain_goal, false, "job applied", &d.reference),
+        d.reference.rate.map_or(d.reference.detail.clone(), |p| format!("{p:.0} inserts/s (`{}`)", d.reference.detail)),
+    );
+    for s in &d.ingest_steps {
+        out.push_str(&format!(
+            "| {:.0} | {} | {} | {} | {} | {} |\n",
+            s.rate,
+            s.sent,
+            s.failed,
+            crate::report::ms(s.p95_ms),
+            crate::report::ms(s.lateness_p99_ms),
+            if s.harness_limited {
+                "no verdict: the generator fell behind"
+            } else if s.held {
+                "yes"
+            } else {
+                "**no**"
+            }
+        ));
+    }
     out
 }
 
@@ -396,6 +518,7 @@ mod tests {
                 },
                 goal: 0.5,
             },
+            database: None,
         }
     }
 

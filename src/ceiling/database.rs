@@ -1,0 +1,345 @@
+//! The service's ceilings on Postgres, against `pgbench` on the same cluster in the same run:
+//! - **ingest**: the highest `EMAIL_SENT` arrival rate the queued path (the scenario's `all-on`
+//!   arm: `INBOXXIA_EMAIL_SENT_ASYNC` on, its pool) holds with p95 ≤ 500 ms and no failure;
+//! - **drain**: the jobs per second the background-jobs cron applies, ticked back to back until
+//!   the queue the ramp left is empty — with the per-job work the fixed path does (the GHL call
+//!   to the fake provider, the ledger);
+//! - **reference**: `pgbench` inserting one row into the same queue table with as many clients
+//!   as the service's pool. Goals: ingest ≥ 0.5 × and drain ≥ 0.2 × its rate.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use incident_wire::route;
+use loadgen::record::FAILED;
+use loadgen::{Arrival, Endpoint, Plan, Recording, Stream};
+use sqlx::Connection;
+
+use super::Reference;
+use crate::dataset::Template;
+use crate::matrix::fakes::{disconnected_workspaces, FakesServer};
+use crate::postgres::PgServer;
+use crate::scenario::Scenario;
+use crate::service_proc::ServiceProcess;
+
+/// The ingest budget: the webhook's p95.
+const INGEST_P95_MS: f64 = 500.0;
+/// Sends later than this: the generator, not the service, is the limit.
+const HARNESS_LATE_MS: f64 = 50.0;
+
+/// One ingest step.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IngestStep {
+    pub rate: f64,
+    pub sent: u64,
+    pub failed: u64,
+    pub p95_ms: Option<f64>,
+    pub lateness_p99_ms: Option<f64>,
+    pub held: bool,
+    /// The generator fell behind: the step says nothing of the service.
+    pub harness_limited: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DatabaseCeiling {
+    pub pool_max: u32,
+    pub ingest_steps: Vec<IngestStep>,
+    /// The highest rate that held; `None` when the first did not.
+    pub ingest_rate: Option<f64>,
+    /// Jobs applied per second by back-to-back cron ticks, and how many.
+    pub drain_jobs_per_s: Option<f64>,
+    pub drained: u64,
+    /// Jobs still queued when the drain gave up (60 s).
+    pub drain_left: u64,
+    pub reference: Reference,
+    pub ingest_ratio: Option<f64>,
+    pub drain_ratio: Option<f64>,
+    pub ingest_goal: f64,
+    pub drain_goal: f64,
+}
+
+/// Runs ingest, drain and pgbench on a clone of `template` with the scenario's `all-on` arm.
+pub async fn measure(
+    scenario: &Scenario,
+    server: &PgServer,
+    template: &Template,
+    service_bin: &Path,
+    rates: &[f64],
+    step: Duration,
+    out: &Path,
+) -> anyhow::Result<DatabaseCeiling> {
+    let arm = scenario
+        .arms
+        .iter()
+        .find(|a| a.name == "all-on")
+        .context("the scenario has no all-on arm to measure the fixed path with")?;
+    let (db, _) = template
+        .clone_for_arm(server, "ceiling", arm.switches.counts_cache_fallback)
+        .await?;
+    let result = on_clone(scenario, server, &db, arm, service_bin, rates, step, out).await;
+    server.drop_database(&db).await?;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn on_clone(
+    scenario: &Scenario,
+    server: &PgServer,
+    db: &str,
+    arm: &crate::scenario::Arm,
+    service_bin: &Path,
+    rates: &[f64],
+    step: Duration,
+    out: &Path,
+) -> anyhow::Result<DatabaseCeiling> {
+    let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
+    let secrets = inbox_service::config::Secrets::random();
+    let url = server.url(db, true);
+    let env = crate::matrix::wiring::service_env(
+        scenario,
+        arm,
+        url.clone(),
+        &fakes.base,
+        &secrets,
+        "127.0.0.1:0".parse().expect("an address"),
+    );
+    std::fs::create_dir_all(out)?;
+    let service =
+        ServiceProcess::start(service_bin, &env, &out.join("ceiling.service.log")).await?;
+
+    let mut steps = Vec::new();
+    for &rate in rates {
+        let s = ingest_step(scenario, &service.base, &secrets.webhook, rate, step).await?;
+        println!(
+            "ingest at {rate}/s: sent {}, failed {}, p95 {}, lateness p99 {} → {}",
+            s.sent,
+            s.failed,
+            crate::report::ms(s.p95_ms),
+            crate::report::ms(s.lateness_p99_ms),
+            if s.harness_limited {
+                "the generator fell behind (no verdict)"
+            } else if s.held {
+                "held"
+            } else {
+                "did not hold"
+            }
+        );
+        let go_on = s.held;
+        steps.push(s);
+        if !go_on {
+            break;
+        }
+    }
+    let (drained, left, drain_s) = drain(&url, &service.base, &secrets.cron).await?;
+    let drain_jobs_per_s = (drained > 0).then(|| drained as f64 / drain_s);
+    println!(
+        "drain: {drained} jobs in {drain_s:.1} s{}",
+        if left > 0 {
+            format!(", {left} left")
+        } else {
+            String::new()
+        }
+    );
+    service.stop().await;
+    drop(fakes);
+
+    let pool_max = scenario.limits().pool_max;
+    let reference = pgbench(&url, pool_max, step).await;
+    println!(
+        "reference: {}",
+        reference.rate.map_or(reference.detail.clone(), |r| format!(
+            "{r:.0} inserts/s by {}",
+            reference.detail
+        ))
+    );
+    let ingest_rate = steps.iter().take_while(|s| s.held).map(|s| s.rate).last();
+    Ok(DatabaseCeiling {
+        pool_max,
+        ingest_ratio: ingest_rate.zip(reference.rate).map(|(i, p)| i / p),
+        drain_ratio: drain_jobs_per_s.zip(reference.rate).map(|(d, p)| d / p),
+        ingest_steps: steps,
+        ingest_rate,
+        drain_jobs_per_s,
+        drained,
+        drain_left: left,
+        reference,
+        ingest_goal: 0.5,
+        drain_goal: 0.2,
+    })
+}
+
+async fn ingest_step(
+    scenario: &Scenario,
+    base: &str,
+    secret: &str,
+    rate: f64,
+    step: Duration,
+) -> anyhow::Result<IngestStep> {
+    let plan = Plan {
+        host: base.to_owned(),
+        streams: vec![Stream {
+            name: "ingest".into(),
+            endpoint: Endpoint::EmailWebhook {
+                event: "EMAIL_SENT".into(),
+                secret: secret.to_owned(),
+                workspaces: scenario.scale.workspaces,
+                leads: scenario.scale.leads,
+            },
+            arrival: Arrival::Constant { rate },
+            retry: None,
+            max_in_flight: 64,
+            delivery: Default::default(),
+        }],
+        duration: step,
+        seed: rate as u64,
+        poisson: false,
+        client_timeout: Duration::from_secs(5),
+        late_after: Duration::from_millis(HARNESS_LATE_MS as u64),
+        run_id: format!("ingest-{rate}"),
+        shard: Default::default(),
+    };
+    let recording = std::sync::Arc::new(std::sync::Mutex::new(Recording::default()));
+    let summary = loadgen::run(plan, recording.clone()).await?;
+    let r = recording.lock().expect("recording lock").clone();
+    let stream = r.streams.get("ingest").cloned().unwrap_or_default();
+    let e = r
+        .endpoints
+        .get(route::EMAIL_WEBHOOK.label)
+        .cloned()
+        .unwrap_or_default();
+    let failed = e.category_between(FAILED, 0, u32::MAX) + summary.unsent;
+    let p95_ms = e.latency.quantile_ms(0.95);
+    let lateness_p99_ms = stream.lateness.quantile_ms(0.99);
+    let harness_limited = lateness_p99_ms.is_some_and(|l| l > HARNESS_LATE_MS);
+    Ok(IngestStep {
+        rate,
+        sent: stream.requests,
+        failed,
+        p95_ms,
+        lateness_p99_ms,
+        held: !harness_limited && failed == 0 && p95_ms.is_some_and(|p| p <= INGEST_P95_MS),
+        harness_limited,
+    })
+}
+
+/// Ticks the background-jobs cron back to back until nothing is queued (or 60 s): jobs
+/// applied, jobs left, seconds taken.
+async fn drain(url: &str, base: &str, cron_secret: &str) -> anyhow::Result<(u64, u64, f64)> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let at_start = queued(&mut conn).await? as u64;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut left = at_start;
+    while left > 0 && started.elapsed() < Duration::from_secs(60) {
+        let tick = client
+            .get(format!("{base}{}", route::CRON_BACKGROUND_JOBS.path))
+            .bearer_auth(cron_secret)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            tick.status().is_success(),
+            "a cron tick answered {}",
+            tick.status()
+        );
+        left = queued(&mut conn).await? as u64;
+    }
+    Ok((at_start - left, left, started.elapsed().as_secs_f64()))
+}
+
+/// Jobs not yet applied.
+async fn queued(conn: &mut sqlx::PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM background_jobs WHERE status IN ('queued', 'running')")
+        .fetch_one(conn)
+        .await
+}
+
+/// `Requests/sec`'s equivalent for pgbench: `tps = N (without initial connection time)`.
+pub fn parse_pgbench(output: &str) -> Option<f64> {
+    output.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("tps = ")?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// pgbench inserting one queue row per transaction, `clients` at once, for `step`.
+async fn pgbench(url: &str, clients: u32, step: Duration) -> Reference {
+    let Some(bin) = crate::tools::postgres_tool("pgbench") else {
+        return Reference {
+            tool: "pgbench".into(),
+            rate: None,
+            detail: "not run: pgbench is not installed (Debian's postgresql-client)".into(),
+        };
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            return Reference {
+                tool: "pgbench".into(),
+                rate: None,
+                detail: format!("not run: {e}"),
+            }
+        }
+    };
+    let script = dir.path().join("insert.sql");
+    let sql = "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('pgbench', 'pgbench:' || gen_random_uuid(), '{}'::jsonb);\n";
+    if let Err(e) = std::fs::write(&script, sql) {
+        return Reference {
+            tool: "pgbench".into(),
+            rate: None,
+            detail: format!("not run: {e}"),
+        };
+    }
+    let args = [
+        "-n".to_owned(),
+        format!("-c{clients}"),
+        "-j2".to_owned(),
+        format!("-T{}", step.as_secs().max(1)),
+        "-f".to_owned(),
+        script.display().to_string(),
+    ];
+    let command = format!(
+        "pgbench -n -c{clients} -j2 -T{} -f insert.sql, insert.sql: {}",
+        step.as_secs().max(1),
+        sql.trim()
+    );
+    let out = tokio::process::Command::new(&bin)
+        .args(&args)
+        .arg(url)
+        .output()
+        .await;
+    let (rate, detail) = match out {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match parse_pgbench(&text) {
+                Some(r) => (Some(r), command),
+                None => (
+                    None,
+                    format!(
+                        "{command}: no tps in its output: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                ),
+            }
+        }
+        Err(e) => (None, format!("{command}: {e}")),
+    };
+    Reference {
+        tool: "pgbench".into(),
+        rate,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// pgbench 15's summary line.
+    #[test]
+    fn pgbench_output_gives_its_tps() {
+        let out = "transaction type: insert.sql\nscaling factor: 1\nnumber of clients: 10\nlatency average = 1.234 ms\ninitial connection time = 12.345 ms\ntps = 8103.123456 (without initial connection time)\n";
+        assert_eq!(parse_pgbench(out), Some(8103.123456));
+        assert_eq!(parse_pgbench("pgbench: error: connection refused"), None);
+    }
+}
