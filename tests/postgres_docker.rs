@@ -155,7 +155,6 @@ async fn auto_picks_docker_when_the_image_is_present() {
 /// a small-compute profile (1 CPU, 1 GB) passes, the report says where it ran and with which
 /// limits, and no container is left behind.
 #[test]
-#[ignore = "fails intermittently on the rows accounting (909 rows counted by Postgres vs 907 declared, slack 1) on the docker backend; it never ran before or_skip was fixed (stop 24): investigate, then un-ignore"]
 fn the_matrix_runs_on_the_local_image() {
     const TEST: &str = "the_matrix_runs_on_the_local_image";
     if or_skip(TEST, daemon()).is_none() {

@@ -263,7 +263,10 @@ async fn run_on_clone(
         p.stop().await;
     }
     wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
-    let mut rows_by_table = rows_since(&rows_before, &rows_written(server, db).await?);
+    let since = rows_since(&rows_before, &rows_written(server, db).await?);
+    // The service deletes no row: every delete counted is a killed speculative insertion.
+    let killed: u64 = since.deleted.values().sum();
+    let mut rows_by_table = since.written;
     // The rows the harness's own probes wrote (rolled back, still counted by Postgres).
     for (table, n) in &played.harness_rows {
         if let Some(v) = rows_by_table.get_mut(table) {
@@ -329,7 +332,7 @@ async fn run_on_clone(
             &endpoints,
             errors.get("client_abort").copied().unwrap_or(0),
         ),
-        load.streams.iter().map(|s| s.duplicates).sum(),
+        killed,
     );
     accounting.rows_by_table = rows_by_table;
     let mut checks = vec![load_check(&load)];

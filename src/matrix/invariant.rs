@@ -219,41 +219,45 @@ pub(crate) async fn check_invariant(
     })
 }
 
-/// Rows inserted, updated and deleted in `db`'s tables so far, as Postgres counts them
-/// (`pg_stat_user_tables`; rows of rolled-back transactions included, as the service's tally
-/// counts them too).
-pub(crate) async fn rows_written(
-    server: &PgServer,
-    db: &str,
-) -> anyhow::Result<BTreeMap<String, u64>> {
+/// Rows written in `db`'s tables, as Postgres counts them (`pg_stat_user_tables`; rows of
+/// rolled-back transactions included, as the service's tally counts them too).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RowCounts {
+    /// Inserted + updated + deleted, per table.
+    pub written: BTreeMap<String, u64>,
+    /// Of those, deleted, per table.
+    pub deleted: BTreeMap<String, u64>,
+}
+
+/// [`RowCounts`] of `db` so far.
+pub(crate) async fn rows_written(server: &PgServer, db: &str) -> anyhow::Result<RowCounts> {
     let mut conn = connect(server, db).await?;
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT relname::text, (n_tup_ins + n_tup_upd + n_tup_del)::int8 FROM pg_stat_user_tables",
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, (n_tup_ins + n_tup_upd + n_tup_del)::int8, n_tup_del FROM pg_stat_user_tables",
     )
     .fetch_all(&mut conn)
     .await?;
     conn.close().await?;
-    Ok(rows
-        .into_iter()
-        .map(|(t, n)| (t, n.max(0) as u64))
-        .collect())
+    let mut counts = RowCounts::default();
+    for (table, written, deleted) in rows {
+        counts.written.insert(table.clone(), written.max(0) as u64);
+        counts.deleted.insert(table, deleted.max(0) as u64);
+    }
+    Ok(counts)
 }
 
 /// Rows written per table between two [`rows_written`] readings (tables with none left out).
-pub(crate) fn rows_since(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .map(|(t, n)| {
-            (
-                t.clone(),
-                n.saturating_sub(before.get(t).copied().unwrap_or(0)),
-            )
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect()
+pub(crate) fn rows_since(before: &RowCounts, after: &RowCounts) -> RowCounts {
+    let since = |b: &BTreeMap<String, u64>, a: &BTreeMap<String, u64>| {
+        a.iter()
+            .map(|(t, n)| (t.clone(), n.saturating_sub(b.get(t).copied().unwrap_or(0))))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    RowCounts {
+        written: since(&before.written, &after.written),
+        deleted: since(&before.deleted, &after.deleted),
+    }
 }
 
 /// Waits until no other session is connected to `db` (the service's backends have exited,

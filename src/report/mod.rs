@@ -242,6 +242,11 @@ pub struct Accounting {
     pub db_writes_declared: u64,
     /// Rows Postgres counted (`pg_stat_user_tables`: inserted + updated + deleted).
     pub db_writes_measured: u64,
+    /// Speculative insertions (`INSERT … ON CONFLICT`) killed by a concurrent insert of the
+    /// same key: each counted by Postgres as a row inserted and deleted, declared by no one
+    /// (the service deletes nothing, so these are its deletes). Schema 3, later runs.
+    #[serde(default)]
+    pub speculative_killed: u64,
     /// Calls the service reported (`x-external-calls`, summed).
     pub external_calls_declared: u64,
     /// Calls the fake providers received.
