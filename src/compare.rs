@@ -290,6 +290,56 @@ fn erfc(x: f64) -> f64 {
     }
 }
 
+/// The noise band of one side's repeats, as Markdown: per arm and budgeted endpoint, each
+/// repeat's p95, their median and spread (max − min, and as a share of the median), and the
+/// per-second p95s' IQR pooled over the repeats. `None` with fewer than two repeats.
+pub fn noise(side: &Side) -> Option<String> {
+    if side.reports.len() < 2 {
+        return None;
+    }
+    let first = side.reports.first()?;
+    let mut out = format!(
+        "{} repeats. Spread: max − min of the repeats' p95.\n\n| arm | endpoint | p95 of each repeat | median | spread | spread ÷ median | per-second p95 IQR | budget |\n|---|---|---|---|---|---|---|---|\n",
+        side.reports.len()
+    );
+    for arm in &first.arms {
+        for e in arm.endpoints.iter().filter(|e| e.budget_p95_ms.is_some()) {
+            let (p95s, windows, budget) = side.figures(&arm.name, &e.endpoint);
+            let (Some(mid), Some(lo), Some(hi)) = (
+                median(&p95s),
+                p95s.iter().copied().reduce(f64::min),
+                p95s.iter().copied().reduce(f64::max),
+            ) else {
+                continue;
+            };
+            let each = p95s
+                .iter()
+                .map(|p| ms(Some(*p)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push_str(&format!(
+                "| {} | {} | {each} | {} | {} | {:.0} % | {} | {} |\n",
+                arm.name,
+                e.endpoint,
+                ms(Some(mid)),
+                ms(Some(hi - lo)),
+                if mid > 0.0 {
+                    (hi - lo) / mid * 100.0
+                } else {
+                    0.0
+                },
+                quartiles(&windows).map_or("–".into(), |(a, b)| format!(
+                    "{}–{}",
+                    ms(Some(a)),
+                    ms(Some(b))
+                )),
+                ms(budget)
+            ));
+        }
+    }
+    Some(out)
+}
+
 /// The changes as Markdown: the regressions, then the changes the gate judged noise, each with
 /// the noise band it measured; or one line saying nothing grew.
 pub fn table(found: &[Change], gate: &Gate) -> String {
@@ -403,6 +453,24 @@ mod tests {
         assert!(c.p_value.unwrap() < 1e-6, "{c:?}");
         assert!((c.shift_ms.unwrap() - 600.0).abs() < 1.0, "{c:?}");
         assert!(table(&found, &Gate::default()).contains("**REGRESSION**: grew by 600 ms ≥ 200 ms"));
+    }
+
+    /// Repeats' noise band: each repeat's p95, median, spread; one run has none.
+    #[test]
+    fn the_noise_band_of_repeats_is_their_spread() {
+        let repeats = Side {
+            reports: [100.0, 120.0, 90.0]
+                .iter()
+                .flat_map(|p| one(*p, &around(*p, 10.0)).reports)
+                .collect(),
+        };
+        let t = noise(&repeats).unwrap();
+        assert!(t.starts_with("3 repeats."), "{t}");
+        assert!(
+            t.contains("| all-on | GET / | 100 ms, 120 ms, 90 ms | 100 ms | 30 ms | 30 % |"),
+            "{t}"
+        );
+        assert!(noise(&one(100.0, &[])).is_none());
     }
 
     /// One slow second lifts the p95 but not the seconds: not significant, not a regression.

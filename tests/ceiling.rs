@@ -65,6 +65,70 @@ fn the_generator_is_stepped_up_and_measured_beside_wrk() {
     }
 }
 
+/// The memory soak: RSS read every second at the soak's rate, judged after the warm-up (the
+/// judgement's own failing case, a leak, is a unit test in src/ceiling/soak.rs).
+#[test]
+fn the_soak_reads_the_generators_memory_every_second() {
+    let (run, report, said) = ceiling(
+        &[
+            "--rates",
+            "100",
+            "--step",
+            "1s",
+            "--no-database",
+            "--soak",
+            "6s",
+            "--soak-rate",
+            "300",
+        ],
+        Some("/nonexistent"),
+    );
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    let s = &report["soak"];
+    let sent = s["sent"].as_f64().unwrap();
+    assert!((1700.0..=1801.0).contains(&sent), "{s}");
+    assert_eq!(s["failed"], 0, "{s}");
+    let samples = s["samples"].as_array().unwrap();
+    assert!((5..=10).contains(&samples.len()), "{s}");
+    assert!(samples
+        .iter()
+        .all(|x| x["rss_kib"].as_u64().unwrap() > 1000));
+    let g = &s["growth"];
+    let (base, peak) = (
+        g["baseline_kib"].as_f64().unwrap(),
+        g["peak_kib"].as_f64().unwrap(),
+    );
+    let growth = g["growth"].as_f64().unwrap();
+    assert!((growth - (peak / base - 1.0)).abs() < 1e-9, "{g}");
+    assert_eq!(g["held"], growth < 0.10, "{g}");
+    assert!(
+        said.contains("**Memory** (the generator's RSS over 6 s at 300/s"),
+        "{said}"
+    );
+}
+
+/// A soak rate that is not a rate is refused before anything runs.
+#[test]
+fn a_soak_rate_of_zero_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_incident-lab"))
+        .args([
+            "ceiling",
+            "--no-database",
+            "--soak",
+            "1s",
+            "--soak-rate",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--soak-rate must be a positive number"),
+        "{err}"
+    );
+}
+
 /// Without wrk there is no reference and no ratio, and the report says why.
 #[test]
 fn without_wrk_no_ratio_is_invented() {

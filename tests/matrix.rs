@@ -8,7 +8,8 @@ use std::path::Path;
 
 use common::incident_lab;
 use common::scenarios::{
-    arm, endpoint, run_matrix, scenario_path, swap, text, tiny_scenario, write_scenario,
+    arm, endpoint, run_matrix, run_matrix_with, scenario_path, swap, text, tiny_scenario,
+    write_scenario,
 };
 
 use serde_json::Value;
@@ -276,6 +277,54 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
         text(&repeats).contains("baseline: 2 run(s)"),
         "{}",
         text(&repeats)
+    );
+}
+
+/// `--repeat 2`: the matrix twice on one Postgres, each repeat's reports in a folder of its own,
+/// the noise band printed and written; `compare` reads the folder as a baseline of repeats.
+#[test]
+fn repeats_run_into_folders_of_their_own_and_give_the_noise_band() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_scenario(dir.path(), "tiny.toml", &tiny_scenario(|s| s));
+    let out = dir.path().join("out");
+
+    let run = run_matrix_with(
+        &path,
+        &out,
+        &["--postgres", "local", "--arms", "all-on", "--repeat", "2"],
+    );
+
+    let said = text(&run);
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    assert_eq!(
+        said.matches("postgres: local backend, ready in").count(),
+        1,
+        "{said}"
+    );
+    for k in ["repeat-1", "repeat-2"] {
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(k).join("report.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["verdict"], "pass", "{k}");
+        assert_eq!(report["arms"].as_array().unwrap().len(), 1, "{k}");
+    }
+    let noise = std::fs::read_to_string(out.join("repeats.md")).unwrap();
+    assert!(noise.starts_with("2 repeats."), "{noise}");
+    assert!(
+        noise.contains("| all-on | POST /api/webhooks/email | "),
+        "{noise}"
+    );
+    assert!(said.contains("## The noise band across repeats"), "{said}");
+    let compared = incident_lab(&[
+        "compare",
+        out.to_str().unwrap(),
+        out.join("repeat-1/report.json").to_str().unwrap(),
+    ]);
+    assert!(
+        text(&compared).contains("baseline: 2 run(s)"),
+        "{}",
+        text(&compared)
     );
 }
 

@@ -9,10 +9,13 @@
 //!
 //! - **Ingest and drain on Postgres** ([`database`]), beside `pgbench` on the same cluster.
 //!
+//! - **Memory** ([`soak`], with `--soak`): the generator's RSS over a long run at one rate.
+//!
 //! A reference that cannot run (wrk not installed) is reported as unavailable, with why; no
 //! ratio is invented. Writes `ceiling.json` and `ceiling.md`.
 
 pub mod database;
+pub mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,6 +49,8 @@ pub struct CeilingOptions {
     pub connections: usize,
     /// Where ceiling.json and ceiling.md go.
     pub out: PathBuf,
+    /// The memory soak: how long, at which rate; `None`: not run.
+    pub soak: Option<(Duration, f64)>,
 }
 
 /// One step of the ramp.
@@ -95,6 +100,9 @@ pub struct CeilingReport {
     /// Ingest and drain against pgbench; `None` with `--no-database`.
     #[serde(default)]
     pub database: Option<DatabaseCeiling>,
+    /// The generator's RSS over a long run; `None` without `--soak`.
+    #[serde(default)]
+    pub soak: Option<soak::Soak>,
 }
 
 /// What the database ceilings run on.
@@ -160,9 +168,9 @@ pub async fn echo_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One step: the generator at `rate` for `opts.step`.
-async fn step(base: &str, rate: f64, opts: &CeilingOptions) -> anyhow::Result<Step> {
-    let plan = Plan {
+/// The generator's plan: one stream at `rate` to the trivial endpoint for `duration`.
+fn plan(base: &str, rate: f64, duration: Duration, opts: &CeilingOptions) -> Plan {
+    Plan {
         host: base.to_owned(),
         streams: vec![Stream {
             name: STREAM.into(),
@@ -175,25 +183,36 @@ async fn step(base: &str, rate: f64, opts: &CeilingOptions) -> anyhow::Result<St
             max_in_flight: opts.connections,
             delivery: Default::default(),
         }],
-        duration: opts.step,
+        duration,
         seed: 1,
         poisson: false,
         client_timeout: Duration::from_secs(5),
         late_after: opts.max_lateness_p99,
         run_id: format!("ceiling-{rate}"),
         shard: Default::default(),
-    };
-    let recording = Arc::new(Mutex::new(Recording::default()));
-    let summary = loadgen::run(plan, recording.clone())
-        .await
-        .with_context(|| format!("the generator failed at {rate}/s"))?;
-    let r = recording.lock().expect("recording lock").clone();
+    }
+}
+
+/// The stream's figures and the failed requests of a run of [`plan`].
+fn outcome(recording: &Mutex<Recording>) -> (loadgen::record::StreamRecording, u64) {
+    let r = recording.lock().expect("recording lock");
     let stream = r.streams.get(STREAM).cloned().unwrap_or_default();
     let failed = r
         .endpoints
         .values()
         .map(|e| e.category_between(FAILED, 0, u32::MAX))
         .sum();
+    (stream, failed)
+}
+
+/// One step: the generator at `rate` for `opts.step`.
+async fn step(base: &str, rate: f64, opts: &CeilingOptions) -> anyhow::Result<Step> {
+    let plan = plan(base, rate, opts.step, opts);
+    let recording = Arc::new(Mutex::new(Recording::default()));
+    let summary = loadgen::run(plan, recording.clone())
+        .await
+        .with_context(|| format!("the generator failed at {rate}/s"))?;
+    let (stream, failed) = outcome(&recording);
     let lateness_p99_ms = stream.lateness.quantile_ms(0.99);
     let held = failed == 0
         && summary.unsent == 0
@@ -300,6 +319,16 @@ pub async fn run(
             reference.detail
         ))
     );
+    let soak = match opts.soak {
+        Some((duration, rate)) => {
+            println!(
+                "soak: the generator at {rate}/s for {:.0} s, its RSS read every second …",
+                duration.as_secs_f64()
+            );
+            Some(soak::run(&echo.base, rate, duration, opts).await?)
+        }
+        None => None,
+    };
     drop(echo);
     let database = match db {
         Some(d) => Some(
@@ -331,6 +360,7 @@ pub async fn run(
             goal: 0.5,
         },
         database,
+        soak,
     };
     write(&report, &opts.out)?;
     Ok(report)
@@ -388,6 +418,7 @@ pub fn body(r: &CeilingReport) -> String {
             if s.held { "yes" } else { "**no**" }
         ));
     }
+    out.push_str(&soak::body(r.soak.as_ref()));
     out.push_str(&database_body(r.database.as_ref()));
     out
 }
@@ -511,6 +542,7 @@ mod tests {
                 goal: 0.5,
             },
             database: None,
+            soak: None,
         }
     }
 

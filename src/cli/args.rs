@@ -253,6 +253,12 @@ pub struct MatrixArgs {
     /// Only these arms, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub arms: Option<Vec<String>>,
+    /// Run the whole matrix N times on the same Postgres (one provisioning, one seed), into
+    /// OUT/repeat-1 … OUT/repeat-N, and print the noise band (each repeat's p95, their
+    /// spread; also OUT/repeats.md). Passes only when every repeat passes. `compare` takes OUT
+    /// as a directory of repeats.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
     #[command(flatten)]
     pub chaos: ChaosArgs,
 }
@@ -428,6 +434,13 @@ pub struct CeilingArgs {
     /// Measure the load generator only: no Postgres, no ingest, drain or pgbench.
     #[arg(long)]
     pub no_database: bool,
+    /// Also run the memory soak: the generator at --soak-rate for this long (e.g. 10m), its
+    /// RSS read every second; growth after the warm-up (the first tenth) must stay < 10 %.
+    #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]
+    pub soak: Option<std::time::Duration>,
+    /// The soak's rate (requests per second).
+    #[arg(long, default_value_t = 1000.0)]
+    pub soak_rate: f64,
     #[command(flatten)]
     pub backend: BackendArgs,
 }

@@ -214,6 +214,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<(), Failure> {
         Some(out.clone()),
         args.arms.clone(),
         &super::ChaosArgs::default(),
+        1,
     )
     .await;
     if matches!(

@@ -87,6 +87,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 out,
                 args.arms.clone(),
                 &args.chaos,
+                args.repeat,
             )
             .await
         }
@@ -110,6 +111,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 args.out.clone(),
                 Some(vec![args.arm.clone()]),
                 &args.chaos,
+                1,
             )
             .await
         }
@@ -161,12 +163,19 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 /// `ceiling`: the generator against wrk; unless `--no-database`, ingest and drain on a
 /// provisioned Postgres against pgbench.
 async fn ceiling(args: CeilingArgs) -> Result<(), Failure> {
+    if !(args.soak_rate.is_finite() && args.soak_rate > 0.0) {
+        return Err(Failure::Usage(format!(
+            "--soak-rate must be a positive number of requests per second, not {}",
+            args.soak_rate
+        )));
+    }
     let opts = crate::ceiling::CeilingOptions {
         rates: args.rates.clone(),
         step: args.step,
         max_lateness_p99: args.max_lateness,
         connections: args.connections,
         out: args.out.clone(),
+        soak: args.soak.map(|d| (d, args.soak_rate)),
     };
     let report = if args.no_database {
         crate::ceiling::run(&opts, None).await
@@ -646,6 +655,7 @@ async fn matrix(
     out: Option<PathBuf>,
     only: Option<Vec<String>>,
     chaos: &ChaosArgs,
+    repeat: u32,
 ) -> Result<(), Failure> {
     let mut scenario =
         crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -669,28 +679,64 @@ async fn matrix(
         PathBuf::from("target/incident-lab").join(format!("{}{suffix}", scenario.name))
     });
     let (server, template) = provision_and_seed(&scenario, backend).await?;
-    let options = crate::matrix::RunOptions {
-        out: out.clone(),
-        service_bin,
-        only,
-    };
-    // The matrix stops by itself when asked to (the current arm marked interrupted).
-    let result = crate::matrix::run(&scenario, &server, &template, &options).await;
+    let mut reports = Vec::new();
+    let mut result = Ok(());
+    for k in 1..=repeat {
+        let options = crate::matrix::RunOptions {
+            out: if repeat == 1 {
+                out.clone()
+            } else {
+                println!("\n== repeat {k}/{repeat} ==");
+                out.join(format!("repeat-{k}"))
+            },
+            service_bin: service_bin.clone(),
+            only: only.clone(),
+        };
+        // The matrix stops by itself when asked to (the current arm marked interrupted).
+        match crate::matrix::run(&scenario, &server, &template, &options).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        if crate::interrupt::requested().is_some() {
+            break;
+        }
+    }
     server.shutdown().await;
-    let report = result.map_err(Failure::Infrastructure)?;
+    result.map_err(Failure::Infrastructure)?;
     if let Some(stop) = crate::interrupt::requested() {
         println!("reports of what ran in {}", out.display());
         return Err(Failure::Interrupted(stop));
     }
-    println!("\n{}", crate::report::markdown::render(&report));
+    for report in &reports {
+        println!("\n{}", crate::report::markdown::render(report));
+    }
+    if let Some(noise) = crate::compare::noise(&crate::compare::Side {
+        reports: reports.clone(),
+    }) {
+        println!("\n## The noise band across repeats\n\n{noise}");
+        std::fs::write(out.join("repeats.md"), &noise).map_err(|e| {
+            Failure::Infrastructure(anyhow::anyhow!(
+                "cannot write {}: {e}",
+                out.join("repeats.md").display()
+            ))
+        })?;
+    }
     println!("reports in {}", out.display());
-    let inconclusive: Vec<&str> = report
-        .arms
+    let inconclusive: Vec<&str> = reports
         .iter()
+        .flat_map(|r| &r.arms)
         .filter(|a| a.status == crate::report::ArmStatus::Inconclusive)
         .map(|a| a.name.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    if report.verdict == crate::report::Verdict::Pass {
+    if reports
+        .iter()
+        .all(|r| r.verdict == crate::report::Verdict::Pass)
+    {
         Ok(())
     } else if !inconclusive.is_empty() {
         Err(Failure::Expectation(format!(
