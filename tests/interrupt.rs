@@ -130,6 +130,39 @@ fn sigterm_stops_the_run_with_143() {
     interrupted_report(out.path());
 }
 
+/// `ceiling --soak` runs for minutes: a signal during the soak stops the load at once, exits
+/// 130 and leaves no echo server behind.
+#[test]
+fn sigint_stops_the_ceilings_soak() {
+    let _serial = one_at_a_time();
+    let out = tempfile::tempdir().unwrap();
+    let mut h = Harness::start(&[
+        "ceiling",
+        "--no-database",
+        "--rates",
+        "100",
+        "--step",
+        "1s",
+        "--soak",
+        "10m",
+        "--soak-rate",
+        "200",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    h.wait_for("soak: the generator at 200/s");
+    let children = children_of(h.child.id());
+    assert!(!children.is_empty(), "the echo server runs as a child");
+
+    h.signal(Signal::SIGINT);
+    let (code, output, _) = h.exit_within(Duration::from_secs(20));
+
+    assert_eq!(code, Some(130), "{output}");
+    for pid in children {
+        assert!(!process_alive(pid), "child {pid} survived:\n{output}");
+    }
+}
+
 /// A harness killed outright (SIGKILL) cleans nothing: its service stops by itself, and the
 /// next run removes the cluster it left and says so.
 #[test]

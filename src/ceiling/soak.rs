@@ -103,6 +103,10 @@ pub async fn run(
             let mut last_said = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 tick.tick().await;
+                // Ctrl-C: the load stops at once (the run then says it was interrupted).
+                if crate::interrupt::requested().is_some() {
+                    loadgen::engine::stop();
+                }
                 if let Ok(rss_kib) = rss_kib() {
                     let t_s = start.elapsed().as_secs_f64();
                     samples.push(RssSample { t_s, rss_kib });
@@ -118,6 +122,9 @@ pub async fn run(
     let summary = loadgen::run(plan, recording.clone()).await;
     done.store(true, Ordering::Relaxed);
     let samples = sampler.await.context("the RSS sampler failed")?;
+    if crate::interrupt::requested().is_some() {
+        anyhow::bail!("interrupted during the soak");
+    }
     let summary = summary.with_context(|| format!("the generator failed at {rate}/s"))?;
     let (stream, failed) = super::outcome(&recording);
     let growth = judge(&samples, duration, MAX_GROWTH).with_context(|| {

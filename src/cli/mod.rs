@@ -194,8 +194,11 @@ async fn ceiling(args: CeilingArgs) -> Result<(), Failure> {
         let report = crate::ceiling::run(&opts, Some(db)).await;
         server.shutdown().await;
         report
+    };
+    if let Some(stop) = crate::interrupt::requested() {
+        return Err(Failure::Interrupted(stop));
     }
-    .map_err(Failure::Infrastructure)?;
+    let report = report.map_err(Failure::Infrastructure)?;
     print!("{}", crate::ceiling::markdown(&report));
     println!("\nwrote {}", args.out.join("ceiling.json").display());
     Ok(())
