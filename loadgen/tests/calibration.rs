@@ -16,7 +16,7 @@ use loadgen::{Arrival, Endpoint, Plan, Recording, Stream};
 
 static ONE_ATTACK_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The test server: `/fixed` answers after 100 ms, `/fast` at once, `/slow` after 200 ms,
+/// The test server: `/fixed` (and `/fixed-measured`) answers after 100 ms, `/fast` at once, `/slow` after 200 ms,
 /// `/stall` at once except that the 100th request starts a 2 s stall every request waits out.
 #[derive(Clone, Default)]
 struct Server {
@@ -25,6 +25,10 @@ struct Server {
 }
 
 const FIXED: Duration = Duration::from_millis(100);
+
+/// How long each `/fixed-measured` answer (as `/fixed`, used by one test only) actually took the server (its sleep, woken when the machine
+/// got round to it): the reference the generator's figures are held to.
+static FIXED_TOOK: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
 const STALL: Duration = Duration::from_secs(2);
 
 async fn stall(State(s): State<Server>) -> &'static str {
@@ -48,6 +52,15 @@ async fn start_server() -> String {
             "/fixed",
             get(|| async {
                 tokio::time::sleep(FIXED).await;
+                "ok"
+            }),
+        )
+        .route(
+            "/fixed-measured",
+            get(|| async {
+                let started = Instant::now();
+                tokio::time::sleep(FIXED).await;
+                FIXED_TOOK.lock().unwrap().push(started.elapsed());
                 "ok"
             }),
         )
@@ -113,21 +126,47 @@ fn within(value: f64, expected: f64, tolerance: f64) -> bool {
     (value - expected).abs() <= expected * tolerance
 }
 
-/// A server that always takes 100 ms is recorded as taking 100 ms (p50 and p95 within 5 %),
-/// with no late start.
+/// A server that always takes 100 ms is recorded as taking 100 ms: never less, and p50 and p95
+/// within 5 % of what the server itself measured its answers took (its sleeps wake late when the
+/// machine is busy: 106 ms at p95 was seen on a loaded CI machine, which is the server's time,
+/// not the generator's error), with no late start.
 #[test]
 fn a_fixed_latency_is_recorded_as_itself() {
-    let (rec, _) = attack(|base| plan(base, vec![stream("fixed", "/fixed", 40.0, 10)], 4));
+    FIXED_TOOK.lock().unwrap().clear();
+    let (rec, _) = attack(|base| plan(base, vec![stream("fixed", "/fixed-measured", 40.0, 10)], 4));
 
-    let e = &rec.endpoints["GET /fixed"];
+    let e = &rec.endpoints["GET /fixed-measured"];
     assert_eq!(e.requests, 160);
     let (p50, p95) = (
         e.latency.quantile_ms(0.5).unwrap(),
         e.latency.quantile_ms(0.95).unwrap(),
     );
+    let mut took: Vec<f64> = FIXED_TOOK
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    took.sort_by(f64::total_cmp);
+    assert_eq!(took.len(), 160);
+    let server = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
     let fixed = FIXED.as_secs_f64() * 1000.0;
-    assert!(within(p50, fixed, 0.05), "p50 {p50} ms vs {fixed} ms");
-    assert!(within(p95, fixed, 0.05), "p95 {p95} ms vs {fixed} ms");
+    // HDR keeps 3 significant digits: a recorded value is at most 0.1 % below the true one.
+    assert!(
+        e.latency.quantile_ms(0.0).unwrap() >= fixed * 0.999,
+        "{:?}",
+        e.latency.quantile_ms(0.0)
+    );
+    assert!(
+        within(p50, server(0.5), 0.05),
+        "p50 {p50} ms vs the server's {} ms",
+        server(0.5)
+    );
+    assert!(
+        within(p95, server(0.95), 0.05),
+        "p95 {p95} ms vs the server's {} ms",
+        server(0.95)
+    );
     assert_eq!(e.late, 0, "lateness p95 {:?}", e.lateness.quantile_ms(0.95));
 }
 
