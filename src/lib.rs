@@ -29,6 +29,7 @@ pub mod chaos;
 pub mod cli;
 pub mod compare;
 pub mod dataset;
+pub mod fleet;
 pub mod interrupt;
 pub mod logs;
 pub mod matrix;

@@ -255,6 +255,15 @@ pub struct ArmSpec {
     pub expect: Expect,
 }
 
+/// `[service]` as written: the service's own limits, and how many instances of it run.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ServiceSection {
+    instances: Option<Spanned<u32>>,
+    autoscale: Option<Spanned<crate::fleet::Autoscale>>,
+    #[serde(flatten)]
+    limits: Limits,
+}
+
 /// The file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,7 +294,8 @@ struct ScenarioFile {
     dataset: DatasetSpec,
     postgres: Spanned<PgSettings>,
     #[serde(default)]
-    service: Limits,
+    service: ServiceSection,
+    pooler: Option<Spanned<crate::fleet::PoolerSpec>>,
     #[serde(default)]
     providers: BTreeMap<Provider, Knobs>,
     reconnect: Option<Spanned<Reconnect>>,
@@ -619,6 +629,11 @@ pub struct Scenario {
     pub postgres: PgSettings,
     /// The service's limits: the service's defaults where the file sets none.
     pub service: Limits,
+    /// Several service instances behind one front (`[service] instances` / `autoscale`, or a
+    /// `[pooler]`); `None`: one service process, reached directly.
+    pub fleet: Option<crate::fleet::FleetSpec>,
+    /// PgBouncer between the instances and Postgres.
+    pub pooler: Option<crate::fleet::PoolerSpec>,
     pub providers: BTreeMap<Provider, Knobs>,
     /// Disconnected LinkedIn accounts that reconnect mid-run (the health gate must re-admit
     /// them, and not skip their sends after that).
@@ -915,8 +930,57 @@ impl Scenario {
             .map_err(|e| at(None, format!("[dataset]: {e}")))?;
 
         raw.service
+            .limits
             .validate()
             .map_err(|e| at(None, format!("[service]: {e}")))?;
+        let service_span = raw.service.instances.as_ref().map(|i| i.span()).or(raw
+            .service
+            .autoscale
+            .as_ref()
+            .map(|a| a.span()));
+        let fleet = crate::fleet::FleetSpec::from_file(
+            raw.service.instances.as_ref().map(|i| *i.get_ref()),
+            raw.service.autoscale.as_ref().map(|a| *a.get_ref()),
+        )
+        .map_err(|e| at(service_span.clone(), format!("[service] {e}")))?;
+        let pooler = match &raw.pooler {
+            None => None,
+            Some(p) => {
+                p.get_ref()
+                    .validate()
+                    .map_err(|e| at(Some(p.span()), format!("[pooler] {e}")))?;
+                Some(p.get_ref().clone())
+            }
+        };
+        let fleet = fleet.or(pooler.as_ref().map(|_| crate::fleet::FleetSpec::single()));
+        if let Some(f) = &fleet {
+            let span = service_span.or(raw.pooler.as_ref().map(|p| p.span()));
+            crate::fleet::check_connections(
+                f,
+                raw.service.limits.pool_max,
+                pooler.as_ref(),
+                raw.postgres.get_ref().max_connections,
+            )
+            .map_err(|e| at(span.clone(), format!("[service] {e}")))?;
+            let unsupported = raw.faults.iter().find(|f| {
+                matches!(
+                    f.get_ref().kind.target(),
+                    FaultTarget::Link | FaultTarget::Service
+                )
+            });
+            if let Some(fault) = unsupported {
+                return Err(at(
+                    Some(fault.span()),
+                    "[[faults]] on the database link or the service process are not supported with several instances or a pooler yet: run them on one instance".into(),
+                ));
+            }
+            if let Some(flip) = raw.flips.first() {
+                return Err(at(
+                    Some(flip.span()),
+                    "[[flips]] are not supported with several instances or a pooler yet (a flip would have to reach every instance)".into(),
+                ));
+            }
+        }
 
         let postgres = raw.postgres.get_ref().clone();
         let bad_pg = |m: String| Err(at(Some(raw.postgres.span()), format!("[postgres] {m}")));
@@ -989,7 +1053,9 @@ impl Scenario {
             incident_phase: raw.incident_phase,
             scale,
             postgres,
-            service: raw.service,
+            service: raw.service.limits,
+            fleet,
+            pooler,
             providers: raw.providers,
             reconnect,
             phases,

@@ -148,6 +148,11 @@ impl ServiceProcess {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// SIGKILL at once (a crash mid-request), and wait until it is gone.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
@@ -283,6 +288,35 @@ pub struct Scrape {
     pub cron_tick_max: BTreeMap<String, f64>,
     /// The most pooled connections cron ticks held at once so far.
     pub cron_connections_max: f64,
+    /// Behind a scale-out front: the instances, their pools and the pooler's figures.
+    pub fleet: Option<FleetScrape>,
+}
+
+/// What a scale-out front adds to a scrape (see `incident_wire::metrics::FLEET_INSTANCES`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct FleetScrape {
+    pub instances: f64,
+    pub in_flight: f64,
+    pub failed_starts: f64,
+    /// Pooled connections in use, by instance index.
+    pub pool_in_use: BTreeMap<u32, f64>,
+    /// PgBouncer's figures, when a pooler runs.
+    pub pooler: Option<PoolerScrape>,
+}
+
+/// PgBouncer's `SHOW POOLS` (gauges) and `SHOW STATS` (cumulative) for the run's database.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PoolerScrape {
+    pub cl_active: f64,
+    pub cl_waiting: f64,
+    pub sv_active: f64,
+    pub sv_idle: f64,
+    /// Seconds the oldest waiting client has waited.
+    pub maxwait_s: f64,
+    /// Seconds clients waited for a server connection, in all (cumulative).
+    pub wait_s: f64,
+    /// Transactions served (cumulative).
+    pub transactions: f64,
 }
 
 impl Scrape {
@@ -316,7 +350,10 @@ fn sample(line: &str) -> Option<(&str, BTreeMap<&str, &str>, f64)> {
     Some((name, map, value))
 }
 
-/// Reads the series the harness uses from Prometheus text.
+/// Reads the series the harness uses from Prometheus text. Text concatenated from several
+/// instances (a scale-out front's `/metrics`) reads as one service: counters, histograms and
+/// pool gauges add up; the database-wide gauges (queue depth) and the per-instance maxima
+/// (cron ticks) take the largest.
 pub fn parse_metrics(text: &str, t: f64) -> Scrape {
     let mut s = Scrape {
         t,
@@ -357,20 +394,20 @@ pub fn parse_metrics(text: &str, t: f64) -> Scrape {
                 v,
             );
         } else if let (Some("_sum"), Some(route)) = (split(names::DB_WRITES), &route) {
-            s.routes.entry(route.clone()).or_default().writes = v;
+            s.routes.entry(route.clone()).or_default().writes += v;
         } else if let (Some("_sum"), Some(route)) = (split(names::EXTERNAL_CALLS), &route) {
-            s.routes.entry(route.clone()).or_default().calls = v;
+            s.routes.entry(route.clone()).or_default().calls += v;
         } else if name == names::ERRORS {
             if let Some(c) = labels.get("category") {
-                s.errors.insert(c.to_string(), v);
+                *s.errors.entry(c.to_string()).or_default() += v;
             }
         } else if name == names::LEDGER {
             if let Some(outcome) = labels.get("outcome") {
-                s.ledger.insert(outcome.to_string(), v);
+                *s.ledger.entry(outcome.to_string()).or_default() += v;
             }
         } else if name == names::COUNTS_ANSWERS {
             if let Some(source) = labels.get("source") {
-                s.counts_answers.insert(source.to_string(), v);
+                *s.counts_answers.entry(source.to_string()).or_default() += v;
             }
         } else if let (Some(suffix), Some(runner)) = (split(names::CRON_TICK), labels.get("runner"))
         {
@@ -382,24 +419,54 @@ pub fn parse_metrics(text: &str, t: f64) -> Scrape {
             );
         } else if name == names::CRON_TICK_MAX {
             if let Some(runner) = labels.get("runner") {
-                s.cron_tick_max.insert(runner.to_string(), v);
+                let max = s.cron_tick_max.entry(runner.to_string()).or_default();
+                *max = max.max(v);
             }
         } else if name == names::CRON_CONNECTIONS_MAX {
-            s.cron_connections_max = v;
+            s.cron_connections_max = s.cron_connections_max.max(v);
         } else if name == names::QUEUE_DEPTH {
             match labels.get("status").copied() {
-                Some("queued") => s.queue_queued = v,
-                Some("running") => s.queue_running = v,
+                Some("queued") => s.queue_queued = s.queue_queued.max(v),
+                Some("running") => s.queue_running = s.queue_running.max(v),
                 _ => {}
             }
         } else if name == names::POOL_MAX {
-            s.pool_max = v;
+            s.pool_max += v;
         } else if name == names::POOL_SIZE {
-            s.pool_size = v;
+            s.pool_size += v;
         } else if name == names::POOL_IDLE {
-            s.pool_idle = v;
+            s.pool_idle += v;
         } else if name == names::POOL_WAITERS {
-            s.pool_waiters = v;
+            s.pool_waiters += v;
+        } else if name.starts_with("fleet_") {
+            let f = s.fleet.get_or_insert_with(FleetScrape::default);
+            match name {
+                names::FLEET_INSTANCES => f.instances = v,
+                names::FLEET_IN_FLIGHT => f.in_flight = v,
+                names::FLEET_FAILED_STARTS => f.failed_starts = v,
+                names::FLEET_INSTANCE_POOL_IN_USE => {
+                    if let Some(i) = labels.get("instance").and_then(|i| i.parse().ok()) {
+                        f.pool_in_use.insert(i, v);
+                    }
+                }
+                _ => {}
+            }
+        } else if name.starts_with("pooler_") {
+            let p = s
+                .fleet
+                .get_or_insert_with(FleetScrape::default)
+                .pooler
+                .get_or_insert_with(PoolerScrape::default);
+            match name {
+                names::POOLER_CL_ACTIVE => p.cl_active = v,
+                names::POOLER_CL_WAITING => p.cl_waiting = v,
+                names::POOLER_SV_ACTIVE => p.sv_active = v,
+                names::POOLER_SV_IDLE => p.sv_idle = v,
+                names::POOLER_MAXWAIT => p.maxwait_s = v,
+                names::POOLER_WAIT => p.wait_s = v,
+                names::POOLER_XACTS => p.transactions = v,
+                _ => {}
+            }
         }
     }
     s
@@ -431,6 +498,41 @@ mod tests {
         assert_eq!(page.statuses["504"], 5.0);
         assert_eq!(page.duration.buckets, vec![(0.1, 4.0), (1.0, 5.0)]);
         assert_eq!(s.writes_and_calls(), (17.0, 0.0));
+    }
+
+    #[test]
+    fn several_instances_read_as_one_service() {
+        let one = |pool: u32, queued: u32, tick: f64| {
+            format!(
+                "db_pool_max 10\ndb_pool_size {pool}\ndb_pool_idle 0\njob_queue_depth{{status=\"queued\"}} {queued}\n\
+                 errors_total{{category=\"db_pool_wait\"}} 2\ncron_tick_max_seconds{{runner=\"background-jobs\"}} {tick}\n\
+                 db_writes_per_request_sum{{route=\"POST /api/webhooks/email\"}} 5\n\
+                 http_request_duration_seconds_bucket{{route=\"GET /\",status=\"200\",le=\"0.1\"}} 3\n\
+                 http_request_duration_seconds_count{{route=\"GET /\",status=\"200\"}} 3\n"
+            )
+        };
+        let text = format!(
+            "{}{}fleet_instances 2\nfleet_instance_pool_in_use{{instance=\"0\"}} 4\nfleet_instance_pool_in_use{{instance=\"1\"}} 7\n\
+             pooler_cl_waiting 12\npooler_wait_seconds_total 1.5\n",
+            one(4, 40, 0.5),
+            one(7, 42, 1.5)
+        );
+        let s = parse_metrics(&text, 1.0);
+        // Pools and counters add up; the queue (one table, seen by both) does not.
+        assert_eq!((s.pool_max, s.pool_in_use()), (20.0, 11.0));
+        assert_eq!(s.errors["db_pool_wait"], 4.0);
+        assert_eq!(s.writes_and_calls(), (10.0, 0.0));
+        assert_eq!(s.routes["GET /"].duration.count, 6.0);
+        assert_eq!(s.routes["GET /"].duration.buckets, vec![(0.1, 6.0)]);
+        assert_eq!(s.queue_queued, 42.0);
+        assert_eq!(s.cron_tick_max["background-jobs"], 1.5);
+        let fleet = s.fleet.expect("the front's series");
+        assert_eq!(fleet.instances, 2.0);
+        assert_eq!(fleet.pool_in_use, BTreeMap::from([(0, 4.0), (1, 7.0)]));
+        let pooler = fleet.pooler.expect("the pooler's series");
+        assert_eq!((pooler.cl_waiting, pooler.wait_s), (12.0, 1.5));
+        // One service alone has no fleet.
+        assert_eq!(parse_metrics(&one(1, 1, 0.1), 0.0).fleet, None);
     }
 
     #[test]

@@ -79,6 +79,23 @@ fn the_readme_ceilings_are_rendered_from_the_stored_report() {
     );
 }
 
+/// The scale-out block: the summary of the stored scale-out report (`scripts/readme-scaleout`).
+#[test]
+fn the_readme_scaleout_results_are_rendered_from_the_stored_report() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let report = Report::read(&root.join("docs/results/scaleout.json")).unwrap();
+    assert!(
+        report.arms.iter().all(|a| a.fleet.is_some()),
+        "not a scale-out report"
+    );
+    assert_eq!(
+        block(&readme, "scaleout"),
+        format!("{}\n", markdown::summary(&report)),
+        "README.md's scale-out results differ from docs/results/scaleout.json: run scripts/readme-scaleout"
+    );
+}
+
 /// The chaos block: the summaries of the stored chaos reports, in file-name order
 /// (`scripts/readme-chaos` writes both).
 #[test]

@@ -14,6 +14,10 @@ pub enum Category {
     DbTimeout,
     /// No pooled connection within the acquire timeout (or the request died waiting).
     DbPoolWait,
+    /// The database or its pooler refused a new connection: Postgres's "too many clients"
+    /// (SQLSTATE 53300), PgBouncer's "no more connections allowed" — many instances, each
+    /// opening its own pool.
+    DbConnections,
     /// The LinkedIn account behind a workspace is disconnected (Unipile).
     ProviderDisconnected,
     /// The provider refused the recipient.
@@ -34,9 +38,10 @@ pub enum Category {
 
 impl Category {
     /// Every category, for exporting zero-valued counters.
-    pub const ALL: [Category; 10] = [
+    pub const ALL: [Category; 11] = [
         Category::DbTimeout,
         Category::DbPoolWait,
+        Category::DbConnections,
         Category::ProviderDisconnected,
         Category::ProviderInvalidRecipient,
         Category::AiTimeout,
@@ -52,6 +57,7 @@ impl Category {
         match self {
             Category::DbTimeout => "db_timeout",
             Category::DbPoolWait => "db_pool_wait",
+            Category::DbConnections => "db_connections",
             Category::ProviderDisconnected => "provider_disconnected",
             Category::ProviderInvalidRecipient => "provider_invalid_recipient",
             Category::AiTimeout => "ai_timeout",
@@ -69,6 +75,12 @@ impl Category {
             sqlx::Error::PoolTimedOut => Some(Category::DbPoolWait),
             sqlx::Error::Database(db) if db.code().as_deref() == Some("57014") => {
                 Some(Category::DbTimeout)
+            }
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some("53300")
+                    || db.message().contains("no more connections allowed") =>
+            {
+                Some(Category::DbConnections)
             }
             _ => None,
         }
@@ -126,6 +138,9 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Db(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Db(e) if Category::of_sqlx(e) == Some(Category::DbConnections) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Db(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Provider { .. } => StatusCode::BAD_GATEWAY,
         }

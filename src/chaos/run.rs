@@ -62,6 +62,21 @@ impl ServiceSlot {
         }
     }
 
+    /// A slot for services the arm runs elsewhere (a fleet of instances behind a front at
+    /// `base`): it holds no process, and no fault may kill or restart one through it (the
+    /// scenario refuses service faults and flips with a fleet).
+    pub fn detached(base: String, binary: PathBuf, switches: Switches, log: PathBuf) -> Self {
+        Self {
+            base,
+            process: tokio::sync::Mutex::new(None),
+            binary,
+            env: Box::new(|_: &Switches, _: std::net::SocketAddr| Vec::new()),
+            switches: Mutex::new(switches),
+            log,
+            restarts: Default::default(),
+        }
+    }
+
     /// The process, for the arm to stop at its end (`None` if a restart failed).
     pub async fn take(&self) -> Option<ServiceProcess> {
         self.process.lock().await.take()

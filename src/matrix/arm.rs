@@ -105,15 +105,34 @@ async fn run_on_clone(
         false => None,
         true => Some(link_proxy(server, db).await?),
     };
-    let database_url = match &proxy {
-        Some(p) => crate::chaos::timeline::via(&server.url(db, true), p.addr()),
-        None => server.url(db, true),
+    // Through PgBouncer, when the scenario has one: the instances' statement timeout is then
+    // set on PgBouncer's server connections (it refuses the client's `options`).
+    let pooler = match &scenario.pooler {
+        Some(spec) => Some(Arc::new(
+            crate::fleet::pooler::PgBouncer::start(
+                spec,
+                server,
+                scenario.service.statement_timeout,
+            )
+            .await
+            .context("starting PgBouncer")?,
+        )),
+        None => None,
+    };
+    let database_url = match (&proxy, &pooler) {
+        (_, Some(p)) => p.url(server, db),
+        (Some(p), None) => crate::chaos::timeline::via(&server.url(db, true), p.addr()),
+        (None, None) => server.url(db, true),
     };
     let secrets = Secrets::random();
     let t0 = Instant::now();
     let log = out.join(format!("arm-{}.service.log", arm.name));
     let env_for = {
-        let (scenario, arm, secrets) = (scenario.clone(), arm.clone(), secrets.clone());
+        let mut scenario = scenario.clone();
+        if pooler.is_some() {
+            scenario.service.statement_timeout = None;
+        }
+        let (arm, secrets) = (arm.clone(), secrets.clone());
         let (database_url, fakes_base) = (database_url.clone(), fakes.base.clone());
         move |switches: &inbox_service::Switches, bind: std::net::SocketAddr| {
             let arm = Arm {
@@ -130,20 +149,50 @@ async fn run_on_clone(
             )
         }
     };
-    let service = ServiceProcess::start(
-        service_bin,
-        &env_for(&arm.switches, ([127, 0, 0, 1], 0).into()),
-        &log,
-    )
-    .await?;
+    let env_for = Arc::new(env_for);
+    let (service, fleet) = match scenario.fleet {
+        None => {
+            let process = ServiceProcess::start(
+                service_bin,
+                &env_for(&arm.switches, ([127, 0, 0, 1], 0).into()),
+                &log,
+            )
+            .await?;
+            let env_for = env_for.clone();
+            let slot = ServiceSlot::new(
+                process,
+                service_bin.to_owned(),
+                arm.switches,
+                log.clone(),
+                move |s: &inbox_service::Switches, bind: std::net::SocketAddr| env_for(s, bind),
+            );
+            (slot, None)
+        }
+        Some(spec) => {
+            let start: crate::fleet::StartInstance = {
+                let (env_for, bin, switches) =
+                    (env_for.clone(), service_bin.to_owned(), arm.switches);
+                let (out, name) = (out.to_owned(), arm.name.clone());
+                Arc::new(move |i: usize| {
+                    let env = env_for(&switches, ([127, 0, 0, 1], 0).into());
+                    let (bin, log) = (bin.clone(), out.join(format!("arm-{name}.service-{i}.log")));
+                    Box::pin(async move { ServiceProcess::start(&bin, &env, &log).await })
+                })
+            };
+            let fleet =
+                crate::fleet::Fleet::start(spec, start, pooler.clone().map(|p| (p, db.to_owned())))
+                    .await
+                    .context("starting the service instances")?;
+            let slot = ServiceSlot::detached(
+                fleet.base.clone(),
+                service_bin.to_owned(),
+                arm.switches,
+                log.clone(),
+            );
+            (slot, Some(fleet))
+        }
+    };
     timings.service_start_s = t0.elapsed().as_secs_f64();
-    let service = ServiceSlot::new(
-        service,
-        service_bin.to_owned(),
-        arm.switches,
-        log.clone(),
-        env_for,
-    );
     let http = reqwest::Client::new();
     let plan = plan_for(
         scenario,
@@ -262,6 +311,28 @@ async fn run_on_clone(
     if let Some(p) = service.take().await {
         p.stop().await;
     }
+    let fleet = match fleet {
+        Some(f) => {
+            // On the load's clock, as the timeline.
+            let before_load = load_start.duration_since(f.started_at()).as_secs_f64();
+            let mut report = f.stop().await;
+            for (t, _) in &mut report.instances {
+                *t = (*t - before_load).max(0.0);
+            }
+            Some(report)
+        }
+        None => None,
+    };
+    // PgBouncer holds its server connections until it stops.
+    let refused_clients = pooler.map(|p| {
+        let refused = p
+            .errors_logged()
+            .iter()
+            .filter(|l| l.contains("no more connections allowed"))
+            .count() as u64;
+        p.stop();
+        refused
+    });
     wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
     let since = rows_since(&rows_before, &rows_written(server, db).await?);
     // The service deletes no row: every delete counted is a killed speculative insertion.
@@ -454,16 +525,8 @@ async fn run_on_clone(
         invariants,
         background,
         reconnect,
-        timeline: scrapes
-            .iter()
-            .map(|s| TimelinePoint {
-                t: s.t,
-                pool_in_use: s.pool_in_use(),
-                pool_max: s.pool_max,
-                pool_waiters: s.pool_waiters,
-                queue_depth: s.queue_queued + s.queue_running,
-            })
-            .collect(),
+        timeline: timeline_of(&scrapes),
+        fleet: fleet.map(|f| fleet_report(f, scenario, &scrapes, refused_clients)),
         goose: summary.goose,
         timings: ArmTimings::default(),
         skipped,
@@ -471,6 +534,89 @@ async fn run_on_clone(
         flips,
         hypothesis,
     })
+}
+
+/// The scrapes as the report's timeline: pools, queue, and with a fleet its instances and the
+/// pooler's figures (the wait per transaction over each second).
+fn timeline_of(scrapes: &[crate::service_proc::Scrape]) -> Vec<TimelinePoint> {
+    let mut previous: Option<&crate::service_proc::PoolerScrape> = None;
+    scrapes
+        .iter()
+        .map(|s| {
+            let fleet = s.fleet.as_ref();
+            let pooler = fleet.and_then(|f| f.pooler.as_ref());
+            let wait = match (pooler, previous) {
+                (Some(now), Some(before)) if now.transactions > before.transactions => Some(
+                    (now.wait_s - before.wait_s).max(0.0) * 1000.0
+                        / (now.transactions - before.transactions),
+                ),
+                (Some(_), _) => Some(0.0),
+                _ => None,
+            };
+            if pooler.is_some() {
+                previous = pooler;
+            }
+            TimelinePoint {
+                t: s.t,
+                pool_in_use: s.pool_in_use(),
+                pool_max: s.pool_max,
+                pool_waiters: s.pool_waiters,
+                queue_depth: s.queue_queued + s.queue_running,
+                instances: fleet.map(|f| f.instances),
+                instance_pool_in_use: fleet
+                    .map(|f| f.pool_in_use.values().copied().collect())
+                    .unwrap_or_default(),
+                pooler_cl_waiting: pooler.map(|p| p.cl_waiting),
+                pooler_sv_active: pooler.map(|p| p.sv_active),
+                pooler_wait_ms: wait,
+            }
+        })
+        .collect()
+}
+
+/// The fleet's own account, with the most connections each instance held and the pooler's
+/// figures over the arm.
+fn fleet_report(
+    mut report: crate::fleet::FleetReport,
+    scenario: &Scenario,
+    scrapes: &[crate::service_proc::Scrape],
+    refused_clients: Option<u64>,
+) -> crate::fleet::FleetReport {
+    for f in scrapes.iter().filter_map(|s| s.fleet.as_ref()) {
+        for (&i, &n) in &f.pool_in_use {
+            let i = i as usize;
+            if report.connections_max.len() <= i {
+                report.connections_max.resize(i + 1, 0.0);
+            }
+            report.connections_max[i] = report.connections_max[i].max(n);
+        }
+    }
+    if let Some(spec) = &scenario.pooler {
+        let seen: Vec<&crate::service_proc::PoolerScrape> = scrapes
+            .iter()
+            .filter_map(|s| s.fleet.as_ref()?.pooler.as_ref())
+            .collect();
+        let max = |f: fn(&crate::service_proc::PoolerScrape) -> f64| {
+            seen.iter().map(|p| f(p)).fold(0.0, f64::max)
+        };
+        let last = seen.last().copied().cloned().unwrap_or_default();
+        report.pooler = Some(crate::fleet::PoolerReport {
+            pool_mode: spec.pool_mode.clone(),
+            default_pool_size: spec.default_pool_size,
+            max_client_conn: spec.max_client_conn,
+            cl_waiting_max: max(|p| p.cl_waiting),
+            sv_active_max: max(|p| p.sv_active),
+            maxwait_max_ms: max(|p| p.maxwait_s) * 1000.0,
+            wait_per_transaction_ms: if last.transactions > 0.0 {
+                last.wait_s * 1000.0 / last.transactions
+            } else {
+                0.0
+            },
+            transactions: last.transactions,
+            refused_clients: refused_clients.unwrap_or(0),
+        });
+    }
+    report
 }
 
 /// The end of flip `i`'s stretch: the next flip, or the end of the load.

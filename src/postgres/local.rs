@@ -66,13 +66,13 @@ pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, String> {
 
 /// The user the server processes run as: `postgres` when we are root, else ourselves.
 #[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
+pub(crate) struct RunAs {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
     switch: bool,
 }
 
-fn run_as() -> Result<RunAs, ProvisionError> {
+pub(crate) fn run_as() -> Result<RunAs, ProvisionError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(RunAs {
             uid: nix::unistd::getuid().as_raw(),
@@ -93,7 +93,7 @@ fn run_as() -> Result<RunAs, ProvisionError> {
 }
 
 impl RunAs {
-    fn command(&self, program: PathBuf) -> Command {
+    pub(crate) fn command(&self, program: PathBuf) -> Command {
         let mut cmd = crate::service_proc::niced(program);
         if self.switch {
             cmd.uid(self.uid).gid(self.gid);
@@ -378,7 +378,7 @@ impl Drop for LocalCluster {
 }
 
 /// A free TCP port on loopback (the OS picks; the tiny race with another process is accepted).
-fn free_port() -> Result<u16, ProvisionError> {
+pub(crate) fn free_port() -> Result<u16, ProvisionError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

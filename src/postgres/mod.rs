@@ -216,6 +216,32 @@ impl PgServer {
         self.admin.clone().database(name)
     }
 
+    /// The admin password as typed (decoded from its URL form), if the server has one: for a
+    /// pooler's auth file.
+    pub fn password(&self) -> Option<String> {
+        let p = self.password.as_deref()?;
+        let bytes = p.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
     /// A connection URL for database `name`, with any password masked unless `reveal`.
     pub fn url(&self, name: &str, reveal: bool) -> String {
         let o = &self.admin;

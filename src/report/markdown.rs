@@ -183,6 +183,64 @@ pub fn reconnections(r: &Report) -> String {
     out
 }
 
+/// Scale-out arms: instances over time, connections per instance, and the pooler's queue.
+pub fn fleet(r: &Report) -> String {
+    let mut out = String::new();
+    if r.arms.iter().all(|a| a.fleet.is_none()) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Instances and the pooler\n\n\
+         Instances are service processes behind the front, each with its own pool; \
+         \"waiting\" are PgBouncer's clients queued for a server connection (`SHOW POOLS` \
+         cl_waiting, read each second), \"wait/txn\" the time they queued per transaction over \
+         the arm (`SHOW STATS`).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| arm | instances (min–max) | instances@second of the load | failed starts | most connections per instance | pooler (mode, pool, clients) | most waiting | longest wait | wait/txn | most server conns | refused clients |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for a in &r.arms {
+        let Some(f) = &a.fleet else { continue };
+        let started: Vec<String> = f
+            .instances
+            .iter()
+            .map(|(t, n)| format!("{n}@{t:.1}"))
+            .collect();
+        let conns: Vec<String> = f
+            .connections_max
+            .iter()
+            .map(|c| format!("{c:.0}"))
+            .collect();
+        let pooler = |g: &dyn Fn(&crate::fleet::PoolerReport) -> String| {
+            f.pooler.as_ref().map_or("-".to_owned(), g)
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {}–{}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            a.name,
+            f.min,
+            f.max,
+            f.per_instance_concurrency
+                .map_or(String::new(), |c| format!(" (one per {c} in flight)")),
+            started.join(", "),
+            f.failed_starts,
+            conns.join(" / "),
+            pooler(&|p| format!(
+                "{}, {}, {}",
+                p.pool_mode, p.default_pool_size, p.max_client_conn
+            )),
+            pooler(&|p| format!("{:.0}", p.cl_waiting_max)),
+            pooler(&|p| format!("{:.0} ms", p.maxwait_max_ms)),
+            pooler(&|p| format!("{:.1} ms", p.wait_per_transaction_ms)),
+            pooler(&|p| format!("{:.0}", p.sv_active_max)),
+            pooler(&|p| p.refused_clients.to_string()),
+        );
+    }
+    out
+}
+
 /// Where the sidebar counts came from, and the cron ticks against their budget.
 pub fn background(r: &Report) -> String {
     let mut out = String::new();
@@ -428,6 +486,7 @@ pub fn render(r: &Report) -> String {
     out.push_str(&effects(r));
     out.push_str(&background(r));
     out.push_str(&reconnections(r));
+    out.push_str(&fleet(r));
     out.push_str(&timeouts_by_phase(r));
     let _ = writeln!(out, "\n## Where the time went\n");
     let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");
@@ -477,7 +536,7 @@ pub fn render(r: &Report) -> String {
 /// The README's results block: the table, and what it was measured on.
 pub fn summary(r: &Report) -> String {
     format!(
-        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time, verdict {:?}:\n\n{}{}",
+        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time, verdict {:?}:\n\n{}{}{}",
         r.scenario.source,
         r.environment.commit,
         r.environment.machine,
@@ -485,7 +544,8 @@ pub fn summary(r: &Report) -> String {
         r.wall_time_s,
         r.verdict,
         table(r),
-        chaos_summary(r)
+        chaos_summary(r),
+        fleet(r)
     )
 }
 

@@ -366,13 +366,30 @@ impl EffectCount {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TimelinePoint {
     pub t: f64,
+    /// Over every instance, with several.
     pub pool_in_use: f64,
     pub pool_max: f64,
     pub pool_waiters: f64,
     pub queue_depth: f64,
+    /// Service instances answering (scenarios with `[service] instances`/`autoscale` or a
+    /// `[pooler]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<f64>,
+    /// Pooled connections in use by instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_pool_in_use: Vec<f64>,
+    /// PgBouncer: clients waiting for a server connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler_cl_waiting: Option<f64>,
+    /// PgBouncer: server connections in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler_sv_active: Option<f64>,
+    /// PgBouncer: time waited for a server connection per transaction since the last point (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler_wait_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -402,6 +419,9 @@ pub struct ArmReport {
     #[serde(default)]
     pub reconnect: Option<ReconnectReport>,
     pub timeline: Vec<TimelinePoint>,
+    /// The instances and the pooler, when the scenario runs several or one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetReport>,
     /// goose's own figures (timed from the actual start): `"METHOD name"` → …
     pub goose: BTreeMap<String, loadgen::engine::GooseEndpoint>,
     pub timings: ArmTimings,
@@ -539,6 +559,7 @@ impl ArmReport {
             background: Background::default(),
             reconnect: None,
             timeline: Vec::new(),
+            fleet: None,
             goose: BTreeMap::new(),
             timings: ArmTimings::default(),
             skipped: Vec::new(),

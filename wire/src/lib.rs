@@ -69,6 +69,29 @@ pub mod metrics {
     pub const CRON_CONNECTIONS: &str = "cron_connections";
     /// The most pooled connections cron ticks held at once (gauge).
     pub const CRON_CONNECTIONS_MAX: &str = "cron_connections_max";
+
+    // The scale-out front (`[service] instances`/`autoscale`) adds these to the instances'
+    // own series, which it concatenates: the harness sums counters and pool gauges over
+    // instances and takes the largest of the database-wide gauges (queue depth).
+    /// Service instances answering now (gauge).
+    pub const FLEET_INSTANCES: &str = "fleet_instances";
+    /// Requests the front is forwarding now (gauge).
+    pub const FLEET_IN_FLIGHT: &str = "fleet_in_flight";
+    /// Instance starts that failed (counter).
+    pub const FLEET_FAILED_STARTS: &str = "fleet_failed_starts_total";
+    /// Pooled connections in use by `instance` (gauge).
+    pub const FLEET_INSTANCE_POOL_IN_USE: &str = "fleet_instance_pool_in_use";
+    /// PgBouncer's `SHOW POOLS` for the run's database: clients waiting for a server
+    /// connection, clients served, server connections linked to a client, idle ones (gauges).
+    pub const POOLER_CL_WAITING: &str = "pooler_cl_waiting";
+    pub const POOLER_CL_ACTIVE: &str = "pooler_cl_active";
+    pub const POOLER_SV_ACTIVE: &str = "pooler_sv_active";
+    pub const POOLER_SV_IDLE: &str = "pooler_sv_idle";
+    /// How long the oldest waiting client has waited (gauge, seconds).
+    pub const POOLER_MAXWAIT: &str = "pooler_maxwait_seconds";
+    /// PgBouncer's `SHOW STATS`: time clients waited for a server, transactions (counters).
+    pub const POOLER_WAIT: &str = "pooler_wait_seconds_total";
+    pub const POOLER_XACTS: &str = "pooler_transactions_total";
 }
 
 /// Path of the email webhook.

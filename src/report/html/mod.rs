@@ -400,6 +400,7 @@ mod tests {
                 pool_max: 10.0,
                 pool_waiters: 440.0,
                 queue_depth: 0.0,
+                ..TimelinePoint::default()
             })
             .collect();
         let on = arm(
