@@ -90,8 +90,8 @@ fn the_readme_scaleout_results_are_rendered_from_the_stored_report() {
         "not a scale-out report"
     );
     assert_eq!(
-        block(&readme, "scaleout"),
-        format!("{}\n", markdown::summary(&report)),
+        block(&readme, "scaleout").trim_end(),
+        markdown::summary(&report).trim_end(),
         "README.md's scale-out results differ from docs/results/scaleout.json: run scripts/readme-scaleout"
     );
 }
