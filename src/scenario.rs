@@ -255,13 +255,36 @@ pub struct ArmSpec {
     pub expect: Expect,
 }
 
-/// `[service]` as written: the service's own limits, and how many instances of it run.
-#[derive(Debug, Clone, Default, Deserialize)]
-struct ServiceSection {
-    instances: Option<Spanned<u32>>,
-    autoscale: Option<Spanned<crate::fleet::Autoscale>>,
-    #[serde(flatten)]
-    limits: Limits,
+/// The keys of `[service]` that are the platform's, not the service's: how many instances run.
+const FLEET_KEYS: [&str; 2] = ["instances", "autoscale"];
+
+/// Takes `[service]`'s `instances` and `autoscale` lines out of `text` (blanked, so every other
+/// line and column stays where it was, and the service's own limits keep refusing unknown
+/// keys): `(text without them, [(key, value as written, byte offset of its line)])`.
+fn take_fleet_keys(text: &str) -> (String, Vec<(&'static str, String, usize)>) {
+    let mut out = String::with_capacity(text.len());
+    let mut taken = Vec::new();
+    let mut in_service = false;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_service = trimmed == "[service]";
+        }
+        let key = trimmed.split_once('=').map(|(k, v)| (k.trim(), v.trim()));
+        match key {
+            Some((k, v)) if in_service => match FLEET_KEYS.iter().find(|f| **f == k) {
+                Some(f) => {
+                    taken.push((*f, v.to_owned(), offset));
+                    out.extend(line.chars().map(|c| if c == '\n' { '\n' } else { ' ' }));
+                }
+                None => out.push_str(line),
+            },
+            _ => out.push_str(line),
+        }
+        offset += line.len();
+    }
+    (out, taken)
 }
 
 /// The file as written.
@@ -294,7 +317,7 @@ struct ScenarioFile {
     dataset: DatasetSpec,
     postgres: Spanned<PgSettings>,
     #[serde(default)]
-    service: ServiceSection,
+    service: Limits,
     pooler: Option<Spanned<crate::fleet::PoolerSpec>>,
     #[serde(default)]
     providers: BTreeMap<Provider, Knobs>,
@@ -714,8 +737,41 @@ impl Scenario {
                     .map(|t| t.trim().to_owned()),
             }
         };
+        let (without_fleet, fleet_keys) = take_fleet_keys(text);
         let raw: ScenarioFile =
-            toml::from_str(text).map_err(|e| at(e.span(), e.message().to_owned()))?;
+            toml::from_str(&without_fleet).map_err(|e| at(e.span(), e.message().to_owned()))?;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Value<T> {
+            v: T,
+        }
+        let (mut instances, mut autoscale, mut service_span) = (None, None, None);
+        for (key, value, offset) in &fleet_keys {
+            let span = Some(*offset..*offset + 1);
+            let bad = |e: toml::de::Error| {
+                at(
+                    span.clone(),
+                    format!("[service] field `{key}`: {}", e.message().trim_end()),
+                )
+            };
+            match *key {
+                "instances" => {
+                    instances = Some(
+                        toml::from_str::<Value<u32>>(&format!("v = {value}"))
+                            .map_err(bad)?
+                            .v,
+                    )
+                }
+                _ => {
+                    autoscale = Some(
+                        toml::from_str::<Value<crate::fleet::Autoscale>>(&format!("v = {value}"))
+                            .map_err(bad)?
+                            .v,
+                    )
+                }
+            }
+            service_span = service_span.or(span);
+        }
         let duration = raw.duration;
         if duration.is_zero() {
             return Err(at(None, "field `duration` must be more than 0s".into()));
@@ -930,19 +986,10 @@ impl Scenario {
             .map_err(|e| at(None, format!("[dataset]: {e}")))?;
 
         raw.service
-            .limits
             .validate()
             .map_err(|e| at(None, format!("[service]: {e}")))?;
-        let service_span = raw.service.instances.as_ref().map(|i| i.span()).or(raw
-            .service
-            .autoscale
-            .as_ref()
-            .map(|a| a.span()));
-        let fleet = crate::fleet::FleetSpec::from_file(
-            raw.service.instances.as_ref().map(|i| *i.get_ref()),
-            raw.service.autoscale.as_ref().map(|a| *a.get_ref()),
-        )
-        .map_err(|e| at(service_span.clone(), format!("[service] {e}")))?;
+        let fleet = crate::fleet::FleetSpec::from_file(instances, autoscale)
+            .map_err(|e| at(service_span.clone(), format!("[service] {e}")))?;
         let pooler = match &raw.pooler {
             None => None,
             Some(p) => {
@@ -957,7 +1004,7 @@ impl Scenario {
             let span = service_span.or(raw.pooler.as_ref().map(|p| p.span()));
             crate::fleet::check_connections(
                 f,
-                raw.service.limits.pool_max,
+                raw.service.pool_max,
                 pooler.as_ref(),
                 raw.postgres.get_ref().max_connections,
             )
@@ -1053,7 +1100,7 @@ impl Scenario {
             incident_phase: raw.incident_phase,
             scale,
             postgres,
-            service: raw.service.limits,
+            service: raw.service,
             fleet,
             pooler,
             providers: raw.providers,

@@ -275,9 +275,14 @@ impl Cdp {
         };
         let stream = TcpStream::connect(format!("127.0.0.1:{port}"))
             .with_context(|| format!("cannot reach Chromium's DevTools port {port}"))?;
-        stream.set_read_timeout(Some(Duration::from_millis(250)))?;
+        // The handshake waits as long as the run may (a short timeout here interrupts it on a
+        // busy machine: "Interrupted handshake (WouldBlock)"); reads after it poll every 250 ms.
+        let left = deadline.saturating_duration_since(Instant::now());
+        stream.set_read_timeout(Some(left.max(Duration::from_secs(1))))?;
         let (ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}{path}"), stream)
             .map_err(|e| anyhow!("DevTools handshake failed: {e}"))?;
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(250)))?;
         Ok(Self {
             ws,
             next_id: 1,
