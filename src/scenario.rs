@@ -269,7 +269,8 @@ fn take_fleet_keys(text: &str) -> (String, Vec<(&'static str, String, usize)>) {
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
-            in_service = trimmed == "[service]";
+            let header = trimmed.split('#').next().unwrap_or_default().trim_end();
+            in_service = header == "[service]";
         }
         let key = trimmed.split_once('=').map(|(k, v)| (k.trim(), v.trim()));
         match key {
@@ -1471,4 +1472,32 @@ fn storm_knobs(base: &Knobs, over: Option<&toml::Value>) -> Result<Knobs, String
             e.message()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_fleet_keys;
+
+    #[test]
+    fn the_platform_keys_are_taken_out_of_service_only_and_every_offset_stays() {
+        let text = "seed = 1\ninstances = 9\n[service] # the platform\npool_max = 10\ninstances = 3\nautoscale = { min = 1, max = 2, per_instance_concurrency = 5 }\n[pooler]\ninstances = 4\n";
+        let (out, taken) = take_fleet_keys(text);
+        assert_eq!(out.len(), text.len(), "offsets must not move");
+        let keys: Vec<(&str, &str)> = taken.iter().map(|(k, v, _)| (*k, v.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                ("instances", "3"),
+                (
+                    "autoscale",
+                    "{ min = 1, max = 2, per_instance_concurrency = 5 }"
+                )
+            ]
+        );
+        // Outside [service] the keys stay (and are refused there as unknown).
+        assert!(out.starts_with("seed = 1\ninstances = 9\n"));
+        assert!(out.ends_with("[pooler]\ninstances = 4\n"));
+        assert!(out.contains("pool_max = 10") && !out.contains("instances = 3"));
+        assert_eq!(&text[taken[0].2..taken[0].2 + 13], "instances = 3");
+    }
 }

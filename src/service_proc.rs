@@ -148,11 +148,6 @@ impl ServiceProcess {
         }
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// SIGKILL at once (a crash mid-request), and wait until it is gone.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();

@@ -104,6 +104,15 @@ async fn pgbouncer_pools_queues_refuses_and_leaves_nothing_behind() {
         "{refused}"
     );
     drop((b, c, d));
+    // The refusal is in PgBouncer's log, where the report counts refused clients from.
+    assert!(
+        pooler
+            .errors_logged()
+            .iter()
+            .any(|l| l.contains("no more connections allowed")),
+        "{:?}",
+        pooler.errors_logged()
+    );
 
     pooler.stop();
     assert!(!process_alive(pid), "pgbouncer still runs after stop");

@@ -59,7 +59,6 @@ pub struct FleetReport {
     pub per_instance_concurrency: Option<u32>,
     /// `(seconds into the load, instances answering)` at each change (0: before the load).
     pub instances: Vec<(f64, u32)>,
-    pub started: u32,
     pub failed_starts: u32,
     /// Why starts failed (the first few).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -288,22 +287,6 @@ impl Fleet {
         self.shared.t0
     }
 
-    /// Instances answering now.
-    pub fn instances(&self) -> usize {
-        self.shared.instances().len()
-    }
-
-    /// The service processes' ids (for the tests that check nothing is left behind).
-    pub async fn pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for i in self.shared.instances() {
-            if let Some(p) = i.process.lock().await.as_ref() {
-                pids.push(p.pid());
-            }
-        }
-        pids
-    }
-
     /// Stops the front, waits for the starts under way, stops every instance (SIGTERM), and
     /// says what the fleet did.
     pub async fn stop(self) -> FleetReport {
@@ -331,7 +314,6 @@ impl Fleet {
             max: sh.spec.max,
             per_instance_concurrency: sh.spec.per_instance_concurrency,
             instances: sh.history.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            started: sh.instances().len() as u32,
             failed_starts: sh.failed_starts.load(Ordering::Relaxed),
             start_errors: sh
                 .start_errors
