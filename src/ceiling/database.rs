@@ -3,7 +3,11 @@
 //!   arm: `INBOXXIA_EMAIL_SENT_ASYNC` on, its pool) holds with p95 ≤ 500 ms and no failure;
 //! - **drain**: the jobs per second the background-jobs cron applies, ticked back to back until
 //!   the queue the ramp left is empty — with the per-job work the fixed path does (the GHL call
-//!   to the fake provider, the ledger);
+//!   to the fake provider, the ledger). It measures the runner, not the scenario's model of GHL:
+//!   with a provider latency L and W workers a drain is bounded at W ÷ L (Little's law; smoke's
+//!   8 workers and ~200 ms give ~40 jobs/s whatever the code does), so here the fake GHL answers
+//!   at once and a tick runs as many jobs at once as the pool has connections. That bound is
+//!   reported beside the figure;
 //! - **reference**: `pgbench` inserting one row into the same queue table with as many clients
 //!   as the service's pool. Goals: ingest ≥ 0.5 × and drain ≥ 0.2 × its rate.
 
@@ -52,6 +56,12 @@ pub struct DatabaseCeiling {
     pub drained: u64,
     /// Jobs still queued when the drain gave up (60 s).
     pub drain_left: u64,
+    /// Jobs a tick ran at once during the drain (the pool's size).
+    #[serde(default)]
+    pub drain_workers: u32,
+    /// What the scenario's own settings allow: its workers ÷ its GHL latency's mean, jobs/s.
+    #[serde(default)]
+    pub drain_modelled_bound: Option<f64>,
     pub reference: Reference,
     pub ingest_ratio: Option<f64>,
     pub drain_ratio: Option<f64>,
@@ -93,6 +103,8 @@ async fn on_clone(
     step: Duration,
     out: &Path,
 ) -> anyhow::Result<DatabaseCeiling> {
+    let modelled = modelled_drain_bound(scenario);
+    let scenario = &for_the_drain(scenario);
     let fakes = FakesServer::start(scenario, disconnected_workspaces(server, db).await?).await?;
     let secrets = inbox_service::config::Secrets::random();
     let url = server.url(db, true);
@@ -134,7 +146,8 @@ async fn on_clone(
     let (drained, left, drain_s) = drain(&url, &service.base, &secrets.cron).await?;
     let drain_jobs_per_s = (drained > 0).then(|| drained as f64 / drain_s);
     println!(
-        "drain: {drained} jobs in {drain_s:.1} s{}",
+        "drain ({} workers, GHL answering at once): {drained} jobs in {drain_s:.1} s{}",
+        scenario.service.worker_concurrency,
         if left > 0 {
             format!(", {left} left")
         } else {
@@ -163,10 +176,36 @@ async fn on_clone(
         drain_jobs_per_s,
         drained,
         drain_left: left,
+        drain_workers: scenario.service.worker_concurrency,
+        drain_modelled_bound: modelled,
         reference,
         ingest_goal: 0.5,
         drain_goal: 0.2,
     })
+}
+
+/// `scenario` as the ceiling runs it: GHL answers at once without errors, and a background-jobs
+/// tick runs as many jobs at once as the pool has connections. (The ingest path calls no
+/// provider, so only the drain sees either.)
+fn for_the_drain(scenario: &Scenario) -> Scenario {
+    let mut s = scenario.clone();
+    s.providers
+        .insert(fake_providers::Provider::Ghl, Default::default());
+    s.service.worker_concurrency = s.service.pool_max;
+    s
+}
+
+/// The drain rate the scenario's settings allow at most: its workers ÷ the mean latency of
+/// its GHL (`base + jitter / 2`, the slow tail weighed in); `None` when GHL answers at once.
+pub fn modelled_drain_bound(scenario: &Scenario) -> Option<f64> {
+    let l = &scenario
+        .providers
+        .get(&fake_providers::Provider::Ghl)?
+        .latency;
+    let slow = (l.slow_pct / 100.0).clamp(0.0, 1.0);
+    let mean_ms =
+        (1.0 - slow) * (l.base_ms as f64 + l.jitter_ms as f64 / 2.0) + slow * l.slow_ms as f64;
+    (mean_ms > 0.0).then(|| f64::from(scenario.service.worker_concurrency) / (mean_ms / 1000.0))
 }
 
 async fn ingest_step(
@@ -341,5 +380,26 @@ mod tests {
         let out = "transaction type: insert.sql\nscaling factor: 1\nnumber of clients: 10\nlatency average = 1.234 ms\ninitial connection time = 12.345 ms\ntps = 8103.123456 (without initial connection time)\n";
         assert_eq!(parse_pgbench(out), Some(8103.123456));
         assert_eq!(parse_pgbench("pgbench: error: connection refused"), None);
+    }
+
+    /// The bound the scenario's settings put on a drain, and the settings the ceiling drains
+    /// with instead (so the figure is the runner's, not the model's).
+    #[test]
+    fn the_drain_runs_without_the_modelled_latency() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+        let smoke = Scenario::load(&path).expect("smoke.toml parses");
+        // 8 workers; GHL 150 ms + up to 100 ms of jitter: a mean of 200 ms.
+        assert_eq!(smoke.service.worker_concurrency, 8);
+        let bound = modelled_drain_bound(&smoke).expect("smoke models a GHL latency");
+        assert!((bound - 40.0).abs() < 1e-9, "{bound}");
+        let tuned = for_the_drain(&smoke);
+        assert_eq!(tuned.service.worker_concurrency, smoke.service.pool_max);
+        assert_eq!(modelled_drain_bound(&tuned), None);
+        // Nothing else moves: the ingest sees the scenario as written.
+        assert_eq!(tuned.service.pool_max, smoke.service.pool_max);
+        assert_eq!(
+            tuned.providers.get(&fake_providers::Provider::Unipile),
+            smoke.providers.get(&fake_providers::Provider::Unipile)
+        );
     }
 }

@@ -454,6 +454,21 @@ fn ratio_words(
     }
 }
 
+/// How the drain ran. A report from before the drain ran apart from the scenario's model
+/// (no `drain_workers`) ran it with the scenario's own provider latency and workers.
+fn drain_setting(d: &DatabaseCeiling) -> String {
+    if d.drain_workers == 0 {
+        return String::new();
+    }
+    format!(
+        ", {} jobs at once, the fake GHL answering at once{}",
+        d.drain_workers,
+        d.drain_modelled_bound.map_or(String::new(), |b| format!(
+            "; the scenario's own GHL latency and workers would bound it at {b:.0} jobs/s, whatever the code"
+        ))
+    )
+}
+
 fn database_body(d: Option<&DatabaseCeiling>) -> String {
     let Some(d) = d else {
         return "\n**Ingest and drain**: not measured (`--no-database`).\n".into();
@@ -464,7 +479,7 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
         .last()
         .is_some_and(|s| s.held || s.harness_limited);
     let mut out = format!(
-        "\n**Ingest** (`EMAIL_SENT` on the queued path, the all-on arm, pool {}): ceiling {} with p95 ≤ 500 ms; {}. **Drain** (background-jobs cron ticked back to back, the per-job work of the fixed path): {}; {}. pgbench: {}.\n\n| rate /s | sent | failed | p95 | lateness p99 | held |\n|---|---|---|---|---|---|\n",
+        "\n**Ingest** (`EMAIL_SENT` on the queued path, the all-on arm, pool {}): ceiling {} with p95 ≤ 500 ms; {}. **Drain** (background-jobs cron ticked back to back, the per-job work of the fixed path{}): {}; {}. pgbench: {}.\n\n| rate /s | sent | failed | p95 | lateness p99 | held |\n|---|---|---|---|---|---|\n",
         d.pool_max,
         match (d.ingest_rate, ingest_open) {
             (None, _) => "— no rate held".into(),
@@ -478,6 +493,7 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
             "rate held",
             &d.reference
         ),
+        drain_setting(d),
         d.drain_jobs_per_s.map_or("no job applied".into(), |j| format!(
             "{j:.0} jobs/s ({} jobs{})",
             d.drained,
@@ -588,5 +604,40 @@ mod tests {
         );
         let md = markdown(&report(vec![step(100.0, false)], Some(150.0)));
         assert!(md.contains("no rate held"), "{md}");
+    }
+
+    /// The drain says how it ran (the runner's own limit, beside the scenario's model) — and a
+    /// stored report from before it ran that way renders as it did then.
+    #[test]
+    fn the_drain_names_its_setting_and_the_modelled_bound() {
+        let db = |workers: u32, bound: Option<f64>| DatabaseCeiling {
+            pool_max: 10,
+            ingest_steps: vec![],
+            ingest_rate: None,
+            drain_jobs_per_s: Some(400.0),
+            drained: 4000,
+            drain_left: 0,
+            drain_workers: workers,
+            drain_modelled_bound: bound,
+            reference: Reference {
+                tool: "pgbench".into(),
+                rate: Some(8000.0),
+                detail: "pgbench -c10".into(),
+            },
+            ingest_ratio: None,
+            drain_ratio: Some(0.05),
+            ingest_goal: 0.5,
+            drain_goal: 0.2,
+        };
+        let md = database_body(Some(&db(10, Some(40.0))));
+        assert!(
+            md.contains("fixed path, 10 jobs at once, the fake GHL answering at once; the scenario's own GHL latency and workers would bound it at 40 jobs/s, whatever the code): 400 jobs/s (4000 jobs)"),
+            "{md}"
+        );
+        let old = database_body(Some(&db(0, None)));
+        assert!(
+            old.contains("the per-job work of the fixed path): 400 jobs/s"),
+            "{old}"
+        );
     }
 }

@@ -488,6 +488,7 @@ pub fn render(r: &Report) -> String {
     out.push_str(&reconnections(r));
     out.push_str(&fleet(r));
     out.push_str(&timeouts_by_phase(r));
+    out.push_str(&wall_time(r));
     let _ = writeln!(out, "\n## Where the time went\n");
     let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");
     for a in &r.arms {
@@ -533,15 +534,101 @@ pub fn render(r: &Report) -> String {
     out
 }
 
+/// Where the run's own wall time went: the load (what the run is for), the queue drained after
+/// it, and what is neither (Postgres, the dataset, clones, service starts, the rest).
+struct WallTime {
+    all: f64,
+    load: f64,
+    drain: f64,
+    clone: f64,
+    start: f64,
+    postgres: f64,
+    dataset: f64,
+}
+
+impl WallTime {
+    fn of(r: &Report) -> Self {
+        let t = |f: fn(&crate::report::ArmTimings) -> f64| {
+            r.arms.iter().map(|a| f(&a.timings)).sum::<f64>()
+        };
+        Self {
+            all: r.wall_time_s,
+            load: t(|x| x.load_s),
+            drain: t(|x| x.drain_s),
+            clone: t(|x| x.clone_s),
+            start: t(|x| x.service_start_s),
+            postgres: r.environment.postgres_ready_s,
+            dataset: r.environment.seed_s,
+        }
+    }
+
+    /// What no part covers: verdicts, reports, stopping, waiting between arms.
+    fn rest(&self) -> f64 {
+        (self.all - self.load - self.drain - self.clone - self.start - self.postgres - self.dataset)
+            .max(0.0)
+    }
+
+    fn pct(&self, x: f64) -> f64 {
+        if self.all > 0.0 {
+            100.0 * x / self.all
+        } else {
+            0.0
+        }
+    }
+
+    /// One clause: the load's and the drain's shares, and the rest as set-up.
+    fn brief(&self) -> String {
+        format!(
+            "load {:.0} %, queue drain {:.0} %, set-up and reports {:.0} %",
+            self.pct(self.load),
+            self.pct(self.drain),
+            self.pct(self.all - self.load - self.drain).max(0.0)
+        )
+    }
+}
+
+/// report.md's "The run's wall time": the split, then each arm's parts.
+pub fn wall_time(r: &Report) -> String {
+    let w = WallTime::of(r);
+    let mut out = format!(
+        "\n## The run's wall time\n\n{:.0} s in all: the load {:.0} s ({:.0} %), the queue drained after it {:.0} s ({:.0} %); Postgres ready {:.1} s, the dataset {:.1} s, clones {:.1} s, service starts {:.1} s, the rest {:.1} s (verdicts, reports, stopping).\n\n| arm | clone | service start | load | drain | total |\n|---|---|---|---|---|---|\n",
+        w.all,
+        w.load,
+        w.pct(w.load),
+        w.drain,
+        w.pct(w.drain),
+        w.postgres,
+        w.dataset,
+        w.clone,
+        w.start,
+        w.rest(),
+    );
+    for a in &r.arms {
+        let x = &a.timings;
+        let _ = writeln!(
+            out,
+            "| `{}` | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
+            a.name,
+            x.clone_s,
+            x.service_start_s,
+            x.load_s,
+            x.drain_s,
+            x.clone_s + x.service_start_s + x.load_s + x.drain_s
+        );
+    }
+    out
+}
+
 /// The README's results block: the table, and what it was measured on.
 pub fn summary(r: &Report) -> String {
     format!(
-        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time, verdict {:?}:\n\n{}{}{}",
+        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time ({}), verdict {:?}:\n\n{}{}{}",
         r.scenario.source,
         r.environment.commit,
         r.environment.machine,
         r.environment.postgres_backend,
         r.wall_time_s,
+        WallTime::of(r).brief(),
         r.verdict,
         table(r),
         chaos_summary(r),
@@ -631,4 +718,49 @@ pub fn chaos_summary(r: &Report) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures;
+
+    /// Each part of the wall time is its own figure, and what is left is what no part covers.
+    #[test]
+    fn the_wall_time_splits_into_load_drain_and_set_up() {
+        let mut a = fixtures::arm("legacy", &[], vec![]);
+        a.timings = crate::report::ArmTimings {
+            clone_s: 1.0,
+            service_start_s: 0.5,
+            load_s: 30.0,
+            drain_s: 8.0,
+        };
+        let mut b = fixtures::arm("all-on", &[], vec![]);
+        b.timings = crate::report::ArmTimings {
+            clone_s: 1.0,
+            service_start_s: 0.5,
+            load_s: 20.0,
+            drain_s: 0.0,
+        };
+        let mut r = fixtures::report(vec![a, b]);
+        r.wall_time_s = 100.0;
+        let md = wall_time(&r);
+        // 100 − (2 + 1 + 50 + 8) − 0.5 (Postgres) − 1.0 (dataset) = 37.5.
+        assert!(
+            md.contains("100 s in all: the load 50 s (50 %), the queue drained after it 8 s (8 %)"),
+            "{md}"
+        );
+        assert!(md.contains("the rest 37.5 s"), "{md}");
+        assert!(
+            md.contains("| `legacy` | 1.0 s | 0.5 s | 30.0 s | 8.0 s | 39.5 s |"),
+            "{md}"
+        );
+        assert!(render(&r).contains("## The run's wall time"));
+        assert!(
+            summary(&r)
+                .contains("100 s wall time (load 50 %, queue drain 8 %, set-up and reports 42 %)"),
+            "{}",
+            summary(&r)
+        );
+    }
 }
