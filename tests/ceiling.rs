@@ -207,6 +207,13 @@ fn ingest_and_drain_are_measured_beside_pgbench() {
     assert!(d["drained"].as_u64().unwrap() >= 100, "{d}");
     assert_eq!(d["drain_left"], 0, "{d}");
     assert!(d["drain_jobs_per_s"].as_f64().unwrap() > 0.0, "{d}");
+    // The runner's drain, not smoke's model of GHL (8 workers ÷ ~200 ms, said beside it).
+    assert_eq!(d["drain_workers"], 10, "{d}");
+    assert_eq!(d["drain_modelled_bound"].as_f64(), Some(40.0), "{d}");
+    assert!(
+        said.contains("10 jobs at once, the fake GHL answering at once"),
+        "{said}"
+    );
     let pgbench = &d["reference"];
     assert!(pgbench["rate"].as_f64().unwrap() > 50.0, "{pgbench}");
     assert!(

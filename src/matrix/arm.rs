@@ -57,6 +57,7 @@ pub(crate) async fn run_arm(
     service_bin: &Path,
     out: &Path,
 ) -> anyhow::Result<ArmReport> {
+    let arm_started = Instant::now();
     let mut timings = ArmTimings::default();
     let (db, clone_time) = template
         .clone_for_arm(server, &arm.name, arm.switches.counts_cache_fallback)
@@ -66,6 +67,7 @@ pub(crate) async fn run_arm(
     let result = run_on_clone(scenario, server, &db, arm, service_bin, out, &mut timings).await;
     server.drop_database(&db).await?;
     let mut report = result?;
+    timings.checks_s = (arm_started.elapsed().as_secs_f64() - timings.total_s()).max(0.0);
     report.timings = timings;
     Ok(report)
 }
@@ -303,6 +305,7 @@ async fn run_on_clone(
     let mut scrapes = watcher.scrapes();
     drop(watcher);
     scrapes.push(last.clone());
+    let stop_start = Instant::now();
 
     // What the service declared, then what Postgres and the providers counted.
     let declared = last.writes_and_calls();
@@ -334,6 +337,7 @@ async fn run_on_clone(
         refused
     });
     wait_for_sessions_to_end(server, db, Duration::from_secs(10)).await?;
+    timings.stop_s = stop_start.elapsed().as_secs_f64();
     let since = rows_since(&rows_before, &rows_written(server, db).await?);
     // The service deletes no row: every delete counted is a killed speculative insertion.
     let killed: u64 = since.deleted.values().sum();

@@ -145,17 +145,20 @@ pub fn judge(
                     ms(limit)
                 ),
             ));
-            let service_burst = page
-                .and_then(|e| e.service.as_ref())
-                .and_then(|s| in_phase(&s.phases));
+            // On the service's side, the run's p95: its per-phase figures are differences of
+            // scraped Prometheus histograms, and a phase holds few page requests (~25 in the
+            // smoke's burst), so its p95 is the second slowest, interpolated inside a bucket —
+            // it swung from 1.39 s to 2.41 s between runs whose client p95 in the burst was 3 s
+            // both times, failing the check for no change. The phase figure is still reported.
+            let page_side = page.and_then(|e| e.service.as_ref());
+            let service_p95 = page_side.and_then(|s| s.p95_ms);
+            let service_burst = page_side.and_then(|s| in_phase(&s.phases));
             checks.push(check(
+                "GET / p95 over budget (service side)",
+                matches!((service_p95, limit), (Some(p), Some(b)) if p > b),
                 format!(
-                    "GET / p95 over budget during {} (service side)",
-                    scenario.incident_phase
-                ),
-                matches!((service_burst, limit), (Some(p), Some(b)) if p > b),
-                format!(
-                    "service p95 {} in {}",
+                    "service p95 {} over the run ({} in {})",
+                    ms(service_p95),
                     ms(service_burst),
                     scenario.incident_phase
                 ),
@@ -621,7 +624,7 @@ max_statement_timeouts = 0
             failed(&f),
             vec![
                 "webhook p95 over budget, with 504s (service side)",
-                "GET / p95 over budget during burst (service side)"
+                "GET / p95 over budget (service side)"
             ]
         );
     }

@@ -542,6 +542,8 @@ struct WallTime {
     drain: f64,
     clone: f64,
     start: f64,
+    stop: f64,
+    checks: f64,
     postgres: f64,
     dataset: f64,
 }
@@ -557,14 +559,24 @@ impl WallTime {
             drain: t(|x| x.drain_s),
             clone: t(|x| x.clone_s),
             start: t(|x| x.service_start_s),
+            stop: t(|x| x.stop_s),
+            checks: t(|x| x.checks_s),
             postgres: r.environment.postgres_ready_s,
             dataset: r.environment.seed_s,
         }
     }
 
-    /// What no part covers: verdicts, reports, stopping, waiting between arms.
+    /// What no part covers: the reports, stopping Postgres.
     fn rest(&self) -> f64 {
-        (self.all - self.load - self.drain - self.clone - self.start - self.postgres - self.dataset)
+        (self.all
+            - self.load
+            - self.drain
+            - self.clone
+            - self.start
+            - self.stop
+            - self.checks
+            - self.postgres
+            - self.dataset)
             .max(0.0)
     }
 
@@ -591,7 +603,7 @@ impl WallTime {
 pub fn wall_time(r: &Report) -> String {
     let w = WallTime::of(r);
     let mut out = format!(
-        "\n## The run's wall time\n\n{:.0} s in all: the load {:.0} s ({:.0} %), the queue drained after it {:.0} s ({:.0} %); Postgres ready {:.1} s, the dataset {:.1} s, clones {:.1} s, service starts {:.1} s, the rest {:.1} s (verdicts, reports, stopping).\n\n| arm | clone | service start | load | drain | total |\n|---|---|---|---|---|---|\n",
+        "\n## The run's wall time\n\n{:.0} s in all: the load {:.0} s ({:.0} %), the queue drained after it {:.0} s ({:.0} %); Postgres ready {:.1} s, the dataset {:.1} s, clones {:.1} s, service starts {:.1} s, stopping the service {:.1} s, checks and recordings {:.1} s, the rest {:.1} s (the reports, stopping Postgres).\n\n| arm | clone | service start | load | drain | stop | checks | total |\n|---|---|---|---|---|---|---|---|\n",
         w.all,
         w.load,
         w.pct(w.load),
@@ -601,19 +613,23 @@ pub fn wall_time(r: &Report) -> String {
         w.dataset,
         w.clone,
         w.start,
+        w.stop,
+        w.checks,
         w.rest(),
     );
     for a in &r.arms {
         let x = &a.timings;
         let _ = writeln!(
             out,
-            "| `{}` | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
+            "| `{}` | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
             a.name,
             x.clone_s,
             x.service_start_s,
             x.load_s,
             x.drain_s,
-            x.clone_s + x.service_start_s + x.load_s + x.drain_s
+            x.stop_s,
+            x.checks_s,
+            x.total_s()
         );
     }
     out
@@ -734,6 +750,8 @@ mod tests {
             service_start_s: 0.5,
             load_s: 30.0,
             drain_s: 8.0,
+            stop_s: 2.0,
+            checks_s: 1.0,
         };
         let mut b = fixtures::arm("all-on", &[], vec![]);
         b.timings = crate::report::ArmTimings {
@@ -741,18 +759,22 @@ mod tests {
             service_start_s: 0.5,
             load_s: 20.0,
             drain_s: 0.0,
+            ..Default::default()
         };
         let mut r = fixtures::report(vec![a, b]);
         r.wall_time_s = 100.0;
         let md = wall_time(&r);
-        // 100 − (2 + 1 + 50 + 8) − 0.5 (Postgres) − 1.0 (dataset) = 37.5.
+        // 100 − (2 + 1 + 50 + 8 + 2 + 1) − 0.5 (Postgres) − 1.0 (dataset) = 34.5.
         assert!(
             md.contains("100 s in all: the load 50 s (50 %), the queue drained after it 8 s (8 %)"),
             "{md}"
         );
-        assert!(md.contains("the rest 37.5 s"), "{md}");
         assert!(
-            md.contains("| `legacy` | 1.0 s | 0.5 s | 30.0 s | 8.0 s | 39.5 s |"),
+            md.contains("stopping the service 2.0 s, checks and recordings 1.0 s, the rest 34.5 s"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `legacy` | 1.0 s | 0.5 s | 30.0 s | 8.0 s | 2.0 s | 1.0 s | 42.5 s |"),
             "{md}"
         );
         assert!(render(&r).contains("## The run's wall time"));

@@ -525,6 +525,25 @@ pub struct ArmTimings {
     pub service_start_s: f64,
     pub load_s: f64,
     pub drain_s: f64,
+    /// Stopping the service (and the fleet, the pooler) until its sessions have left Postgres.
+    #[serde(default)]
+    pub stop_s: f64,
+    /// After that: the invariant, the figures and checks, the recording written, the clone
+    /// dropped.
+    #[serde(default)]
+    pub checks_s: f64,
+}
+
+impl ArmTimings {
+    /// The arm's parts added up.
+    pub fn total_s(&self) -> f64 {
+        self.clone_s
+            + self.service_start_s
+            + self.load_s
+            + self.drain_s
+            + self.stop_s
+            + self.checks_s
+    }
 }
 
 /// Which flag moves which budget: the p95 with the flag off and on, others held equal.
