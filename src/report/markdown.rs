@@ -588,10 +588,10 @@ impl WallTime {
         }
     }
 
-    /// One clause: the load's and the drain's shares, and the rest as set-up.
+    /// One clause: the load's and the drain's shares, and the rest (set-up, checks, reports).
     fn brief(&self) -> String {
         format!(
-            "load {:.0} %, queue drain {:.0} %, set-up and reports {:.0} %",
+            "load {:.0} %, queue drain {:.0} %, set-up, checks and reports {:.0} %",
             self.pct(self.load),
             self.pct(self.drain),
             self.pct(self.all - self.load - self.drain).max(0.0)
@@ -779,8 +779,9 @@ mod tests {
         );
         assert!(render(&r).contains("## The run's wall time"));
         assert!(
-            summary(&r)
-                .contains("100 s wall time (load 50 %, queue drain 8 %, set-up and reports 42 %)"),
+            summary(&r).contains(
+                "100 s wall time (load 50 %, queue drain 8 %, set-up, checks and reports 42 %)"
+            ),
             "{}",
             summary(&r)
         );
