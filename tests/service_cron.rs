@@ -464,6 +464,67 @@ async fn a_tick_stays_within_its_budget_when_the_pool_is_full() {
     app.shutdown().await;
 }
 
+/// A slow job holds up only its own slot: the tick's jobs run as a pipeline, the next claimed
+/// when one ends, not in rounds that wait for their slowest. One job's lead is locked for the
+/// whole tick; with two slots, the other slot runs every other job meanwhile (in rounds, the
+/// first round would wait for the locked job until the budget ran out: one job done).
+#[tokio::test]
+async fn a_slow_job_does_not_hold_up_the_others() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.worker_concurrency = 2;
+        l.cron_time_budget = Duration::from_millis(2000);
+    })
+    .await;
+    let slow = "slow-lead@example.test";
+    let mut conn = app.db().await;
+    sqlx::query(
+        "INSERT INTO leads (workspace_id, email, first_name, status) VALUES (1, $1, 'slow', 'new')",
+    )
+    .bind(slow)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Queued first, so it is in the first claim.
+    let r = app.post_webhook(&email_sent("evt-slow", 1, slow)).await;
+    assert_eq!(r.status(), 202);
+    for i in 0..12 {
+        let r = app
+            .post_webhook(&email_sent(
+                &format!("evt-quick-{i}"),
+                1 + i % 5,
+                &format!("quick{i}@example.test"),
+            ))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let mut lock = sqlx::Connection::begin(&mut conn).await.unwrap();
+    sqlx::query("SELECT id FROM leads WHERE workspace_id = 1 AND email = $1 FOR UPDATE")
+        .bind(slow)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let tick = app.cron(JOBS).await;
+    lock.rollback().await.unwrap();
+
+    assert_eq!(tick["processed"], 12, "{tick}");
+    assert_eq!(tick["budget_exhausted"], true, "{tick}");
+    let most = app.metric("cron_connections_max").await;
+    assert!(
+        (1.0..=2.0).contains(&most),
+        "{most} connections held at once"
+    );
+    // The locked job was given back, and runs once the lock is gone.
+    let tick = app.cron(JOBS).await;
+    assert_eq!(tick["processed"], 1, "{tick}");
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-slow'")
+            .await,
+        1
+    );
+    app.shutdown().await;
+}
+
 /// One tick per cron at a time: a call while a tick runs does nothing and says so.
 #[tokio::test]
 async fn overlapping_ticks_do_not_multiply_the_work() {

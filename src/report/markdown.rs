@@ -541,7 +541,9 @@ struct WallTime {
     load: f64,
     drain: f64,
     clone: f64,
+    prepare: f64,
     start: f64,
+    warm_up: f64,
     stop: f64,
     checks: f64,
     postgres: f64,
@@ -558,7 +560,9 @@ impl WallTime {
             load: t(|x| x.load_s),
             drain: t(|x| x.drain_s),
             clone: t(|x| x.clone_s),
+            prepare: t(|x| x.prepare_s),
             start: t(|x| x.service_start_s),
+            warm_up: t(|x| x.warm_up_s),
             stop: t(|x| x.stop_s),
             checks: t(|x| x.checks_s),
             postgres: r.environment.postgres_ready_s,
@@ -572,7 +576,9 @@ impl WallTime {
             - self.load
             - self.drain
             - self.clone
+            - self.prepare
             - self.start
+            - self.warm_up
             - self.stop
             - self.checks
             - self.postgres
@@ -603,7 +609,7 @@ impl WallTime {
 pub fn wall_time(r: &Report) -> String {
     let w = WallTime::of(r);
     let mut out = format!(
-        "\n## The run's wall time\n\n{:.0} s in all: the load {:.0} s ({:.0} %), the queue drained after it {:.0} s ({:.0} %); Postgres ready {:.1} s, the dataset {:.1} s, clones {:.1} s, service starts {:.1} s, stopping the service {:.1} s, checks and recordings {:.1} s, the rest {:.1} s (the reports, stopping Postgres).\n\n| arm | clone | service start | load | drain | stop | checks | total |\n|---|---|---|---|---|---|---|---|\n",
+        "\n## The run's wall time\n\n{:.0} s in all: the load {:.0} s ({:.0} %), the queue drained after it {:.0} s ({:.0} %); Postgres ready {:.1} s, the dataset {:.1} s, clones {:.1} s, fakes and baselines {:.1} s, service starts {:.1} s, warm-ups {:.1} s, stopping the service {:.1} s, checks and recordings {:.1} s, the rest {:.1} s (the reports, stopping Postgres).\n\n| arm | clone | fakes and baselines | service start | warm-up | load | drain | stop | checks | total |\n|---|---|---|---|---|---|---|---|---|---|\n",
         w.all,
         w.load,
         w.pct(w.load),
@@ -612,7 +618,9 @@ pub fn wall_time(r: &Report) -> String {
         w.postgres,
         w.dataset,
         w.clone,
+        w.prepare,
         w.start,
+        w.warm_up,
         w.stop,
         w.checks,
         w.rest(),
@@ -621,10 +629,12 @@ pub fn wall_time(r: &Report) -> String {
         let x = &a.timings;
         let _ = writeln!(
             out,
-            "| `{}` | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
+            "| `{}` | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s | {:.1} s |",
             a.name,
             x.clone_s,
+            x.prepare_s,
             x.service_start_s,
+            x.warm_up_s,
             x.load_s,
             x.drain_s,
             x.stop_s,
@@ -747,7 +757,9 @@ mod tests {
         let mut a = fixtures::arm("legacy", &[], vec![]);
         a.timings = crate::report::ArmTimings {
             clone_s: 1.0,
+            prepare_s: 0.3,
             service_start_s: 0.5,
+            warm_up_s: 3.0,
             load_s: 30.0,
             drain_s: 8.0,
             stop_s: 2.0,
@@ -764,17 +776,19 @@ mod tests {
         let mut r = fixtures::report(vec![a, b]);
         r.wall_time_s = 100.0;
         let md = wall_time(&r);
-        // 100 − (2 + 1 + 50 + 8 + 2 + 1) − 0.5 (Postgres) − 1.0 (dataset) = 34.5.
+        // 100 − (2 + 0.3 + 1 + 3 + 50 + 8 + 2 + 1) − 0.5 (Postgres) − 1.0 (dataset) = 31.2.
         assert!(
             md.contains("100 s in all: the load 50 s (50 %), the queue drained after it 8 s (8 %)"),
             "{md}"
         );
         assert!(
-            md.contains("stopping the service 2.0 s, checks and recordings 1.0 s, the rest 34.5 s"),
+            md.contains("fakes and baselines 0.3 s, service starts 1.0 s, warm-ups 3.0 s, stopping the service 2.0 s, checks and recordings 1.0 s, the rest 31.2 s"),
             "{md}"
         );
         assert!(
-            md.contains("| `legacy` | 1.0 s | 0.5 s | 30.0 s | 8.0 s | 2.0 s | 1.0 s | 42.5 s |"),
+            md.contains(
+                "| `legacy` | 1.0 s | 0.3 s | 0.5 s | 3.0 s | 30.0 s | 8.0 s | 2.0 s | 1.0 s | 45.8 s |"
+            ),
             "{md}"
         );
         assert!(render(&r).contains("## The run's wall time"));

@@ -522,7 +522,14 @@ pub struct FaultApplied {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ArmTimings {
     pub clone_s: f64,
+    /// Before the service starts: the fake providers, the row and effect baselines, the fault
+    /// proxy and PgBouncer when the scenario has them.
+    #[serde(default)]
+    pub prepare_s: f64,
     pub service_start_s: f64,
+    /// The unmeasured requests before the load (`warm_up`) and the counts scopes at its start.
+    #[serde(default)]
+    pub warm_up_s: f64,
     pub load_s: f64,
     pub drain_s: f64,
     /// Stopping the service (and the fleet, the pooler) until its sessions have left Postgres.
@@ -538,7 +545,9 @@ impl ArmTimings {
     /// The arm's parts added up.
     pub fn total_s(&self) -> f64 {
         self.clone_s
+            + self.prepare_s
             + self.service_start_s
+            + self.warm_up_s
             + self.load_s
             + self.drain_s
             + self.stop_s

@@ -209,61 +209,85 @@ async fn background_jobs_tick(
         report.abandoned = jobs::fail_abandoned(&mut conn, limits.max_attempts).await?;
         tally.wrote(report.abandoned);
     }
+    // A pipeline of at most `worker_concurrency` jobs: when one ends, the next is claimed (a
+    // provider call does not hold up the others, nor wait for the slowest of a round). The
+    // claim's connection is taken only while a job's is free, so the tick holds at most
+    // `worker_concurrency` connections; no job is claimed unless the longest so far still fits
+    // the budget.
+    let concurrency = limits.worker_concurrency.max(1) as usize;
     let mut handled = 0u64;
-    // The longest round so far: a round is started only if one as long still fits.
-    let mut longest_round = std::time::Duration::ZERO;
+    let mut longest_job = std::time::Duration::ZERO;
+    let mut claiming = true;
+    let mut running = tokio::task::JoinSet::new();
+    let mut cut = Vec::new();
+    let mut failed = None;
     loop {
-        let left = u64::from(limits.cron_batch_limit).saturating_sub(handled);
-        if left == 0 || budget.work_left() <= longest_round {
-            report.budget_exhausted = true;
-            break;
-        }
-        let round = Instant::now();
-        // Claim as many as run at once, run them concurrently, repeat: a job's provider call
-        // does not hold up the others, and no claim outlives the tick's budget.
-        let batch = {
-            let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+        while claiming && running.len() < concurrency {
+            let left = u64::from(limits.cron_batch_limit).saturating_sub(handled);
+            if left == 0 || budget.work_left() <= longest_job {
                 report.budget_exhausted = true;
+                claiming = false;
                 break;
+            }
+            let batch = {
+                let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+                    report.budget_exhausted = true;
+                    claiming = false;
+                    break;
+                };
+                let want = ((concurrency - running.len()) as u64).min(left) as i64;
+                let claimed =
+                    jobs::claim(&mut conn, want, limits.job_lease, limits.max_attempts).await?;
+                tally.wrote(claimed.len() as u64);
+                claimed
             };
-            let chunk = u64::from(limits.worker_concurrency).min(left) as i64;
-            let claimed =
-                jobs::claim(&mut conn, chunk, limits.job_lease, limits.max_attempts).await?;
-            tally.wrote(claimed.len() as u64);
-            claimed
+            if batch.is_empty() {
+                claiming = false;
+                break;
+            }
+            handled += batch.len() as u64;
+            for job in batch {
+                let (state, tally) = (state.clone(), tally.clone());
+                running.spawn(async move {
+                    let started = Instant::now();
+                    let outcome = run_job(&state, &tally, &job, &budget).await;
+                    (job, outcome, started.elapsed())
+                });
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
         };
-        if batch.is_empty() {
-            break;
-        }
-        handled += batch.len() as u64;
-        let mut running = tokio::task::JoinSet::new();
-        for job in batch {
-            let (state, tally) = (state.clone(), tally.clone());
-            running.spawn(async move {
-                let outcome = run_job(&state, &tally, &job, &budget).await;
-                (job, outcome)
-            });
-        }
-        let mut cut = Vec::new();
-        for (job, outcome) in running.join_all().await {
-            match outcome? {
-                JobOutcome::Done => report.processed += 1,
-                JobOutcome::Retried => report.retried += 1,
-                JobOutcome::Failed => report.failed += 1,
-                JobOutcome::LeaseLost => report.lease_lost += 1,
-                JobOutcome::Cut => cut.push(job),
-                JobOutcome::Unsettled => report.unsettled += 1,
+        // A job's task is never aborted: an error here is its panic, passed on.
+        let (job, outcome, took) =
+            joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        longest_job = longest_job.max(took);
+        match outcome {
+            Ok(JobOutcome::Done) => report.processed += 1,
+            Ok(JobOutcome::Retried) => report.retried += 1,
+            Ok(JobOutcome::Failed) => report.failed += 1,
+            Ok(JobOutcome::LeaseLost) => report.lease_lost += 1,
+            Ok(JobOutcome::Unsettled) => report.unsettled += 1,
+            Ok(JobOutcome::Cut) => {
+                cut.push(job);
+                claiming = false;
+            }
+            // The first error ends the tick once the jobs already running have ended.
+            Err(e) => {
+                failed.get_or_insert(e);
+                claiming = false;
             }
         }
-        longest_round = longest_round.max(round.elapsed());
-        if !cut.is_empty() {
-            // Not run for lack of time: given back as they were, in the budget's reserve
-            // (without a connection, their leases expire and they are claimed again).
-            report.budget_exhausted = true;
-            if let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await {
-                tally.wrote(jobs::release(&mut conn, &cut).await?);
-            }
-            break;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !cut.is_empty() {
+        // Not run for lack of time: given back as they were, in the budget's reserve
+        // (without a connection, their leases expire and they are claimed again).
+        report.budget_exhausted = true;
+        if let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await {
+            tally.wrote(jobs::release(&mut conn, &cut).await?);
         }
     }
     if state.switches().counts_cache_fallback && !budget.spent() {
