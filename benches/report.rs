@@ -71,6 +71,7 @@ fn merging(c: &mut Criterion) {
                 retry: false,
                 delivery: loadgen::Delivery::Original,
                 categories: Vec::new(),
+                service_time: None,
             };
             r.record(&s, Duration::from_millis(50));
         }

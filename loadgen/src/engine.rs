@@ -134,29 +134,32 @@ impl Shared {
             .name(label.as_str())
             .set_request_builder(builder)
             .build();
-        let (outcome, writes, calls, categories) = match user.request(goose_request).await {
-            Ok(goose) => match goose.response {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let header =
-                        |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-                    let number = |name: &str| header(name).and_then(|v| v.parse().ok());
-                    let (w, c) = (
-                        number(incident_wire::DB_WRITES_HEADER),
-                        number(incident_wire::EXTERNAL_CALLS_HEADER),
-                    );
-                    let categories = header(incident_wire::ERROR_CATEGORY_HEADER)
-                        .map(|v| v.split(',').map(str::to_owned).collect())
-                        .unwrap_or_default();
-                    // Read the whole body: the latency ends with the last byte.
-                    let _ = response.bytes().await;
-                    (Outcome::Status(status), w, c, categories)
-                }
-                Err(e) if e.is_timeout() => (Outcome::Timeout, None, None, Vec::new()),
-                Err(_) => (Outcome::Error, None, None, Vec::new()),
-            },
-            Err(_) => (Outcome::Error, None, None, Vec::new()),
-        };
+        let (outcome, writes, calls, categories, service_time) =
+            match user.request(goose_request).await {
+                Ok(goose) => match goose.response {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let header =
+                            |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+                        let number = |name: &str| header(name).and_then(|v| v.parse().ok());
+                        let (w, c) = (
+                            number(incident_wire::DB_WRITES_HEADER),
+                            number(incident_wire::EXTERNAL_CALLS_HEADER),
+                        );
+                        let categories = header(incident_wire::ERROR_CATEGORY_HEADER)
+                            .map(|v| v.split(',').map(str::to_owned).collect())
+                            .unwrap_or_default();
+                        let service_time = header(incident_wire::SERVER_TIMING_HEADER)
+                            .and_then(incident_wire::parse_server_timing);
+                        // Read the whole body: the latency ends with the last byte.
+                        let _ = response.bytes().await;
+                        (Outcome::Status(status), w, c, categories, service_time)
+                    }
+                    Err(e) if e.is_timeout() => (Outcome::Timeout, None, None, Vec::new(), None),
+                    Err(_) => (Outcome::Error, None, None, Vec::new(), None),
+                },
+                Err(_) => (Outcome::Error, None, None, Vec::new(), None),
+            };
         let ended = Instant::now();
         let sample = Sample {
             endpoint: label,
@@ -171,6 +174,7 @@ impl Shared {
             retry: item.attempt > 0,
             delivery: item.delivery,
             categories,
+            service_time,
         };
         {
             let mut rec = self.recording.lock().expect("recording lock");

@@ -153,6 +153,8 @@ pub struct Sample {
     pub delivery: crate::plan::Delivery,
     /// Error categories the service reported (`x-error-category`).
     pub categories: Vec<String>,
+    /// The service's own time for it (`server-timing: handler;dur=`), when it answered.
+    pub service_time: Option<Duration>,
 }
 
 /// Everything recorded for one endpoint.
@@ -181,6 +183,11 @@ pub struct EndpointRecording {
     /// Error categories per 1-second window of intended send time.
     #[serde(default)]
     pub category_windows: BTreeMap<u32, BTreeMap<String, u64>>,
+    /// The service's own time (its `server-timing` header) per 1-second window of intended
+    /// send time: a phase's service-side figures per request, within 1 % (a request the
+    /// service never answered, such as one the client gave up on, is not in them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_windows: BTreeMap<u32, Hist>,
 }
 
 impl EndpointRecording {
@@ -191,6 +198,19 @@ impl EndpointRecording {
             h.merge(w);
         }
         h
+    }
+
+    /// The service's own times of the requests intended in `[from, to)` seconds (`None`: the
+    /// service reported none in the whole run, e.g. a target that sends no `server-timing`).
+    pub fn service_between(&self, from: u32, to: u32) -> Option<Hist> {
+        if self.service_windows.is_empty() {
+            return None;
+        }
+        let mut h = Hist::default();
+        for (_, w) in self.service_windows.range(from..to) {
+            h.merge(w);
+        }
+        Some(h)
     }
 
     /// Requests that reported `category`, in the windows starting in `[from, to)` seconds.
@@ -212,6 +232,12 @@ impl EndpointRecording {
         }
         for (w, h) in &other.windows {
             self.windows.entry(*w).or_insert_with(Hist::window).merge(h);
+        }
+        for (w, h) in &other.service_windows {
+            self.service_windows
+                .entry(*w)
+                .or_insert_with(Hist::window)
+                .merge(h);
         }
         for (k, n) in &other.status_counts {
             *self.status_counts.entry(k.clone()).or_default() += n;
@@ -291,6 +317,12 @@ impl Recording {
             .entry(s.intended.as_secs() as u32)
             .or_insert_with(Hist::window)
             .record(latency);
+        if let Some(t) = s.service_time {
+            e.service_windows
+                .entry(s.intended.as_secs() as u32)
+                .or_insert_with(Hist::window)
+                .record(t);
+        }
         *e.status_counts.entry(s.outcome.label()).or_default() += 1;
         if s.outcome.failed() {
             *e.category_windows
@@ -382,6 +414,7 @@ mod tests {
             } else {
                 vec![]
             },
+            service_time: None,
         }
     }
 
@@ -494,6 +527,39 @@ mod tests {
         // And it is sized to what it holds, far below a full-range histogram.
         let w = &e.windows[&2];
         assert!(w.0.distinct_values() * 10 < Hist::default().0.distinct_values());
+    }
+
+    /// The service's time is kept by the request's intended send time, as the client's is: a
+    /// request intended in the burst counts in the burst however late it ended.
+    #[test]
+    fn service_times_are_cut_by_intended_send_time() {
+        let mut r = Recording::default();
+        let mut s = sample("GET /", 2500, 5600);
+        r.record(&s, Duration::from_millis(10));
+        assert_eq!(r.endpoints["GET /"].service_between(0, 10), None);
+        s.service_time = Some(Duration::from_millis(3000));
+        r.record(&s, Duration::from_millis(10));
+        let mut quick = sample("GET /", 5100, 5120);
+        quick.service_time = Some(Duration::from_millis(15));
+        r.record(&quick, Duration::from_millis(10));
+        let e = &r.endpoints["GET /"];
+        let burst = e.service_between(2, 5).unwrap();
+        assert_eq!(burst.count(), 1);
+        assert!((burst.max_ms().unwrap() - 3000.0).abs() <= 30.0);
+        assert_eq!(e.service_between(5, 6).unwrap().count(), 1);
+        assert_eq!(e.service_between(0, 2).unwrap().count(), 0);
+        let mut merged = Recording::default();
+        merged.merge(&r);
+        merged.merge(&r);
+        assert_eq!(
+            merged.endpoints["GET /"]
+                .service_between(0, 10)
+                .unwrap()
+                .count(),
+            4
+        );
+        let back: Recording = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             headers.insert(ERROR_CATEGORY_HEADER, v);
         }
     }
+    let took = started.elapsed();
+    if let Ok(v) = HeaderValue::from_str(&incident_wire::server_timing(took)) {
+        headers.insert(incident_wire::SERVER_TIMING_HEADER, v);
+    }
     headers.insert(DB_WRITES_HEADER, HeaderValue::from(tally.writes()));
     headers.insert(EXTERNAL_CALLS_HEADER, HeaderValue::from(tally.calls()));
     // Webhooks other than EMAIL_SENT get a row of their own, as in the harness's reports.
@@ -87,7 +91,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     state.metrics.request(
         &label,
         response.status().as_u16(),
-        started.elapsed(),
+        took,
         &RequestDone {
             writes: tally.writes(),
             calls: tally.calls(),

@@ -529,7 +529,7 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nClient latency is measured from each request's intended send time (open model); service latency from the handler's start to its response (its `/metrics`). See report.html for the timelines."
+        "\nClient latency is measured from each request's intended send time (open model); service latency from the handler's start to its response (its `/metrics`; per phase, each response's `server-timing`). See report.html for the timelines."
     );
     out
 }

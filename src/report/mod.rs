@@ -193,9 +193,13 @@ pub struct ServiceSide {
     pub status_counts: BTreeMap<String, u64>,
     /// Time waiting for pooled connections, p95.
     pub pool_wait_p95_ms: Option<f64>,
-    /// Per phase: the requests that ended from the phase's start to its end plus the function
-    /// limit (the service records a request when it ends; schema 3).
+    /// Per phase. With `phases_per_request`: the service's own time of each request intended
+    /// in the phase (its `server-timing` header), as the client's phases are cut. Without
+    /// (a target that sends no such header, a report from before): the histogram's requests
+    /// that ended from the phase's start to its end plus the function limit (schema 3).
     pub phases: Vec<PhaseFigures>,
+    #[serde(default)]
+    pub phases_per_request: bool,
 }
 
 /// How well the load generator kept one stream's schedule.

@@ -29,6 +29,30 @@ pub const EXTERNAL_CALLS_HEADER: &str = "x-external-calls";
 /// Response header: the error categories the request met, comma-separated.
 pub const ERROR_CATEGORY_HEADER: &str = "x-error-category";
 
+/// Response header (W3C Server Timing): the service's own time for the request, from its
+/// handler's start to its response — the figure its `/metrics` histogram records, here exact
+/// and per request, so a report can cut it by intended send time. See [`server_timing`].
+pub const SERVER_TIMING_HEADER: &str = "server-timing";
+
+/// The [`SERVER_TIMING_HEADER`] value for `took`: `handler;dur=` milliseconds, to the µs.
+pub fn server_timing(took: std::time::Duration) -> String {
+    format!("handler;dur={:.3}", took.as_secs_f64() * 1000.0)
+}
+
+/// The `handler` duration in a [`SERVER_TIMING_HEADER`] value (`None` without one, or with
+/// a duration that is not a non-negative number of milliseconds a `Duration` holds).
+pub fn parse_server_timing(value: &str) -> Option<std::time::Duration> {
+    value.split(',').find_map(|metric| {
+        let mut parts = metric.split(';').map(str::trim);
+        if parts.next()? != "handler" {
+            return None;
+        }
+        let ms: f64 = parts.find_map(|p| p.strip_prefix("dur="))?.parse().ok()?;
+        // Negative, NaN and too large for a Duration are all errors here, never a panic.
+        std::time::Duration::try_from_secs_f64(ms / 1000.0).ok()
+    })
+}
+
 /// The label of an endpoint in metrics, recordings and reports: `METHOD PATH`, and for
 /// webhooks other than the high-volume `EMAIL_SENT` (which the budgets name) the event in
 /// brackets, so each event gets its own row: `POST /api/webhooks/email [EMAIL_OPENED]`.
@@ -340,6 +364,29 @@ pub fn read_token(secret: &str, kind: &str, token: &str) -> Option<Session> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_handler_time_reads_back_from_its_server_timing_header() {
+        let took = std::time::Duration::from_micros(1_234_567);
+        assert_eq!(server_timing(took), "handler;dur=1234.567");
+        assert_eq!(parse_server_timing(&server_timing(took)), Some(took));
+        // Among other metrics, with spaces, as a proxy may add them.
+        assert_eq!(
+            parse_server_timing("cdn;dur=3, handler; desc=\"x\"; dur=2.5"),
+            Some(std::time::Duration::from_micros(2_500))
+        );
+        for bad in [
+            "",
+            "cdn;dur=3",
+            "handler",
+            "handler;dur=x",
+            "handler;dur=-1",
+            "handler;dur=NaN",
+            "handler;dur=1e300",
+        ] {
+            assert_eq!(parse_server_timing(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn each_route_label_is_its_method_and_path() {
