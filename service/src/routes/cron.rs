@@ -255,27 +255,36 @@ async fn background_jobs_tick(
                 });
             }
         }
-        let Some(joined) = running.join_next().await else {
+        let Some(first) = running.join_next().await else {
             break;
         };
-        // A job's task is never aborted: an error here is its panic, passed on.
-        let (job, outcome, took) =
-            joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        longest_job = longest_job.max(took);
-        match outcome {
-            Ok(JobOutcome::Done) => report.processed += 1,
-            Ok(JobOutcome::Retried) => report.retried += 1,
-            Ok(JobOutcome::Failed) => report.failed += 1,
-            Ok(JobOutcome::LeaseLost) => report.lease_lost += 1,
-            Ok(JobOutcome::Unsettled) => report.unsettled += 1,
-            Ok(JobOutcome::Cut) => {
-                cut.push(job);
-                claiming = false;
-            }
-            // The first error ends the tick once the jobs already running have ended.
-            Err(e) => {
-                failed.get_or_insert(e);
-                claiming = false;
+        // With it, every job that has ended meanwhile, so the next claim takes as many as
+        // there are free slots: a claim per ended job made the claims the bottleneck when jobs
+        // are quick (258 jobs/s against the rounds' 571 with GHL answering at once).
+        let mut ended = vec![first];
+        while let Some(joined) = running.try_join_next() {
+            ended.push(joined);
+        }
+        for joined in ended {
+            // A job's task is never aborted: an error here is its panic, passed on.
+            let (job, outcome, took) =
+                joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            longest_job = longest_job.max(took);
+            match outcome {
+                Ok(JobOutcome::Done) => report.processed += 1,
+                Ok(JobOutcome::Retried) => report.retried += 1,
+                Ok(JobOutcome::Failed) => report.failed += 1,
+                Ok(JobOutcome::LeaseLost) => report.lease_lost += 1,
+                Ok(JobOutcome::Unsettled) => report.unsettled += 1,
+                Ok(JobOutcome::Cut) => {
+                    cut.push(job);
+                    claiming = false;
+                }
+                // The first error ends the tick once the jobs already running have ended.
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    claiming = false;
+                }
             }
         }
     }
