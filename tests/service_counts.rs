@@ -226,3 +226,55 @@ async fn an_expired_session_is_refreshed_from_the_refresh_token() {
     );
     app.shutdown().await;
 }
+
+/// A bounded transaction (the fixed counts' live query, a worker's job) takes the lower of its
+/// limit and the database's own `statement_timeout`, never more, and only for itself.
+#[tokio::test]
+async fn a_bounded_transaction_never_raises_the_database_timeout() {
+    let app = TestApp::spawn(counts_on()).await;
+    let mut conn = app.db().await;
+    async fn shown(conn: &mut sqlx::PgConnection) -> String {
+        sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+    for (session, limit, within) in [
+        ("0", Duration::from_millis(1500), "1500ms"),
+        ("200ms", Duration::from_secs(5), "200ms"),
+        ("8s", Duration::from_millis(40), "40ms"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET statement_timeout = '{session}'"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let before = shown(&mut conn).await;
+        let mut tx = inbox_service::db::begin_bounded(&mut conn, limit)
+            .await
+            .unwrap();
+        assert_eq!(
+            shown(&mut tx).await,
+            within,
+            "session {session}, limit {limit:?}"
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(shown(&mut conn).await, before, "after the transaction");
+    }
+    // And it binds: a statement past the limit is cancelled (57014), the transaction with it.
+    let mut tx = inbox_service::db::begin_bounded(&mut conn, Duration::from_millis(50))
+        .await
+        .unwrap();
+    let err = sqlx::query("SELECT pg_sleep(2)")
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57014"),
+        "{err}"
+    );
+    tx.rollback().await.unwrap();
+    app.shutdown().await;
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::app::{email_sent, lock_messages, TestApp};
 use fake_providers::{ErrorMix, Knobs, Provider};
 use inbox_service::Switches;
+use serde_json::Value;
 
 const FOLLOWUPS: &str = "/api/cron/followups";
 const JOBS: &str = "/api/cron/background-jobs";
@@ -464,6 +465,32 @@ async fn a_tick_stays_within_its_budget_when_the_pool_is_full() {
     app.shutdown().await;
 }
 
+/// A new lead of workspace 1.
+async fn add_lead(conn: &mut sqlx::PgConnection, email: &str) {
+    sqlx::query(
+        "INSERT INTO leads (workspace_id, email, first_name, status) VALUES (1, $1, 'held', 'new')",
+    )
+    .bind(email)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+/// Holds workspace 1's lead `email` row-locked until the transaction ends: a job that
+/// writes it waits.
+async fn hold_lead<'c>(
+    conn: &'c mut sqlx::PgConnection,
+    email: &str,
+) -> sqlx::Transaction<'c, sqlx::Postgres> {
+    let mut lock = sqlx::Connection::begin(conn).await.unwrap();
+    sqlx::query("SELECT id FROM leads WHERE workspace_id = 1 AND email = $1 FOR UPDATE")
+        .bind(email)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
 /// A slow job holds up only its own slot: the tick's jobs run as a pipeline, the next claimed
 /// when one ends, not in rounds that wait for their slowest. One job's lead is locked for the
 /// whole tick; with two slots, the other slot runs every other job meanwhile (in rounds, the
@@ -477,13 +504,7 @@ async fn a_slow_job_does_not_hold_up_the_others() {
     .await;
     let slow = "slow-lead@example.test";
     let mut conn = app.db().await;
-    sqlx::query(
-        "INSERT INTO leads (workspace_id, email, first_name, status) VALUES (1, $1, 'slow', 'new')",
-    )
-    .bind(slow)
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    add_lead(&mut conn, slow).await;
     // Queued first, so it is in the first claim.
     let r = app.post_webhook(&email_sent("evt-slow", 1, slow)).await;
     assert_eq!(r.status(), 202);
@@ -497,12 +518,7 @@ async fn a_slow_job_does_not_hold_up_the_others() {
             .await;
         assert_eq!(r.status(), 202);
     }
-    let mut lock = sqlx::Connection::begin(&mut conn).await.unwrap();
-    sqlx::query("SELECT id FROM leads WHERE workspace_id = 1 AND email = $1 FOR UPDATE")
-        .bind(slow)
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = hold_lead(&mut conn, slow).await;
 
     let tick = app.cron(JOBS).await;
     lock.rollback().await.unwrap();
@@ -521,6 +537,125 @@ async fn a_slow_job_does_not_hold_up_the_others() {
         app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-slow'")
             .await,
         1
+    );
+    app.shutdown().await;
+}
+
+/// A claim that fails (not for lack of time) ends the tick like a job's error does: no more
+/// claims, but the jobs already running finish and are marked before the error is answered
+/// (returning at once dropped them mid-effect: their leases had to expire before they ran
+/// again). One job's lead is locked while the tick runs; the next claim fails on a trigger.
+#[tokio::test]
+async fn a_failed_claim_lets_the_running_jobs_finish() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.worker_concurrency = 2;
+        l.cron_time_budget = Duration::from_millis(8000);
+    })
+    .await;
+    let slow = "held-lead@example.test";
+    let mut conn = app.db().await;
+    add_lead(&mut conn, slow).await;
+    for (event, email) in [
+        ("evt-held", slow),
+        ("evt-quick", "quick@example.test"),
+        ("evt-unclaimable", "never@example.test"),
+    ] {
+        let r = app.post_webhook(&email_sent(event, 1, email)).await;
+        assert_eq!(r.status(), 202);
+    }
+    // The third job cannot be claimed: its claim's UPDATE raises.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'claim refused (test)'; END $$;
+         CREATE TRIGGER refuse_claim BEFORE UPDATE ON background_jobs FOR EACH ROW
+         WHEN (OLD.status = 'queued' AND NEW.status = 'running'
+               AND OLD.payload->>'event_id' = 'evt-unclaimable')
+         EXECUTE FUNCTION refuse_claim();",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let lock = hold_lead(&mut conn, slow).await;
+
+    let tick = app
+        .http
+        .get(format!("{}{JOBS}", app.base))
+        .bearer_auth(common::app::CRON_SECRET)
+        .send();
+    let (answer, ()) = tokio::join!(tick, async {
+        // The quick job ends and the failing claim comes while the held job waits.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        lock.rollback().await.unwrap();
+    });
+    let answer = answer.unwrap();
+    assert!(answer.status().is_server_error(), "{}", answer.status());
+
+    let status = |event: &'static str| {
+        sqlx::query_scalar::<_, String>(
+            "SELECT status FROM background_jobs WHERE payload->>'event_id' = $1",
+        )
+        .bind(event)
+    };
+    let mut conn = app.db().await;
+    for (event, want) in [
+        ("evt-held", "done"),
+        ("evt-quick", "done"),
+        ("evt-unclaimable", "queued"),
+    ] {
+        let got = status(event).fetch_one(&mut conn).await.unwrap();
+        assert_eq!(got, want, "{event}");
+    }
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-held'")
+            .await,
+        1
+    );
+    app.shutdown().await;
+}
+
+/// A claim reads the live jobs, not the finished ones the table keeps: with 20 000 done jobs
+/// ahead of 2 000 queued ones in id order (a drain under way), the claim's plan filters out
+/// only a handful of rows (walking the primary key, it stepped over every done job first:
+/// 62 ms a claim at 200 000).
+#[tokio::test]
+async fn a_claim_does_not_walk_the_finished_jobs() {
+    let app = TestApp::spawn(Switches::all_fixed()).await;
+    let mut conn = app.db().await;
+    sqlx::raw_sql(
+        "INSERT INTO background_jobs (kind, dedupe_key, payload, status, finished_at)
+         SELECT 'email_sent', 'old:' || g, '{}', 'done', now() FROM generate_series(1, 20000) g;
+         INSERT INTO background_jobs (kind, dedupe_key, payload)
+         SELECT 'email_sent', 'new:' || g, '{}' FROM generate_series(1, 2000) g;
+         ANALYZE background_jobs;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+    let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        inbox_service::domain::jobs::CLAIM_SQL
+    )))
+    .bind(10i64)
+    .bind(60.0f64)
+    .bind(7i64)
+    .bind(5i32)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    fn removed(node: &Value) -> i64 {
+        node["Rows Removed by Filter"].as_i64().unwrap_or(0)
+            + node["Plans"]
+                .as_array()
+                .map_or(0, |plans| plans.iter().map(removed).sum())
+    }
+    let root = &plan[0]["Plan"];
+    assert_eq!(root["Actual Rows"], 10, "{plan:#}");
+    let filtered = removed(root);
+    assert!(
+        filtered < 100,
+        "the claim stepped over {filtered} rows: {plan:#}"
     );
     app.shutdown().await;
 }

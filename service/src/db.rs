@@ -21,18 +21,21 @@ pub async fn apply_phase53_indexes(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Lowers `statement_timeout` to `limit` for the rest of the caller's transaction — never above
-/// the database's own timeout (the role's or the connection's): a fix that raised it would let
-/// a statement run longer than production allows.
-pub async fn bound_statements(tx: &mut PgConnection, limit: Duration) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT set_config('statement_timeout', (CASE
-             WHEN current_setting('statement_timeout')::interval = interval '0' THEN $1
-             ELSE least($1, (extract(epoch FROM current_setting('statement_timeout')::interval) * 1000)::int8)
-         END)::text, true)",
-    )
-    .bind(limit.as_millis().max(1) as i64)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// Begins a transaction whose statements may run for at most `limit` — never above the
+/// database's own timeout (the role's or the connection's): a fix that raised it would let a
+/// statement run longer than production allows. `BEGIN` and the transaction-local
+/// `statement_timeout` go in one round trip.
+pub async fn begin_bounded(
+    conn: &mut PgConnection,
+    limit: Duration,
+) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+    let ms = limit.as_millis().clamp(1, i64::MAX as u128);
+    // A simple query (two statements, no parameters): `ms` is an integer formatted here.
+    let begin = format!(
+        "BEGIN; SELECT set_config('statement_timeout', (CASE
+             WHEN current_setting('statement_timeout')::interval = interval '0' THEN {ms}
+             ELSE least({ms}, (extract(epoch FROM current_setting('statement_timeout')::interval) * 1000)::int8)
+         END)::text, true)"
+    );
+    sqlx::Connection::begin_with(conn, sqlx::AssertSqlSafe(begin)).await
 }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 use crate::error::{AppError, Category};
 use crate::state::{AppState, Tally};
@@ -150,8 +150,7 @@ pub async fn live_bounded(
     workspaces: &[i64],
     limit: Duration,
 ) -> Result<Counts, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    crate::db::bound_statements(&mut tx, limit).await?;
+    let mut tx = crate::db::begin_bounded(conn, limit).await?;
     let counts = sqlx::query_as(COUNTS_SQL_PER_LEAD)
         .bind(workspaces)
         .fetch_one(&mut *tx)

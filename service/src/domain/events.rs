@@ -191,51 +191,48 @@ async fn sent_effects(
     .map_err(|e| if is_foreign_key_violation(&e) { unknown_workspace(ev.workspace_id) } else { e.into() })?;
     tally.wrote(1); // RETURNING gave the one row inserted or updated
     steps.mark("lead_upsert");
-    let inserted = sqlx::query(
-        "INSERT INTO messages (workspace_id, lead_id, direction, channel, provider_event_id, subject, body, is_read, sent_at)
-         VALUES ($1, $2, 'outbound', 'email', $3, $4, '', true, $5)
-         ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
+    // The message, and only when it is new (a redelivery is a duplicate), the lead's counter,
+    // its activity and its follow-ups: one statement, one round trip.
+    let faults = state.faults();
+    let (inserted, updated, activities, followups): (i64, i64, i64, i64) = sqlx::query_as(
+        "WITH message AS (
+             INSERT INTO messages (workspace_id, lead_id, direction, channel, provider_event_id, subject, body, is_read, sent_at)
+             VALUES ($1, $2, 'outbound', 'email', $3, $4, '', true, $5)
+             ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+             RETURNING 1),
+         go AS (SELECT 1 WHERE $6 OR EXISTS (SELECT 1 FROM message)),
+         lead AS (
+             UPDATE leads SET emails_sent = emails_sent + $7, last_message_at = greatest(last_message_at, $5),
+                              status = CASE WHEN status = 'new' THEN 'contacted' ELSE status END
+             WHERE id = $2 AND EXISTS (SELECT 1 FROM go)
+             RETURNING 1),
+         activity AS (
+             INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id)
+             SELECT $1, $2, 'email_sent', $3 WHERE EXISTS (SELECT 1 FROM go)
+             ON CONFLICT (kind, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+             RETURNING 1),
+         followups AS (
+             UPDATE followup_tasks SET due_at = now() + interval '3 days', updated_at = now()
+             WHERE lead_id = $2 AND status = 'pending' AND EXISTS (SELECT 1 FROM go)
+             RETURNING 1)
+         SELECT (SELECT count(*) FROM message), (SELECT count(*) FROM lead),
+                (SELECT count(*) FROM activity), (SELECT count(*) FROM followups)",
     )
     .bind(ev.workspace_id)
     .bind(lead_id)
     .bind(&ev.event_id)
     .bind(&ev.subject)
     .bind(ev.occurred_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tally.wrote(inserted);
-    steps.mark("message_insert");
-    let faults = state.faults();
+    .bind(faults.skip_dedupe)
+    .bind(if faults.double_counter { 2 } else { 1 })
+    .fetch_one(&mut *tx)
+    .await?;
+    for rows in [inserted, updated, activities, followups] {
+        tally.wrote(rows as u64);
+    }
     if inserted == 0 && !faults.skip_dedupe {
         return Ok(None);
     }
-    let updated = sqlx::query(
-        "UPDATE leads SET emails_sent = emails_sent + $3, last_message_at = greatest(last_message_at, $2),
-                          status = CASE WHEN status = 'new' THEN 'contacted' ELSE status END
-         WHERE id = $1",
-    )
-    .bind(lead_id)
-    .bind(ev.occurred_at)
-    .bind(if faults.double_counter { 2 } else { 1 })
-    .execute(&mut *tx)
-    .await?;
-    tally.wrote(updated.rows_affected());
-    let activity = sqlx::query(
-        "INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id) VALUES ($1, $2, 'email_sent', $3)
-         ON CONFLICT (kind, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING",
-    )
-        .bind(ev.workspace_id)
-        .bind(lead_id)
-        .bind(&ev.event_id)
-        .execute(&mut *tx)
-        .await?;
-    tally.wrote(activity.rows_affected());
-    let followups = sqlx::query("UPDATE followup_tasks SET due_at = now() + interval '3 days', updated_at = now() WHERE lead_id = $1 AND status = 'pending'")
-        .bind(lead_id)
-        .execute(&mut *tx)
-        .await?;
-    tally.wrote(followups.rows_affected());
     steps.mark("lead_effects");
     Ok(Some(lead_id))
 }
@@ -334,9 +331,8 @@ pub async fn apply_sent_job(
     let mut steps = Steps::new(state.switches().log_slow_paths);
     let applied = {
         let mut conn = state.acquire_for_cron(tally, budget.work_left()).await?;
-        let mut tx = conn.begin().await?;
         // No statement outlives the tick's work deadline.
-        crate::db::bound_statements(&mut tx, budget.work_left()).await?;
+        let mut tx = crate::db::begin_bounded(&mut conn, budget.work_left()).await?;
         let applied = sent_effects(state, &mut tx, tally, ev, &mut steps).await?;
         if applied.is_some() {
             count_send(state, tally, &mut tx, ev).await?;

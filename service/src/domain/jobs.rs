@@ -132,6 +132,21 @@ pub struct Job {
     pub lease_token: i64,
 }
 
+/// The claim: `$1` jobs at most, a lease of `$2` seconds, the lease token `$3`, `$4` attempts
+/// at most. It walks `background_jobs_claim_idx` (the live jobs, in id order), so its cost
+/// does not grow with the finished jobs the table keeps.
+pub const CLAIM_SQL: &str =
+    "UPDATE background_jobs SET status = 'running', attempts = attempts + 1,
+        locked_until = now() + make_interval(secs => $2), lease_token = $3
+ WHERE id IN (
+     SELECT id FROM background_jobs
+     WHERE (status = 'queued' AND run_after <= now())
+        OR (status = 'running' AND locked_until < now() AND attempts < $4)
+     ORDER BY id
+     LIMIT $1
+     FOR UPDATE SKIP LOCKED)
+ RETURNING id, kind, payload, attempts, lease_token";
+
 /// Claims up to `limit` runnable jobs: queued and due, or running with an expired lease and
 /// attempts left (a worker that died mid-job used an attempt, so a job that kills its worker
 /// ends). Each claim counts as an attempt and carries a fresh lease token.
@@ -141,24 +156,13 @@ pub async fn claim(
     lease: Duration,
     max_attempts: u32,
 ) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE background_jobs SET status = 'running', attempts = attempts + 1,
-                locked_until = now() + make_interval(secs => $2), lease_token = $3
-         WHERE id IN (
-             SELECT id FROM background_jobs
-             WHERE (status = 'queued' AND run_after <= now())
-                OR (status = 'running' AND locked_until < now() AND attempts < $4)
-             ORDER BY id
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED)
-         RETURNING id, kind, payload, attempts, lease_token",
-    )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
-    .bind(rand::random::<i64>())
-    .bind(max_attempts as i32)
-    .fetch_all(conn)
-    .await
+    sqlx::query_as(CLAIM_SQL)
+        .bind(limit)
+        .bind(lease.as_secs_f64())
+        .bind(rand::random::<i64>())
+        .bind(max_attempts as i32)
+        .fetch_all(conn)
+        .await
 }
 
 /// Fails the jobs whose lease expired on their last attempt (their worker died each time):

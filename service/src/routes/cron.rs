@@ -229,22 +229,25 @@ async fn background_jobs_tick(
                 claiming = false;
                 break;
             }
-            let batch = {
-                let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+            let want = ((concurrency - running.len()) as u64).min(left) as i64;
+            let batch = match claim_next(state, tally, &budget, want).await {
+                Ok(Some(batch)) if !batch.is_empty() => batch,
+                Ok(Some(_)) => {
+                    claiming = false;
+                    break;
+                }
+                Ok(None) => {
                     report.budget_exhausted = true;
                     claiming = false;
                     break;
-                };
-                let want = ((concurrency - running.len()) as u64).min(left) as i64;
-                let claimed =
-                    jobs::claim(&mut conn, want, limits.job_lease, limits.max_attempts).await?;
-                tally.wrote(claimed.len() as u64);
-                claimed
+                }
+                // Like a job's error: the jobs already running end (and are marked) first.
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    claiming = false;
+                    break;
+                }
             };
-            if batch.is_empty() {
-                claiming = false;
-                break;
-            }
             handled += batch.len() as u64;
             for job in batch {
                 let (state, tally) = (state.clone(), tally.clone());
@@ -309,6 +312,23 @@ async fn background_jobs_tick(
         }
     }
     Ok(report)
+}
+
+/// Claims up to `want` jobs on a connection of its own; `None` when no connection came before
+/// the tick's work deadline.
+async fn claim_next(
+    state: &AppState,
+    tally: &Tally,
+    budget: &Budget,
+    want: i64,
+) -> Result<Option<Vec<jobs::Job>>, AppError> {
+    let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
+        return Ok(None);
+    };
+    let limits = &state.config.limits;
+    let claimed = jobs::claim(&mut conn, want, limits.job_lease, limits.max_attempts).await?;
+    tally.wrote(claimed.len() as u64);
+    Ok(Some(claimed))
 }
 
 enum JobOutcome {
