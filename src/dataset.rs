@@ -184,6 +184,15 @@ pub async fn seed_database(
              WHERE abs(h) % 100 < $2",
         ),
     ];
+    // The harness's clusters run `synchronous_commit = off`. The VACUUM below cannot mark a
+    // page visible to all while the commit of its rows' inserter — or of any transaction
+    // sharing its commit-log group, such as the ANALYZE of the table vacuumed before — may be
+    // unflushed; every arm's clone would then start with an empty visibility map, its
+    // index-only scans fetching the heap, unlike a vacuumed production table. This session
+    // commits synchronously.
+    sqlx::query("SET synchronous_commit = on")
+        .execute(&mut *conn)
+        .await?;
     let mut tx = conn.begin().await?;
     for (table, sql) in statements {
         let started = Instant::now();

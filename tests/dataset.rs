@@ -100,3 +100,47 @@ async fn arms_get_fresh_clones_with_or_without_the_phase53_indexes() {
     assert_eq!(fingerprint_of(&server, &fixed).await, template_fp);
     server.shutdown().await;
 }
+
+/// On a fixed arm's fresh clone, the fixed counts' probe for each lead's latest message reads
+/// the Phase 53 index alone: an index-only scan (the index carries what the counts read) with
+/// no heap fetch (the seeded rows are marked visible to all, as a vacuumed production table's).
+#[tokio::test]
+async fn the_fixed_counts_read_only_the_index_on_a_fresh_clone() {
+    let server = local_server().await;
+    let t = Template::prepare(&server, SMALL, 53).await.unwrap();
+    let (fixed, _) = t.clone_for_arm(&server, "all-on", true).await.unwrap();
+
+    let mut conn = server.connect_options(&fixed).connect().await.unwrap();
+    let explain = format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        inbox_service::domain::counts::COUNTS_SQL_PER_LEAD
+    );
+    let (plan,): (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(explain))
+        .bind((1..=i64::from(SMALL.workspaces)).collect::<Vec<_>>())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    fn scans_of_messages(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        if node["Relation Name"] == "messages" {
+            out.push(node.clone());
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            scans_of_messages(child, out);
+        }
+    }
+    let mut scans = Vec::new();
+    scans_of_messages(&plan[0]["Plan"], &mut scans);
+    assert_eq!(scans.len(), 1, "one scan of messages: {plan:#}");
+    let scan = &scans[0];
+    assert_eq!(scan["Node Type"], "Index Only Scan", "{scan:#}");
+    assert_eq!(scan["Index Name"], "messages_workspace_lead_sent_idx");
+    assert_eq!(
+        scan["Actual Loops"],
+        u64::from(SMALL.leads),
+        "one probe per lead"
+    );
+    assert_eq!(scan["Heap Fetches"], 0, "{scan:#}");
+    server.shutdown().await;
+}

@@ -144,6 +144,96 @@ async fn fresh_cached_counts_are_served_without_a_live_query() {
     app.shutdown().await;
 }
 
+/// Sessions waiting on a lock: the counts queries stuck behind `lock_messages`.
+async fn lock_waiters(app: &TestApp) -> i64 {
+    app.scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        .await
+}
+
+async fn until_a_query_waits(app: &TestApp) {
+    for _ in 0..200 {
+        if lock_waiters(app).await >= 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no counts query came to wait on the lock");
+}
+
+/// One live query per scope at a time. Requests for a scope whose counts are being computed
+/// wait for that computation when nothing is known yet, and answer with its result; when
+/// counts are known, they answer those at once (stale) instead of queueing a second query.
+#[tokio::test]
+async fn requests_for_a_scope_share_its_live_query() {
+    let app = TestApp::spawn_with(counts_on(), |l| {
+        l.counts_query_timeout = Duration::from_secs(5);
+        l.counts_cache_ttl = Duration::ZERO;
+    })
+    .await;
+    let mut locker = app.db().await;
+
+    // A cold scope, four requests at once while the query is held up.
+    let lock = lock_messages(&mut locker).await;
+    let release = async {
+        until_a_query_waits(&app).await;
+        // Time for the other three to arrive behind it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waiting = lock_waiters(&app).await;
+        lock.rollback().await.unwrap();
+        waiting
+    };
+    let (waiting, a, b, c, d) = tokio::join!(
+        release,
+        counts(&app, &[5]),
+        counts(&app, &[5]),
+        counts(&app, &[5]),
+        counts(&app, &[5])
+    );
+    assert_eq!(waiting, 1, "one live query for the four requests");
+    let answers = [a, b, c, d];
+    let live: Vec<&Value> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body
+        })
+        .filter(|body| body["source"] == "live")
+        .collect();
+    assert_eq!(live.len(), 1, "{answers:?}");
+    for (_, body) in &answers {
+        assert_eq!(body["counts"], live[0]["counts"], "{body}");
+        assert_eq!(body["computed_at"], live[0]["computed_at"], "{body}");
+    }
+
+    // Known counts: a request behind a running query answers them at once.
+    let known = live[0]["computed_at"].clone();
+    let lock = lock_messages(&mut locker).await;
+    let second = async {
+        until_a_query_waits(&app).await;
+        let answer = counts(&app, &[5]).await;
+        let still_waiting = lock_waiters(&app).await;
+        lock.rollback().await.unwrap();
+        (answer, still_waiting)
+    };
+    let ((_, first), ((status, at_once), still_waiting)) = tokio::join!(counts(&app, &[5]), second);
+    assert_eq!(
+        still_waiting, 1,
+        "answered while the first query still waited"
+    );
+    assert_eq!(status, 200);
+    assert_eq!(at_once["source"], "fallback", "{at_once}");
+    assert_eq!(at_once["stale"], true);
+    assert_eq!(at_once["computed_at"], known);
+    assert_eq!(first["source"], "live", "{first}");
+    assert_ne!(first["computed_at"], known);
+    assert_eq!(
+        app.metric("errors_total{category=\"db_timeout\"}").await,
+        0.0,
+        "no second query ran into its bound"
+    );
+    app.shutdown().await;
+}
+
 /// A counts call slower than 1 s is logged with its scopeKey and whether it fell back.
 #[tokio::test]
 async fn slow_counts_are_logged_with_the_scope_key_only() {

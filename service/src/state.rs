@@ -169,6 +169,8 @@ pub struct Inner {
     waiters: AtomicU64,
     /// Last good counts per scope: the fallback when even the cache table is out of reach.
     pub counts_memory: Mutex<HashMap<String, CachedCounts>>,
+    /// Per scope, held while its live counts are computed: one live query per scope at a time.
+    pub counts_computing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -207,6 +209,7 @@ impl AppState {
             http,
             waiters: AtomicU64::new(0),
             counts_memory: Mutex::new(HashMap::new()),
+            counts_computing: Mutex::new(HashMap::new()),
         })))
     }
 

@@ -6,8 +6,9 @@
 //! `COUNTS_CACHE_TTL_MS` come from the per-scope cache (in process, then the cache table);
 //! otherwise the Phase 53c per-lead query (served by the Phase 53 indexes) runs under
 //! `SET LOCAL statement_timeout` below the endpoint budget, and on a timeout or a saturated
-//! pool the last computed counts come back marked `stale`. The background-jobs cron
-//! refreshes cached scopes.
+//! pool the last computed counts come back marked `stale`. One live query per scope runs at a
+//! time: a request that finds one in flight serves the last counts, or waits for that one. The
+//! background-jobs cron refreshes cached scopes.
 
 use std::time::{Duration, Instant};
 
@@ -80,9 +81,10 @@ const COUNTS_SQL: &str = concat!(
 );
 
 /// Phase 53c's rewrite: the latest message per lead by one probe of
-/// `messages (workspace_id, lead_id, sent_at DESC)` each, instead of sorting every message of
-/// the scope. Same numbers; fast only with the Phase 53 index.
-const COUNTS_SQL_PER_LEAD: &str = concat!(
+/// `messages (workspace_id, lead_id, sent_at DESC) INCLUDE (direction, is_read)` each, instead
+/// of sorting every message of the scope: an index-only probe per lead. Same numbers; fast only
+/// with the Phase 53 index.
+pub const COUNTS_SQL_PER_LEAD: &str = concat!(
     counts_select!(),
     "    FROM leads l
     LEFT JOIN LATERAL (
@@ -229,6 +231,25 @@ async fn fixed_counts(
     if let Some(c) = remembered().filter(fresh_enough) {
         return cached_answer(c);
     }
+    // One live query per scope at a time. Copies of the same aggregation run side by side only
+    // slow each other past the bound (the agency admins share one scope: their first requests
+    // all timed out together). Another request's computation in flight: serve the last counts
+    // at once, or with none known, wait for that computation (within the query's own bound)
+    // and serve what it left — never a second query after it.
+    let gate = computing_gate(state, scope_key);
+    let _computing = match gate.clone().try_lock_owned() {
+        Ok(held) => held,
+        Err(_) => {
+            if let Some(c) = remembered() {
+                return stale(Some(c));
+            }
+            let _ = tokio::time::timeout(limits.counts_query_timeout, gate.lock_owned()).await;
+            return match remembered() {
+                Some(c) if fresh_enough(&c) => cached_answer(c),
+                other => stale(other),
+            };
+        }
+    };
     // Waiting for the pool longer than the query may run buys nothing: fall back instead.
     let mut conn = match state
         .acquire_within(
@@ -285,6 +306,17 @@ async fn fixed_counts(
     }
 }
 
+/// The lock held while `scope_key`'s live counts are computed (by a request or the cron).
+fn computing_gate(state: &AppState, scope_key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    state
+        .counts_computing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(scope_key.to_owned())
+        .or_default()
+        .clone()
+}
+
 /// Keeps the latest counts of a scope in process memory.
 pub fn remember(state: &AppState, scope_key: &str, fresh: CachedCounts) {
     state
@@ -321,6 +353,10 @@ pub async fn refresh_stale(
         if left.is_zero() {
             break;
         }
+        // A request computing this scope now refreshes it: not a second query beside it.
+        let Ok(_computing) = computing_gate(state, &scope_key).try_lock_owned() else {
+            continue;
+        };
         match live_bounded(
             &mut *conn,
             &workspaces,
