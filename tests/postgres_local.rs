@@ -112,3 +112,50 @@ async fn a_missing_binary_dir_is_named_in_the_error() {
     assert!(err.contains("/nonexistent/pg/bin"), "{err}");
     assert!(err.contains("initdb"), "{err}");
 }
+
+/// Each backend leads a session of its own, so on a kernel with autogroups its `nice` counts
+/// for nothing against the harness: the cluster lowers the backend's autogroup instead, and
+/// never the harness's own.
+#[tokio::test]
+async fn backends_sit_below_the_harness_in_their_own_autogroups() {
+    use incident_lab::postgres::autogroup;
+    let ready = if autogroup::enabled() {
+        Ok(())
+    } else {
+        Err("kernel.sched_autogroup_enabled is not 1".to_owned())
+    };
+    let test = "backends_sit_below_the_harness_in_their_own_autogroups";
+    if common::skip::or_skip(test, &common::skip::AUTOGROUP, ready).is_none() {
+        return;
+    }
+    let ours = autogroup::of(std::process::id()).unwrap();
+    let server = local_server().await;
+    let db = PgServer::unique_name("autogroup");
+    server.create_database(&db).await.unwrap();
+    let mut conn = sqlx::ConnectOptions::connect(&server.connect_options(&db))
+        .await
+        .unwrap();
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let backend = backend as u32;
+    let first = autogroup::of(backend).unwrap();
+    assert_ne!(first.id, ours.id, "the backend leads its own session");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut now = first;
+    while now.nice != 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = autogroup::of(backend).unwrap();
+    }
+    assert_eq!(now.nice, 10, "the backend's autogroup was not lowered");
+    let postmaster = server.local_cluster().unwrap().pid();
+    assert_eq!(
+        autogroup::of(postmaster).unwrap(),
+        ours,
+        "the postmaster shares the harness's autogroup, which must keep its nice"
+    );
+    sqlx::Connection::close(conn).await.unwrap();
+    server.shutdown().await;
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::app::{email_sent, TestApp, ADMIN_TOKEN};
 use inbox_service::Switches;
@@ -115,4 +116,63 @@ async fn metrics_expose_pool_requests_and_per_request_work() {
     }
     assert_eq!(app.get("/healthz", None).await.text().await.unwrap(), "ok");
     app.shutdown().await;
+}
+
+/// A request cut while its `BEGIN` is in flight leaves the server inside a transaction sqlx
+/// does not know about; lent again, that connection would swallow the next borrower's
+/// autocommit writes (a webhook acknowledged 202, then lost). It must be closed instead.
+#[tokio::test]
+async fn a_connection_left_in_a_transaction_is_not_lent_again() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.pool_max = 1).await;
+    let pool = app.state.pool.clone();
+
+    // A clean connection is lent again as it is.
+    let mut conn = pool.acquire().await.unwrap();
+    let clean_pid = backend_pid(&mut conn).await;
+    drop(conn);
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        backend_pid(&mut conn).await,
+        clean_pid,
+        "a clean connection was closed"
+    );
+    drop(conn);
+
+    // The handler's future is dropped at its limit while the `BEGIN` is still running.
+    let cut = tokio::time::timeout(Duration::from_millis(100), {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            let begin = sqlx::AssertSqlSafe("BEGIN; SELECT pg_sleep(0.5)");
+            let _tx = sqlx::Connection::begin_with(&mut *conn, begin).await;
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    assert!(cut.is_err(), "the begin was not cut");
+
+    // The next borrower writes in autocommit: its write is visible at once to another session.
+    let mut conn = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    sqlx::query("INSERT INTO workspaces (id, name) VALUES (9001, 'after a cut begin')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let seen = app
+        .scalar("SELECT count(*) FROM workspaces WHERE id = 9001")
+        .await;
+    drop(conn);
+    assert_eq!(seen, 1, "an autocommit write joined a stray transaction");
+    assert_ne!(
+        pid, clean_pid,
+        "the connection left in a transaction was lent again"
+    );
+    app.shutdown().await;
+}
+
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
 }

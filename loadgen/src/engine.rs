@@ -323,6 +323,13 @@ pub async fn run_from(
     let attack = *attack
         .set_default(GooseDefault::NoGzip, true)
         .map_err(goose_err)?;
+    // One client shared by every user (clones share its connection pool). A client per user
+    // loads the system's CA certificates once each: with hundreds of users that was 2–3 s of
+    // both cores at the start of every run, for nothing (the requests carry their cookies).
+    let client = goose::client::GooseClientBuilder::new().without_cookies();
+    let attack = attack
+        .set_client_builder_without_cookies(client)
+        .map_err(goose_err)?;
     let metrics = attack.execute().await.map_err(goose_err)?;
     let goose = metrics
         .requests

@@ -39,3 +39,28 @@ pub async fn begin_bounded(
     );
     sqlx::Connection::begin_with(conn, sqlx::AssertSqlSafe(begin)).await
 }
+
+/// Whether `conn` is outside any transaction on the server — the test a connection passes
+/// before the pool lends it again.
+///
+/// sqlx raises its transaction depth only once `BEGIN` has answered, so a future dropped while
+/// its `BEGIN` is in flight (a handler cut at the function limit) leaves the server in a
+/// transaction no guard will roll back; sqlx's own release ping passes inside a transaction.
+/// Lent again, that connection would make the next borrower's autocommit writes (a webhook's
+/// enqueue, answered 202) part of the stray transaction, lost when it is rolled back. A
+/// connection that fails this test is closed, which rolls the stray transaction back.
+///
+/// Sent as a simple query: in its implicit transaction `now()` (the transaction's start) equals
+/// `statement_timestamp()`; inside an open transaction it is earlier. (Under the extended
+/// protocol the Execute message sets a later statement time, so the two never match.) An
+/// error (an aborted transaction, a broken connection) also fails the test.
+pub async fn outside_transaction(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::raw_sql("SELECT now() = statement_timestamp()")
+        .fetch_all(&mut *conn)
+        .await;
+    Ok(match rows {
+        Ok(rows) => rows.first().and_then(|r| r.try_get::<bool, _>(0).ok()) == Some(true),
+        Err(_) => false,
+    })
+}

@@ -187,13 +187,18 @@ impl AppState {
         if let Some(t) = config.limits.statement_timeout {
             options = options.options([("statement_timeout", format!("{}ms", t.as_millis()))]);
         }
+        // A request cut at the function limit can leave its connection inside a transaction
+        // sqlx does not know about (see [`crate::db::outside_transaction`]): such a connection
+        // is closed on release, never lent again.
         let pool = PgPoolOptions::new()
             .max_connections(config.limits.pool_max)
             .acquire_timeout(config.limits.acquire_timeout)
+            .after_release(|conn, _| Box::pin(crate::db::outside_transaction(conn)))
             .connect_lazy_with(options.clone());
         let ops_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_millis(500))
+            .after_release(|conn, _| Box::pin(crate::db::outside_transaction(conn)))
             .connect_lazy_with(options);
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)

@@ -110,6 +110,8 @@ pub struct LocalCluster {
     child: Option<Child>,
     port: u16,
     pid: u32,
+    /// Keeps the backends' autogroups below the harness (see [`super::autogroup`]).
+    autogroup: Option<super::autogroup::Sweeper>,
 }
 
 impl LocalCluster {
@@ -210,8 +212,10 @@ impl LocalCluster {
             child.id(),
             format!("postgres ({})", dir.path().display()),
         );
+        let nice = crate::service_proc::SUT_NICE.parse().unwrap_or(10);
         Ok(Self {
             pid: child.id(),
+            autogroup: super::autogroup::Sweeper::start(child.id(), nice),
             child: Some(child),
             dir: Some(dir),
             port,
@@ -284,6 +288,7 @@ impl LocalCluster {
 
     /// Fast shutdown (SIGINT), then SIGKILL past the deadline; removes the directory. Idempotent.
     pub fn stop(&mut self) {
+        self.autogroup = None;
         if let Some(mut child) = self.child.take() {
             let _unregister = Unregister(self.pid);
             let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGINT);

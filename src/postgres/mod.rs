@@ -12,6 +12,7 @@
 //! backend, teardown is the same: [`PgServer::shutdown`] (or, failing that, `Drop`) leaves no
 //! server process, no temp dir and no harness database behind.
 
+pub mod autogroup;
 pub mod choice;
 pub mod docker;
 pub mod local;

@@ -19,6 +19,11 @@ pub const DOCKER: Need = Need {
     required_by: "INCIDENT_LAB_REQUIRE_DOCKER",
 };
 
+pub const AUTOGROUP: Need = Need {
+    what: "the kernel's session autogroups",
+    required_by: "INCIDENT_LAB_REQUIRE_AUTOGROUP",
+};
+
 pub const BROWSER: Need = Need {
     what: "Chromium",
     required_by: "INCIDENT_LAB_REQUIRE_BROWSER",
