@@ -195,6 +195,7 @@ pub fn invariants_of(effects: Vec<EffectCount>, acked: u64, undrained: u64) -> I
         duplicates: message.duplicates,
         lost: message.lost,
         undrained_jobs: undrained,
+        failed_jobs: 0,
         holds: effects.iter().all(EffectCount::clean),
         effects,
     }
@@ -212,9 +213,16 @@ pub(crate) async fn check_invariant(
     let acked: Vec<String> = recording.acked.iter().cloned().collect();
     let mut conn = connect(server, db).await?;
     let effects = effects(&mut conn, &acked, &before, ghl_ok_by_key).await?;
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM background_jobs WHERE kind = $1 AND status = 'failed'",
+    )
+    .bind(inbox_service::domain::jobs::EMAIL_SENT)
+    .fetch_one(&mut conn)
+    .await?;
     conn.close().await?;
     Ok(Invariants {
         sent: Some(recording.sent_events),
+        failed_jobs: failed as u64,
         ..invariants_of(effects, acked.len() as u64, undrained)
     })
 }

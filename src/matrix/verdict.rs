@@ -447,6 +447,12 @@ pub fn invariant_detail(inv: &Invariants) -> String {
         "{} acked, {} applied, {} lost, {} duplicated",
         inv.acked, inv.applied, inv.lost, inv.duplicates
     );
+    if inv.failed_jobs > 0 {
+        text.push_str(&format!(
+            "; {} EMAIL_SENT jobs failed (background_jobs.last_error says why)",
+            inv.failed_jobs
+        ));
+    }
     for e in inv.effects.iter().filter(|e| e.duplicates > 0 && e.clean()) {
         text.push_str(&format!(
             "; {} repeated {} times, at least once as required here ({})",
@@ -722,6 +728,15 @@ max_statement_timeouts = 0
             failed(&judge(&s, Expect::Fixed, &fixed_endpoints(), 0, &lost)),
             vec!["every acknowledged EMAIL_SENT applied exactly once"]
         );
+        // Where a lost event went, when the queue gave up on its job.
+        assert!(!invariant_detail(&lost).contains("failed"));
+        let gave_up = Invariants {
+            failed_jobs: 1,
+            ..lost.clone()
+        };
+        assert!(invariant_detail(&gave_up).ends_with(
+            "1 lost, 0 duplicated; 1 EMAIL_SENT jobs failed (background_jobs.last_error says why)"
+        ));
         // A doubled side effect fails the arm, and the check names the effect.
         let doubled = Invariants {
             holds: false,

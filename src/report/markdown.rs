@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{ms, ArmReport, ArmStatus, Report, Verdict};
+use super::{ms, ArmReport, ArmStatus, Invariants, Report, Verdict};
 use crate::scenario::{COUNTS_LABEL, PAGE_LABEL};
 
 fn mark(ok: bool) -> &'static str {
@@ -81,13 +81,14 @@ pub fn table(r: &Report) -> String {
             "skipped".to_owned()
         } else {
             format!(
-                "{} {}{}/{} applied, {} lost, {} dup",
+                "{} {}{}/{} applied, {} lost, {} dup{}",
                 mark(inv.holds),
                 inv.sent.map_or(String::new(), |n| format!("sent {n}, ")),
                 inv.applied,
                 inv.acked,
                 inv.lost,
-                inv.duplicates
+                inv.duplicates,
+                failed_jobs(inv)
             )
         };
         let _ = writeln!(
@@ -744,6 +745,14 @@ pub fn chaos_summary(r: &Report) -> String {
         );
     }
     out
+}
+
+/// `, N jobs failed` when the queue gave up on some `EMAIL_SENT` jobs, else nothing.
+fn failed_jobs(inv: &Invariants) -> String {
+    match inv.failed_jobs {
+        0 => String::new(),
+        n => format!(", {n} jobs failed"),
+    }
 }
 
 #[cfg(test)]

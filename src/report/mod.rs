@@ -335,6 +335,10 @@ pub struct Invariants {
     pub lost: u64,
     /// Jobs still queued or running after the drain.
     pub undrained_jobs: u64,
+    /// `EMAIL_SENT` jobs the queue gave up on (`status = 'failed'`, their `last_error` says
+    /// why): where an acknowledged event that is lost went, when it was queued at all.
+    #[serde(default)]
+    pub failed_jobs: u64,
     /// Every side effect of an EMAIL_SENT, counted (schema 3).
     #[serde(default)]
     pub effects: Vec<EffectCount>,
