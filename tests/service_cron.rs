@@ -912,3 +912,85 @@ async fn a_failed_ghl_sync_is_made_from_its_outbox_row() {
     assert_eq!(synced(&app), vec![1], "one successful call for the event");
     app.shutdown().await;
 }
+
+/// A GHL sync made inline whose tick then finds no connection to mark its outbox row done
+/// (legacy counts queries hold the pool) is settled after the tick, before the row comes due:
+/// the queue does not call GHL a second time.
+#[tokio::test]
+async fn a_sync_made_but_not_settled_in_its_tick_is_not_made_again() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.cron_time_budget = Duration::from_millis(2500);
+        l.provider_timeout = Duration::from_secs(1);
+        l.job_lease = Duration::from_secs(6);
+        l.acquire_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let slow = Knobs {
+        latency: fake_providers::Latency {
+            base_ms: 600,
+            ..fake_providers::Latency::default()
+        },
+        ..Knobs::default()
+    };
+    app.set_knobs(Provider::Ghl, slow);
+    let r = app
+        .post_webhook(&email_sent("evt-unsettled", 2, "us@example.test"))
+        .await;
+    assert_eq!(r.status(), 202);
+    let ghl_calls = |app: &TestApp| -> Vec<u64> {
+        let counters = app.fakes.counters();
+        let keys = counters.ok_by_key.get(&Provider::Ghl).cloned();
+        keys.unwrap_or_default().into_values().collect()
+    };
+    let started = std::time::Instant::now();
+
+    // The tick applies the event, lets its connection go and calls GHL; meanwhile every
+    // pooled connection is taken, and kept until the tick has given up on its settle.
+    let tick_done = tokio::sync::Notify::new();
+    let tick = async {
+        let tick = app.cron(JOBS).await;
+        tick_done.notify_one();
+        tick
+    };
+    let hold_the_pool = async {
+        let applied =
+            "SELECT count(*) FROM background_jobs WHERE kind = 'email_sent' AND status = 'done'";
+        while app.scalar(applied).await == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut held = Vec::new();
+        for _ in 0..app.state.config.limits.pool_max {
+            held.push(app.state.pool.acquire().await.unwrap());
+        }
+        tick_done.notified().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
+    };
+    let (tick, ()) = tokio::join!(tick, hold_the_pool);
+
+    assert_eq!(tick["processed"], 1, "{tick}");
+    assert_eq!(ghl_calls(&app), vec![1], "the inline call was made");
+    let settled =
+        "SELECT count(*) FROM background_jobs WHERE kind = 'ghl_sync' AND status = 'done'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while app.scalar(settled).await == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.scalar(settled).await,
+        1,
+        "the outbox row was marked done"
+    );
+    let route = inbox_service::domain::events::DEFERRED_SETTLE_ROUTE;
+    let declared = format!("db_writes_per_request_sum{{route=\"{route}\"}}");
+    assert_eq!(app.metric(&declared).await, 1.0, "its write is declared");
+
+    // Past the row's lease (and the first tick's own): nothing is due, nothing called again.
+    let past_the_lease = Duration::from_millis(6500).saturating_sub(started.elapsed());
+    tokio::time::sleep(past_the_lease).await;
+    let tick = app.cron(JOBS).await;
+    assert_eq!(tick["overlapped"], false, "{tick}");
+    assert_eq!(tick["processed"], 0, "{tick}");
+    assert_eq!(ghl_calls(&app), vec![1], "GHL called once for the event");
+    app.shutdown().await;
+}

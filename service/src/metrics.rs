@@ -152,6 +152,18 @@ impl Metrics {
         });
     }
 
+    /// Records rows written by work a request left behind it (a settle it could not make in
+    /// its budget), under a `route` of its own: declared writes stay complete without counting
+    /// a request.
+    pub fn deferred_writes(&self, route: &str, writes: u32) {
+        self.with(|r| {
+            r.db_writes
+                .entry(route.to_owned())
+                .or_default()
+                .observe(&COUNT_BUCKETS, writes.into());
+        });
+    }
+
     /// Counts one error of `category`.
     pub fn error(&self, category: Category) {
         self.with(|r| *r.errors.entry(category).or_default() += 1);

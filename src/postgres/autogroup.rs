@@ -31,8 +31,25 @@ pub struct Autogroup {
     pub nice: i32,
 }
 
-/// Parses a `/proc/PID/autogroup` line; `None` when it is not one.
+impl Autogroup {
+    /// The group of every process that never called `setsid()` since boot (PID 1's): it is
+    /// the root task group itself, its nice cannot be set, and the kernel shows it as an
+    /// empty `/proc/PID/autogroup`. A harness started by such a process (some CI runners)
+    /// sits in it while its Postgres backends, which do call `setsid()`, each have their own.
+    pub fn default_group() -> Self {
+        Self {
+            id: "0".to_owned(),
+            nice: 0,
+        }
+    }
+}
+
+/// Parses a `/proc/PID/autogroup` line (empty: [`Autogroup::default_group`]); `None` when it
+/// is not one.
 pub fn parse(text: &str) -> Option<Autogroup> {
+    if text.trim().is_empty() {
+        return Some(Autogroup::default_group());
+    }
     let mut words = text.split_whitespace();
     let id = words.next()?.strip_prefix("/autogroup-")?.to_owned();
     if words.next()? != "nice" {
@@ -42,7 +59,8 @@ pub fn parse(text: &str) -> Option<Autogroup> {
     Some(Autogroup { id, nice })
 }
 
-/// `pid`'s autogroup; `None` when the process is gone or the kernel has no autogroups.
+/// `pid`'s autogroup; `None` when the process is gone or the kernel has no autogroups (no
+/// `/proc/PID/autogroup` file).
 pub fn of(pid: u32) -> Option<Autogroup> {
     parse(&std::fs::read_to_string(format!("/proc/{pid}/autogroup")).ok()?)
 }
@@ -178,7 +196,9 @@ mod tests {
             })
         );
         assert_eq!(parse("/autogroup-5 nice -3").map(|g| g.nice), Some(-3));
-        assert_eq!(parse(""), None);
+        assert_eq!(parse(""), Some(Autogroup::default_group()));
+        assert_eq!(parse("\n"), Some(Autogroup::default_group()));
+        assert_eq!(parse("autogroup"), None);
         assert_eq!(parse("/autogroup-5 weight 3"), None);
     }
 

@@ -347,6 +347,7 @@ pub async fn apply_sent_job(
         tx.commit().await?;
         applied
     };
+    let committed = std::time::Instant::now();
     if applied.is_none() {
         return Ok(JobApplied::Duplicate);
     }
@@ -377,16 +378,50 @@ pub async fn apply_sent_job(
         },
     };
     steps.mark("ghl_sync");
-    // Bookkeeping, in the budget's reserve. Without a connection the outbox row stays as it
-    // is and the queue makes the call once its delay is over.
-    if let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await {
-        let settled = jobs::settle_ghl_sync(&mut conn, ev, (!synced).then_some(retry_after));
-        if let Ok(n) = settled.await {
-            tally.wrote(n);
-        }
+    // Bookkeeping, in the budget's reserve. A failed call without a connection leaves the
+    // outbox row as it is: the queue makes the call once its delay is over.
+    let retry = (!synced).then_some(retry_after);
+    let settled = match state.acquire_for_cron(tally, budget.left()).await {
+        Ok(mut conn) => jobs::settle_ghl_sync(&mut conn, ev, retry).await.ok(),
+        Err(_) => None,
+    };
+    match settled {
+        Some(n) => tally.wrote(n),
+        None if synced => settle_made_sync_later(state, ev, committed),
+        None => {}
     }
     steps.log("job EMAIL_SENT");
     Ok(JobApplied::Applied)
+}
+
+/// The route [`settle_made_sync_later`]'s writes are declared under.
+pub const DEFERRED_SETTLE_ROUTE: &str = "deferred GHL sync settle";
+
+/// Marks a GHL sync that was made as done, after the tick that made it could not (its budget
+/// spent waiting for a connection: a pool full of legacy counts queries). Left queued, the
+/// outbox row would come due one job lease after `committed` and call GHL a second time; so
+/// this keeps trying, off the tick, until shortly before then.
+fn settle_made_sync_later(state: &AppState, ev: &EmailEvent, committed: std::time::Instant) {
+    let lease = state.config.limits.job_lease;
+    let deadline = committed + lease - lease / 10;
+    let (state, ev) = (state.clone(), ev.clone());
+    tokio::spawn(async move {
+        let tally = Tally::default();
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let settled = match state.acquire_within(&tally, wait).await {
+            Ok(mut conn) => jobs::settle_ghl_sync(&mut conn, &ev, None).await.ok(),
+            Err(_) => None,
+        };
+        match settled {
+            Some(n) => state
+                .metrics
+                .deferred_writes(DEFERRED_SETTLE_ROUTE, u32::try_from(n).unwrap_or(u32::MAX)),
+            None => tracing::warn!(
+                dedupe_key = %ev.dedupe_key(),
+                "a GHL sync made could not be marked done before its outbox row comes due: the queue calls GHL again (the idempotency key lets GHL tell)"
+            ),
+        }
+    });
 }
 
 /// `EMAIL_OPENED`, `EMAIL_REPLIED`, `EMAIL_BOUNCED`: small, synchronous in every mode.
