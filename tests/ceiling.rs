@@ -210,6 +210,12 @@ fn ingest_and_drain_are_measured_beside_pgbench() {
     // The runner's drain, not smoke's model of GHL (8 workers ÷ ~200 ms, said beside it).
     assert_eq!(d["drain_workers"], 10, "{d}");
     assert_eq!(d["drain_modelled_bound"].as_f64(), Some(40.0), "{d}");
+    // A job's rows: its claim, the lead upsert, the message, the lead's counter, the activity,
+    // the ledger, the GHL outbox row, the completion and the outbox row's settle (nine), its
+    // lead's follow-ups, and its tick's lease (two rows per tick, shared).
+    let rows = d["drain_rows_per_job"].as_f64().unwrap();
+    assert!((9.0..20.0).contains(&rows), "{rows} rows per job: {d}");
+    assert!(said.contains("rows written per job"), "{said}");
     assert!(
         said.contains("10 jobs at once, the fake GHL answering at once"),
         "{said}"

@@ -62,6 +62,10 @@ pub struct DatabaseCeiling {
     /// What the scenario's own settings allow: its workers ÷ its GHL latency's mean, jobs/s.
     #[serde(default)]
     pub drain_modelled_bound: Option<f64>,
+    /// Rows the runner wrote per job applied (its ticks' declared writes, which the matrix
+    /// checks against Postgres's own count): what a job costs in pgbench's unit, a row.
+    #[serde(default)]
+    pub drain_rows_per_job: Option<f64>,
     pub reference: Reference,
     pub ingest_ratio: Option<f64>,
     pub drain_ratio: Option<f64>,
@@ -145,6 +149,21 @@ async fn on_clone(
     }
     let (drained, left, drain_s) = drain(&url, &service.base, &secrets.cron).await?;
     let drain_jobs_per_s = (drained > 0).then(|| drained as f64 / drain_s);
+    let drain_rows_per_job =
+        match crate::matrix::watch::scrape(&reqwest::Client::new(), &service.base, 0.0).await {
+            Some(scrape) if drained > 0 => {
+                let written: f64 = [
+                    route::CRON_BACKGROUND_JOBS.label,
+                    inbox_service::domain::events::DEFERRED_SETTLE_ROUTE,
+                ]
+                .iter()
+                .filter_map(|r| scrape.routes.get(*r))
+                .map(|r| r.writes)
+                .sum();
+                Some(written / drained as f64)
+            }
+            _ => None,
+        };
     println!(
         "drain ({} workers, GHL answering at once): {drained} jobs in {drain_s:.1} s{}",
         scenario.service.worker_concurrency,
@@ -178,6 +197,7 @@ async fn on_clone(
         drain_left: left,
         drain_workers: scenario.service.worker_concurrency,
         drain_modelled_bound: modelled,
+        drain_rows_per_job,
         reference,
         ingest_goal: 0.5,
         drain_goal: 0.2,

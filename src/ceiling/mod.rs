@@ -469,6 +469,20 @@ fn drain_setting(d: &DatabaseCeiling) -> String {
     )
 }
 
+/// What a drained job costs in rows, beside pgbench's one row per transaction.
+fn rows_per_job_words(d: &DatabaseCeiling, jobs_per_s: f64) -> String {
+    let Some(rows) = d.drain_rows_per_job else {
+        return String::new();
+    };
+    let rows_per_s = rows * jobs_per_s;
+    format!(
+        "; {rows:.1} rows written per job (the runner's declared writes: claim, effects, ledger, outbox, completion, leases), {rows_per_s:.0} rows/s{}",
+        d.reference
+            .rate
+            .map_or(String::new(), |p| format!(", {:.2} of pgbench's rows/s", rows_per_s / p))
+    )
+}
+
 fn database_body(d: Option<&DatabaseCeiling>) -> String {
     let Some(d) = d else {
         return "\n**Ingest and drain**: not measured (`--no-database`).\n".into();
@@ -495,9 +509,10 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
         ),
         drain_setting(d),
         d.drain_jobs_per_s.map_or("no job applied".into(), |j| format!(
-            "{j:.0} jobs/s ({} jobs{})",
+            "{j:.0} jobs/s ({} jobs{}{})",
             d.drained,
-            if d.drain_left > 0 { format!(", {} left after 60 s", d.drain_left) } else { String::new() }
+            if d.drain_left > 0 { format!(", {} left after 60 s", d.drain_left) } else { String::new() },
+            rows_per_job_words(d, j),
         )),
         ratio_words(d.drain_ratio, d.drain_goal, false, "job applied", &d.reference),
         d.reference.rate.map_or(d.reference.detail.clone(), |p| format!("{p:.0} inserts/s (`{}`)", d.reference.detail)),
@@ -619,6 +634,7 @@ mod tests {
             drain_left: 0,
             drain_workers: workers,
             drain_modelled_bound: bound,
+            drain_rows_per_job: None,
             reference: Reference {
                 tool: "pgbench".into(),
                 rate: Some(8000.0),
@@ -632,6 +648,15 @@ mod tests {
         let md = database_body(Some(&db(10, Some(40.0))));
         assert!(
             md.contains("fixed path, 10 jobs at once, the fake GHL answering at once; the scenario's own GHL latency and workers would bound it at 40 jobs/s, whatever the code): 400 jobs/s (4000 jobs)"),
+            "{md}"
+        );
+        let costed = DatabaseCeiling {
+            drain_rows_per_job: Some(9.5),
+            ..db(10, Some(40.0))
+        };
+        let md = database_body(Some(&costed));
+        assert!(
+            md.contains("400 jobs/s (4000 jobs; 9.5 rows written per job (the runner's declared writes: claim, effects, ledger, outbox, completion, leases), 3800 rows/s, 0.47 of pgbench's rows/s)"),
             "{md}"
         );
         let old = database_body(Some(&db(0, None)));

@@ -319,13 +319,15 @@ pub enum JobApplied {
 /// sync's outbox row and the job's completion in one transaction (so each happens exactly
 /// once, and only while this worker holds the lease), then the GHL call, never holding a
 /// connection. The call is bounded by what is left of the budget; if it fails or is cut off,
-/// the outbox row makes it from the queue.
+/// the outbox row makes it from the queue. What the call came to goes in `settles`, for the
+/// tick to write to the outbox row.
 pub async fn apply_sent_job(
     state: &AppState,
     tally: &Tally,
     ev: &EmailEvent,
     job: &jobs::Job,
     budget: &Budget,
+    settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
 ) -> Result<JobApplied, AppError> {
     let limits = &state.config.limits;
     let mut steps = Steps::new(state.switches().log_slow_paths);
@@ -378,38 +380,40 @@ pub async fn apply_sent_job(
         },
     };
     steps.mark("ghl_sync");
-    // Bookkeeping, in the budget's reserve. A failed call without a connection leaves the
-    // outbox row as it is: the queue makes the call once its delay is over.
-    let retry = (!synced).then_some(retry_after);
-    let settled = match state.acquire_for_cron(tally, budget.left()).await {
-        Ok(mut conn) => jobs::settle_ghl_sync(&mut conn, ev, retry).await.ok(),
-        Err(_) => None,
-    };
-    match settled {
-        Some(n) => tally.wrote(n),
-        None if synced => settle_made_sync_later(state, ev, committed),
-        None => {}
-    }
+    // The outbox row is settled by the tick, with its next claim or at its end.
+    settles
+        .lock()
+        .expect("settles lock")
+        .push(jobs::GhlSettle::new(
+            ev,
+            (!synced).then_some(retry_after),
+            committed,
+        ));
     steps.log("job EMAIL_SENT");
     Ok(JobApplied::Applied)
 }
 
-/// The route [`settle_made_sync_later`]'s writes are declared under.
+/// The route [`settle_later`]'s writes are declared under.
 pub const DEFERRED_SETTLE_ROUTE: &str = "deferred GHL sync settle";
 
-/// Marks a GHL sync that was made as done, after the tick that made it could not (its budget
-/// spent waiting for a connection: a pool full of legacy counts queries). Left queued, the
-/// outbox row would come due one job lease after `committed` and call GHL a second time; so
-/// this keeps trying, off the tick, until shortly before then.
-fn settle_made_sync_later(state: &AppState, ev: &EmailEvent, committed: std::time::Instant) {
+/// Settles outbox rows after the tick that made their GHL calls could not (its budget spent
+/// waiting for a connection: a pool full of legacy counts queries). A row left queued would
+/// come due one job lease after it was committed and call GHL a second time; so this keeps
+/// trying, off the tick, until shortly before the first of them comes due. Rows of failed
+/// calls are left: they come due by themselves.
+pub fn settle_later(state: &AppState, settles: Vec<jobs::GhlSettle>) {
+    let settles: Vec<jobs::GhlSettle> = settles.into_iter().filter(|s| s.synced()).collect();
+    let Some(first) = settles.iter().map(|s| s.committed).min() else {
+        return;
+    };
     let lease = state.config.limits.job_lease;
-    let deadline = committed + lease - lease / 10;
-    let (state, ev) = (state.clone(), ev.clone());
+    let deadline = first + lease - lease / 10;
+    let state = state.clone();
     tokio::spawn(async move {
         let tally = Tally::default();
         let wait = deadline.saturating_duration_since(std::time::Instant::now());
         let settled = match state.acquire_within(&tally, wait).await {
-            Ok(mut conn) => jobs::settle_ghl_sync(&mut conn, &ev, None).await.ok(),
+            Ok(mut conn) => jobs::settle_ghl_syncs(&mut conn, &settles).await.ok(),
             Err(_) => None,
         };
         match settled {
@@ -417,8 +421,9 @@ fn settle_made_sync_later(state: &AppState, ev: &EmailEvent, committed: std::tim
                 .metrics
                 .deferred_writes(DEFERRED_SETTLE_ROUTE, u32::try_from(n).unwrap_or(u32::MAX)),
             None => tracing::warn!(
-                dedupe_key = %ev.dedupe_key(),
-                "a GHL sync made could not be marked done before its outbox row comes due: the queue calls GHL again (the idempotency key lets GHL tell)"
+                syncs = settles.len(),
+                first = settles[0].key(),
+                "GHL syncs made could not be marked done before their outbox rows come due: the queue calls GHL again (the idempotency key lets GHL tell)"
             ),
         }
     });

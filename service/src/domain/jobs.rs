@@ -50,28 +50,70 @@ pub async fn enqueue_ghl_sync(
     Ok(())
 }
 
-/// Settles `ev`'s queued GHL sync after the inline call: done when it succeeded, due again
-/// after `retry_after` when it did not. Returns the rows written (0 when a worker has claimed
-/// it meanwhile).
-pub async fn settle_ghl_sync(
+/// What an inline GHL call left its outbox row to become: done when the call succeeded, due
+/// again after `retry_after` when it did not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GhlSettle {
+    key: String,
+    pub retry_after: Option<Duration>,
+    /// When the row was committed: it comes due one job lease later.
+    pub committed: std::time::Instant,
+}
+
+impl GhlSettle {
+    pub fn new(
+        ev: &EmailEvent,
+        retry_after: Option<Duration>,
+        committed: std::time::Instant,
+    ) -> Self {
+        Self {
+            key: ghl_key(ev),
+            retry_after,
+            committed,
+        }
+    }
+
+    /// Whether the call was made (a row left queued would make it again).
+    pub fn synced(&self) -> bool {
+        self.retry_after.is_none()
+    }
+
+    /// The row's dedupe key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Settles the outbox rows of inline GHL calls, all in one statement: a tick gathers them
+/// and writes them with its next claim, on the claim's connection, rather than borrowing a
+/// connection per job after its call (three round trips a job). Returns the rows written (a
+/// row a worker has claimed meanwhile is left to it).
+pub async fn settle_ghl_syncs(
     conn: &mut PgConnection,
-    ev: &EmailEvent,
-    retry_after: Option<Duration>,
+    settles: &[GhlSettle],
 ) -> Result<u64, sqlx::Error> {
-    let q = match retry_after {
-        None => sqlx::query(
-            "UPDATE background_jobs SET status = 'done', finished_at = now()
-             WHERE dedupe_key = $1 AND status = 'queued'",
-        )
-        .bind(ghl_key(ev)),
-        Some(delay) => sqlx::query(
-            "UPDATE background_jobs SET run_after = now() + make_interval(secs => $2)
-             WHERE dedupe_key = $1 AND status = 'queued'",
-        )
-        .bind(ghl_key(ev))
-        .bind(delay.as_secs_f64()),
-    };
-    q.execute(conn).await.map(|r| r.rows_affected())
+    if settles.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<&str> = settles.iter().map(|s| s.key.as_str()).collect();
+    let delays: Vec<Option<f64>> = settles
+        .iter()
+        .map(|s| s.retry_after.map(|d| d.as_secs_f64()))
+        .collect();
+    sqlx::query(
+        "UPDATE background_jobs b
+         SET status = CASE WHEN s.delay IS NULL THEN 'done' ELSE b.status END,
+             finished_at = CASE WHEN s.delay IS NULL THEN now() ELSE b.finished_at END,
+             run_after = CASE WHEN s.delay IS NULL THEN b.run_after
+                              ELSE now() + make_interval(secs => s.delay) END
+         FROM unnest($1::text[], $2::float8[]) AS s(key, delay)
+         WHERE b.dedupe_key = s.key AND b.status = 'queued'",
+    )
+    .bind(keys)
+    .bind(delays)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
 }
 
 /// The outcome of an enqueue.

@@ -221,6 +221,8 @@ async fn background_jobs_tick(
     let mut running = tokio::task::JoinSet::new();
     let mut cut = Vec::new();
     let mut failed = None;
+    // The GHL calls' outbox rows to settle, written with the next claim or at the end.
+    let settles = Arc::new(std::sync::Mutex::new(Vec::new()));
     loop {
         while claiming && running.len() < concurrency {
             let left = u64::from(limits.cron_batch_limit).saturating_sub(handled);
@@ -230,7 +232,7 @@ async fn background_jobs_tick(
                 break;
             }
             let want = ((concurrency - running.len()) as u64).min(left) as i64;
-            let batch = match claim_next(state, tally, &budget, want).await {
+            let batch = match claim_next(state, tally, &budget, want, &settles).await {
                 Ok(Some(batch)) if !batch.is_empty() => batch,
                 Ok(Some(_)) => {
                     claiming = false;
@@ -250,10 +252,10 @@ async fn background_jobs_tick(
             };
             handled += batch.len() as u64;
             for job in batch {
-                let (state, tally) = (state.clone(), tally.clone());
+                let (state, tally, settles) = (state.clone(), tally.clone(), settles.clone());
                 running.spawn(async move {
                     let started = Instant::now();
-                    let outcome = run_job(&state, &tally, &job, &budget).await;
+                    let outcome = run_job(&state, &tally, &job, &budget, &settles).await;
                     (job, outcome, started.elapsed())
                 });
             }
@@ -291,6 +293,7 @@ async fn background_jobs_tick(
             }
         }
     }
+    settle_the_rest(state, tally, &budget, &settles).await;
     if let Some(e) = failed {
         return Err(e);
     }
@@ -314,17 +317,52 @@ async fn background_jobs_tick(
     Ok(report)
 }
 
-/// Claims up to `want` jobs on a connection of its own; `None` when no connection came before
-/// the tick's work deadline.
+/// The settles gathered so far, taken out.
+fn take(settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>) -> Vec<jobs::GhlSettle> {
+    std::mem::take(&mut *settles.lock().expect("settles lock"))
+}
+
+/// Writes the settles the tick's claims did not, in the budget's reserve; without a
+/// connection, [`events::settle_later`] goes on trying after the tick.
+async fn settle_the_rest(
+    state: &AppState,
+    tally: &Tally,
+    budget: &Budget,
+    settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
+) {
+    let rest = take(settles);
+    if rest.is_empty() {
+        return;
+    }
+    let written = match state.acquire_for_cron(tally, budget.left()).await {
+        Ok(mut conn) => jobs::settle_ghl_syncs(&mut conn, &rest).await.ok(),
+        Err(_) => None,
+    };
+    match written {
+        Some(n) => tally.wrote(n),
+        None => events::settle_later(state, rest),
+    }
+}
+
+/// Claims up to `want` jobs on a connection of its own, first settling the outbox rows of the
+/// GHL calls made since the last claim; `None` when no connection came before the tick's work
+/// deadline.
 async fn claim_next(
     state: &AppState,
     tally: &Tally,
     budget: &Budget,
     want: i64,
+    settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
 ) -> Result<Option<Vec<jobs::Job>>, AppError> {
     let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
         return Ok(None);
     };
+    let pending = take(settles);
+    match jobs::settle_ghl_syncs(&mut conn, &pending).await {
+        Ok(n) => tally.wrote(n),
+        // Given back, for the end of the tick; the claim goes on (its own error ends it).
+        Err(_) => settles.lock().expect("settles lock").extend(pending),
+    }
     let limits = &state.config.limits;
     let claimed = jobs::claim(&mut conn, want, limits.job_lease, limits.max_attempts).await?;
     tally.wrote(claimed.len() as u64);
@@ -360,6 +398,7 @@ async fn run_job(
     tally: &Tally,
     job: &jobs::Job,
     budget: &Budget,
+    settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
 ) -> Result<JobOutcome, AppError> {
     if budget.spent() {
         return Ok(JobOutcome::Cut);
@@ -369,7 +408,7 @@ async fn run_job(
             .map_err(|e| e.to_string())
             .and_then(events::validate)
         {
-            Ok(ev) => match events::apply_sent_job(state, tally, &ev, job, budget).await {
+            Ok(ev) => match events::apply_sent_job(state, tally, &ev, job, budget, settles).await {
                 // Marked done (or not ours) in the effects' own transaction.
                 Ok(events::JobApplied::Applied | events::JobApplied::Duplicate) => {
                     return Ok(JobOutcome::Done)
