@@ -64,22 +64,3 @@ pub async fn outside_transaction(conn: &mut PgConnection) -> Result<bool, sqlx::
         Err(_) => false,
     })
 }
-
-/// How long after its release check a pooled connection is lent again without a ping.
-pub const TRUSTED_IDLE: Duration = Duration::from_secs(1);
-
-/// The test a pooled connection passes before it is lent: one that passed its release check
-/// ([`outside_transaction`]) less than [`TRUSTED_IDLE`] ago is lent at once; an older one is
-/// pinged first (the server may have closed it meanwhile: a restart, an idle timeout). sqlx's
-/// own test pings every time: a round trip more per borrow, and the drain borrows three times
-/// per job.
-pub async fn alive_after_idle(
-    conn: &mut PgConnection,
-    meta: sqlx::pool::PoolConnectionMetadata,
-) -> Result<bool, sqlx::Error> {
-    if meta.idle_for < TRUSTED_IDLE {
-        return Ok(true);
-    }
-    sqlx::Connection::ping(conn).await?;
-    Ok(true)
-}

@@ -193,8 +193,6 @@ impl AppState {
         let pool = PgPoolOptions::new()
             .max_connections(config.limits.pool_max)
             .acquire_timeout(config.limits.acquire_timeout)
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| Box::pin(crate::db::alive_after_idle(conn, meta)))
             .after_release(|conn, _| Box::pin(crate::db::outside_transaction(conn)))
             .connect_lazy_with(options.clone());
         let ops_pool = PgPoolOptions::new()
