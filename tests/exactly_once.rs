@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use common::app::{email_sent, TestApp};
 use fake_providers::Provider;
 use inbox_service::{Faults, Switches};
-use incident_lab::matrix::invariant::{baseline, effects};
+use incident_lab::matrix::invariant::{baseline, check_invariant, effects};
+use incident_lab::matrix::verdict::invariant_detail;
 use incident_lab::report::EffectCount;
 
 /// Sends `n` EMAIL_SENT (redelivering the first `again` of them once more, as providers
@@ -36,18 +37,22 @@ async fn run(switches: Switches, faults: Faults, n: usize, again: usize) -> Vec<
     }
     acked.sort();
     acked.dedup();
-    app.cron("/api/cron/background-jobs").await;
-    let ghl: BTreeMap<String, u64> = app
-        .fakes
-        .counters()
-        .ok_by_key
-        .remove(&Provider::Ghl)
-        .unwrap_or_default();
+    let ghl = drain(&app).await;
     let counted = effects(&mut app.db().await, &acked, &before, &ghl)
         .await
         .unwrap();
     app.shutdown().await;
     counted
+}
+
+/// Runs the background-jobs cron once; returns the GHL calls that succeeded, by idempotency key.
+async fn drain(app: &TestApp) -> BTreeMap<String, u64> {
+    app.cron("/api/cron/background-jobs").await;
+    app.fakes
+        .counters()
+        .ok_by_key
+        .remove(&Provider::Ghl)
+        .unwrap_or_default()
 }
 
 fn dirty(counted: &[EffectCount]) -> Vec<(&str, u64, u64)> {
@@ -119,5 +124,59 @@ async fn a_doubled_counter_is_caught_on_the_counter() {
         dirty(&counted),
         vec![("lead emails_sent", 0, 5)],
         "{counted:?}"
+    );
+}
+
+/// (d) A job the queue gives up on: its payload made unreadable after the ack (a poison job),
+/// the worker fails it at once, the event is lost, and the invariant says where it went:
+/// one failed `EMAIL_SENT` job, its `last_error` naming the field.
+#[tokio::test]
+async fn a_job_the_queue_gave_up_on_is_counted_as_failed_where_the_event_was_lost() {
+    let app = TestApp::spawn(Switches::all_fixed()).await;
+    let before = baseline(&mut app.db().await).await.unwrap();
+    let mut recording = loadgen::record::Recording::default();
+    for i in 0..4 {
+        let id = format!("evt-poison-{i}");
+        let r = app
+            .post_webhook(&email_sent(&id, 2, &format!("q{i}@example.test")))
+            .await;
+        assert!(r.status().is_success(), "{id}: {}", r.status());
+        recording.acked.insert(id);
+        recording.sent_events += 1;
+    }
+    // The queued payload of one event no longer validates.
+    let poisoned = sqlx::query(
+        "UPDATE background_jobs SET payload = jsonb_set(payload, '{lead_email}', '\"no-at-sign\"')
+         WHERE kind = 'email_sent' AND payload->>'event_id' = 'evt-poison-2'",
+    )
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    assert_eq!(poisoned.rows_affected(), 1);
+    let ghl = drain(&app).await;
+    let inv = check_invariant(&app.server, &app.db, &recording, 0, before, &ghl)
+        .await
+        .unwrap();
+    let last_error: String = sqlx::query_scalar(
+        "SELECT last_error FROM background_jobs WHERE kind = 'email_sent' AND status = 'failed'",
+    )
+    .fetch_one(&mut app.db().await)
+    .await
+    .unwrap();
+    app.shutdown().await;
+    assert_eq!(
+        (inv.acked, inv.applied, inv.lost, inv.failed_jobs, inv.holds),
+        (4, 3, 1, 1, false),
+        "{inv:?}"
+    );
+    assert_eq!(
+        last_error,
+        "poison job: field `lead_email` is not an email address"
+    );
+    assert!(
+        invariant_detail(&inv)
+            .contains("1 EMAIL_SENT jobs failed (background_jobs.last_error says why)"),
+        "{}",
+        invariant_detail(&inv)
     );
 }

@@ -60,6 +60,19 @@ impl FakesServer {
         })
     }
 
+    /// Every provider answers at once from now on (its error mix, truncation and disconnected
+    /// accounts kept): the queue drained after the load only has to reach its end state for
+    /// the invariant, and with the scenario's latency L and W workers it could not pass W ÷ L
+    /// (the incident's 8 workers and ~200 ms GHL: 40 jobs/s, ~30 s of waiting on nothing per
+    /// async arm). The load has measured the provider's latency already.
+    pub(crate) fn answer_at_once(&self) {
+        for provider in Provider::ALL {
+            let mut knobs = self.fakes.knobs(provider);
+            knobs.latency = fake_providers::Latency::default();
+            self.fakes.set(provider, knobs);
+        }
+    }
+
     /// Calls received, every provider.
     pub(crate) fn calls(&self) -> u64 {
         let counters = self.fakes.counters();
@@ -132,4 +145,42 @@ pub(crate) async fn tell_disconnected(base: &str, disconnected: &[i64]) -> anyho
         r.status()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The drain's providers keep everything of the scenario's knobs but the latency.
+    #[tokio::test]
+    async fn for_the_drain_only_the_latency_goes() {
+        let scenario =
+            Scenario::parse("unit.toml", include_str!("../../scenarios/incident.toml")).unwrap();
+        let server = FakesServer::start(&scenario, vec![7]).await.unwrap();
+        let before: Vec<_> = Provider::ALL
+            .iter()
+            .map(|p| server.fakes.knobs(*p))
+            .collect();
+        assert!(before[0].latency.base_ms > 0, "{:?}", before[0]);
+
+        server.answer_at_once();
+
+        for (p, was) in Provider::ALL.iter().zip(before) {
+            let now = server.fakes.knobs(*p);
+            assert_eq!(now.latency, fake_providers::Latency::default(), "{p:?}");
+            assert_eq!(
+                fake_providers::Knobs {
+                    latency: was.latency.clone(),
+                    ..now
+                },
+                was,
+                "{p:?}: only the latency changes"
+            );
+        }
+        assert!(server
+            .fakes
+            .knobs(Provider::Unipile)
+            .disconnected_workspaces
+            .contains(&7));
+    }
 }

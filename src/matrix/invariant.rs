@@ -202,7 +202,7 @@ pub fn invariants_of(effects: Vec<EffectCount>, acked: u64, undrained: u64) -> I
 }
 
 /// Every acknowledged `EMAIL_SENT` applied exactly once, on every effect, after the drain.
-pub(crate) async fn check_invariant(
+pub async fn check_invariant(
     server: &PgServer,
     db: &str,
     recording: &Recording,
