@@ -193,6 +193,78 @@ fn charts(r: &Report, a: &ArmReport) -> Vec<TimeChart> {
             vec![],
         ),
     ]);
+    charts.extend(
+        fleet_charts(a)
+            .into_iter()
+            .map(|(title, unit, series)| chart(title, unit, series, vec![])),
+    );
+    charts
+}
+
+/// The instances and the pooler, on charts of their own, when the arm ran several instances
+/// or a PgBouncer (points only where the timeline has them): each chart's title, unit and
+/// series.
+fn fleet_charts(a: &ArmReport) -> Vec<(&'static str, Unit, Vec<Series>)> {
+    let series = |name: &str, color, f: fn(&super::TimelinePoint) -> Option<f64>| Series {
+        name: name.to_owned(),
+        points: a
+            .timeline
+            .iter()
+            .filter_map(|p| Some((p.t, f(p)?)))
+            .collect(),
+        color,
+        dashed: false,
+    };
+    let mut charts = Vec::new();
+    let instances = series("instances", 3, |p| p.instances);
+    if !instances.points.is_empty() {
+        charts.push(("Service instances answering", Unit::Count, vec![instances]));
+    }
+    let most = a
+        .timeline
+        .iter()
+        .map(|p| p.instance_pool_in_use.len())
+        .max()
+        .unwrap_or(0);
+    if most > 1 {
+        let per_instance = (0..most)
+            .map(|i| Series {
+                name: format!("instance {}", i + 1),
+                points: a
+                    .timeline
+                    .iter()
+                    .filter_map(|p| Some((p.t, *p.instance_pool_in_use.get(i)?)))
+                    .collect(),
+                color: i,
+                dashed: false,
+            })
+            .collect();
+        charts.push((
+            "Connection pool per instance: connections in use",
+            Unit::Count,
+            per_instance,
+        ));
+    }
+    let active = series("server connections in use", 0, |p| p.pooler_sv_active);
+    if !active.points.is_empty() {
+        charts.extend([
+            (
+                "PgBouncer: server connections in use",
+                Unit::Count,
+                vec![active],
+            ),
+            (
+                "PgBouncer: clients waiting for a server connection",
+                Unit::Count,
+                vec![series("clients waiting", 1, |p| p.pooler_cl_waiting)],
+            ),
+            (
+                "PgBouncer: wait for a server connection per transaction",
+                Unit::Ms,
+                vec![series("wait per transaction", 4, |p| p.pooler_wait_ms)],
+            ),
+        ]);
+    }
     charts
 }
 
@@ -457,19 +529,26 @@ mod tests {
         }
     }
 
+    /// The sample's first arm's section of `page`.
+    fn first_arm(page: &str) -> &str {
+        &page[page.find("id=\"arm-all-off\"").unwrap()..page.find("id=\"arm-all-on\"").unwrap()]
+    }
+
+    /// The chart captioned `caption` in `arm`, up to its end.
+    fn figure<'a>(arm: &'a str, caption: &str) -> &'a str {
+        let at = arm
+            .find(caption)
+            .unwrap_or_else(|| panic!("no chart {caption}"));
+        &arm[at..at + arm[at..].find("</figure>").unwrap()]
+    }
+
     /// The pool in use (≤ 10) and the waiters (440) are on charts of their own, so neither
     /// flattens the other.
     #[test]
     fn pool_in_use_and_waiters_have_their_own_charts() {
         let page = render(&sample());
-        let arm = &page
-            [page.find("id=\"arm-all-off\"").unwrap()..page.find("id=\"arm-all-on\"").unwrap()];
-        let figure = |caption: &str| {
-            let at = arm
-                .find(caption)
-                .unwrap_or_else(|| panic!("no chart {caption}"));
-            &arm[at..at + arm[at..].find("</figure>").unwrap()]
-        };
+        let arm = first_arm(&page);
+        let figure = |caption: &str| figure(arm, caption);
         let pool = figure("Connection pool");
         assert!(pool.contains("<title>in use at 9 s: 10</title>") && !pool.contains("waiting"));
         // Its axis tops out near 10, not near 440.
@@ -480,6 +559,48 @@ mod tests {
             4,
             "no other endpoint: no chart of them"
         );
+    }
+
+    /// A run with instances and a pooler charts them; a single service without one does not
+    /// (the sample's arms above have four charts each).
+    #[test]
+    fn instances_and_the_pooler_have_charts_when_the_arm_had_them() {
+        let mut r = sample();
+        r.arms[0].timeline = (0..10)
+            .map(|t| TimelinePoint {
+                t: f64::from(t),
+                pool_max: 20.0,
+                instances: Some(if t < 5 { 1.0 } else { 2.0 }),
+                instance_pool_in_use: if t < 5 { vec![10.0] } else { vec![10.0, 7.0] },
+                pooler_sv_active: Some(15.0),
+                pooler_cl_waiting: Some(f64::from(t) * 3.0),
+                pooler_wait_ms: Some(120.0),
+                ..TimelinePoint::default()
+            })
+            .collect();
+        let page = render(&r);
+        let arm = first_arm(&page);
+        let figure = |caption: &str| figure(arm, caption);
+        assert!(
+            figure("Service instances answering").contains("<title>instances at 9 s: 2</title>")
+        );
+        let per_instance = figure("Connection pool per instance");
+        assert!(per_instance.contains("<title>instance 2 at 9 s: 7</title>"));
+        assert!(
+            !per_instance.contains("instance 2 at 4 s"),
+            "no point before it started"
+        );
+        assert!(figure("PgBouncer: server connections in use")
+            .contains("<title>server connections in use at 9 s: 15</title>"));
+        assert!(figure("PgBouncer: clients waiting")
+            .contains("<title>clients waiting at 9 s: 27</title>"));
+        assert!(
+            figure("PgBouncer: wait for a server connection per transaction")
+                .contains("<title>wait per transaction at 9 s: 120 ms</title>")
+        );
+        assert_eq!(arm.matches("<figure class=\"chart\">").count(), 9);
+        let other = &page[page.find("id=\"arm-all-on\"").unwrap()..];
+        assert!(!other.contains("PgBouncer") && !other.contains("instances answering"));
     }
 
     /// Text from the report is escaped: a description holding markup is shown, never run.
