@@ -745,6 +745,188 @@ async fn a_worker_that_lost_its_lease_cannot_mark_the_job() {
     app.shutdown().await;
 }
 
+/// The `EMAIL_SENT`s of one claim are applied together, and each exactly once: two events of
+/// one lead count twice on it, a job whose lease another worker took writes nothing, a
+/// redelivery whose message exists is done without effects, a job whose lead another
+/// transaction holds is left out (not waited for), and each applied event has its ledger slot
+/// and its GHL outbox row.
+#[tokio::test]
+async fn one_claim_applies_its_email_sent_jobs_together_each_once() {
+    use inbox_service::domain::{events, jobs, ticks::Budget};
+    use inbox_service::state::Tally;
+    let app = TestApp::spawn(Switches::all_fixed()).await;
+    // A redelivery: its event applied by a tick, then queued again under another key.
+    app.post_webhook(&email_sent("evt-set-dup", 2, "dup@example.test"))
+        .await;
+    app.cron(JOBS).await;
+    let mut conn = app.db().await;
+    sqlx::query("INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('email_sent', 'again', $1)")
+        .bind(email_sent("evt-set-dup", 2, "dup@example.test"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for (id, ws, email) in [
+        ("evt-set-0", 2, "twice@example.test"),
+        ("evt-set-1", 2, "twice@example.test"),
+        ("evt-set-2", 3, "other@example.test"),
+        ("evt-set-stolen", 3, "stolen@example.test"),
+        ("evt-set-held", 1, "held-set@example.test"),
+    ] {
+        let r = app.post_webhook(&email_sent(id, ws, email)).await;
+        assert_eq!(r.status(), 202);
+    }
+    let slots_before = app
+        .scalar("SELECT coalesce(sum(offered), 0)::int8 FROM slot_offer_ledger")
+        .await;
+    // Another transaction holds one lead.
+    let mut holder = app.db().await;
+    add_lead(&mut holder, "held-set@example.test").await;
+    let lock = hold_lead(&mut holder, "held-set@example.test").await;
+    let claimed = jobs::claim(&mut conn, 10, Duration::from_secs(30), 5)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 6, "the redelivery and five new events");
+    // Another worker takes one job over (its claim's token is no longer this one's).
+    sqlx::query("UPDATE background_jobs SET lease_token = lease_token + 1 WHERE dedupe_key = 'email:EMAIL_SENT:evt-set-stolen'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let evs: Vec<events::EmailEvent> = claimed
+        .iter()
+        .map(|j| events::validate(serde_json::from_value(j.payload.clone()).unwrap()).unwrap())
+        .collect();
+    let batch: Vec<_> = claimed.iter().zip(&evs).collect();
+
+    let tally = Tally::default();
+    let applied = events::apply_sent_jobs(
+        &app.state,
+        &tally,
+        &mut conn,
+        &batch,
+        &Budget::new(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    lock.rollback().await.unwrap();
+
+    let by_event: Vec<(&str, events::JobApplied)> = evs
+        .iter()
+        .map(|ev| ev.event_id.as_str())
+        .zip(applied)
+        .collect();
+    use events::JobApplied::*;
+    assert_eq!(
+        by_event,
+        [
+            ("evt-set-dup", Duplicate),
+            ("evt-set-0", Applied),
+            ("evt-set-1", Applied),
+            ("evt-set-2", Applied),
+            ("evt-set-stolen", LeaseLost),
+            ("evt-set-held", Busy),
+        ]
+    );
+    assert_eq!(
+        app.scalar("SELECT emails_sent::int8 FROM leads WHERE workspace_id = 2 AND email = 'twice@example.test'").await,
+        2
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id LIKE 'evt-set-%'")
+            .await,
+        4,
+        "the redelivery's first message and three new ones"
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM lead_activities WHERE provider_event_id IN ('evt-set-0', 'evt-set-1', 'evt-set-2')").await,
+        3
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-set-stolen'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.scalar("SELECT coalesce(sum(offered), 0)::int8 FROM slot_offer_ledger")
+            .await
+            - slots_before,
+        3
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM background_jobs WHERE kind = 'ghl_sync' AND status = 'queued'"
+        )
+        .await,
+        3,
+        "an outbox row for each applied event"
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM background_jobs WHERE kind = 'email_sent' AND status = 'done'"
+        )
+        .await,
+        5,
+        "the first delivery, the redelivery and the three applied"
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key = 'email:EMAIL_SENT:evt-set-stolen' AND status = 'running'").await,
+        1,
+        "the job taken over is left to its new worker"
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id = 'evt-set-held'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key = 'email:EMAIL_SENT:evt-set-held' AND status = 'running'").await,
+        1,
+        "the job left out of the batch is still the claim's"
+    );
+    app.shutdown().await;
+}
+
+/// When a claim's `EMAIL_SENT`s fail together (one of them for a workspace that does not
+/// exist), each job runs on its own: the good ones apply, the bad one alone is retried.
+#[tokio::test]
+async fn a_batch_that_fails_runs_each_job_on_its_own() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.worker_concurrency = 8;
+        l.provider_backoff = Duration::from_secs(60);
+    })
+    .await;
+    for i in 0..3 {
+        let r = app
+            .post_webhook(&email_sent(
+                &format!("evt-fall-{i}"),
+                2,
+                &format!("f{i}@example.test"),
+            ))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let mut conn = app.db().await;
+    sqlx::query("INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('email_sent', 'nowhere', $1)")
+        .bind(email_sent("evt-fall-nowhere", 999_999, "ann@example.test"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let tick = app.cron(JOBS).await;
+
+    assert_eq!(
+        (tick["processed"].as_i64(), tick["retried"].as_i64()),
+        (Some(3), Some(1)),
+        "{tick}"
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM messages WHERE provider_event_id LIKE 'evt-fall-%'")
+            .await,
+        3
+    );
+    assert_eq!(app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key = 'nowhere' AND status = 'queued' AND last_error LIKE '%999999%'").await, 1);
+    app.shutdown().await;
+}
+
 /// Of `workspaces`, those with LinkedIn follow-ups due now (the ones a tick can probe).
 async fn with_linkedin_due(app: &TestApp, workspaces: BTreeSet<i64>) -> BTreeSet<i64> {
     let mut conn = app.db().await;

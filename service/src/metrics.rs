@@ -187,10 +187,10 @@ impl Metrics {
         self.with(|r| *r.counts_answers.entry(source).or_default() += 1);
     }
 
-    /// Counts one slot-ledger increment: `applied`, `skipped` (best effort) or
+    /// Counts `n` slot-ledger increments: `applied`, `skipped` (best effort) or
     /// `acquire_failed` (the legacy transaction found no connection).
-    pub fn ledger(&self, outcome: &'static str) {
-        self.with(|r| *r.ledger.entry(outcome).or_default() += 1);
+    pub fn ledger(&self, outcome: &'static str, n: u64) {
+        self.with(|r| *r.ledger.entry(outcome).or_default() += n);
     }
 
     /// Records how long a cron tick of `runner` ran.

@@ -483,6 +483,13 @@ fn rows_per_job_words(d: &DatabaseCeiling, jobs_per_s: f64) -> String {
     )
 }
 
+/// How the drain's `EMAIL_SENT`s were applied: several to a transaction, on average.
+fn batch_words(d: &DatabaseCeiling) -> String {
+    d.drain_jobs_per_batch.map_or(String::new(), |n| {
+        format!("; where a claim held several `EMAIL_SENT`s, {n:.1} jobs per transaction")
+    })
+}
+
 fn database_body(d: Option<&DatabaseCeiling>) -> String {
     let Some(d) = d else {
         return "\n**Ingest and drain**: not measured (`--no-database`).\n".into();
@@ -509,10 +516,11 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
         ),
         drain_setting(d),
         d.drain_jobs_per_s.map_or("no job applied".into(), |j| format!(
-            "{j:.0} jobs/s ({} jobs{}{})",
+            "{j:.0} jobs/s ({} jobs{}{}{})",
             d.drained,
             if d.drain_left > 0 { format!(", {} left after 60 s", d.drain_left) } else { String::new() },
             rows_per_job_words(d, j),
+            batch_words(d),
         )),
         ratio_words(d.drain_ratio, d.drain_goal, false, "job applied", &d.reference),
         d.reference.rate.map_or(d.reference.detail.clone(), |p| format!("{p:.0} inserts/s (`{}`)", d.reference.detail)),
@@ -635,6 +643,7 @@ mod tests {
             drain_workers: workers,
             drain_modelled_bound: bound,
             drain_rows_per_job: None,
+            drain_jobs_per_batch: None,
             reference: Reference {
                 tool: "pgbench".into(),
                 rate: Some(8000.0),
@@ -652,11 +661,12 @@ mod tests {
         );
         let costed = DatabaseCeiling {
             drain_rows_per_job: Some(9.5),
+            drain_jobs_per_batch: Some(7.25),
             ..db(10, Some(40.0))
         };
         let md = database_body(Some(&costed));
         assert!(
-            md.contains("400 jobs/s (4000 jobs; 9.5 rows written per job (the runner's declared writes: claim, effects, ledger, outbox, completion, leases), 3800 rows/s, 0.47 of pgbench's rows/s)"),
+            md.contains("400 jobs/s (4000 jobs; 9.5 rows written per job (the runner's declared writes: claim, effects, ledger, outbox, completion, leases), 3800 rows/s, 0.47 of pgbench's rows/s; where a claim held several `EMAIL_SENT`s, 7.2 jobs per transaction)"),
             "{md}"
         );
         let old = database_body(Some(&db(0, None)));

@@ -168,73 +168,115 @@ fn unknown_workspace(id: i64) -> AppError {
     AppError::Unprocessable(format!("field `workspace_id`: no workspace {id}"))
 }
 
-/// The database effects of `EMAIL_SENT`, in the caller's transaction: four rows and the lead's
-/// pending follow-ups, or one row (the lead upsert) when the event was seen before. Returns the lead id when the effects were applied.
+/// The database effects of `EMAIL_SENT`s, in the caller's transaction, in two statements
+/// however many there are: each event's lead upserted, then — only for an event whose message
+/// is new (a redelivery is a duplicate) — the message, the lead's counter, its activity and its
+/// pending follow-ups. Returns, for each event in order, whether its effects were applied.
 async fn sent_effects(
     state: &AppState,
     tx: &mut PgConnection,
     tally: &Tally,
-    ev: &EmailEvent,
+    events: &[&EmailEvent],
     steps: &mut Steps,
-) -> Result<Option<i64>, AppError> {
-    let lead_id: i64 = sqlx::query_scalar(
-        "INSERT INTO leads (workspace_id, email, first_name, status)
-         VALUES ($1, $2, split_part($2, '@', 1), 'contacted')
-         ON CONFLICT (workspace_id, email) DO UPDATE SET last_message_at = greatest(leads.last_message_at, $3)
-         RETURNING id",
+) -> Result<Vec<bool>, AppError> {
+    // One row per lead (an upsert may not touch a row twice), in key order (so that two
+    // writers lock leads alike), carrying the latest of its events' times.
+    let mut leads: std::collections::BTreeMap<(i64, &str), DateTime<Utc>> = Default::default();
+    for ev in events {
+        let at = leads
+            .entry((ev.workspace_id, ev.lead_email.as_str()))
+            .or_insert(ev.occurred_at);
+        *at = (*at).max(ev.occurred_at);
+    }
+    let (keys, times): (Vec<_>, Vec<_>) = leads.into_iter().unzip();
+    let (workspaces, emails): (Vec<i64>, Vec<&str>) = keys.into_iter().unzip();
+    // A new lead's `last_message_at` is its event's time, as the effects below would set it.
+    let ids: Vec<(i64, i64, String)> = sqlx::query_as(
+        "INSERT INTO leads (workspace_id, email, first_name, status, last_message_at)
+         SELECT w, e, split_part(e, '@', 1), 'contacted', at
+         FROM unnest($1::int8[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS t(w, e, at, n)
+         ORDER BY n
+         ON CONFLICT (workspace_id, email)
+         DO UPDATE SET last_message_at = greatest(leads.last_message_at, EXCLUDED.last_message_at)
+         RETURNING id, workspace_id, email",
     )
-    .bind(ev.workspace_id)
-    .bind(&ev.lead_email)
-    .bind(ev.occurred_at)
-    .fetch_one(&mut *tx)
+    .bind(&workspaces)
+    .bind(&emails)
+    .bind(&times)
+    .fetch_all(&mut *tx)
     .await
-    .map_err(|e| if is_foreign_key_violation(&e) { unknown_workspace(ev.workspace_id) } else { e.into() })?;
-    tally.wrote(1); // RETURNING gave the one row inserted or updated
+    .map_err(|e| match events {
+        [ev] if is_foreign_key_violation(&e) => unknown_workspace(ev.workspace_id),
+        _ => e.into(),
+    })?;
+    tally.wrote(ids.len() as u64); // RETURNING gave each row inserted or updated
     steps.mark("lead_upsert");
-    // The message, and only when it is new (a redelivery is a duplicate), the lead's counter,
-    // its activity and its follow-ups: one statement, one round trip.
+    let lead_of: std::collections::HashMap<(i64, &str), i64> = ids
+        .iter()
+        .map(|(id, ws, email)| ((*ws, email.as_str()), *id))
+        .collect();
+    let lead_ids = events
+        .iter()
+        .map(|ev| {
+            lead_of
+                .get(&(ev.workspace_id, ev.lead_email.as_str()))
+                .copied()
+                .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a lead upsert returned no row")))
+        })
+        .collect::<Result<Vec<i64>, AppError>>()?;
     let faults = state.faults();
-    let (inserted, updated, activities, followups): (i64, i64, i64, i64) = sqlx::query_as(
-        "WITH message AS (
-             INSERT INTO messages (workspace_id, lead_id, direction, channel, provider_event_id, subject, body, is_read, sent_at)
-             VALUES ($1, $2, 'outbound', 'email', $3, $4, '', true, $5)
-             ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
-             RETURNING 1),
-         go AS (SELECT 1 WHERE $6 OR EXISTS (SELECT 1 FROM message)),
-         lead AS (
-             UPDATE leads SET emails_sent = emails_sent + $7, last_message_at = greatest(last_message_at, $5),
-                              status = CASE WHEN status = 'new' THEN 'contacted' ELSE status END
-             WHERE id = $2 AND EXISTS (SELECT 1 FROM go)
-             RETURNING 1),
-         activity AS (
-             INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id)
-             SELECT $1, $2, 'email_sent', $3 WHERE EXISTS (SELECT 1 FROM go)
-             ON CONFLICT (kind, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
-             RETURNING 1),
-         followups AS (
-             UPDATE followup_tasks SET due_at = now() + interval '3 days', updated_at = now()
-             WHERE lead_id = $2 AND status = 'pending' AND EXISTS (SELECT 1 FROM go)
-             RETURNING 1)
-         SELECT (SELECT count(*) FROM message), (SELECT count(*) FROM lead),
-                (SELECT count(*) FROM activity), (SELECT count(*) FROM followups)",
-    )
-    .bind(ev.workspace_id)
-    .bind(lead_id)
-    .bind(&ev.event_id)
-    .bind(&ev.subject)
-    .bind(ev.occurred_at)
-    .bind(faults.skip_dedupe)
-    .bind(if faults.double_counter { 2 } else { 1 })
-    .fetch_one(&mut *tx)
-    .await?;
+    let (inserted, updated, activities, followups, applied): (i64, i64, i64, i64, Vec<i32>) =
+        sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[])
+                     WITH ORDINALITY AS t(w, lead, ev, subject, at, n)),
+             message AS (
+                 INSERT INTO messages (workspace_id, lead_id, direction, channel, provider_event_id, subject, body, is_read, sent_at)
+                 SELECT w, lead, 'outbound', 'email', ev, subject, '', true, at FROM input ORDER BY n
+                 ON CONFLICT (provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+                 RETURNING provider_event_id),
+             go AS (SELECT * FROM input WHERE $6 OR ev IN (SELECT provider_event_id FROM message)),
+             lead AS (
+                 UPDATE leads l SET emails_sent = l.emails_sent + $7 * g.sent,
+                                    last_message_at = greatest(l.last_message_at, g.at),
+                                    status = CASE WHEN l.status = 'new' THEN 'contacted' ELSE l.status END
+                 FROM (SELECT lead, count(*) AS sent, max(at) AS at FROM go GROUP BY lead) g
+                 WHERE l.id = g.lead
+                 RETURNING 1),
+             activity AS (
+                 INSERT INTO lead_activities (workspace_id, lead_id, kind, provider_event_id)
+                 SELECT w, lead, 'email_sent', ev FROM go ORDER BY n
+                 ON CONFLICT (kind, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+                 RETURNING 1),
+             followups AS (
+                 UPDATE followup_tasks SET due_at = now() + interval '3 days', updated_at = now()
+                 WHERE status = 'pending' AND lead_id IN (SELECT lead FROM go)
+                 RETURNING 1)
+             SELECT (SELECT count(*) FROM message), (SELECT count(*) FROM lead),
+                    (SELECT count(*) FROM activity), (SELECT count(*) FROM followups),
+                    (SELECT coalesce(array_agg(n::int4), '{}') FROM go)",
+        )
+        .bind(events.iter().map(|ev| ev.workspace_id).collect::<Vec<_>>())
+        .bind(&lead_ids)
+        .bind(events.iter().map(|ev| ev.event_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|ev| ev.subject.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|ev| ev.occurred_at).collect::<Vec<_>>())
+        .bind(faults.skip_dedupe)
+        .bind(if faults.double_counter { 2 } else { 1 })
+        .fetch_one(&mut *tx)
+        .await?;
     for rows in [inserted, updated, activities, followups] {
         tally.wrote(rows as u64);
     }
-    if inserted == 0 && !faults.skip_dedupe {
-        return Ok(None);
+    let mut went = vec![false; events.len()];
+    for n in applied {
+        // ORDINALITY counts from 1.
+        if let Some(w) = usize::try_from(n - 1).ok().and_then(|i| went.get_mut(i)) {
+            *w = true;
+        }
     }
     steps.mark("lead_effects");
-    Ok(Some(lead_id))
+    Ok(went)
 }
 
 /// The GHL contact sync: the lead's email leaves only as a one-way hash.
@@ -272,10 +314,10 @@ pub async fn apply_sent_sync(
     let mut conn = state.acquire(tally).await?;
     steps.mark("acquire");
     let mut tx = conn.begin().await?;
-    let Some(_lead) = sent_effects(state, &mut tx, tally, ev, &mut steps).await? else {
+    if sent_effects(state, &mut tx, tally, &[ev], &mut steps).await? != [true] {
         tx.commit().await?;
         return Ok(Handled::Duplicate);
-    };
+    }
     sync_contact(state, tally, ev).await?;
     steps.mark("ghl_sync");
     count_send(state, tally, &mut tx, ev).await?;
@@ -313,48 +355,131 @@ pub enum JobApplied {
     Duplicate,
     /// Another worker holds the job's lease now: nothing applied or marked.
     LeaseLost,
+    /// Left out of its batch, its lead held by another transaction: nothing applied or
+    /// marked; the job is still this claim's, to run on its own.
+    Busy,
 }
 
-/// The worker's `EMAIL_SENT`, within its tick's `budget`: the effects, the ledger, the GHL
-/// sync's outbox row and the job's completion in one transaction (so each happens exactly
-/// once, and only while this worker holds the lease), then the GHL call, never holding a
-/// connection. The call is bounded by what is left of the budget; if it fails or is cut off,
-/// the outbox row makes it from the queue. What the call came to goes in `settles`, for the
-/// tick to write to the outbox row.
-pub async fn apply_sent_job(
+/// Of `events`' leads, those that exist and another transaction holds (row-locked): the rest
+/// are locked now, for the caller's transaction, without waiting.
+async fn busy_leads(
+    tx: &mut PgConnection,
+    events: impl Iterator<Item = &EmailEvent>,
+) -> Result<std::collections::HashSet<(i64, String)>, AppError> {
+    let (workspaces, emails): (Vec<i64>, Vec<&str>) = events
+        .map(|ev| (ev.workspace_id, ev.lead_email.as_str()))
+        .unzip();
+    let busy: Vec<(i64, String)> = sqlx::query_as(
+        "WITH wanted AS (SELECT DISTINCT w, e FROM unnest($1::int8[], $2::text[]) AS t(w, e)),
+         mine AS MATERIALIZED (
+             SELECT l.id FROM leads l JOIN wanted ON l.workspace_id = wanted.w AND l.email = wanted.e
+             ORDER BY l.id
+             FOR UPDATE OF l SKIP LOCKED)
+         SELECT l.workspace_id, l.email
+         FROM leads l JOIN wanted ON l.workspace_id = wanted.w AND l.email = wanted.e
+         WHERE l.id NOT IN (SELECT id FROM mine)",
+    )
+    .bind(workspaces)
+    .bind(emails)
+    .fetch_all(tx)
+    .await?;
+    Ok(busy.into_iter().collect())
+}
+
+/// The worker's `EMAIL_SENT`s of one claim, on `conn`, within its tick's `budget`: in one
+/// transaction, the jobs this claim still holds are marked done, and for those, the effects,
+/// the ledger and the GHL syncs' outbox rows are written — so each happens exactly once, and
+/// only while this worker holds the job's lease. A batch costs nine round trips whatever its
+/// size, as many as one job alone did, and one more to leave out the jobs whose lead another
+/// transaction holds ([`JobApplied::Busy`]). Returns what each job came to, in order; its GHL call
+/// ([`sync_applied`]) is the caller's to make, never holding a connection.
+pub async fn apply_sent_jobs(
+    state: &AppState,
+    tally: &Tally,
+    conn: &mut PgConnection,
+    batch: &[(&jobs::Job, &EmailEvent)],
+    budget: &Budget,
+) -> Result<Vec<JobApplied>, AppError> {
+    let limits = &state.config.limits;
+    let mut steps = Steps::new(state.switches().log_slow_paths);
+    // No statement outlives the tick's work deadline.
+    let mut tx = crate::db::begin_bounded(conn, budget.work_left()).await?;
+    // In a batch, a job whose lead another transaction holds is left out, to run on its own
+    // (where it waits alone): one held row must not hold up the batch, nor the tick.
+    let busy = if batch.len() > 1 {
+        busy_leads(&mut tx, batch.iter().map(|(_, ev)| *ev)).await?
+    } else {
+        Default::default()
+    };
+    let is_busy = |ev: &EmailEvent| busy.contains(&(ev.workspace_id, ev.lead_email.clone()));
+    let claimed: Vec<&jobs::Job> = batch
+        .iter()
+        .filter(|(_, ev)| !is_busy(ev))
+        .map(|(job, _)| *job)
+        .collect();
+    let held: std::collections::HashSet<i64> = jobs::complete_held(&mut tx, &claimed)
+        .await?
+        .into_iter()
+        .collect();
+    tally.wrote(held.len() as u64);
+    steps.mark("complete");
+    let live: Vec<&EmailEvent> = batch
+        .iter()
+        .filter(|(job, ev)| held.contains(&job.id) && !is_busy(ev))
+        .map(|(_, ev)| *ev)
+        .collect();
+    let went = if live.is_empty() {
+        Vec::new()
+    } else {
+        sent_effects(state, &mut tx, tally, &live, &mut steps).await?
+    };
+    let applied: Vec<&EmailEvent> = live
+        .iter()
+        .zip(&went)
+        .filter(|(_, went)| **went)
+        .map(|(ev, _)| *ev)
+        .collect();
+    let counts: Vec<(i64, chrono::NaiveDate)> = applied
+        .iter()
+        .map(|ev| (ev.workspace_id, ev.occurred_at.date_naive()))
+        .collect();
+    ledger::count_many(state, tally, &mut tx, &counts).await?;
+    steps.mark("ledger");
+    jobs::enqueue_ghl_syncs(&mut tx, tally, &applied, limits.job_lease).await?;
+    steps.mark("outbox");
+    tx.commit().await?;
+    steps.mark("commit");
+    steps.log("jobs EMAIL_SENT");
+    let mut went = went.into_iter();
+    Ok(batch
+        .iter()
+        .map(|(job, ev)| {
+            if is_busy(ev) {
+                JobApplied::Busy
+            } else if !held.contains(&job.id) {
+                JobApplied::LeaseLost
+            } else if went.next() == Some(true) {
+                JobApplied::Applied
+            } else {
+                JobApplied::Duplicate
+            }
+        })
+        .collect())
+}
+
+/// The GHL contact sync of an `EMAIL_SENT` job [`apply_sent_jobs`] applied (its outbox row
+/// committed at `committed`): made now only while the call's whole timeout fits the `budget`;
+/// otherwise, or when it fails, the outbox row makes it from the queue. What the call came to
+/// goes in `settles`, for the tick to write to the outbox row with its next claim or at its end.
+pub async fn sync_applied(
     state: &AppState,
     tally: &Tally,
     ev: &EmailEvent,
-    job: &jobs::Job,
     budget: &Budget,
     settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
-) -> Result<JobApplied, AppError> {
+    committed: std::time::Instant,
+) {
     let limits = &state.config.limits;
-    let mut steps = Steps::new(state.switches().log_slow_paths);
-    let applied = {
-        let mut conn = state.acquire_for_cron(tally, budget.work_left()).await?;
-        // No statement outlives the tick's work deadline.
-        let mut tx = crate::db::begin_bounded(&mut conn, budget.work_left()).await?;
-        let applied = sent_effects(state, &mut tx, tally, ev, &mut steps).await?;
-        if applied.is_some() {
-            count_send(state, tally, &mut tx, ev).await?;
-            jobs::enqueue_ghl_sync(&mut tx, tally, ev, limits.job_lease).await?;
-        }
-        let completed = jobs::complete(&mut tx, job).await?;
-        tally.wrote(completed);
-        if completed == 0 {
-            tx.rollback().await?;
-            return Ok(JobApplied::LeaseLost);
-        }
-        tx.commit().await?;
-        applied
-    };
-    let committed = std::time::Instant::now();
-    if applied.is_none() {
-        return Ok(JobApplied::Duplicate);
-    }
-    // Made now only while the call's whole timeout fits the budget; otherwise (or when it
-    // fails) the outbox row makes it from the queue.
     let (synced, retry_after) = match budget.call_timeout(limits.provider_timeout) {
         None => (false, Duration::ZERO),
         Some(timeout) => match providers::call_once(
@@ -379,8 +504,6 @@ pub async fn apply_sent_job(
             }
         },
     };
-    steps.mark("ghl_sync");
-    // The outbox row is settled by the tick, with its next claim or at its end.
     settles
         .lock()
         .expect("settles lock")
@@ -389,8 +512,6 @@ pub async fn apply_sent_job(
             (!synced).then_some(retry_after),
             committed,
         ));
-    steps.log("job EMAIL_SENT");
-    Ok(JobApplied::Applied)
 }
 
 /// The route [`settle_later`]'s writes are declared under.

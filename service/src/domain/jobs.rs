@@ -25,24 +25,33 @@ fn ghl_key(ev: &EmailEvent) -> String {
     format!("ghl:{}", ev.dedupe_key())
 }
 
-/// Queues the GHL contact sync of `ev`, due after `after` (one write; a second one for the
-/// event is a no-op). Written in the transaction that applies the event, it is the sync's
-/// outbox: if the worker is cut off (its tick's budget, a crash) before the inline call is
-/// settled, the queue makes the call later, so the sync is never lost.
-pub async fn enqueue_ghl_sync(
+/// Queues the GHL contact syncs of `events`, due after `after`, in one statement (a second
+/// one for an event is a no-op). Written in the transaction that applies the events, each row
+/// is its sync's outbox: if the worker is cut off (its tick's budget, a crash) before the
+/// inline call is settled, the queue makes the call later, so no sync is lost.
+pub async fn enqueue_ghl_syncs(
     conn: &mut PgConnection,
     tally: &Tally,
-    ev: &EmailEvent,
+    events: &[&EmailEvent],
     after: Duration,
 ) -> Result<(), AppError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = events.iter().map(|ev| ghl_key(ev)).collect();
+    let bodies: Vec<String> = events
+        .iter()
+        .map(|ev| crate::domain::events::contact_body(ev).to_string())
+        .collect();
     let written = sqlx::query(
         "INSERT INTO background_jobs (kind, dedupe_key, payload, run_after)
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+         SELECT $1, s.key, s.body::jsonb, now() + make_interval(secs => $4)
+         FROM unnest($2::text[], $3::text[]) AS s(key, body)
          ON CONFLICT (dedupe_key) DO NOTHING",
     )
     .bind(GHL_SYNC)
-    .bind(ghl_key(ev))
-    .bind(crate::domain::events::contact_body(ev))
+    .bind(keys)
+    .bind(bodies)
     .bind(after.as_secs_f64())
     .execute(conn)
     .await?;
@@ -228,15 +237,29 @@ pub async fn fail_abandoned(
 /// Marks `job` done if this claim still holds its lease; 0 rows when another worker took it
 /// over (its lease expired): that worker's outcome stands.
 pub async fn complete(conn: &mut PgConnection, job: &Job) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "UPDATE background_jobs SET status = 'done', finished_at = now(), locked_until = NULL
-         WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+    Ok(complete_held(conn, &[job]).await?.len() as u64)
+}
+
+/// Marks done each of `jobs` whose lease this claim still holds, in one statement, and returns
+/// their ids. The row lock it takes is what lets a caller apply those jobs' effects in the same
+/// transaction exactly once: no other worker can take them over until it ends.
+pub async fn complete_held(
+    conn: &mut PgConnection,
+    jobs: &[&Job],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let tokens: Vec<i64> = jobs.iter().map(|j| j.lease_token).collect();
+    sqlx::query_scalar(
+        "UPDATE background_jobs b
+         SET status = 'done', finished_at = now(), locked_until = NULL
+         FROM unnest($1::int8[], $2::int8[]) AS c(id, token)
+         WHERE b.id = c.id AND b.lease_token = c.token AND b.status = 'running'
+         RETURNING b.id",
     )
-    .bind(job.id)
-    .bind(job.lease_token)
-    .execute(conn)
+    .bind(ids)
+    .bind(tokens)
+    .fetch_all(conn)
     .await
-    .map(|r| r.rows_affected())
 }
 
 /// Gives `jobs` back untouched (their tick ran out of time before their effects): queued

@@ -34,7 +34,7 @@ pub async fn offer_slot(
         let mut conn = match state.acquire_within(tally, wait).await {
             Ok(conn) => conn,
             Err(e) => {
-                state.metrics.ledger("acquire_failed");
+                state.metrics.ledger("acquire_failed", 1);
                 tracing::warn!(
                     category = e.category().map(Category::as_str),
                     "slot ledger: could not acquire a connection for its transaction"
@@ -69,7 +69,7 @@ pub async fn offer_slot(
         };
         tally.wrote(written.rows_affected());
         tx.commit().await?;
-        state.metrics.ledger("applied");
+        state.metrics.ledger("applied", 1);
         return Ok(());
     }
     count(state, tally, conn, workspace, day).await
@@ -83,14 +83,33 @@ pub async fn count(
     workspace: i64,
     day: NaiveDate,
 ) -> Result<(), AppError> {
+    count_many(state, tally, conn, &[(workspace, day)]).await
+}
+
+/// The fixed increment of one slot per `(workspace, day)` in `counts` (a pair may repeat):
+/// one atomic upsert on `conn` for them all, under a savepoint, best effort.
+pub async fn count_many(
+    state: &AppState,
+    tally: &Tally,
+    conn: &mut PgConnection,
+    counts: &[(i64, NaiveDate)],
+) -> Result<(), AppError> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let (workspaces, days): (Vec<i64>, Vec<NaiveDate>) = counts.iter().copied().unzip();
     let result = async {
         let mut savepoint = conn.begin().await?;
+        // Grouped, so each row is updated once; in key order, so two writers lock alike.
         let written = sqlx::query(
-            "INSERT INTO slot_offer_ledger (workspace_id, slot_date, offered) VALUES ($1, $2, 1)
-             ON CONFLICT (workspace_id, slot_date) DO UPDATE SET offered = slot_offer_ledger.offered + 1",
+            "INSERT INTO slot_offer_ledger (workspace_id, slot_date, offered)
+             SELECT w, d, count(*) FROM unnest($1::int8[], $2::date[]) AS t(w, d)
+             GROUP BY w, d ORDER BY w, d
+             ON CONFLICT (workspace_id, slot_date)
+             DO UPDATE SET offered = slot_offer_ledger.offered + EXCLUDED.offered",
         )
-        .bind(workspace)
-        .bind(day)
+        .bind(workspaces)
+        .bind(days)
         .execute(&mut *savepoint)
         .await?;
         // Counted before the commit: a rolled-back row is still a row Postgres wrote.
@@ -112,9 +131,9 @@ pub async fn count(
             tally.note(c);
         }
         tracing::warn!(category = category.map(Category::as_str), error = %e, "slot ledger increment skipped");
-        state.metrics.ledger("skipped");
+        state.metrics.ledger("skipped", counts.len() as u64);
     } else {
-        state.metrics.ledger("applied");
+        state.metrics.ledger("applied", counts.len() as u64);
     }
     Ok(())
 }

@@ -56,6 +56,10 @@ pub struct TickReport {
     pub lease_lost: u64,
     /// Jobs that ran but could not be marked within the budget (run again after their lease).
     pub unsettled: u64,
+    /// Transactions that applied several claimed `EMAIL_SENT`s together (background-jobs).
+    pub batches: u64,
+    /// The jobs those transactions held (the rest ran one per transaction).
+    pub batched: u64,
     /// Workspaces known disconnected that answered a probe and are sent to again (follow-ups).
     pub readmitted: u64,
     pub elapsed_ms: u64,
@@ -210,54 +214,60 @@ async fn background_jobs_tick(
         tally.wrote(report.abandoned);
     }
     // A pipeline of at most `worker_concurrency` jobs: when one ends, the next is claimed (a
-    // provider call does not hold up the others, nor wait for the slowest of a round). The
+    // provider call does not hold up the others, nor wait for the slowest of a round). A claim
+    // takes as many jobs as there are free slots, and applies its `EMAIL_SENT`s together on
+    // its own connection; every other job, and each applied job's GHL call, is a task. The
     // claim's connection is taken only while a job's is free, so the tick holds at most
     // `worker_concurrency` connections; no job is claimed unless the longest so far still fits
     // the budget.
     let concurrency = limits.worker_concurrency.max(1) as usize;
     let mut handled = 0u64;
-    let mut longest_job = std::time::Duration::ZERO;
-    let mut claiming = true;
+    // Jobs claimed and not yet ended.
+    let mut in_flight = 0usize;
+    let mut ends = Ends {
+        claiming: true,
+        ..Ends::default()
+    };
     let mut running = tokio::task::JoinSet::new();
-    let mut cut = Vec::new();
-    let mut failed = None;
     // The GHL calls' outbox rows to settle, written with the next claim or at the end.
     let settles = Arc::new(std::sync::Mutex::new(Vec::new()));
     loop {
-        while claiming && running.len() < concurrency {
+        while ends.claiming && in_flight < concurrency {
             let left = u64::from(limits.cron_batch_limit).saturating_sub(handled);
-            if left == 0 || budget.work_left() <= longest_job {
+            if left == 0 || budget.work_left() <= ends.longest_job {
                 report.budget_exhausted = true;
-                claiming = false;
+                ends.claiming = false;
                 break;
             }
-            let want = ((concurrency - running.len()) as u64).min(left) as i64;
-            let batch = match claim_next(state, tally, &budget, want, &settles).await {
-                Ok(Some(batch)) if !batch.is_empty() => batch,
+            let want = ((concurrency - in_flight) as u64).min(left) as i64;
+            let (conn, batch) = match claim_next(state, tally, &budget, want, &settles).await {
+                Ok(Some((conn, batch))) if !batch.is_empty() => (conn, batch),
                 Ok(Some(_)) => {
-                    claiming = false;
+                    ends.claiming = false;
                     break;
                 }
                 Ok(None) => {
                     report.budget_exhausted = true;
-                    claiming = false;
+                    ends.claiming = false;
                     break;
                 }
                 // Like a job's error: the jobs already running end (and are marked) first.
                 Err(e) => {
-                    failed.get_or_insert(e);
-                    claiming = false;
+                    ends.failed.get_or_insert(e);
+                    ends.claiming = false;
                     break;
                 }
             };
             handled += batch.len() as u64;
-            for job in batch {
-                let (state, tally, settles) = (state.clone(), tally.clone(), settles.clone());
-                running.spawn(async move {
-                    let started = Instant::now();
-                    let outcome = run_job(&state, &tally, &job, &budget, &settles).await;
-                    (job, outcome, started.elapsed())
-                });
+            in_flight += batch.len();
+            let started = start(state, tally, conn, batch, budget, &settles, &mut running).await;
+            if let Some(n) = started.batched {
+                report.batches += 1;
+                report.batched += n;
+            }
+            for (job, outcome, took) in started.at_once {
+                in_flight -= 1;
+                ends.record(&mut report, job, outcome, took);
             }
         }
         let Some(first) = running.join_next().await else {
@@ -274,25 +284,11 @@ async fn background_jobs_tick(
             // A job's task is never aborted: an error here is its panic, passed on.
             let (job, outcome, took) =
                 joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            longest_job = longest_job.max(took);
-            match outcome {
-                Ok(JobOutcome::Done) => report.processed += 1,
-                Ok(JobOutcome::Retried) => report.retried += 1,
-                Ok(JobOutcome::Failed) => report.failed += 1,
-                Ok(JobOutcome::LeaseLost) => report.lease_lost += 1,
-                Ok(JobOutcome::Unsettled) => report.unsettled += 1,
-                Ok(JobOutcome::Cut) => {
-                    cut.push(job);
-                    claiming = false;
-                }
-                // The first error ends the tick once the jobs already running have ended.
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    claiming = false;
-                }
-            }
+            in_flight -= 1;
+            ends.record(&mut report, job, outcome, took);
         }
     }
+    let Ends { cut, failed, .. } = ends;
     settle_the_rest(state, tally, &budget, &settles).await;
     if let Some(e) = failed {
         return Err(e);
@@ -346,14 +342,14 @@ async fn settle_the_rest(
 
 /// Claims up to `want` jobs on a connection of its own, first settling the outbox rows of the
 /// GHL calls made since the last claim; `None` when no connection came before the tick's work
-/// deadline.
+/// deadline. The connection comes back with the jobs, for their `EMAIL_SENT`s' effects.
 async fn claim_next(
     state: &AppState,
     tally: &Tally,
     budget: &Budget,
     want: i64,
     settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
-) -> Result<Option<Vec<jobs::Job>>, AppError> {
+) -> Result<Option<(CronConn, Vec<jobs::Job>)>, AppError> {
     let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
         return Ok(None);
     };
@@ -366,7 +362,141 @@ async fn claim_next(
     let limits = &state.config.limits;
     let claimed = jobs::claim(&mut conn, want, limits.job_lease, limits.max_attempts).await?;
     tally.wrote(claimed.len() as u64);
-    Ok(Some(claimed))
+    Ok(Some((conn, claimed)))
+}
+
+/// A job at its end: the job, what it came to, how long it took from its claim.
+type Ended = (jobs::Job, Result<JobOutcome, AppError>, std::time::Duration);
+
+/// The tick's account of its ended jobs.
+#[derive(Default)]
+struct Ends {
+    /// Whether the tick still claims (the first cut or error stops it).
+    claiming: bool,
+    /// The longest a job took: no job is claimed unless that still fits the budget.
+    longest_job: std::time::Duration,
+    /// Jobs the budget ran out on before their effects, to give back.
+    cut: Vec<jobs::Job>,
+    /// The first error: the tick's, once the jobs already running have ended.
+    failed: Option<AppError>,
+}
+
+impl Ends {
+    fn record(
+        &mut self,
+        report: &mut TickReport,
+        job: jobs::Job,
+        outcome: Result<JobOutcome, AppError>,
+        took: std::time::Duration,
+    ) {
+        self.longest_job = self.longest_job.max(took);
+        match outcome {
+            Ok(JobOutcome::Done) => report.processed += 1,
+            Ok(JobOutcome::Retried) => report.retried += 1,
+            Ok(JobOutcome::Failed) => report.failed += 1,
+            Ok(JobOutcome::LeaseLost) => report.lease_lost += 1,
+            Ok(JobOutcome::Unsettled) => report.unsettled += 1,
+            Ok(JobOutcome::Cut) => {
+                self.cut.push(job);
+                self.claiming = false;
+            }
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                self.claiming = false;
+            }
+        }
+    }
+}
+
+/// A queued `EMAIL_SENT`'s event, or why the job can never apply.
+fn sent_event(job: &jobs::Job) -> Result<events::EmailEvent, String> {
+    use serde::Deserialize;
+    incident_wire::EmailEvent::deserialize(&job.payload)
+        .map_err(|e| e.to_string())
+        .and_then(events::validate)
+}
+
+/// Starts a claimed batch. Its `EMAIL_SENT`s are applied together on the claim's connection
+/// `conn` ([`events::apply_sent_jobs`]: nine round trips for the batch, as many as one job
+/// alone takes); then each applied job's GHL call is a task of its own. Every other job (a GHL
+/// sync, a malformed payload) is a task of its own ([`run_job`]); so is a lone `EMAIL_SENT`, and
+/// each of the batch's when the batch fails, where an error is its job's alone.
+async fn start(
+    state: &AppState,
+    tally: &Arc<Tally>,
+    mut conn: CronConn,
+    batch: Vec<jobs::Job>,
+    budget: Budget,
+    settles: &Arc<std::sync::Mutex<Vec<jobs::GhlSettle>>>,
+    running: &mut tokio::task::JoinSet<Ended>,
+) -> Started {
+    let started = Instant::now();
+    let (mut sent, mut rest) = (Vec::new(), Vec::new());
+    for job in batch {
+        match sent_event(&job) {
+            Ok(ev) if job.kind == jobs::EMAIL_SENT => sent.push((job, ev)),
+            _ => rest.push(job),
+        }
+    }
+    let (mut at_once, mut batched) = (Vec::new(), None);
+    // A batch of one is a job of its own: its error is its own at once.
+    if sent.len() > 1 && !budget.spent() {
+        let pairs: Vec<(&jobs::Job, &events::EmailEvent)> =
+            sent.iter().map(|(job, ev)| (job, ev)).collect();
+        match events::apply_sent_jobs(state, tally, &mut conn, &pairs, &budget).await {
+            Ok(applied) => {
+                let committed = Instant::now();
+                batched = Some(applied.len() as u64);
+                for ((job, ev), applied) in sent.drain(..).zip(applied) {
+                    match applied {
+                        events::JobApplied::Applied => {
+                            let (state, tally, settles) =
+                                (state.clone(), tally.clone(), settles.clone());
+                            running.spawn(async move {
+                                events::sync_applied(
+                                    &state, &tally, &ev, &budget, &settles, committed,
+                                )
+                                .await;
+                                (job, Ok(JobOutcome::Done), started.elapsed())
+                            });
+                        }
+                        events::JobApplied::Duplicate => {
+                            at_once.push((job, Ok(JobOutcome::Done), started.elapsed()))
+                        }
+                        events::JobApplied::LeaseLost => {
+                            at_once.push((job, Ok(JobOutcome::LeaseLost), started.elapsed()))
+                        }
+                        events::JobApplied::Busy => rest.push(job),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                jobs = sent.len(),
+                category = e.category().map(Category::as_str),
+                "the batch's EMAIL_SENT effects failed together; each job runs on its own"
+            ),
+        }
+    }
+    // The claim's connection goes back before the jobs' tasks take theirs.
+    drop(conn);
+    rest.extend(sent.into_iter().map(|(job, _)| job));
+    for job in rest {
+        let (state, tally, settles) = (state.clone(), tally.clone(), settles.clone());
+        running.spawn(async move {
+            let started = Instant::now();
+            let outcome = run_job(&state, &tally, &job, &budget, &settles).await;
+            (job, outcome, started.elapsed())
+        });
+    }
+    Started { at_once, batched }
+}
+
+/// What [`start`] came to.
+struct Started {
+    /// The jobs that ended at once.
+    at_once: Vec<Ended>,
+    /// The jobs applied together in one transaction, if there was one.
+    batched: Option<u64>,
 }
 
 enum JobOutcome {
@@ -404,19 +534,32 @@ async fn run_job(
         return Ok(JobOutcome::Cut);
     }
     let outcome: Result<(), JobFailure> = match job.kind.as_str() {
-        jobs::EMAIL_SENT => match serde_json::from_value(job.payload.clone())
-            .map_err(|e| e.to_string())
-            .and_then(events::validate)
-        {
-            Ok(ev) => match events::apply_sent_job(state, tally, &ev, job, budget, settles).await {
-                // Marked done (or not ours) in the effects' own transaction.
-                Ok(events::JobApplied::Applied | events::JobApplied::Duplicate) => {
-                    return Ok(JobOutcome::Done)
+        jobs::EMAIL_SENT => match sent_event(job) {
+            Ok(ev) => {
+                let applied = async {
+                    let mut conn = state.acquire_for_cron(tally, budget.work_left()).await?;
+                    events::apply_sent_jobs(state, tally, &mut conn, &[(job, &ev)], budget).await
                 }
-                Ok(events::JobApplied::LeaseLost) => return Ok(JobOutcome::LeaseLost),
-                Err(_) if budget.spent() => return Ok(JobOutcome::Cut),
-                Err(e) => Err(JobFailure::Effect(e)),
-            },
+                .await;
+                // Marked done (or not ours) in the effects' own transaction.
+                match applied.as_deref() {
+                    Ok([events::JobApplied::Applied]) => {
+                        let committed = Instant::now();
+                        events::sync_applied(state, tally, &ev, budget, settles, committed).await;
+                        return Ok(JobOutcome::Done);
+                    }
+                    Ok([events::JobApplied::LeaseLost]) => return Ok(JobOutcome::LeaseLost),
+                    Ok([events::JobApplied::Duplicate]) => return Ok(JobOutcome::Done),
+                    // A lone job waits for its lead instead of being left out.
+                    Ok(other) => Err(JobFailure::Effect(AppError::Internal(anyhow::anyhow!(
+                        "a lone job's apply came to {other:?}"
+                    )))),
+                    Err(_) if budget.spent() => return Ok(JobOutcome::Cut),
+                    Err(_) => Err(JobFailure::Effect(
+                        applied.expect_err("matched as an error"),
+                    )),
+                }
+            }
             Err(e) => Err(JobFailure::Poison(e)),
         },
         jobs::GHL_SYNC => {
