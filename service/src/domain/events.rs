@@ -411,11 +411,15 @@ pub async fn apply_sent_jobs(
     } else {
         Default::default()
     };
-    let is_busy = |ev: &EmailEvent| busy.contains(&(ev.workspace_id, ev.lead_email.clone()));
+    let busy: Vec<bool> = batch
+        .iter()
+        .map(|(_, ev)| busy.contains(&(ev.workspace_id, ev.lead_email.clone())))
+        .collect();
     let claimed: Vec<&jobs::Job> = batch
         .iter()
-        .filter(|(_, ev)| !is_busy(ev))
-        .map(|(job, _)| *job)
+        .zip(&busy)
+        .filter(|(_, busy)| !**busy)
+        .map(|((job, _), _)| *job)
         .collect();
     let held: std::collections::HashSet<i64> = jobs::complete_held(&mut tx, &claimed)
         .await?
@@ -425,8 +429,9 @@ pub async fn apply_sent_jobs(
     steps.mark("complete");
     let live: Vec<&EmailEvent> = batch
         .iter()
-        .filter(|(job, ev)| held.contains(&job.id) && !is_busy(ev))
-        .map(|(_, ev)| *ev)
+        .zip(&busy)
+        .filter(|((job, _), busy)| held.contains(&job.id) && !**busy)
+        .map(|((_, ev), _)| *ev)
         .collect();
     let went = if live.is_empty() {
         Vec::new()
@@ -453,8 +458,9 @@ pub async fn apply_sent_jobs(
     let mut went = went.into_iter();
     Ok(batch
         .iter()
-        .map(|(job, ev)| {
-            if is_busy(ev) {
+        .zip(busy)
+        .map(|((job, _), busy)| {
+            if busy {
                 JobApplied::Busy
             } else if !held.contains(&job.id) {
                 JobApplied::LeaseLost
