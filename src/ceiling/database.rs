@@ -6,8 +6,8 @@
 //!   to the fake provider, the ledger). It measures the runner, not the scenario's model of GHL:
 //!   with a provider latency L and W workers a drain is bounded at W ÷ L (Little's law; smoke's
 //!   8 workers and ~200 ms give ~40 jobs/s whatever the code does), so here the fake GHL answers
-//!   at once and a tick runs as many jobs at once as the pool has connections. That bound is
-//!   reported beside the figure;
+//!   at once and a tick runs [`DRAIN_JOBS_PER_CONNECTION`] jobs at once per connection of the
+//!   pool (a claim's jobs share one). That bound is reported beside the figure;
 //! - **reference**: `pgbench` inserting one row into the same queue table with as many clients
 //!   as the service's pool. Goals: ingest ≥ 0.5 × and drain ≥ 0.2 × its rate.
 
@@ -56,7 +56,8 @@ pub struct DatabaseCeiling {
     pub drained: u64,
     /// Jobs still queued when the drain gave up (60 s).
     pub drain_left: u64,
-    /// Jobs a tick ran at once during the drain (the pool's size).
+    /// Jobs a tick ran at once during the drain ([`DRAIN_JOBS_PER_CONNECTION`] per connection
+    /// of the pool; reports from before 789d65b: the pool's size).
     #[serde(default)]
     pub drain_workers: u32,
     /// What the scenario's own settings allow: its workers ÷ its GHL latency's mean, jobs/s.
