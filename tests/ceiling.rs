@@ -51,10 +51,15 @@ fn the_generator_is_stepped_up_and_measured_beside_wrk() {
         assert_eq!(s["failed"], 0, "{s}");
         let late = s["lateness_p99_ms"].as_f64().unwrap();
         assert_eq!(s["held"], late <= 5.0 && s["unsent"] == 0, "{s}");
+        // The generator's own CPU time over the step, per request sent: read, not assumed.
+        let cpu = s["cpu_us_per_request"].as_f64().unwrap();
+        assert!(cpu > 0.0 && cpu.is_finite(), "{s}");
     }
     let wrk = &g["reference"];
     if incident_lab::tools::on_path(&["wrk"]).is_some() {
         assert!(wrk["rate"].as_f64().unwrap() > 100.0, "{wrk}");
+        let cpu = g["wrk_cpu_us_per_request"].as_f64().unwrap();
+        assert!(cpu > 0.0 && cpu.is_finite(), "{g}");
         assert!(wrk["detail"]
             .as_str()
             .unwrap()

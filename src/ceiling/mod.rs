@@ -47,6 +47,8 @@ pub struct CeilingOptions {
     pub max_lateness_p99: Duration,
     /// Connections the generator may hold open (its users), and wrk's.
     pub connections: usize,
+    /// Steps run after the ramp's first failure, each halving the gap below it.
+    pub refine: u32,
     /// Where ceiling.json and ceiling.md go.
     pub out: PathBuf,
     /// The memory soak: how long, at which rate; `None`: not run.
@@ -64,6 +66,63 @@ pub struct Step {
     /// Sends late because every connection was busy (the client pool was full).
     pub late_no_user: u64,
     pub held: bool,
+    /// A refining step: halfway between the highest rate that held and the lowest that did not.
+    #[serde(default)]
+    pub refining: bool,
+    /// The generator's CPU time (user + system, its whole process) over the step ÷ requests
+    /// sent, in µs: what one request costs the generator, beside wrk's.
+    #[serde(default)]
+    pub cpu_us_per_request: Option<f64>,
+}
+
+/// CPU time (user + system) this process has used, or (`RUSAGE_CHILDREN`) its children that
+/// have ended and been waited for; `None` where the system will not say.
+fn cpu_time(who: nix::sys::resource::UsageWho) -> Option<Duration> {
+    let usage = nix::sys::resource::getrusage(who).ok()?;
+    let us = |t: nix::sys::time::TimeVal| -> Option<u64> {
+        Some(u64::try_from(t.tv_sec()).ok()? * 1_000_000 + u64::try_from(t.tv_usec()).ok()?)
+    };
+    Some(Duration::from_micros(
+        us(usage.user_time())? + us(usage.system_time())?,
+    ))
+}
+
+/// `spent` over `requests`, in µs; `None` for no requests or no figure.
+fn per_request_us(spent: Option<Duration>, requests: u64) -> Option<f64> {
+    (requests > 0)
+        .then_some(spent?)
+        .map(|d| d.as_secs_f64() * 1e6 / requests as f64)
+}
+
+/// The highest rate that held below every rate that did not (`None`: none did), and whether
+/// every step held (the ceiling is above the last rate tried).
+pub fn ceiling_of(steps: &[Step]) -> (Option<f64>, bool) {
+    let failed = lowest_failed(steps);
+    let ceiling = steps
+        .iter()
+        .filter(|s| s.held && failed.is_none_or(|f| s.rate < f))
+        .map(|s| s.rate)
+        .reduce(f64::max);
+    (ceiling, failed.is_none())
+}
+
+fn lowest_failed(steps: &[Step]) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|s| !s.held)
+        .map(|s| s.rate)
+        .reduce(f64::min)
+}
+
+/// The next refining step's rate: halfway (rounded to a whole rate) between the ceiling so far
+/// and the lowest rate that did not hold; `None` when there is no such gap or it is already
+/// below one request per second.
+pub fn refinement(steps: &[Step]) -> Option<f64> {
+    let (Some(held), Some(failed)) = (ceiling_of(steps).0, lowest_failed(steps)) else {
+        return None;
+    };
+    let mid = ((held + failed) / 2.0).round();
+    (mid > held && mid < failed).then_some(mid)
 }
 
 /// A reference tool's figure, or why there is none.
@@ -85,6 +144,9 @@ pub struct GeneratorCeiling {
     /// True when every step held: the ceiling is above the last rate tried.
     pub above_last_step: bool,
     pub reference: Reference,
+    /// wrk's CPU time (user + system) over its run ÷ the requests it made, in µs.
+    #[serde(default)]
+    pub wrk_cpu_us_per_request: Option<f64>,
     /// ceiling ÷ wrk, when both exist.
     pub ratio: Option<f64>,
     pub goal: f64,
@@ -206,12 +268,22 @@ fn outcome(recording: &Mutex<Recording>) -> (loadgen::record::StreamRecording, u
 }
 
 /// One step: the generator at `rate` for `opts.step`.
-async fn step(base: &str, rate: f64, opts: &CeilingOptions) -> anyhow::Result<Step> {
+async fn step(
+    base: &str,
+    rate: f64,
+    refining: bool,
+    opts: &CeilingOptions,
+) -> anyhow::Result<Step> {
     let plan = plan(base, rate, opts.step, opts);
     let recording = Arc::new(Mutex::new(Recording::default()));
+    let self_cpu = || cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    let cpu_before = self_cpu();
     let summary = loadgen::run(plan, recording.clone())
         .await
         .with_context(|| format!("the generator failed at {rate}/s"))?;
+    let cpu = self_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     let (stream, failed) = outcome(&recording);
     let lateness_p99_ms = stream.lateness.quantile_ms(0.99);
     let held = failed == 0
@@ -226,6 +298,8 @@ async fn step(base: &str, rate: f64, opts: &CeilingOptions) -> anyhow::Result<St
         lateness_p99_ms,
         late_no_user: stream.late_no_user,
         held,
+        refining,
+        cpu_us_per_request: per_request_us(cpu, stream.requests),
     })
 }
 
@@ -237,17 +311,26 @@ pub fn parse_wrk(output: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The requests wrk made in all (`N requests in 5.00s, …`).
+pub fn parse_wrk_requests(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+}
+
 /// wrk on the same endpoint, one thread (a core is left to the server, as the generator leaves
-/// it), the same connections and time.
-async fn wrk(base: &str, opts: &CeilingOptions) -> Reference {
+/// it), the same connections and time; and its CPU time per request (µs).
+async fn wrk(base: &str, opts: &CeilingOptions) -> (Reference, Option<f64>) {
     let Some(wrk) = crate::tools::on_path(&["wrk"]) else {
-        return Reference {
+        let reference = Reference {
             tool: "wrk".into(),
             rate: None,
             detail:
                 "not run: wrk is not installed (Debian's wrk package; scripts/setup installs it)"
                     .into(),
         };
+        return (reference, None);
     };
     let args = [
         "-t1".to_owned(),
@@ -256,28 +339,38 @@ async fn wrk(base: &str, opts: &CeilingOptions) -> Reference {
         format!("{base}{PATH}"),
     ];
     let command = format!("wrk {}", args.join(" "));
+    // wrk is the only child that ends meanwhile (the echo server runs on), so what the ended
+    // children used grows by wrk's CPU time alone.
+    let children_cpu = || cpu_time(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
+    let cpu_before = children_cpu();
     let out = tokio::process::Command::new(&wrk)
         .args(&args)
         .output()
         .await;
-    let (rate, detail) = match out {
+    let cpu = children_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let (rate, detail, cpu_us) = match out {
         Ok(o) => {
             let text = String::from_utf8_lossy(&o.stdout);
+            let cpu_us = per_request_us(cpu, parse_wrk_requests(&text).unwrap_or(0));
             match parse_wrk(&text) {
-                Some(r) => (Some(r), command),
+                Some(r) => (Some(r), command, cpu_us),
                 None => (
                     None,
                     format!("{command}: no Requests/sec in its output: {}", text.trim()),
+                    None,
                 ),
             }
         }
-        Err(e) => (None, format!("{command}: {e}")),
+        Err(e) => (None, format!("{command}: {e}"), None),
     };
-    Reference {
+    let reference = Reference {
         tool: "wrk".into(),
         rate,
         detail,
-    }
+    };
+    (reference, cpu_us)
 }
 
 /// Runs the ramp and the reference, writes ceiling.json and ceiling.md into `opts.out`.
@@ -292,26 +385,35 @@ pub async fn run(
     }
     let echo = Echo::start().await?;
     let mut steps = Vec::new();
-    for &rate in &opts.rates {
-        let s = step(&echo.base, rate, opts).await?;
+    // The ramp up to its first failure, then the refining steps below it.
+    let mut ramp = opts.rates.iter().map(|&r| (r, false));
+    let mut next = ramp.next();
+    let mut refining_left = opts.refine;
+    while let Some((rate, refining)) = next {
+        let s = step(&echo.base, rate, refining, opts).await?;
         println!(
-            "generator at {rate}/s: sent {}, failed {}, unsent {}, lateness p99 {} → {}",
+            "generator at {rate}/s{}: sent {}, failed {}, unsent {}, lateness p99 {} → {}",
+            if refining { " (refining)" } else { "" },
             s.sent,
             s.failed,
             s.unsent,
             crate::report::ms(s.lateness_p99_ms),
             if s.held { "held" } else { "did not hold" }
         );
-        let held = s.held;
         steps.push(s);
-        if !held {
-            break;
-        }
         if crate::interrupt::requested().is_some() {
             bail!("interrupted");
         }
+        next = if ceiling_of(&steps).1 {
+            ramp.next()
+        } else if refining_left > 0 {
+            refining_left -= 1;
+            refinement(&steps).map(|r| (r, true))
+        } else {
+            None
+        };
     }
-    let reference = wrk(&echo.base, opts).await;
+    let (reference, wrk_cpu_us_per_request) = wrk(&echo.base, opts).await;
     println!(
         "reference: {}",
         reference.rate.map_or(reference.detail.clone(), |r| format!(
@@ -345,18 +447,19 @@ pub async fn run(
         ),
         None => None,
     };
-    let ceiling_rate = steps.iter().take_while(|s| s.held).map(|s| s.rate).last();
+    let (ceiling_rate, above_last_step) = ceiling_of(&steps);
     let report = CeilingReport {
         commit: crate::matrix::commit(),
         machine: crate::matrix::machine(),
         step_s: opts.step.as_secs_f64(),
         max_lateness_p99_ms: opts.max_lateness_p99.as_secs_f64() * 1000.0,
         generator: GeneratorCeiling {
-            above_last_step: steps.iter().all(|s| s.held),
+            above_last_step,
             ratio: ceiling_rate.zip(reference.rate).map(|(c, w)| c / w),
             ceiling_rate,
             steps,
             reference,
+            wrk_cpu_us_per_request,
             goal: 0.5,
         },
         database,
@@ -384,10 +487,10 @@ pub fn markdown(r: &CeilingReport) -> String {
 /// What was measured where, the generator's ceiling and ratio, its steps (the README's block).
 pub fn body(r: &CeilingReport) -> String {
     let g = &r.generator;
-    let ceiling = match (g.ceiling_rate, g.above_last_step) {
+    let ceiling = match (g.ceiling_rate, lowest_failed(&g.steps)) {
         (None, _) => "no rate held".to_owned(),
-        (Some(c), true) => format!("≥ {c:.0}/s (every step held; try higher --rates)"),
-        (Some(c), false) => format!("{c:.0}/s"),
+        (Some(c), None) => format!("≥ {c:.0}/s (every step held; try higher --rates)"),
+        (Some(c), Some(f)) => format!("{c:.0}/s ({f:.0}/s did not hold)"),
     };
     let ratio = ratio_words(
         g.ratio,
@@ -397,19 +500,24 @@ pub fn body(r: &CeilingReport) -> String {
         &g.reference,
     );
     let mut out = format!(
-        "Measured by `incident-lab ceiling` at commit `{}` on {}; each step {:.0} s.\n\n**Load generator** (open model, a trivial endpoint): ceiling {ceiling}, lateness p99 ≤ {} ms; {ratio}. wrk: {}.\n\n| rate /s | sent | failed | unsent | lateness p99 | late, no connection free | held |\n|---|---|---|---|---|---|---|\n",
+        "Measured by `incident-lab ceiling` at commit `{}` on {}; each step {:.0} s.\n\n**Load generator** (open model, a trivial endpoint): ceiling {ceiling}, lateness p99 ≤ {} ms; {ratio}. wrk: {}.{}\n\n| rate /s | sent | failed | unsent | lateness p99 | late, no connection free | held |\n|---|---|---|---|---|---|---|\n",
         r.commit,
         r.machine,
         r.step_s,
         r.max_lateness_p99_ms,
         g.reference
             .rate
-            .map_or(g.reference.detail.clone(), |w| format!("{w:.0}/s (`{}`)", g.reference.detail))
+            .map_or(g.reference.detail.clone(), |w| format!("{w:.0}/s (`{}`)", g.reference.detail)),
+        cpu_words(g)
     );
-    for s in &g.steps {
+    // By rate: the refining steps, run last, between the two they split.
+    let mut steps: Vec<&Step> = g.steps.iter().collect();
+    steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    for s in steps {
         out.push_str(&format!(
-            "| {:.0} | {} | {} | {} | {} | {} | {} |\n",
+            "| {:.0}{} | {} | {} | {} | {} | {} | {} |\n",
             s.rate,
+            if s.refining { " (refining)" } else { "" },
             s.sent,
             s.failed,
             s.unsent,
@@ -421,6 +529,22 @@ pub fn body(r: &CeilingReport) -> String {
     out.push_str(&soak::body(r.soak.as_ref()));
     out.push_str(&database_body(r.database.as_ref()));
     out
+}
+
+/// What one request costs the generator at its ceiling beside what it costs wrk, where both
+/// were measured: on one machine, the client's cost per request bounds the ratio.
+fn cpu_words(g: &GeneratorCeiling) -> String {
+    let at_ceiling = g
+        .ceiling_rate
+        .and_then(|c| g.steps.iter().find(|s| s.rate == c))
+        .and_then(|s| s.cpu_us_per_request);
+    match (at_ceiling, g.wrk_cpu_us_per_request) {
+        (Some(generator), Some(wrk)) if wrk > 0.0 => format!(
+            " CPU per request (user + system, each whole process): the generator {generator:.1} µs at its ceiling, wrk {wrk:.1} µs ({:.1}×).",
+            generator / wrk
+        ),
+        _ => String::new(),
+    }
 }
 
 /// A ratio against a reference, with its goal; or why there is none. `lower_bound`: the ramp
@@ -554,18 +678,20 @@ mod tests {
     fn wrk_output_gives_its_request_rate() {
         let out = "Running 5s test @ http://127.0.0.1:1234/ceiling\n  1 threads and 32 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   1.10ms  300.00us   5.00ms   80.00%\n  120000 requests in 5.00s, 10.00MB read\nRequests/sec:  23999.52\nTransfer/sec:      2.00MB\n";
         assert_eq!(parse_wrk(out), Some(23999.52));
+        assert_eq!(parse_wrk_requests(out), Some(120000));
+        assert_eq!(parse_wrk_requests("connection refused"), None);
         assert_eq!(parse_wrk("connection refused"), None);
     }
 
     fn report(steps: Vec<Step>, wrk: Option<f64>) -> CeilingReport {
-        let ceiling_rate = steps.iter().take_while(|s| s.held).map(|s| s.rate).last();
+        let (ceiling_rate, above_last_step) = ceiling_of(&steps);
         CeilingReport {
             commit: "c".into(),
             machine: "m".into(),
             step_s: 5.0,
             max_lateness_p99_ms: 5.0,
             generator: GeneratorCeiling {
-                above_last_step: steps.iter().all(|s| s.held),
+                above_last_step,
                 ratio: ceiling_rate.zip(wrk).map(|(c, w)| c / w),
                 ceiling_rate,
                 steps,
@@ -578,6 +704,7 @@ mod tests {
                         "not run: wrk is not installed".into()
                     },
                 },
+                wrk_cpu_us_per_request: None,
                 goal: 0.5,
             },
             database: None,
@@ -594,7 +721,87 @@ mod tests {
             lateness_p99_ms: Some(1.0),
             late_no_user: 0,
             held,
+            refining: false,
+            cpu_us_per_request: None,
         }
+    }
+
+    /// After the first step that does not hold, each refining step halves the gap between the
+    /// highest rate that held and the lowest that did not; the ceiling is the highest that held
+    /// below every failure, and the table lists the steps by rate.
+    #[test]
+    fn refining_steps_halve_the_gap_below_the_first_failure() {
+        let mut steps = vec![step(1000.0, true), step(2000.0, true)];
+        assert_eq!(ceiling_of(&steps), (Some(2000.0), true));
+        assert_eq!(
+            refinement(&steps),
+            None,
+            "no failure yet: nothing to refine"
+        );
+        steps.push(step(4000.0, false));
+        assert_eq!(ceiling_of(&steps), (Some(2000.0), false));
+        assert_eq!(refinement(&steps), Some(3000.0));
+        steps.push(Step {
+            refining: true,
+            ..step(3000.0, true)
+        });
+        assert_eq!(refinement(&steps), Some(3500.0));
+        steps.push(Step {
+            refining: true,
+            ..step(3500.0, false)
+        });
+        assert_eq!(ceiling_of(&steps), (Some(3000.0), false));
+        assert_eq!(refinement(&steps), Some(3250.0));
+
+        let mut r = report(steps.clone(), Some(10000.0));
+        assert!(
+            !markdown(&r).contains("CPU per request"),
+            "not measured, not said"
+        );
+        r.generator.steps[3].cpu_us_per_request = Some(40.0);
+        r.generator.wrk_cpu_us_per_request = Some(10.0);
+        let md = markdown(&r);
+        assert!(
+            md.contains("the generator 40.0 µs at its ceiling, wrk 10.0 µs (4.0×)"),
+            "{md}"
+        );
+        assert!(md.contains("ceiling 3000/s (3500/s did not hold)"), "{md}");
+        assert!(md.contains("0.30 of wrk"), "{md}");
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| rate"))
+            .collect();
+        let rates: Vec<&str> = rows
+            .iter()
+            .map(|l| l.split(" | ").next().unwrap())
+            .collect();
+        assert_eq!(
+            rates,
+            [
+                "| 1000",
+                "| 2000",
+                "| 3000 (refining)",
+                "| 3500 (refining)",
+                "| 4000"
+            ],
+            "{md}"
+        );
+
+        // A refining step that fails below a stepped rate that held lowers nothing above it.
+        let steps = vec![
+            step(1000.0, true),
+            step(2000.0, false),
+            Step {
+                refining: true,
+                ..step(1500.0, false)
+            },
+        ];
+        assert_eq!(ceiling_of(&steps), (Some(1000.0), false));
+        assert_eq!(refinement(&steps), Some(1250.0));
+        // No gap left to split.
+        assert_eq!(refinement(&[step(1.0, true), step(2.0, false)]), None);
+        // The first step failed: nothing held, nothing to refine from.
+        assert_eq!(refinement(&[step(1000.0, false)]), None);
     }
 
     /// Without wrk there is no ratio, and the report says why rather than inventing one; a

@@ -401,7 +401,7 @@ pub struct FakesArgs {
 #[derive(Debug, Args)]
 pub struct CeilingArgs {
     /// Open-model rates to step through, ascending (requests per second); the ramp stops at
-    /// the first step that does not hold.
+    /// the first step that does not hold (then --refine narrows the gap below it).
     #[arg(
         long,
         value_delimiter = ',',
@@ -417,6 +417,11 @@ pub struct CeilingArgs {
     /// Connections: the generator's users, and wrk's.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
+    /// After the first step that does not hold, this many more steps, each halfway between the
+    /// highest rate that held and the lowest that did not: the ceiling is then known to within
+    /// that gap ÷ 2^N (0: the stepped rates only).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub refine: u32,
     /// Where ceiling.json and ceiling.md go.
     #[arg(long, default_value = "target/incident-lab/ceiling")]
     pub out: PathBuf,

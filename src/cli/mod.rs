@@ -174,6 +174,7 @@ async fn ceiling(args: CeilingArgs) -> Result<(), Failure> {
         step: args.step,
         max_lateness_p99: args.max_lateness,
         connections: args.connections,
+        refine: args.refine,
         out: args.out.clone(),
         soak: args.soak.map(|d| (d, args.soak_rate)),
     };
