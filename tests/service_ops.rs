@@ -170,6 +170,41 @@ async fn a_connection_left_in_a_transaction_is_not_lent_again() {
     app.shutdown().await;
 }
 
+/// Without sqlx's ping before every borrow, a connection idle for [`FRESH`] or longer is still
+/// pinged: one whose server process was ended while it sat idle is closed, not lent broken.
+///
+/// [`FRESH`]: inbox_service::db::FRESH
+#[tokio::test]
+async fn a_connection_that_died_while_idle_is_not_lent() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.pool_max = 1).await;
+    let pool = app.state.pool.clone();
+    let mut conn = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    drop(conn);
+    // Back in the pool (its release check done), then its server process ended.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut other = app.db().await;
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(pid)
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert!(ended, "the idle connection's backend was not ended");
+    tokio::time::sleep(inbox_service::db::FRESH + Duration::from_millis(50)).await;
+
+    let mut conn = pool.acquire().await.unwrap();
+    let now = sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+        .fetch_one(&mut *conn)
+        .await;
+    assert!(
+        now.as_ref().is_ok_and(|p| *p != pid),
+        "a connection whose backend {pid} had ended was lent: {now:?}"
+    );
+    // Given back before the pool is closed, which waits for it.
+    drop(conn);
+    app.shutdown().await;
+}
+
 async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
     sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(conn)

@@ -194,11 +194,15 @@ impl AppState {
             .max_connections(config.limits.pool_max)
             .acquire_timeout(config.limits.acquire_timeout)
             .after_release(|conn, _| Box::pin(crate::db::outside_transaction(conn)))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(crate::db::alive_unless_fresh(conn, meta)))
             .connect_lazy_with(options.clone());
         let ops_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_millis(500))
             .after_release(|conn, _| Box::pin(crate::db::outside_transaction(conn)))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(crate::db::alive_unless_fresh(conn, meta)))
             .connect_lazy_with(options);
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)

@@ -404,6 +404,7 @@ pub async fn apply_sent_jobs(
     let mut steps = Steps::new(state.switches().log_slow_paths);
     // No statement outlives the tick's work deadline.
     let mut tx = crate::db::begin_bounded(conn, budget.work_left()).await?;
+    steps.mark("begin");
     // In a batch, a job whose lead another transaction holds is left out, to run on its own
     // (where it waits alone): one held row must not hold up the batch, nor the tick.
     let busy = if batch.len() > 1 {
@@ -411,6 +412,7 @@ pub async fn apply_sent_jobs(
     } else {
         Default::default()
     };
+    steps.mark("busy");
     let busy: Vec<bool> = batch
         .iter()
         .map(|(_, ev)| busy.contains(&(ev.workspace_id, ev.lead_email.clone())))

@@ -22,6 +22,7 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 
 use crate::domain::followups::{self, Status};
+use crate::domain::steps::Steps;
 use crate::domain::ticks::Budget;
 use crate::domain::{counts, events, jobs, ticks};
 use crate::error::AppError;
@@ -206,6 +207,8 @@ async fn background_jobs_tick(
 ) -> Result<TickReport, AppError> {
     let limits = state.config.limits.clone();
     let mut report = TickReport::default();
+    // With LOG_SLOW_PATHS, where the tick's time went, each step's total over its claims.
+    let mut steps = Steps::new(state.switches().log_slow_paths);
     {
         let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
             return Ok(report.cut());
@@ -213,6 +216,7 @@ async fn background_jobs_tick(
         report.abandoned = jobs::fail_abandoned(&mut conn, limits.max_attempts).await?;
         tally.wrote(report.abandoned);
     }
+    steps.mark("abandoned");
     // A pipeline of at most `worker_concurrency` jobs: when one ends, the next is claimed (a
     // provider call does not hold up the others, nor wait for the slowest of a round). A claim
     // takes as many jobs as there are free slots, and applies its `EMAIL_SENT`s together on
@@ -240,7 +244,8 @@ async fn background_jobs_tick(
                 break;
             }
             let want = ((concurrency - in_flight) as u64).min(left) as i64;
-            let (conn, batch) = match claim_next(state, tally, &budget, want, &settles).await {
+            let claimed = claim_next(state, tally, &budget, want, &settles, &mut steps).await;
+            let (conn, batch) = match claimed {
                 Ok(Some((conn, batch))) if !batch.is_empty() => (conn, batch),
                 Ok(Some(_)) => {
                     ends.claiming = false;
@@ -261,6 +266,7 @@ async fn background_jobs_tick(
             handled += batch.len() as u64;
             in_flight += batch.len();
             let started = start(state, tally, conn, batch, budget, &settles, &mut running).await;
+            steps.mark("apply");
             if let Some(n) = started.batched {
                 report.batches += 1;
                 report.batched += n;
@@ -270,7 +276,9 @@ async fn background_jobs_tick(
                 ends.record(&mut report, job, outcome, took);
             }
         }
-        let Some(first) = running.join_next().await else {
+        let joined = running.join_next().await;
+        steps.mark("wait");
+        let Some(first) = joined else {
             break;
         };
         // With it, every job that has ended meanwhile, so the next claim takes as many as
@@ -290,6 +298,7 @@ async fn background_jobs_tick(
     }
     let Ends { cut, failed, .. } = ends;
     settle_the_rest(state, tally, &budget, &settles).await;
+    steps.mark("settle_rest");
     if let Some(e) = failed {
         return Err(e);
     }
@@ -309,7 +318,9 @@ async fn background_jobs_tick(
         if budget.spent() {
             report.budget_exhausted = true;
         }
+        steps.mark("counts");
     }
+    steps.log("cron background_jobs");
     Ok(report)
 }
 
@@ -349,19 +360,23 @@ async fn claim_next(
     budget: &Budget,
     want: i64,
     settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
+    steps: &mut Steps,
 ) -> Result<Option<(CronConn, Vec<jobs::Job>)>, AppError> {
     let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
         return Ok(None);
     };
+    steps.mark("connection");
     let pending = take(settles);
     match jobs::settle_ghl_syncs(&mut conn, &pending).await {
         Ok(n) => tally.wrote(n),
         // Given back, for the end of the tick; the claim goes on (its own error ends it).
         Err(_) => settles.lock().expect("settles lock").extend(pending),
     }
+    steps.mark("settle");
     let limits = &state.config.limits;
     let claimed = jobs::claim(&mut conn, want, limits.job_lease, limits.max_attempts).await?;
     tally.wrote(claimed.len() as u64);
+    steps.mark("claim");
     Ok(Some((conn, claimed)))
 }
 
