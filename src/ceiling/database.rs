@@ -130,27 +130,31 @@ async fn on_clone(
         ServiceProcess::start(service_bin, &env, &out.join("ceiling.service.log")).await?;
 
     let mut steps = Vec::new();
-    for &rate in rates {
-        let s = ingest_step(scenario, &service.base, &secrets.webhook, rate, step).await?;
+    let mut rates = rates.iter().copied();
+    let mut rate = rates.next();
+    while let Some(r) = rate {
+        let s = ingest_step(scenario, &service.base, &secrets.webhook, r, step).await?;
+        steps.push(s);
+        let next = ingest_next(&steps);
+        let s = steps.last().expect("a step was just run");
         println!(
-            "ingest at {rate}/s: sent {}, failed {}, p95 {}, lateness p99 {} → {}",
+            "ingest at {r}/s: sent {}, failed {}, p95 {}, lateness p99 {} → {}",
             s.sent,
             s.failed,
             crate::report::ms(s.p95_ms),
             crate::report::ms(s.lateness_p99_ms),
-            if s.harness_limited {
-                "the generator fell behind (no verdict)"
-            } else if s.held {
-                "held"
-            } else {
-                "did not hold"
+            match (s.harness_limited, next) {
+                (true, IngestNext::Again) => "the generator fell behind (no verdict): once more",
+                (true, _) => "the generator fell behind again (no verdict)",
+                (false, _) if s.held => "held",
+                _ => "did not hold",
             }
         );
-        let go_on = s.held;
-        steps.push(s);
-        if !go_on {
-            break;
-        }
+        rate = match next {
+            IngestNext::Up => rates.next(),
+            IngestNext::Again => Some(r),
+            IngestNext::Stop => None,
+        };
     }
     let d = drain(&url, &service.base, &secrets.cron).await?;
     let (drained, left, drain_s) = (d.applied, d.left, d.secs);
@@ -194,7 +198,7 @@ async fn on_clone(
             reference.detail
         ))
     );
-    let ingest_rate = steps.iter().take_while(|s| s.held).map(|s| s.rate).last();
+    let ingest_rate = ingest_ceiling(&steps);
     Ok(DatabaseCeiling {
         pool_max,
         ingest_ratio: ingest_rate.zip(reference.rate).map(|(i, p)| i / p),
@@ -428,6 +432,46 @@ async fn pgbench(url: &str, clients: u32, step: Duration) -> Reference {
     }
 }
 
+/// What the ingest ramp does after its latest step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestNext {
+    /// The step held: the next rate.
+    Up,
+    /// The generator fell behind for the first time at this rate: the step says nothing of the
+    /// service (a passing stall on a shared machine, often), so it runs once more.
+    Again,
+    /// The service did not hold the rate, or the generator fell behind twice running.
+    Stop,
+}
+
+/// The ramp's rule: up while steps hold; a step the generator fell behind on runs once more.
+pub fn ingest_next(steps: &[IngestStep]) -> IngestNext {
+    match steps {
+        [.., s] if s.held => IngestNext::Up,
+        [.., a, b] if b.harness_limited && a.harness_limited && a.rate == b.rate => {
+            IngestNext::Stop
+        }
+        [.., s] if s.harness_limited => IngestNext::Again,
+        _ => IngestNext::Stop,
+    }
+}
+
+/// Whether the step at `i` was run again (it had no verdict, and the next step is its rate).
+pub fn ingest_run_again(steps: &[IngestStep], i: usize) -> bool {
+    steps[i].harness_limited && steps.get(i + 1).is_some_and(|n| n.rate == steps[i].rate)
+}
+
+/// The highest rate that held, counting up from the first step; a step run again is read by
+/// its second run.
+pub fn ingest_ceiling(steps: &[IngestStep]) -> Option<f64> {
+    (0..steps.len())
+        .filter(|&i| !ingest_run_again(steps, i))
+        .map(|i| &steps[i])
+        .take_while(|s| s.held)
+        .map(|s| s.rate)
+        .last()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +506,43 @@ mod tests {
             tuned.providers.get(&fake_providers::Provider::Unipile),
             smoke.providers.get(&fake_providers::Provider::Unipile)
         );
+    }
+
+    fn at(rate: f64, verdict: &str) -> IngestStep {
+        IngestStep {
+            rate,
+            sent: 1,
+            failed: 0,
+            p95_ms: Some(1.0),
+            lateness_p99_ms: Some(1.0),
+            held: verdict == "held",
+            harness_limited: verdict == "late",
+        }
+    }
+
+    /// A step the generator fell behind on runs once more and is read by its second run; a
+    /// second fall behind, or a step the service did not hold, ends the ramp.
+    #[test]
+    fn a_step_without_a_verdict_runs_once_more() {
+        let mut steps = vec![at(100.0, "held")];
+        assert_eq!(ingest_next(&steps), IngestNext::Up);
+        steps.push(at(200.0, "late"));
+        assert_eq!(ingest_next(&steps), IngestNext::Again);
+        assert_eq!(ingest_ceiling(&steps), Some(100.0));
+        steps.push(at(200.0, "held"));
+        assert!(ingest_run_again(&steps, 1) && !ingest_run_again(&steps, 2));
+        assert_eq!(ingest_next(&steps), IngestNext::Up);
+        assert_eq!(ingest_ceiling(&steps), Some(200.0));
+        steps.push(at(400.0, "late"));
+        steps.push(at(400.0, "late"));
+        assert_eq!(ingest_next(&steps), IngestNext::Stop);
+        assert_eq!(ingest_ceiling(&steps), Some(200.0));
+        // The service not holding a rate is a verdict: no second run.
+        let failed = [at(100.0, "held"), at(200.0, "no")];
+        assert_eq!(ingest_next(&failed), IngestNext::Stop);
+        assert_eq!(ingest_ceiling(&failed), Some(100.0));
+        // The first step late, then held on its second run: the ceiling counts it.
+        let first = [at(100.0, "late"), at(100.0, "held")];
+        assert_eq!(ingest_ceiling(&first), Some(100.0));
     }
 }

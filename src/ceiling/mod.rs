@@ -649,7 +649,8 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
         ratio_words(d.drain_ratio, d.drain_goal, false, "job applied", &d.reference),
         d.reference.rate.map_or(d.reference.detail.clone(), |p| format!("{p:.0} inserts/s (`{}`)", d.reference.detail)),
     );
-    for s in &d.ingest_steps {
+    for (i, s) in d.ingest_steps.iter().enumerate() {
+        let again = database::ingest_run_again(&d.ingest_steps, i);
         out.push_str(&format!(
             "| {:.0} | {} | {} | {} | {} | {} |\n",
             s.rate,
@@ -657,7 +658,9 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
             s.failed,
             crate::report::ms(s.p95_ms),
             crate::report::ms(s.lateness_p99_ms),
-            if s.harness_limited {
+            if again {
+                "no verdict: the generator fell behind (run again below)"
+            } else if s.harness_limited {
                 "no verdict: the generator fell behind"
             } else if s.held {
                 "yes"
