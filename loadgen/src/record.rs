@@ -106,10 +106,20 @@ pub enum Outcome {
 impl Outcome {
     /// The label used in status counts: `"200"`, `"timeout"`, `"error"`.
     pub fn label(self) -> String {
+        self.label_in(&mut [0u8; 8]).to_owned()
+    }
+
+    /// [`Outcome::label`] written into `buf`, without allocating (it runs once per request).
+    pub fn label_in(self, buf: &mut [u8; 8]) -> &str {
         match self {
-            Outcome::Status(s) => s.to_string(),
-            Outcome::Timeout => "timeout".into(),
-            Outcome::Error => "error".into(),
+            Outcome::Status(s) => {
+                let mut rest = &mut buf[..];
+                let _ = std::io::Write::write_fmt(&mut rest, format_args!("{s}"));
+                let len = 8 - rest.len();
+                std::str::from_utf8(&buf[..len]).expect("ASCII digits")
+            }
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
         }
     }
 
@@ -310,7 +320,7 @@ pub struct Recording {
 impl Recording {
     /// Records one sample; `late_after` decides lateness.
     pub fn record(&mut self, s: &Sample, late_after: Duration) {
-        let e = self.endpoints.entry(s.endpoint.clone()).or_default();
+        let e = slot(&mut self.endpoints, &s.endpoint);
         let latency = s.ended.saturating_sub(s.intended);
         e.latency.record(latency);
         e.windows
@@ -323,7 +333,8 @@ impl Recording {
                 .or_insert_with(Hist::window)
                 .record(t);
         }
-        *e.status_counts.entry(s.outcome.label()).or_default() += 1;
+        let mut label = [0u8; 8];
+        *slot(&mut e.status_counts, s.outcome.label_in(&mut label)) += 1;
         if s.outcome.failed() {
             *e.category_windows
                 .entry(s.intended.as_secs() as u32)
@@ -346,7 +357,7 @@ impl Recording {
         if late {
             e.late += 1;
         }
-        let st = self.streams.entry(s.stream.clone()).or_default();
+        let st = slot(&mut self.streams, &s.stream);
         st.requests += 1;
         match s.delivery {
             crate::plan::Delivery::Original => {}
@@ -390,6 +401,15 @@ impl Recording {
     pub fn requests(&self) -> u64 {
         self.endpoints.values().map(|e| e.requests).sum()
     }
+}
+
+/// `map[key]`, inserted as its default when missing: the key is copied only then (the usual
+/// case, a key seen before, allocates nothing).
+fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 #[cfg(test)]
