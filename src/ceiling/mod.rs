@@ -26,6 +26,7 @@ use anyhow::{bail, Context};
 
 use self::database::DatabaseCeiling;
 use crate::dataset::Template;
+use crate::matrix::watch::MachineTicks;
 use crate::postgres::PgServer;
 use crate::scenario::Scenario;
 use loadgen::record::FAILED;
@@ -73,6 +74,10 @@ pub struct Step {
     /// sent, in µs: what one request costs the generator, beside wrk's.
     #[serde(default)]
     pub cpu_us_per_request: Option<f64>,
+    /// The share of the machine's CPU the hypervisor took during the step (steal, %): on a
+    /// shared virtual machine the figures above move with it, whatever the code.
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
 }
 
 /// CPU time (user + system) this process has used, or (`RUSAGE_CHILDREN`) its children that
@@ -147,6 +152,9 @@ pub struct GeneratorCeiling {
     /// wrk's CPU time (user + system) over its run ÷ the requests it made, in µs.
     #[serde(default)]
     pub wrk_cpu_us_per_request: Option<f64>,
+    /// Steal during wrk's run (%), as [`Step::steal_pct`].
+    #[serde(default)]
+    pub wrk_steal_pct: Option<f64>,
     /// ceiling ÷ wrk, when both exist.
     pub ratio: Option<f64>,
     pub goal: f64,
@@ -278,9 +286,11 @@ async fn step(
     let recording = Arc::new(Mutex::new(Recording::default()));
     let self_cpu = || cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF);
     let cpu_before = self_cpu();
+    let machine_before = MachineTicks::now();
     let summary = loadgen::run(plan, recording.clone())
         .await
         .with_context(|| format!("the generator failed at {rate}/s"))?;
+    let steal_pct = steal_since(machine_before);
     let cpu = self_cpu()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
@@ -300,6 +310,7 @@ async fn step(
         held,
         refining,
         cpu_us_per_request: per_request_us(cpu, stream.requests),
+        steal_pct,
     })
 }
 
@@ -321,7 +332,7 @@ pub fn parse_wrk_requests(output: &str) -> Option<u64> {
 
 /// wrk on the same endpoint, one thread (a core is left to the server, as the generator leaves
 /// it), the same connections and time; and its CPU time per request (µs).
-async fn wrk(base: &str, opts: &CeilingOptions) -> (Reference, Option<f64>) {
+async fn wrk(base: &str, opts: &CeilingOptions) -> (Reference, Option<f64>, Option<f64>) {
     let Some(wrk) = crate::tools::on_path(&["wrk"]) else {
         let reference = Reference {
             tool: "wrk".into(),
@@ -330,7 +341,7 @@ async fn wrk(base: &str, opts: &CeilingOptions) -> (Reference, Option<f64>) {
                 "not run: wrk is not installed (Debian's wrk package; scripts/setup installs it)"
                     .into(),
         };
-        return (reference, None);
+        return (reference, None, None);
     };
     let args = [
         "-t1".to_owned(),
@@ -343,10 +354,12 @@ async fn wrk(base: &str, opts: &CeilingOptions) -> (Reference, Option<f64>) {
     // children used grows by wrk's CPU time alone.
     let children_cpu = || cpu_time(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
     let cpu_before = children_cpu();
+    let machine_before = MachineTicks::now();
     let out = tokio::process::Command::new(&wrk)
         .args(&args)
         .output()
         .await;
+    let steal_pct = steal_since(machine_before);
     let cpu = children_cpu()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
@@ -370,7 +383,12 @@ async fn wrk(base: &str, opts: &CeilingOptions) -> (Reference, Option<f64>) {
         rate,
         detail,
     };
-    (reference, cpu_us)
+    (reference, cpu_us, steal_pct)
+}
+
+/// Steal (%) from `before` to now.
+fn steal_since(before: Option<MachineTicks>) -> Option<f64> {
+    MachineTicks::now()?.steal_pct_since(&before?)
 }
 
 /// Runs the ramp and the reference, writes ceiling.json and ceiling.md into `opts.out`.
@@ -413,7 +431,7 @@ pub async fn run(
             None
         };
     }
-    let (reference, wrk_cpu_us_per_request) = wrk(&echo.base, opts).await;
+    let (reference, wrk_cpu_us_per_request, wrk_steal_pct) = wrk(&echo.base, opts).await;
     println!(
         "reference: {}",
         reference.rate.map_or(reference.detail.clone(), |r| format!(
@@ -460,6 +478,7 @@ pub async fn run(
             steps,
             reference,
             wrk_cpu_us_per_request,
+            wrk_steal_pct,
             goal: 0.5,
         },
         database,
@@ -500,14 +519,16 @@ pub fn body(r: &CeilingReport) -> String {
         &g.reference,
     );
     let mut out = format!(
-        "Measured by `incident-lab ceiling` at commit `{}` on {}; each step {:.0} s.\n\n**Load generator** (open model, a trivial endpoint): ceiling {ceiling}, lateness p99 ≤ {} ms; {ratio}. wrk: {}.{}\n\n| rate /s | sent | failed | unsent | lateness p99 | late, no connection free | held |\n|---|---|---|---|---|---|---|\n",
+        "Measured by `incident-lab ceiling` at commit `{}` on {}; each step {:.0} s.\n\n**Load generator** (open model, a trivial endpoint): ceiling {ceiling}, lateness p99 ≤ {} ms; {ratio}. wrk: {}.{} Steal: the share of the machine's CPU its hypervisor took during the step (a shared virtual machine's figures move with it).\n\n| rate /s | sent | failed | unsent | lateness p99 | late, no connection free | steal | held |\n|---|---|---|---|---|---|---|---|\n",
         r.commit,
         r.machine,
         r.step_s,
         r.max_lateness_p99_ms,
-        g.reference
-            .rate
-            .map_or(g.reference.detail.clone(), |w| format!("{w:.0}/s (`{}`)", g.reference.detail)),
+        g.reference.rate.map_or(g.reference.detail.clone(), |w| format!(
+            "{w:.0}/s (`{}`; steal {})",
+            g.reference.detail,
+            steal_words(g.wrk_steal_pct)
+        )),
         cpu_words(g)
     );
     // By rate: the refining steps, run last, between the two they split.
@@ -515,7 +536,7 @@ pub fn body(r: &CeilingReport) -> String {
     steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     for s in steps {
         out.push_str(&format!(
-            "| {:.0}{} | {} | {} | {} | {} | {} | {} |\n",
+            "| {:.0}{} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.rate,
             if s.refining { " (refining)" } else { "" },
             s.sent,
@@ -523,12 +544,18 @@ pub fn body(r: &CeilingReport) -> String {
             s.unsent,
             crate::report::ms(s.lateness_p99_ms),
             s.late_no_user,
+            steal_words(s.steal_pct),
             if s.held { "yes" } else { "**no**" }
         ));
     }
     out.push_str(&soak::body(r.soak.as_ref()));
     out.push_str(&database_body(r.database.as_ref()));
     out
+}
+
+/// A step's steal, e.g. `4.1 %`; `n/a` where `/proc/stat` could not be read.
+fn steal_words(pct: Option<f64>) -> String {
+    pct.map_or("n/a".to_owned(), |p| format!("{p:.1} %"))
 }
 
 /// What one request costs the generator at its ceiling beside what it costs wrk, where both
@@ -708,6 +735,7 @@ mod tests {
                     },
                 },
                 wrk_cpu_us_per_request: None,
+                wrk_steal_pct: None,
                 goal: 0.5,
             },
             database: None,
@@ -726,6 +754,7 @@ mod tests {
             held,
             refining: false,
             cpu_us_per_request: None,
+            steal_pct: None,
         }
     }
 
@@ -778,6 +807,14 @@ mod tests {
             .iter()
             .map(|l| l.split(" | ").next().unwrap())
             .collect();
+        // Steal is each step's own, and wrk's beside its rate; unknown is said so.
+        assert!(rows[0].contains("| n/a |"), "{md}");
+        r.generator.steps[0].steal_pct = Some(12.5);
+        r.generator.wrk_steal_pct = Some(3.25);
+        let md = markdown(&r);
+        let first = md.lines().find(|l| l.starts_with("| 1000 ")).unwrap();
+        assert!(first.contains("| 12.5 % |"), "{md}");
+        assert!(md.contains("(`wrk -t1`; steal 3.2 %)"), "{md}");
         assert_eq!(
             rates,
             [

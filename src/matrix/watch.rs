@@ -137,6 +137,46 @@ pub(crate) struct CpuSample {
     machine: (u64, u64),
 }
 
+/// The machine's CPU time so far, every core, in clock ticks (`/proc/stat`'s first line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MachineTicks {
+    /// user, nice, system, idle, iowait, irq, softirq and steal.
+    pub total: u64,
+    /// idle and iowait.
+    pub idle: u64,
+    /// Time a virtual machine's cores were ready to run and the hypervisor ran something else.
+    pub steal: u64,
+}
+
+impl MachineTicks {
+    /// `None` where `/proc/stat` cannot be read.
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let v: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        Some(Self {
+            total: v.iter().take(8).sum(),
+            idle: v.get(3)? + v.get(4).unwrap_or(&0),
+            steal: v.get(7).copied().unwrap_or(0),
+        })
+    }
+
+    /// The share of the machine's CPU time from `earlier` to `self` that the hypervisor took
+    /// (steal), in %; `None` when no time passed.
+    pub fn steal_pct_since(&self, earlier: &MachineTicks) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total).filter(|t| *t > 0)?;
+        Some(self.steal.saturating_sub(earlier.steal) as f64 * 100.0 / total as f64)
+    }
+}
+
 /// Linux's `USER_HZ`: the unit of `/proc/*/stat` times (100 on every mainstream platform).
 const USER_HZ: f64 = 100.0;
 
@@ -152,19 +192,8 @@ impl CpuSample {
                 Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
             })
             .unwrap_or(0);
-        let machine = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().next()?;
-                let v: Vec<u64> = line
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                let total: u64 = v.iter().take(8).sum();
-                let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-                Some((total - idle, total))
-            })
+        let machine = MachineTicks::now()
+            .map(|t| (t.total - t.idle, t.total))
             .unwrap_or((0, 0));
         Self {
             at: Instant::now(),
@@ -188,6 +217,29 @@ impl CpuSample {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/proc/stat`'s first line as Linux writes it: steal is the eighth figure, and its share
+    /// is of every tick in between (guest time is already in user's, so it is not added).
+    #[test]
+    fn steal_is_read_from_proc_stat() {
+        let before = MachineTicks::parse(
+            "cpu  100 0 50 800 10 0 15 20 0 0\ncpu0 50 0 25 400 5 0 10 10 0 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            before,
+            MachineTicks {
+                total: 995,
+                idle: 810,
+                steal: 20
+            }
+        );
+        let after = MachineTicks::parse("cpu  170 0 70 900 10 0 25 70 9 9\n").unwrap();
+        assert_eq!(after.steal_pct_since(&before), Some(20.0));
+        assert_eq!(before.steal_pct_since(&before), None);
+        assert_eq!(MachineTicks::parse("intr 1 2 3\n"), None);
+        assert!(MachineTicks::now().is_some(), "this is Linux");
+    }
 
     #[test]
     fn cpu_use_of_a_busy_loop_is_seen() {
