@@ -613,6 +613,22 @@ async fn a_failed_claim_lets_the_running_jobs_finish() {
     app.shutdown().await;
 }
 
+/// A queue as a drain leaves it: 20 000 done jobs ahead of 2 000 queued ones in id order, and
+/// `more` (statements run before the table's statistics are taken).
+async fn a_drain_under_way(conn: &mut sqlx::PgConnection, more: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO background_jobs (kind, dedupe_key, payload, status, finished_at)
+         SELECT 'email_sent', 'old:' || g, '{{}}', 'done', now() FROM generate_series(1, 20000) g;
+         INSERT INTO background_jobs (kind, dedupe_key, payload)
+         SELECT 'email_sent', 'new:' || g, '{{}}' FROM generate_series(1, 2000) g;
+         {more}
+         ANALYZE background_jobs;"
+    )))
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
 /// A claim reads the live jobs, not the finished ones the table keeps: with 20 000 done jobs
 /// ahead of 2 000 queued ones in id order (a drain under way), the claim's plan filters out
 /// only a handful of rows (walking the primary key, it stepped over every done job first:
@@ -621,16 +637,7 @@ async fn a_failed_claim_lets_the_running_jobs_finish() {
 async fn a_claim_does_not_walk_the_finished_jobs() {
     let app = TestApp::spawn(Switches::all_fixed()).await;
     let mut conn = app.db().await;
-    sqlx::raw_sql(
-        "INSERT INTO background_jobs (kind, dedupe_key, payload, status, finished_at)
-         SELECT 'email_sent', 'old:' || g, '{}', 'done', now() FROM generate_series(1, 20000) g;
-         INSERT INTO background_jobs (kind, dedupe_key, payload)
-         SELECT 'email_sent', 'new:' || g, '{}' FROM generate_series(1, 2000) g;
-         ANALYZE background_jobs;",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    a_drain_under_way(&mut conn, "").await;
     let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
     let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "EXPLAIN (ANALYZE, FORMAT JSON) {}",
@@ -644,18 +651,73 @@ async fn a_claim_does_not_walk_the_finished_jobs() {
     .await
     .unwrap();
     tx.rollback().await.unwrap();
-    fn removed(node: &Value) -> i64 {
-        node["Rows Removed by Filter"].as_i64().unwrap_or(0)
-            + node["Plans"]
-                .as_array()
-                .map_or(0, |plans| plans.iter().map(removed).sum())
-    }
     let root = &plan[0]["Plan"];
     assert_eq!(root["Actual Rows"], 10, "{plan:#}");
-    let filtered = removed(root);
+    let filtered = rows_removed(root);
     assert!(
         filtered < 100,
         "the claim stepped over {filtered} rows: {plan:#}"
+    );
+    app.shutdown().await;
+}
+
+/// The rows a plan's nodes read and then filtered out, summed over the plan.
+fn rows_removed(node: &Value) -> i64 {
+    node["Rows Removed by Filter"].as_i64().unwrap_or(0)
+        + node["Plans"]
+            .as_array()
+            .map_or(0, |plans| plans.iter().map(rows_removed).sum())
+}
+
+/// Each tick's first statement, failing the jobs abandoned on their last attempt, reads the
+/// running jobs, not the whole table: with 20 000 done and 2 000 queued jobs beside 5 running
+/// ones whose last lease ran out, it fails those 5 and filters out a handful of rows. The same
+/// statement without `background_jobs_lease_idx` (dropped in a transaction rolled back) reads
+/// the queued jobs at least (the whole table, by a sequential scan, on a real queue): the check
+/// can fail.
+#[tokio::test]
+async fn failing_abandoned_jobs_reads_only_the_running_ones() {
+    let app = TestApp::spawn(Switches::all_fixed()).await;
+    let mut conn = app.db().await;
+    a_drain_under_way(
+        &mut conn,
+        "INSERT INTO background_jobs (kind, dedupe_key, payload, status, attempts, locked_until)
+         SELECT 'email_sent', 'dead:' || g, '{}', 'running', 5, now() - interval '1 minute'
+         FROM generate_series(1, 5) g;",
+    )
+    .await;
+    async fn plan(conn: &mut sqlx::PgConnection, without_index: bool) -> Value {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        if without_index {
+            sqlx::raw_sql("DROP INDEX background_jobs_lease_idx")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        let plan: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+            inbox_service::domain::jobs::FAIL_ABANDONED_SQL
+        )))
+        .bind(5i32)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        tx.rollback().await.unwrap();
+        plan
+    }
+    let with = plan(&mut conn, false).await;
+    let root = &with[0]["Plan"];
+    assert_eq!(root["Plans"][0]["Actual Rows"], 5, "{with:#}");
+    let filtered = rows_removed(root);
+    assert!(
+        filtered < 100,
+        "it read {filtered} rows it did not fail: {with:#}"
+    );
+    let without = plan(&mut conn, true).await;
+    let filtered = rows_removed(&without[0]["Plan"]);
+    assert!(
+        filtered >= 2_000,
+        "without the index it reads at least the queued jobs, yet filtered {filtered}: {without:#}"
     );
     app.shutdown().await;
 }

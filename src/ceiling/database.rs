@@ -315,14 +315,17 @@ struct Drained {
     batched: u64,
 }
 
-/// Ticks the background-jobs cron back to back until nothing is queued (or 60 s).
+/// Ticks the background-jobs cron back to back until a tick finds nothing to do (or 60 s),
+/// then counts the jobs left. The ticks' own reports say when to stop: a count of the queue
+/// between ticks was a statement the size of the queue in every tick's time (6.6 ms on 48k
+/// jobs, a tenth of a 200-job tick), on the same two cores.
 async fn drain(url: &str, base: &str, cron_secret: &str) -> anyhow::Result<Drained> {
     let mut conn = sqlx::PgConnection::connect(url).await?;
     let at_start = queued(&mut conn).await? as u64;
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let (mut left, mut batches, mut batched) = (at_start, 0, 0);
-    while left > 0 && started.elapsed() < Duration::from_secs(60) {
+    let (mut busy, mut batches, mut batched) = (at_start > 0, 0, 0);
+    while busy && started.elapsed() < Duration::from_secs(60) {
         let tick = client
             .get(format!("{base}{}", route::CRON_BACKGROUND_JOBS.path))
             .bearer_auth(cron_secret)
@@ -337,12 +340,25 @@ async fn drain(url: &str, base: &str, cron_secret: &str) -> anyhow::Result<Drain
         let count = |field: &str| report[field].as_u64().unwrap_or(0);
         batches += count("batches");
         batched += count("batched");
-        left = queued(&mut conn).await? as u64;
+        let handled: u64 = [
+            "processed",
+            "failed",
+            "retried",
+            "skipped",
+            "skipped_health_gated",
+            "abandoned",
+        ]
+        .iter()
+        .map(|f| count(f))
+        .sum();
+        busy = handled > 0 || report["budget_exhausted"] == true || report["overlapped"] == true;
     }
+    let secs = started.elapsed().as_secs_f64();
+    let left = queued(&mut conn).await? as u64;
     Ok(Drained {
         applied: at_start - left,
         left,
-        secs: started.elapsed().as_secs_f64(),
+        secs,
         batches,
         batched,
     })

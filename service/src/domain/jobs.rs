@@ -216,22 +216,25 @@ pub async fn claim(
         .await
 }
 
+/// [`fail_abandoned`]'s statement (`$1`: the attempts a job has at most). Every tick runs it
+/// first; it walks `background_jobs_lease_idx` (the running jobs alone), so its cost does not
+/// grow with the queue or the finished jobs the table keeps.
+pub const FAIL_ABANDONED_SQL: &str = "UPDATE background_jobs
+     SET status = 'failed', finished_at = now(), locked_until = NULL,
+         last_error = 'lease expired on every attempt (' || attempts || ')'
+     WHERE status = 'running' AND locked_until < now() AND attempts >= $1";
+
 /// Fails the jobs whose lease expired on their last attempt (their worker died each time):
 /// a poison job ends instead of being claimed forever. Returns the rows written.
 pub async fn fail_abandoned(
     conn: &mut PgConnection,
     max_attempts: u32,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "UPDATE background_jobs
-         SET status = 'failed', finished_at = now(), locked_until = NULL,
-             last_error = 'lease expired on every attempt (' || attempts || ')'
-         WHERE status = 'running' AND locked_until < now() AND attempts >= $1",
-    )
-    .bind(max_attempts as i32)
-    .execute(conn)
-    .await
-    .map(|r| r.rows_affected())
+    sqlx::query(FAIL_ABANDONED_SQL)
+        .bind(max_attempts as i32)
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected())
 }
 
 /// Marks `job` done if this claim still holds its lease; 0 rows when another worker took it
