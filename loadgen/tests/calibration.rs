@@ -198,6 +198,7 @@ fn a_stall_gives_the_intended_time_distribution_theory_predicts() {
     assert!(stream.late_no_user >= stream.late - 2);
     // goose times from the actual start: the stall all but vanishes.
     let goose = &summary.goose["GET GET /stall"];
+    assert_eq!((goose.requests, goose.failures), (300, 0));
     assert!(goose.p95_ms < 100.0, "goose p95 {} ms", goose.p95_ms);
     assert!(e.latency.quantile_ms(0.95).unwrap() > 10.0 * goose.p95_ms);
 }
