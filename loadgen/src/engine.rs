@@ -264,6 +264,32 @@ impl Shared {
         Ok(())
     }
 
+    /// goose's view of the run, per `"METHOD label"` (streams of one endpoint together).
+    fn goose_view(&self) -> BTreeMap<String, GooseEndpoint> {
+        let mut merged: BTreeMap<&str, FromStart> = BTreeMap::new();
+        for (target, view) in self.targets.iter().zip(&self.from_start) {
+            let view = view.lock().expect("from-start lock");
+            if view.requests == 0 {
+                continue;
+            }
+            let m = merged.entry(target.goose_key.as_str()).or_default();
+            m.requests += view.requests;
+            m.failures += view.failures;
+            m.latency.merge(&view.latency);
+        }
+        merged
+            .into_iter()
+            .map(|(key, m)| {
+                let endpoint = GooseEndpoint {
+                    requests: m.requests,
+                    failures: m.failures,
+                    p95_ms: m.latency.quantile_ms(0.95).unwrap_or(0.0),
+                };
+                (key.to_owned(), endpoint)
+            })
+            .collect()
+    }
+
     /// Sends an acknowledged event again later, as an at-least-once provider does for a share
     /// of them (once per event, within the run).
     fn maybe_redeliver(&self, item: Scheduled, ended: Duration) {
@@ -411,34 +437,6 @@ pub async fn run_from(
         unsent,
         goose: shared.goose_view(),
     })
-}
-
-impl Shared {
-    /// goose's view of the run, per `"METHOD label"` (streams of one endpoint together).
-    fn goose_view(&self) -> BTreeMap<String, GooseEndpoint> {
-        let mut merged: BTreeMap<&str, FromStart> = BTreeMap::new();
-        for (target, view) in self.targets.iter().zip(&self.from_start) {
-            let view = view.lock().expect("from-start lock");
-            if view.requests == 0 {
-                continue;
-            }
-            let m = merged.entry(target.goose_key.as_str()).or_default();
-            m.requests += view.requests;
-            m.failures += view.failures;
-            m.latency.merge(&view.latency);
-        }
-        merged
-            .into_iter()
-            .map(|(key, m)| {
-                let endpoint = GooseEndpoint {
-                    requests: m.requests,
-                    failures: m.failures,
-                    p95_ms: m.latency.quantile_ms(0.95).unwrap_or(0.0),
-                };
-                (key.to_owned(), endpoint)
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
