@@ -207,7 +207,14 @@ fn ingest_and_drain_are_measured_beside_pgbench() {
         assert!(sent >= expected * 0.95 && sent <= expected + 1.0, "{s}");
         assert_eq!(s["failed"], 0, "{s}");
         assert!(s["p95_ms"].as_f64().unwrap() > 0.0, "{s}");
+        // At these rates the budget needs fewer than 64 users: 64.
+        assert_eq!(s["users"], 64, "{s}");
+        assert!(
+            s["late_wakeup"].is_u64() && s["late_no_user"].is_u64(),
+            "{s}"
+        );
     }
+    assert!(said.contains("| rate /s | users |"), "{said}");
     // Every job the ramp queued was applied by the cron.
     assert!(d["drained"].as_u64().unwrap() >= 100, "{d}");
     assert_eq!(d["drain_left"], 0, "{d}");

@@ -29,8 +29,28 @@ use crate::service_proc::ServiceProcess;
 
 /// The ingest budget: the webhook's p95.
 const INGEST_P95_MS: f64 = 500.0;
-/// Sends later than this: the generator, not the service, is the limit.
+/// A send a waiting user started later than this was woken late: the generator's own CPU.
 const HARNESS_LATE_MS: f64 = 50.0;
+
+/// The generator's users (requests at once) for an ingest step at `rate`: at least the rate
+/// times the budget, so a pool that fills means the service's own latency reached the budget
+/// (Little's law: requests at once = rate × time each), which its p95 from the intended send
+/// time then shows. With a fixed 64, the pool filled at 6400/s once a request took 10 ms, and
+/// the step (p95 3.24 s) was put down to the generator.
+pub fn ingest_users(rate: f64) -> usize {
+    ((rate * INGEST_P95_MS / 1000.0).ceil() as usize).max(64)
+}
+
+/// Whether the generator, not the service, fell behind: more than 1 % of the sends (the p99)
+/// were woken over [`HARNESS_LATE_MS`] late by a user that had taken them in time. Sends no user
+/// was free for are not counted: with [`ingest_users`] that is the service's latency.
+pub fn generator_fell_behind(sent: u64, late_wakeup: u64) -> bool {
+    late_wakeup * 100 > sent
+}
+
+fn legacy_users() -> usize {
+    64
+}
 
 /// One ingest step.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -43,6 +63,27 @@ pub struct IngestStep {
     pub held: bool,
     /// The generator fell behind: the step says nothing of the service.
     pub harness_limited: bool,
+    /// The generator's users ([`ingest_users`]; reports from before c. 2026-12-03: 64).
+    #[serde(default = "legacy_users")]
+    pub users: usize,
+    /// Sends more than 50 ms late because no user was free (the service's latency filled the
+    /// pool), and because a waiting user woke late (the generator's CPU).
+    #[serde(default)]
+    pub late_no_user: u64,
+    #[serde(default)]
+    pub late_wakeup: u64,
+    /// A step between the ceiling and the lowest rate that did not hold (`--refine`).
+    #[serde(default)]
+    pub refining: bool,
+}
+
+/// The ingest ramp: its rates, ascending; the refining steps after the first rate the service
+/// did not hold (each halves the gap below it, as the generator's); each step's length.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestRamp<'a> {
+    pub rates: &'a [f64],
+    pub refine: u32,
+    pub step: Duration,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -84,8 +125,7 @@ pub async fn measure(
     server: &PgServer,
     template: &Template,
     service_bin: &Path,
-    rates: &[f64],
-    step: Duration,
+    ramp: IngestRamp<'_>,
     out: &Path,
 ) -> anyhow::Result<DatabaseCeiling> {
     let arm = scenario
@@ -96,20 +136,18 @@ pub async fn measure(
     let (db, _) = template
         .clone_for_arm(server, "ceiling", arm.switches.counts_cache_fallback)
         .await?;
-    let result = on_clone(scenario, server, &db, arm, service_bin, rates, step, out).await;
+    let result = on_clone(scenario, server, &db, arm, service_bin, ramp, out).await;
     server.drop_database(&db).await?;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn on_clone(
     scenario: &Scenario,
     server: &PgServer,
     db: &str,
     arm: &crate::scenario::Arm,
     service_bin: &Path,
-    rates: &[f64],
-    step: Duration,
+    ramp: IngestRamp<'_>,
     out: &Path,
 ) -> anyhow::Result<DatabaseCeiling> {
     let modelled = modelled_drain_bound(scenario);
@@ -130,15 +168,19 @@ async fn on_clone(
         ServiceProcess::start(service_bin, &env, &out.join("ceiling.service.log")).await?;
 
     let mut steps = Vec::new();
-    let mut rates = rates.iter().copied();
-    let mut rate = rates.next();
-    while let Some(r) = rate {
-        let s = ingest_step(scenario, &service.base, &secrets.webhook, r, step).await?;
+    // The ramp up to the first rate that does not hold, then the refining steps below it.
+    let mut rates = ramp.rates.iter().copied();
+    let mut refining_left = ramp.refine;
+    let mut rate = rates.next().map(|r| (r, false));
+    while let Some((r, refining)) = rate {
+        let mut s = ingest_step(scenario, &service.base, &secrets.webhook, r, ramp.step).await?;
+        s.refining = refining;
         steps.push(s);
         let next = ingest_next(&steps);
         let s = steps.last().expect("a step was just run");
         println!(
-            "ingest at {r}/s: sent {}, failed {}, p95 {}, lateness p99 {} → {}",
+            "ingest at {r}/s{}: sent {}, failed {}, p95 {}, lateness p99 {} → {}",
+            if refining { " (refining)" } else { "" },
             s.sent,
             s.failed,
             crate::report::ms(s.p95_ms),
@@ -150,10 +192,17 @@ async fn on_clone(
                 _ => "did not hold",
             }
         );
+        if crate::interrupt::requested().is_some() {
+            anyhow::bail!("interrupted");
+        }
         rate = match next {
-            IngestNext::Up => rates.next(),
-            IngestNext::Again => Some(r),
-            IngestNext::Stop => None,
+            IngestNext::Again => Some((r, refining)),
+            IngestNext::Up if !refining => rates.next().map(|r| (r, false)),
+            _ if refining_left > 0 => {
+                refining_left -= 1;
+                ingest_refinement(&steps).map(|r| (r, true))
+            }
+            _ => None,
         };
     }
     let d = drain(&url, &service.base, &secrets.cron).await?;
@@ -190,7 +239,7 @@ async fn on_clone(
     drop(fakes);
 
     let pool_max = scenario.limits().pool_max;
-    let reference = pgbench(&url, pool_max, step).await;
+    let reference = pgbench(&url, pool_max, ramp.step).await;
     println!(
         "reference: {}",
         reference.rate.map_or(reference.detail.clone(), |r| format!(
@@ -268,7 +317,7 @@ async fn ingest_step(
             },
             arrival: Arrival::Constant { rate },
             retry: None,
-            max_in_flight: 64,
+            max_in_flight: ingest_users(rate),
             delivery: Default::default(),
         }],
         duration: step,
@@ -291,7 +340,7 @@ async fn ingest_step(
     let failed = e.category_between(FAILED, 0, u32::MAX) + summary.unsent;
     let p95_ms = e.latency.quantile_ms(0.95);
     let lateness_p99_ms = stream.lateness.quantile_ms(0.99);
-    let harness_limited = lateness_p99_ms.is_some_and(|l| l > HARNESS_LATE_MS);
+    let harness_limited = generator_fell_behind(stream.requests, stream.late_wakeup);
     Ok(IngestStep {
         rate,
         sent: stream.requests,
@@ -300,6 +349,10 @@ async fn ingest_step(
         lateness_p99_ms,
         held: !harness_limited && failed == 0 && p95_ms.is_some_and(|p| p <= INGEST_P95_MS),
         harness_limited,
+        users: ingest_users(rate),
+        late_no_user: stream.late_no_user,
+        late_wakeup: stream.late_wakeup,
+        refining: false,
     })
 }
 
@@ -477,15 +530,44 @@ pub fn ingest_run_again(steps: &[IngestStep], i: usize) -> bool {
     steps[i].harness_limited && steps.get(i + 1).is_some_and(|n| n.rate == steps[i].rate)
 }
 
-/// The highest rate that held, counting up from the first step; a step run again is read by
-/// its second run.
-pub fn ingest_ceiling(steps: &[IngestStep]) -> Option<f64> {
+/// The steps that count: a step run again is read by its second run.
+fn read_steps(steps: &[IngestStep]) -> impl Iterator<Item = &IngestStep> {
     (0..steps.len())
         .filter(|&i| !ingest_run_again(steps, i))
         .map(|i| &steps[i])
-        .take_while(|s| s.held)
+}
+
+/// The lowest rate that did not hold (with a verdict or without), if any.
+fn lowest_not_held(steps: &[IngestStep]) -> Option<&IngestStep> {
+    read_steps(steps)
+        .filter(|s| !s.held)
+        .min_by(|a, b| a.rate.total_cmp(&b.rate))
+}
+
+/// The highest rate that held below the lowest that did not.
+pub fn ingest_ceiling(steps: &[IngestStep]) -> Option<f64> {
+    let below = lowest_not_held(steps).map_or(f64::INFINITY, |s| s.rate);
+    read_steps(steps)
+        .filter(|s| s.held && s.rate < below)
         .map(|s| s.rate)
-        .last()
+        .reduce(f64::max)
+}
+
+/// Whether the ramp ended before the service did: no rate failed with a verdict below the
+/// ones that held (every step held, or the generator fell behind at the lowest that did not).
+/// The ceiling is then a lower bound.
+pub fn ingest_open(steps: &[IngestStep]) -> bool {
+    !steps.is_empty() && lowest_not_held(steps).is_none_or(|s| s.harness_limited)
+}
+
+/// The next refining step: halfway (a whole rate) between the ceiling and the lowest rate the
+/// service did not hold. `None` when nothing held, when that lowest step has no verdict (the
+/// generator fell behind: nothing to narrow), or when the gap is under one request a second.
+pub fn ingest_refinement(steps: &[IngestStep]) -> Option<f64> {
+    let failed = lowest_not_held(steps).filter(|s| !s.harness_limited)?.rate;
+    let held = ingest_ceiling(steps)?;
+    let mid = ((held + failed) / 2.0).round();
+    (mid > held && mid < failed).then_some(mid)
 }
 
 #[cfg(test)]
@@ -524,6 +606,26 @@ mod tests {
         );
     }
 
+    /// Enough users that a pool which fills is the service's latency at the budget (Little's
+    /// law), never fewer than 64; the generator fell behind when more than 1 % of its sends
+    /// woke over 50 ms late, whatever the sends no user was free for.
+    #[test]
+    fn a_full_pool_is_the_services_latency_a_late_wakeup_the_generators() {
+        assert_eq!(ingest_users(20.0), 64);
+        assert_eq!(ingest_users(3200.0), 1600);
+        assert_eq!(ingest_users(6400.0), 3200);
+        for rate in [200.0, 3200.0, 6400.0, 12800.0] {
+            let each_ms = ingest_users(rate) as f64 / rate * 1000.0;
+            assert!(
+                each_ms >= INGEST_P95_MS,
+                "{rate}/s: a full pool at {each_ms} ms"
+            );
+        }
+        assert!(!generator_fell_behind(32000, 0));
+        assert!(!generator_fell_behind(32000, 320));
+        assert!(generator_fell_behind(32000, 321));
+    }
+
     fn at(rate: f64, verdict: &str) -> IngestStep {
         IngestStep {
             rate,
@@ -533,6 +635,10 @@ mod tests {
             lateness_p99_ms: Some(1.0),
             held: verdict == "held",
             harness_limited: verdict == "late",
+            users: ingest_users(rate),
+            late_no_user: 0,
+            late_wakeup: 0,
+            refining: false,
         }
     }
 
@@ -560,5 +666,35 @@ mod tests {
         // The first step late, then held on its second run: the ceiling counts it.
         let first = [at(100.0, "late"), at(100.0, "held")];
         assert_eq!(ingest_ceiling(&first), Some(100.0));
+    }
+
+    /// After the first rate the service did not hold, each refining step halves the gap below
+    /// it, and the ceiling is the highest rate that held under the lowest that did not; a gap
+    /// whose top had no verdict is not narrowed.
+    #[test]
+    fn refining_steps_narrow_the_gap_below_the_first_failure() {
+        let mut steps = vec![at(3200.0, "held"), at(6400.0, "no")];
+        assert_eq!(ingest_refinement(&steps), Some(4800.0));
+        steps.push(at(4800.0, "held"));
+        assert_eq!(ingest_ceiling(&steps), Some(4800.0));
+        assert_eq!(ingest_refinement(&steps), Some(5600.0));
+        steps.push(at(5600.0, "no"));
+        assert_eq!(ingest_ceiling(&steps), Some(4800.0));
+        assert_eq!(ingest_refinement(&steps), Some(5200.0));
+        // A refining step the generator fell behind on runs again and is read by that run.
+        steps.push(at(5200.0, "late"));
+        assert_eq!(ingest_next(&steps), IngestNext::Again);
+        steps.push(at(5200.0, "held"));
+        assert_eq!(ingest_ceiling(&steps), Some(5200.0));
+        // Nothing held, or the lowest failure without a verdict: nothing to refine.
+        assert_eq!(ingest_refinement(&[at(100.0, "no")]), None);
+        let late = [at(100.0, "held"), at(200.0, "late"), at(200.0, "late")];
+        assert_eq!(ingest_ceiling(&late), Some(100.0));
+        assert_eq!(ingest_refinement(&late), None);
+        // Every step held: no failure to refine below.
+        assert_eq!(ingest_refinement(&[at(100.0, "held")]), None);
+        // The ceiling is a lower bound only when no rate failed with a verdict.
+        assert!(ingest_open(&[at(100.0, "held")]) && ingest_open(&late));
+        assert!(!ingest_open(&steps) && !ingest_open(&[at(100.0, "no")]));
     }
 }

@@ -457,8 +457,11 @@ pub async fn run(
                 d.server,
                 d.template,
                 d.service_bin,
-                &d.rates,
-                opts.step,
+                database::IngestRamp {
+                    rates: &d.rates,
+                    refine: opts.refine,
+                    step: opts.step,
+                },
                 &opts.out,
             )
             .await?,
@@ -646,12 +649,9 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
         return "\n**Ingest and drain**: not measured (`--no-database`).\n".into();
     };
     // The ramp ended before the service did: every step held, or the generator fell behind.
-    let ingest_open = d
-        .ingest_steps
-        .last()
-        .is_some_and(|s| s.held || s.harness_limited);
+    let ingest_open = database::ingest_open(&d.ingest_steps);
     let mut out = format!(
-        "\n**Ingest** (`EMAIL_SENT` on the queued path, the all-on arm, pool {}): ceiling {} with p95 ≤ 500 ms; {}. **Drain** (background-jobs cron ticked back to back, the per-job work of the fixed path{}): {}; {}. pgbench: {}.\n\n| rate /s | sent | failed | p95 | lateness p99 | held |\n|---|---|---|---|---|---|\n",
+        "\n**Ingest** (`EMAIL_SENT` on the queued path, the all-on arm, pool {}): ceiling {} with p95 ≤ 500 ms; {}. **Drain** (background-jobs cron ticked back to back, the per-job work of the fixed path{}): {}; {}. pgbench: {}.\n\n| rate /s | users | sent | failed | p95 | lateness p99 | > 50 ms late: no user free, woke late | held |\n|---|---|---|---|---|---|---|---|\n",
         d.pool_max,
         match (d.ingest_rate, ingest_open) {
             (None, _) => "— no rate held".into(),
@@ -679,12 +679,16 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
     for (i, s) in d.ingest_steps.iter().enumerate() {
         let again = database::ingest_run_again(&d.ingest_steps, i);
         out.push_str(&format!(
-            "| {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {:.0}{} | {} | {} | {} | {} | {} | {}, {} | {} |\n",
             s.rate,
+            if s.refining { " (refining)" } else { "" },
+            s.users,
             s.sent,
             s.failed,
             crate::report::ms(s.p95_ms),
             crate::report::ms(s.lateness_p99_ms),
+            s.late_no_user,
+            s.late_wakeup,
             if again {
                 "no verdict: the generator fell behind (run again below)"
             } else if s.harness_limited {

@@ -419,7 +419,7 @@ pub struct CeilingArgs {
     pub connections: usize,
     /// After the first step that does not hold, this many more steps, each halfway between the
     /// highest rate that held and the lowest that did not: the ceiling is then known to within
-    /// that gap ÷ 2^N (0: the stepped rates only).
+    /// that gap ÷ 2^N (0: the stepped rates only). For the generator's ramp and the ingest's.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub refine: u32,
     /// Where ceiling.json and ceiling.md go.
