@@ -305,6 +305,7 @@ async fn ingest_step(
     rate: f64,
     step: Duration,
 ) -> anyhow::Result<IngestStep> {
+    let users = ingest_users(rate);
     let plan = Plan {
         host: base.to_owned(),
         streams: vec![Stream {
@@ -317,7 +318,7 @@ async fn ingest_step(
             },
             arrival: Arrival::Constant { rate },
             retry: None,
-            max_in_flight: ingest_users(rate),
+            max_in_flight: users,
             delivery: Default::default(),
         }],
         duration: step,
@@ -349,7 +350,7 @@ async fn ingest_step(
         lateness_p99_ms,
         held: !harness_limited && failed == 0 && p95_ms.is_some_and(|p| p <= INGEST_P95_MS),
         harness_limited,
-        users: ingest_users(rate),
+        users,
         late_no_user: stream.late_no_user,
         late_wakeup: stream.late_wakeup,
         refining: false,
