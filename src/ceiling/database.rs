@@ -566,9 +566,7 @@ pub fn ingest_open(steps: &[IngestStep]) -> bool {
 /// generator fell behind: nothing to narrow), or when the gap is under one request a second.
 pub fn ingest_refinement(steps: &[IngestStep]) -> Option<f64> {
     let failed = lowest_not_held(steps).filter(|s| !s.harness_limited)?.rate;
-    let held = ingest_ceiling(steps)?;
-    let mid = ((held + failed) / 2.0).round();
-    (mid > held && mid < failed).then_some(mid)
+    super::halfway(ingest_ceiling(steps)?, failed)
 }
 
 #[cfg(test)]

@@ -126,6 +126,13 @@ pub fn refinement(steps: &[Step]) -> Option<f64> {
     let (Some(held), Some(failed)) = (ceiling_of(steps).0, lowest_failed(steps)) else {
         return None;
     };
+    halfway(held, failed)
+}
+
+/// The rate halfway between one that held and one that did not, rounded to a whole rate;
+/// `None` when the gap is under one request a second. The generator's and the ingest's
+/// refining steps.
+pub fn halfway(held: f64, failed: f64) -> Option<f64> {
     let mid = ((held + failed) / 2.0).round();
     (mid > held && mid < failed).then_some(mid)
 }
