@@ -220,8 +220,8 @@ fn ingest_and_drain_are_measured_beside_pgbench() {
     assert_eq!(d["drain_left"], 0, "{d}");
     assert!(d["drain_jobs_per_s"].as_f64().unwrap() > 0.0, "{d}");
     // The runner's drain, not smoke's model of GHL (8 workers ÷ ~200 ms, said beside it):
-    // 4 jobs at once per connection of smoke's pool of 10.
-    assert_eq!(d["drain_workers"], 40, "{d}");
+    // 8 jobs at once per connection of smoke's pool of 10.
+    assert_eq!(d["drain_workers"], 80, "{d}");
     assert_eq!(d["drain_modelled_bound"].as_f64(), Some(40.0), "{d}");
     // The claims' EMAIL_SENTs were applied several to a transaction.
     let per_batch = d["drain_jobs_per_batch"].as_f64().unwrap();
@@ -234,7 +234,7 @@ fn ingest_and_drain_are_measured_beside_pgbench() {
     assert!((6.0..20.0).contains(&rows), "{rows} rows per job: {d}");
     assert!(said.contains("rows written per job"), "{said}");
     assert!(
-        said.contains("40 jobs at once, the fake GHL answering at once"),
+        said.contains("80 jobs at once, the fake GHL answering at once"),
         "{said}"
     );
     assert!(said.contains("jobs per transaction"), "{said}");

@@ -541,6 +541,96 @@ async fn a_slow_job_does_not_hold_up_the_others() {
     app.shutdown().await;
 }
 
+/// Two claims run at once, each with its share of the slots: while one claim's batch waits
+/// (its lead is being inserted by another transaction that has not committed), the other
+/// claims' jobs are applied. One claim at a time, the tick stood behind the waiting batch and
+/// nothing was done until it went on.
+#[tokio::test]
+async fn a_waiting_batch_does_not_hold_up_the_next_claim() {
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| {
+        l.worker_concurrency = 4;
+        l.cron_time_budget = Duration::from_secs(20);
+    })
+    .await;
+    let held = "being-inserted@example.test";
+    let events: Vec<(String, String)> = std::iter::once(("evt-wait-held".into(), held.into()))
+        .chain((0..7).map(|i| (format!("evt-next-{i}"), format!("next{i}@example.test"))))
+        .collect();
+    // In id order, the held one first: it is in the first claim.
+    for (event, email) in &events {
+        let r = app.post_webhook(&email_sent(event, 1, email)).await;
+        assert_eq!(r.status(), 202);
+    }
+    let mut holder = app.db().await;
+    let mut lock = sqlx::Connection::begin(&mut holder).await.unwrap();
+    sqlx::query(
+        "INSERT INTO leads (workspace_id, email, first_name, status) VALUES (1, $1, 'held', 'new')",
+    )
+    .bind(held)
+    .execute(&mut *lock)
+    .await
+    .unwrap();
+
+    let tick = app
+        .http
+        .get(format!("{}{JOBS}", app.base))
+        .bearer_auth(common::app::CRON_SECRET)
+        .send();
+    let (answer, done_meanwhile) = tokio::join!(tick, async {
+        let mut conn = app.db().await;
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        let done = loop {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM background_jobs
+                 WHERE status = 'done' AND payload->>'event_id' LIKE 'evt-next-%'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            if done > 0 || std::time::Instant::now() > until {
+                break done;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM background_jobs
+             WHERE status = 'running' AND payload->>'event_id' = 'evt-wait-held'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        lock.rollback().await.unwrap();
+        (done, waiting)
+    });
+    let (done, waiting) = done_meanwhile;
+    assert_eq!(waiting, 1, "the held job's batch was waiting");
+    assert!(
+        done > 0,
+        "no other claim's job was applied while a batch waited"
+    );
+
+    let tick: Value = answer.unwrap().json().await.unwrap();
+    assert_eq!(tick["processed"], 8, "{tick}");
+    assert_eq!(
+        app.scalar(
+            "SELECT count(DISTINCT provider_event_id) FROM messages
+             WHERE provider_event_id LIKE 'evt-wait-%' OR provider_event_id LIKE 'evt-next-%'"
+        )
+        .await,
+        8
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT count(*) FROM messages
+             WHERE provider_event_id LIKE 'evt-wait-%' OR provider_event_id LIKE 'evt-next-%'"
+        )
+        .await,
+        8,
+        "each event applied once"
+    );
+    app.shutdown().await;
+}
+
 /// A claim that fails (not for lack of time) ends the tick like a job's error does: no more
 /// claims, but the jobs already running finish and are marked before the error is answered
 /// (returning at once dropped them mid-effect: their leases had to expire before they ran

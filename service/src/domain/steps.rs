@@ -33,6 +33,16 @@ impl Steps {
         }
     }
 
+    /// Adds `other`'s steps to these (a task's steps, into its path's): each step's total.
+    pub fn add(&mut self, other: &Steps) {
+        for (name, took) in &other.marks {
+            match self.marks.iter_mut().find(|(n, _)| *n == *name) {
+                Some((_, total)) => *total += *took,
+                None => self.marks.push((*name, *took)),
+            }
+        }
+    }
+
     /// The steps as they are logged, e.g. `claim=1.25ms apply=0.40ms` (`None` when disabled).
     pub fn line(&self) -> Option<String> {
         self.enabled.then(|| {
@@ -77,5 +87,22 @@ mod tests {
             .unwrap();
         assert!(claim >= 4.0, "two sleeps of 2 ms add up: {line}");
         assert!(Steps::new(false).line().is_none());
+    }
+
+    #[test]
+    fn a_tasks_steps_add_to_its_paths() {
+        let mut path = Steps::new(true);
+        path.marks = vec![("wait", Duration::from_millis(1))];
+        let mut task = Steps::new(true);
+        task.marks = vec![
+            ("claim", Duration::from_millis(2)),
+            ("wait", Duration::from_millis(3)),
+        ];
+        path.add(&task);
+        path.add(&task);
+        assert_eq!(path.line().unwrap(), "wait=7.00ms claim=4.00ms");
+        let mut off = Steps::new(false);
+        off.add(&task);
+        assert!(off.line().is_none());
     }
 }

@@ -219,15 +219,19 @@ async fn background_jobs_tick(
     steps.mark("abandoned");
     // A pipeline of at most `worker_concurrency` jobs: when one ends, the next is claimed (a
     // provider call does not hold up the others, nor wait for the slowest of a round). A claim
-    // takes as many jobs as there are free slots, and applies its `EMAIL_SENT`s together on
-    // its own connection; every other job, and each applied job's GHL call, is a task. The
-    // claim's connection is taken only while a job's is free, so the tick holds at most
-    // `worker_concurrency` connections; no job is claimed unless the longest so far still fits
-    // the budget.
+    // takes as many jobs as there are free slots, up to its share, and applies its
+    // `EMAIL_SENT`s together on its own connection; [`CLAIMS_AT_ONCE`] claims run at once, so
+    // one batch is applied while the next is claimed. Every other job, and each applied job's
+    // GHL call, is a task of its own. A claim reserves its slots before it takes a connection,
+    // so the tick holds at most `worker_concurrency` connections; no job is claimed unless the
+    // longest so far still fits the budget.
     let concurrency = limits.worker_concurrency.max(1) as usize;
+    let share = concurrency.div_ceil(CLAIMS_AT_ONCE);
+    // Jobs claimed (or reserved by a claim under way), against the tick's batch limit.
     let mut handled = 0u64;
-    // Jobs claimed and not yet ended.
+    // Slots taken: jobs claimed and not yet ended, and the slots of claims under way.
     let mut in_flight = 0usize;
+    let mut claims = 0usize;
     let mut ends = Ends {
         claiming: true,
         ..Ends::default()
@@ -236,52 +240,28 @@ async fn background_jobs_tick(
     // The GHL calls' outbox rows to settle, written with the next claim or at the end.
     let settles = Arc::new(std::sync::Mutex::new(Vec::new()));
     loop {
-        while ends.claiming && in_flight < concurrency {
+        while ends.claiming && claims < CLAIMS_AT_ONCE && in_flight < concurrency {
             let left = u64::from(limits.cron_batch_limit).saturating_sub(handled);
             if left == 0 || budget.work_left() <= ends.longest_job {
                 report.budget_exhausted = true;
                 ends.claiming = false;
                 break;
             }
-            let want = ((concurrency - in_flight) as u64).min(left) as i64;
-            let claimed = claim_next(state, tally, &budget, want, &settles, &mut steps).await;
-            let (conn, batch) = match claimed {
-                Ok(Some((conn, batch))) if !batch.is_empty() => (conn, batch),
-                Ok(Some(_)) => {
-                    ends.claiming = false;
-                    break;
-                }
-                Ok(None) => {
-                    report.budget_exhausted = true;
-                    ends.claiming = false;
-                    break;
-                }
-                // Like a job's error: the jobs already running end (and are marked) first.
-                Err(e) => {
-                    ends.failed.get_or_insert(e);
-                    ends.claiming = false;
-                    break;
-                }
-            };
-            handled += batch.len() as u64;
-            in_flight += batch.len();
-            let started = start(state, tally, conn, batch, budget, &settles, &mut running).await;
-            steps.mark("apply");
-            if let Some(n) = started.batched {
-                report.batches += 1;
-                report.batched += n;
-            }
-            for (job, outcome, took) in started.at_once {
-                in_flight -= 1;
-                ends.record(&mut report, job, outcome, took);
-            }
+            let want = (concurrency - in_flight).min(share).min(left as usize);
+            handled += want as u64;
+            in_flight += want;
+            claims += 1;
+            let (state, tally, settles) = (state.clone(), tally.clone(), settles.clone());
+            running.spawn(
+                async move { claim_and_start(&state, &tally, budget, want, &settles).await },
+            );
         }
         let joined = running.join_next().await;
         steps.mark("wait");
         let Some(first) = joined else {
             break;
         };
-        // With it, every job that has ended meanwhile, so the next claim takes as many as
+        // With it, every task that has ended meanwhile, so the next claim takes as many as
         // there are free slots: a claim per ended job made the claims the bottleneck when jobs
         // are quick (258 jobs/s against the rounds' 571 with GHL answering at once).
         let mut ended = vec![first];
@@ -289,11 +269,60 @@ async fn background_jobs_tick(
             ended.push(joined);
         }
         for joined in ended {
-            // A job's task is never aborted: an error here is its panic, passed on.
-            let (job, outcome, took) =
-                joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            in_flight -= 1;
-            ends.record(&mut report, job, outcome, took);
+            // A task is never aborted: an error here is its panic, passed on.
+            match joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
+                Task::Job((job, outcome, took)) => {
+                    in_flight -= 1;
+                    ends.record(&mut report, job, outcome, took);
+                }
+                Task::Claim {
+                    reserved,
+                    claimed,
+                    steps: its,
+                } => {
+                    claims -= 1;
+                    steps.add(&its);
+                    let started = match claimed {
+                        Ok(Some(started)) => started,
+                        // No connection before the tick's work deadline.
+                        Ok(None) => {
+                            report.budget_exhausted = true;
+                            ends.claiming = false;
+                            Started::default()
+                        }
+                        // Like a job's error: the jobs already running end (and are marked)
+                        // first.
+                        Err(e) => {
+                            ends.failed.get_or_insert(e);
+                            ends.claiming = false;
+                            Started::default()
+                        }
+                    };
+                    // The slots reserved and not claimed are free again; a claim that found
+                    // nothing found the queue drained.
+                    let unused = reserved - started.claimed;
+                    in_flight -= unused;
+                    handled -= unused as u64;
+                    if started.claimed == 0 {
+                        ends.claiming = false;
+                    }
+                    if let Some(n) = started.batched {
+                        report.batches += 1;
+                        report.batched += n;
+                    }
+                    for (job, outcome, took) in started.at_once {
+                        in_flight -= 1;
+                        ends.record(&mut report, job, outcome, took);
+                    }
+                    for follow in started.follow {
+                        let (state, tally, settles) =
+                            (state.clone(), tally.clone(), settles.clone());
+                        running.spawn(async move {
+                            Task::Job(follow.run(&state, &tally, budget, &settles).await)
+                        });
+                    }
+                }
+            }
         }
     }
     let Ends { cut, failed, .. } = ends;
@@ -431,21 +460,67 @@ fn sent_event(job: &jobs::Job) -> Result<events::EmailEvent, String> {
         .and_then(events::validate)
 }
 
+/// Claims at once in a background-jobs tick, each with its share of the tick's slots and its
+/// own connection: while one claim's batch is applied, the next is claimed and applied beside
+/// it. One at a time, a tick was a chain (settle and claim, then apply) that left a third of the
+/// machine idle in the drain ceiling. Two claims of half the slots each halve the batches (two
+/// at ~15 jobs a transaction gained little over one at ~30); the ceiling runs twice the jobs at
+/// once, so each batch stays at ~32 (see `DRAIN_JOBS_PER_CONNECTION` in the harness).
+pub const CLAIMS_AT_ONCE: usize = 2;
+
+/// A task of a background-jobs tick, at its end.
+enum Task {
+    /// A job's.
+    Job(Ended),
+    /// A claim's: the slots it reserved, and what its batch came to (`None`: no connection
+    /// before the tick's work deadline), with its steps' timings.
+    Claim {
+        reserved: usize,
+        claimed: Result<Option<Started>, AppError>,
+        steps: Steps,
+    },
+}
+
+/// Claims up to `want` jobs and starts them ([`claim_next`], then [`start`]).
+async fn claim_and_start(
+    state: &AppState,
+    tally: &Tally,
+    budget: Budget,
+    want: usize,
+    settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
+) -> Task {
+    let mut steps = Steps::new(state.switches().log_slow_paths);
+    let claimed = match claim_next(state, tally, &budget, want as i64, settles, &mut steps).await {
+        Ok(Some((conn, batch))) => {
+            let started = start(state, tally, conn, batch, budget).await;
+            steps.mark("apply");
+            Ok(Some(started))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    Task::Claim {
+        reserved: want,
+        claimed,
+        steps,
+    }
+}
+
 /// Starts a claimed batch. Its `EMAIL_SENT`s are applied together on the claim's connection
 /// `conn` ([`events::apply_sent_jobs`]: nine round trips for the batch, as many as one job
 /// alone takes); then each applied job's GHL call is a task of its own. Every other job (a GHL
 /// sync, a malformed payload) is a task of its own ([`run_job`]); so is a lone `EMAIL_SENT`, and
-/// each of the batch's when the batch fails, where an error is its job's alone.
+/// each of the batch's when the batch fails, where an error is its job's alone. The tasks are
+/// the caller's to spawn, once the claim's connection has gone back.
 async fn start(
     state: &AppState,
-    tally: &Arc<Tally>,
+    tally: &Tally,
     mut conn: CronConn,
     batch: Vec<jobs::Job>,
     budget: Budget,
-    settles: &Arc<std::sync::Mutex<Vec<jobs::GhlSettle>>>,
-    running: &mut tokio::task::JoinSet<Ended>,
 ) -> Started {
     let started = Instant::now();
+    let claimed = batch.len();
     let (mut sent, mut rest) = (Vec::new(), Vec::new());
     for job in batch {
         match sent_event(&job) {
@@ -453,7 +528,7 @@ async fn start(
             _ => rest.push(job),
         }
     }
-    let (mut at_once, mut batched) = (Vec::new(), None);
+    let (mut at_once, mut follow, mut batched) = (Vec::new(), Vec::new(), None);
     // A batch of one is a job of its own: its error is its own at once.
     if sent.len() > 1 && !budget.spent() {
         let pairs: Vec<(&jobs::Job, &events::EmailEvent)> =
@@ -464,17 +539,12 @@ async fn start(
                 batched = Some(applied.len() as u64);
                 for ((job, ev), applied) in sent.drain(..).zip(applied) {
                     match applied {
-                        events::JobApplied::Applied => {
-                            let (state, tally, settles) =
-                                (state.clone(), tally.clone(), settles.clone());
-                            running.spawn(async move {
-                                events::sync_applied(
-                                    &state, &tally, &ev, &budget, &settles, committed,
-                                )
-                                .await;
-                                (job, Ok(JobOutcome::Done), started.elapsed())
-                            });
-                        }
+                        events::JobApplied::Applied => follow.push(Follow::Sync {
+                            job,
+                            ev,
+                            committed,
+                            started,
+                        }),
                         events::JobApplied::Duplicate => {
                             at_once.push((job, Ok(JobOutcome::Done), started.elapsed()))
                         }
@@ -492,26 +562,67 @@ async fn start(
             ),
         }
     }
-    // The claim's connection goes back before the jobs' tasks take theirs.
-    drop(conn);
     rest.extend(sent.into_iter().map(|(job, _)| job));
-    for job in rest {
-        let (state, tally, settles) = (state.clone(), tally.clone(), settles.clone());
-        running.spawn(async move {
-            let started = Instant::now();
-            let outcome = run_job(&state, &tally, &job, &budget, &settles).await;
-            (job, outcome, started.elapsed())
-        });
+    follow.extend(rest.into_iter().map(Follow::Run));
+    Started {
+        claimed,
+        at_once,
+        follow,
+        batched,
     }
-    Started { at_once, batched }
 }
 
 /// What [`start`] came to.
+#[derive(Default)]
 struct Started {
+    /// The jobs claimed.
+    claimed: usize,
     /// The jobs that ended at once.
     at_once: Vec<Ended>,
+    /// The jobs that go on as tasks of their own.
+    follow: Vec<Follow>,
     /// The jobs applied together in one transaction, if there was one.
     batched: Option<u64>,
+}
+
+/// A claimed job that goes on as a task of its own.
+enum Follow {
+    /// Applied with its batch (committed at `committed`, started at `started`): its GHL call.
+    Sync {
+        job: jobs::Job,
+        ev: events::EmailEvent,
+        committed: Instant,
+        started: Instant,
+    },
+    /// Run on its own ([`run_job`]).
+    Run(jobs::Job),
+}
+
+impl Follow {
+    async fn run(
+        self,
+        state: &AppState,
+        tally: &Tally,
+        budget: Budget,
+        settles: &std::sync::Mutex<Vec<jobs::GhlSettle>>,
+    ) -> Ended {
+        match self {
+            Follow::Sync {
+                job,
+                ev,
+                committed,
+                started,
+            } => {
+                events::sync_applied(state, tally, &ev, &budget, settles, committed).await;
+                (job, Ok(JobOutcome::Done), started.elapsed())
+            }
+            Follow::Run(job) => {
+                let started = Instant::now();
+                let outcome = run_job(state, tally, &job, &budget, settles).await;
+                (job, outcome, started.elapsed())
+            }
+        }
+    }
 }
 
 enum JobOutcome {
