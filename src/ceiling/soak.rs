@@ -1,9 +1,9 @@
 //! The generator's memory over a long run: it sends at one fixed rate to the trivial endpoint
 //! while its own resident set (`VmRSS`, Linux's `/proc/self/status`) is read every second.
 //!
-//! Its recording is bounded (HDR histograms, per-second windows), so once warmed up (the
-//! connections open, the histograms sized, the allocator's arenas filled) the RSS must stay
-//! flat. Judged after the warm-up, the first tenth of the run: growth = the highest later
+//! Its recording is bounded (HDR histograms; per-second windows, packed once a minute old),
+//! so once warmed up (the connections open, the histograms sized, the allocator's arenas
+//! filled) the RSS must stay flat. Judged after the warm-up, the first tenth of the run: growth = the highest later
 //! sample ÷ the sample at the end of the warm-up − 1; it holds below [`MAX_GROWTH`].
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -287,19 +287,18 @@ async fn background_jobs_tick(
                         // No connection before the tick's work deadline.
                         Ok(None) => {
                             report.budget_exhausted = true;
-                            ends.claiming = false;
                             Started::default()
                         }
                         // Like a job's error: the jobs already running end (and are marked)
                         // first.
                         Err(e) => {
                             ends.failed.get_or_insert(e);
-                            ends.claiming = false;
                             Started::default()
                         }
                     };
                     // The slots reserved and not claimed are free again; a claim that found
-                    // nothing found the queue drained.
+                    // nothing (the queue drained, no connection in time, or an error) ends the
+                    // claiming.
                     let unused = reserved - started.claimed;
                     in_flight -= unused;
                     handled -= unused as u64;
