@@ -118,11 +118,17 @@ async fn metrics_expose_pool_requests_and_per_request_work() {
     app.shutdown().await;
 }
 
+/// The tests that cut a `BEGIN` or count on none being cut run one at a time: the count of
+/// unanswered `BEGIN`s (`inbox_service::db::unanswered_begins`) is the process's.
+static BEGINS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A request cut while its `BEGIN` is in flight leaves the server inside a transaction sqlx
 /// does not know about; lent again, that connection would swallow the next borrower's
 /// autocommit writes (a webhook acknowledged 202, then lost). It must be closed instead.
 #[tokio::test]
 async fn a_connection_left_in_a_transaction_is_not_lent_again() {
+    let _one_at_a_time = BEGINS.lock().await;
+    let unanswered = inbox_service::db::unanswered_begins();
     let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.pool_max = 1).await;
     let pool = app.state.pool.clone();
 
@@ -144,7 +150,7 @@ async fn a_connection_left_in_a_transaction_is_not_lent_again() {
         async move {
             let mut conn = pool.acquire().await.unwrap();
             let begin = sqlx::AssertSqlSafe("BEGIN; SELECT pg_sleep(0.5)");
-            let _tx = sqlx::Connection::begin_with(&mut *conn, begin).await;
+            let _tx = inbox_service::db::begin_with(&mut conn, begin).await;
             std::future::pending::<()>().await;
         }
     })
@@ -166,6 +172,59 @@ async fn a_connection_left_in_a_transaction_is_not_lent_again() {
     assert_ne!(
         pid, clean_pid,
         "the connection left in a transaction was lent again"
+    );
+    assert_eq!(
+        inbox_service::db::unanswered_begins(),
+        unanswered,
+        "the closed connection did not settle the cut BEGIN"
+    );
+    app.shutdown().await;
+}
+
+/// While no `BEGIN` is unanswered, a released connection is lent again without the release
+/// check's round trip (`db::released_clean`): the server's last statement on it is still the
+/// borrower's, not the check's.
+#[tokio::test]
+async fn a_release_asks_the_server_only_after_a_cut_begin() {
+    let _one_at_a_time = BEGINS.lock().await;
+    let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.pool_max = 1).await;
+    let pool = app.state.pool.clone();
+    assert_eq!(inbox_service::db::unanswered_begins(), 0);
+    let last_statement = |pid: i32| {
+        let app = &app;
+        async move {
+            let mut other = app.db().await;
+            sqlx::query_scalar::<_, String>("SELECT query FROM pg_stat_activity WHERE pid = $1")
+                .bind(pid)
+                .fetch_one(&mut other)
+                .await
+                .unwrap()
+        }
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let pid = backend_pid(&mut conn).await;
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        last_statement(pid).await,
+        "SELECT pg_backend_pid()",
+        "a release asked the server with no BEGIN unanswered"
+    );
+
+    // A BEGIN that fails counts as unanswered: the next release asks, finds the connection
+    // clean (the failed BEGIN left no transaction) and lends it again.
+    let mut conn = pool.acquire().await.unwrap();
+    let failed = inbox_service::db::begin_with(&mut conn, sqlx::AssertSqlSafe("SELECT 1/0"))
+        .await
+        .is_err();
+    assert!(failed, "a BEGIN that fails answered with a transaction");
+    assert_eq!(inbox_service::db::unanswered_begins(), 1);
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        last_statement(pid).await,
+        "SELECT now() = statement_timestamp()",
+        "a release after an unanswered BEGIN did not ask the server"
     );
     app.shutdown().await;
 }

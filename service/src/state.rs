@@ -189,18 +189,18 @@ impl AppState {
         }
         // A request cut at the function limit can leave its connection inside a transaction
         // sqlx does not know about (see [`crate::db::outside_transaction`]): such a connection
-        // is closed on release, never lent again.
+        // is closed on release, never lent again ([`crate::db::released_clean`]).
         let pool = PgPoolOptions::new()
             .max_connections(config.limits.pool_max)
             .acquire_timeout(config.limits.acquire_timeout)
-            .after_release(|conn, _| Box::pin(crate::db::outside_transaction(conn)))
+            .after_release(|conn, _| Box::pin(crate::db::released_clean(conn)))
             .test_before_acquire(false)
             .before_acquire(|conn, meta| Box::pin(crate::db::alive_unless_fresh(conn, meta)))
             .connect_lazy_with(options.clone());
         let ops_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_millis(500))
-            .after_release(|conn, _| Box::pin(crate::db::outside_transaction(conn)))
+            .after_release(|conn, _| Box::pin(crate::db::released_clean(conn)))
             .test_before_acquire(false)
             .before_acquire(|conn, meta| Box::pin(crate::db::alive_unless_fresh(conn, meta)))
             .connect_lazy_with(options);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 use crate::domain::{jobs, ledger, steps::Steps, ticks::Budget};
 use crate::error::AppError;
@@ -313,7 +313,7 @@ pub async fn apply_sent_sync(
     let mut steps = Steps::new(state.switches().log_slow_paths);
     let mut conn = state.acquire(tally).await?;
     steps.mark("acquire");
-    let mut tx = conn.begin().await?;
+    let mut tx = crate::db::begin(&mut conn).await?;
     if sent_effects(state, &mut tx, tally, &[ev], &mut steps).await? != [true] {
         tx.commit().await?;
         return Ok(Handled::Duplicate);
@@ -565,7 +565,7 @@ pub async fn apply_other(
     ev: &EmailEvent,
 ) -> Result<Handled, AppError> {
     let mut conn = state.acquire(tally).await?;
-    let mut tx = conn.begin().await?;
+    let mut tx = crate::db::begin(&mut conn).await?;
     let lead: Option<i64> =
         sqlx::query_scalar("SELECT id FROM leads WHERE workspace_id = $1 AND email = $2")
             .bind(ev.workspace_id)

@@ -11,7 +11,7 @@
 //! always the atomic one, so the P0 cascade comes from the burst alone.
 
 use chrono::NaiveDate;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 use crate::error::{AppError, Category};
 use crate::state::{AppState, Tally};
@@ -42,7 +42,7 @@ pub async fn offer_slot(
                 return Err(e);
             }
         };
-        let mut tx = conn.begin().await?;
+        let mut tx = crate::db::begin(&mut conn).await?;
         let current: Option<i32> = sqlx::query_scalar(
             "SELECT offered FROM slot_offer_ledger WHERE workspace_id = $1 AND slot_date = $2 FOR UPDATE",
         )
@@ -99,7 +99,7 @@ pub async fn count_many(
     }
     let (workspaces, days): (Vec<i64>, Vec<NaiveDate>) = counts.iter().copied().unzip();
     let result = async {
-        let mut savepoint = conn.begin().await?;
+        let mut savepoint = crate::db::begin(conn).await?;
         // Grouped, so each row is updated once; in key order, so two writers lock alike.
         let written = sqlx::query(
             "INSERT INTO slot_offer_ledger (workspace_id, slot_date, offered)
