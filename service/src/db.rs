@@ -110,13 +110,14 @@ pub fn unanswered_begins() -> u64 {
     UNANSWERED_BEGINS.load(Ordering::SeqCst)
 }
 
-/// A connection idle for less than this passed [`outside_transaction`] on its release that
-/// recently, so it is lent again without a ping of its own.
+/// A connection idle for less than this answered sqlx's release ping (and, after an unanswered
+/// `BEGIN`, [`released_clean`]'s check) that recently, so it is lent again without a ping of its
+/// own.
 pub const FRESH: Duration = Duration::from_millis(100);
 
 /// Whether an idle connection may be lent again: pinged first only when it has been idle for
-/// [`FRESH`] or longer (a broken one is closed, and another taken or opened). Its release check
-/// ([`outside_transaction`]) is a round trip to the server already, and under load a connection
+/// [`FRESH`] or longer (a broken one is closed, and another taken or opened). Its release (sqlx's
+/// ping on every release) is a round trip to the server already, and under load a connection
 /// comes back within milliseconds; sqlx's own ping before every acquire was a second round trip
 /// per borrow. `cargo bench --bench webhook` (AMD EPYC, 2 cores), run with this, with the ping,
 /// then with this again: the webhook's verify + parse + enqueue 348, 488, 324 µs; a one-row
