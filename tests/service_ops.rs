@@ -181,11 +181,11 @@ async fn a_connection_left_in_a_transaction_is_not_lent_again() {
     app.shutdown().await;
 }
 
-/// While no `BEGIN` is unanswered, a released connection is lent again without the release
+/// While no `BEGIN` is unanswered (cut or failed), a released connection is lent again without the release
 /// check's round trip (`db::released_clean`): the server's last statement on it is still the
 /// borrower's, not the check's.
 #[tokio::test]
-async fn a_release_asks_the_server_only_after_a_cut_begin() {
+async fn a_release_asks_the_server_only_after_an_unanswered_begin() {
     let _one_at_a_time = BEGINS.lock().await;
     let app = TestApp::spawn_with(Switches::all_fixed(), |l| l.pool_max = 1).await;
     let pool = app.state.pool.clone();
