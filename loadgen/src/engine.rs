@@ -8,7 +8,9 @@
 //! counts dropped iterations — and its latency still runs from when it was due; other streams
 //! are untouched. Retries the provider would make go back into their stream's queue. What goose
 //! would report (each request timed from its actual start) is kept alongside, for contrast:
-//! timed here, with goose's own per-request metrics off (see [`GooseEndpoint`]).
+//! timed here, with goose's own per-request metrics off (see [`GooseEndpoint`]). goose runs the
+//! users, the scenarios and the end of the run; the requests go on the engine's own client
+//! ([`crate::http`]), a third of what goose's reqwest client cost a request.
 //!
 //! goose's killswitch, logger and ctrl-c handler are process-wide: run one attack at a time.
 
@@ -16,12 +18,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use tokio::time::Instant;
 
 use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType};
-use goose::goose::{
-    GooseMethod, GooseRequest, GooseUser, Scenario, Transaction, TransactionResult,
-};
+use goose::goose::{GooseUser, Scenario, Transaction, TransactionResult};
 use goose::GooseAttack;
 
 use crate::dispatch::{Dispatcher, Taken};
@@ -38,6 +40,8 @@ pub enum LoadgenError {
     EmptyPlan,
     #[error("stream {0:?} has max_in_flight 0: it could never send")]
     NoUsers(String),
+    #[error("the plan's host {0:?} is not an http:// URL: the generator speaks plain HTTP/1.1")]
+    Host(String),
 }
 
 /// goose's view of one endpoint: each request timed from its actual start, not its intended
@@ -66,6 +70,9 @@ pub struct RunSummary {
 
 struct Shared {
     plan: Plan,
+    /// The plan's host, parsed, and the client that sends to it.
+    base: reqwest::Url,
+    client: crate::http::Client,
     /// Per stream, what does not change from one request to the next.
     targets: Vec<Target>,
     /// Per stream, goose's view of its requests (a lock each: streams do not contend).
@@ -88,33 +95,87 @@ struct FromStart {
     latency: Hist,
 }
 
-/// A stream's label and URL, made once: goose's `get_request_builder` joins and parses the
-/// URL on every request (two parses and three strings), which showed in the generator's
-/// profile at its ceiling.
+/// A stream's label and request target, made once: parsing the URL of every request showed in
+/// the generator's profile at its ceiling (goose's `get_request_builder` joined and parsed it,
+/// two parses and three strings).
 struct Target {
     label: String,
     /// The key goose would give its metrics: `"METHOD label"`.
     goose_key: String,
-    /// The stream's path, and its URL on the plan's host (`None`: the host does not parse as
-    /// a base, left to goose to report).
+    /// The stream's path, and the request target it makes on the plan's host (origin form:
+    /// the path and query of the host's URL joined with it, as goose would join them).
     path: String,
-    url: Option<reqwest::Url>,
+    uri: hyper::Uri,
 }
 
 impl Target {
-    fn of(plan: &Plan, index: usize) -> Self {
+    fn of(plan: &Plan, base: &reqwest::Url, index: usize) -> Result<Self, LoadgenError> {
         let endpoint = &plan.streams[index].endpoint;
         let request = endpoint.request(index, 0, &plan.run_id, 0);
         let path = request.path;
-        let url = reqwest::Url::parse(&plan.host)
-            .and_then(|base| base.join(&path))
-            .ok();
+        let uri = origin_form(base, &path).ok_or_else(|| LoadgenError::Host(plan.host.clone()))?;
         let label = endpoint.label();
-        Self {
+        Ok(Self {
             goose_key: format!("{} {label}", request.method.as_str()),
             label,
             path,
-            url,
+            uri,
+        })
+    }
+}
+
+/// `path` joined onto `base` (goose's `build_url`: a path from the root replaces the host's
+/// own), as the origin-form target an HTTP/1.1 request line carries; `None` if it does not
+/// make one.
+fn origin_form(base: &reqwest::Url, path: &str) -> Option<hyper::Uri> {
+    let url = base.join(path).ok()?;
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    hyper::Uri::try_from(target).ok()
+}
+
+/// The request the client sends for `request` (its body moved out); an error when a header
+/// the endpoint made is not one HTTP can carry.
+fn http_request(
+    uri: hyper::Uri,
+    request: &mut crate::traffic::Request,
+) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
+    let mut builder = hyper::Request::builder()
+        .method(request.method.clone())
+        .uri(uri);
+    for (k, v) in &request.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    builder.body(
+        request
+            .body
+            .take()
+            .map(Bytes::from)
+            .unwrap_or_default()
+            .into(),
+    )
+}
+
+/// What came back for one arrival, as the recording keeps it.
+struct Reply {
+    outcome: Outcome,
+    db_writes: Option<u32>,
+    external_calls: Option<u32>,
+    categories: Vec<String>,
+    service_time: Option<Duration>,
+}
+
+impl Reply {
+    /// No response: a connection error, a timeout, or a request that could not be made.
+    fn failed(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            db_writes: None,
+            external_calls: None,
+            categories: Vec::new(),
+            service_time: None,
         }
     }
 }
@@ -128,7 +189,9 @@ impl Shared {
         }
     }
 
-    async fn step(&self, stream_index: usize, user: &mut GooseUser) -> TransactionResult {
+    /// One arrival of `stream_index`'s stream, sent on the shared client: goose's user only
+    /// runs the loop (its reqwest client is not used, see [`crate::http`]).
+    async fn step(&self, stream_index: usize) -> TransactionResult {
         let epoch = self.dispatch.epoch();
         if let Some(tx) = self.epoch_out.lock().expect("epoch lock").take() {
             let _ = tx.send(epoch);
@@ -159,65 +222,21 @@ impl Shared {
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let request = stream
-            .endpoint
-            .request(item.stream, item.seq, &self.plan.run_id, unix_now);
-        let method = if request.method == reqwest::Method::POST {
-            GooseMethod::Post
+        let mut request =
+            stream
+                .endpoint
+                .request(item.stream, item.seq, &self.plan.run_id, unix_now);
+        let uri = if request.path == target.path {
+            Some(target.uri.clone())
         } else {
-            GooseMethod::Get
+            origin_form(&self.base, &request.path)
         };
-        let builder = match &target.url {
-            Some(url) if request.path == target.path => {
-                Ok(user.client.request(request.method.clone(), url.clone()))
-            }
-            _ => user.get_request_builder(&method, &request.path),
+        let reply = match uri.map(|uri| http_request(uri, &mut request)) {
+            Some(Ok(http)) => self.exchange(http).await,
+            // A path or header the endpoint made that HTTP cannot carry: nothing was sent.
+            _ => Reply::failed(Outcome::Error),
         };
-        let mut builder = match builder {
-            Ok(b) => b.timeout(self.plan.client_timeout),
-            Err(e) => {
-                self.dispatch.finished();
-                return Err(e);
-            }
-        };
-        for (k, v) in &request.headers {
-            builder = builder.header(k, v);
-        }
-        if let Some(body) = request.body.clone() {
-            builder = builder.body(body);
-        }
-        let goose_request = GooseRequest::builder()
-            .method(method)
-            .path(request.path.as_str())
-            .name(label.as_str())
-            .set_request_builder(builder)
-            .build();
-        let (outcome, writes, calls, categories, service_time) =
-            match user.request(goose_request).await {
-                Ok(goose) => match goose.response {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let header =
-                            |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-                        let number = |name: &str| header(name).and_then(|v| v.parse().ok());
-                        let (w, c) = (
-                            number(incident_wire::DB_WRITES_HEADER),
-                            number(incident_wire::EXTERNAL_CALLS_HEADER),
-                        );
-                        let categories = header(incident_wire::ERROR_CATEGORY_HEADER)
-                            .map(|v| v.split(',').map(str::to_owned).collect())
-                            .unwrap_or_default();
-                        let service_time = header(incident_wire::SERVER_TIMING_HEADER)
-                            .and_then(incident_wire::parse_server_timing);
-                        // Read the whole body: the latency ends with the last byte.
-                        let _ = response.bytes().await;
-                        (Outcome::Status(status), w, c, categories, service_time)
-                    }
-                    Err(e) if e.is_timeout() => (Outcome::Timeout, None, None, Vec::new(), None),
-                    Err(_) => (Outcome::Error, None, None, Vec::new(), None),
-                },
-                Err(_) => (Outcome::Error, None, None, Vec::new(), None),
-            };
+        let outcome = reply.outcome;
         let ended = Instant::now();
         {
             let mut view = self.from_start[item.stream]
@@ -235,12 +254,12 @@ impl Shared {
             started: started.saturating_duration_since(epoch),
             ended: ended.saturating_duration_since(epoch),
             outcome,
-            db_writes: writes,
-            external_calls: calls,
+            db_writes: reply.db_writes,
+            external_calls: reply.external_calls,
             retry: item.attempt > 0,
             delivery: item.delivery,
-            categories,
-            service_time,
+            categories: reply.categories,
+            service_time: reply.service_time,
         };
         {
             let mut rec = self.recording.lock().expect("recording lock");
@@ -262,6 +281,28 @@ impl Shared {
         self.dispatch.finished();
         self.finish_if_done();
         Ok(())
+    }
+
+    /// Sends `http` within the plan's client timeout and reads what the service said of it.
+    async fn exchange(&self, http: hyper::Request<Full<Bytes>>) -> Reply {
+        let answer =
+            match tokio::time::timeout(self.plan.client_timeout, self.client.send(http)).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => return Reply::failed(Outcome::Error),
+                Err(_elapsed) => return Reply::failed(Outcome::Timeout),
+            };
+        let header = |name: &str| answer.headers.get(name).and_then(|v| v.to_str().ok());
+        let number = |name: &str| header(name).and_then(|v| v.parse().ok());
+        Reply {
+            outcome: Outcome::Status(answer.status.as_u16()),
+            db_writes: number(incident_wire::DB_WRITES_HEADER),
+            external_calls: number(incident_wire::EXTERNAL_CALLS_HEADER),
+            categories: header(incident_wire::ERROR_CATEGORY_HEADER)
+                .map(|v| v.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            service_time: header(incident_wire::SERVER_TIMING_HEADER)
+                .and_then(incident_wire::parse_server_timing),
+        }
     }
 
     /// goose's view of the run, per `"METHOD label"` (streams of one endpoint together).
@@ -362,10 +403,15 @@ pub async fn run_from(
     // An upper bound: the run normally ends as soon as the schedule is done and nothing is in
     // flight (the killswitch above); this covers the last arrival timing out.
     let run_secs = (START_DELAY + plan.duration + plan.client_timeout).as_secs() as usize + 2;
+    let host_err = || LoadgenError::Host(plan.host.clone());
+    let base = reqwest::Url::parse(&plan.host).map_err(|_| host_err())?;
+    let client = crate::http::Client::new(&base).ok_or_else(host_err)?;
     let shared = Arc::new(Shared {
         targets: (0..plan.streams.len())
-            .map(|i| Target::of(&plan, i))
-            .collect(),
+            .map(|i| Target::of(&plan, &base, i))
+            .collect::<Result<_, _>>()?,
+        base,
+        client,
         dispatch: Dispatcher::new(schedule, plan.streams.len(), START_DELAY),
         from_start: plan.streams.iter().map(|_| Mutex::default()).collect(),
         recording,
@@ -379,9 +425,9 @@ pub async fn run_from(
     // weights as users, goose gives each scenario exactly its weight in users.
     for (index, stream) in plan.streams.iter().enumerate() {
         let step = shared.clone();
-        let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
+        let transaction = Transaction::new(Arc::new(move |_user: &mut GooseUser| {
             let step = step.clone();
-            Box::pin(async move { step.step(index, user).await })
+            Box::pin(async move { step.step(index).await })
         }))
         .set_name("open-model arrival");
         let scenario = Scenario::new(&format!("stream {index}"))
@@ -424,9 +470,9 @@ pub async fn run_from(
     let attack = *attack
         .set_default(GooseDefault::NoGzip, true)
         .map_err(goose_err)?;
-    // One client shared by every user (clones share its connection pool). A client per user
-    // loads the system's CA certificates once each: with hundreds of users that was 2–3 s of
-    // both cores at the start of every run, for nothing (the requests carry their cookies).
+    // goose gives every user a reqwest client, which sends nothing here (requests go through
+    // crate::http): one shared by every user, as a client per user loads the system's CA
+    // certificates once each, 2–3 s of both cores at the start of a run with hundreds of users.
     let client = goose::client::GooseClientBuilder::new().without_cookies();
     let attack = attack
         .set_client_builder_without_cookies(client)
@@ -456,11 +502,12 @@ mod tests {
         }
     }
 
-    /// The URL made once per stream is the one goose makes on every request (`get_base_url`
-    /// parses the host, `build_url` joins the path onto it), for a host with a path of its own
-    /// too; a host that does not parse leaves every request to goose, which reports it.
+    /// The request target made once per stream is the path and query of the URL goose would
+    /// make on every request (`get_base_url` parses the host, `build_url` joins the path onto
+    /// it), for a host with a path of its own too; a host that is not plain HTTP is refused
+    /// before anything is sent, naming it.
     #[test]
-    fn a_stream_url_is_the_one_goose_would_build() {
+    fn a_stream_target_is_the_one_goose_would_build() {
         let endpoints = [
             Endpoint::Cron {
                 path: "/api/cron/background-jobs".into(),
@@ -487,15 +534,27 @@ mod tests {
         for host in ["http://127.0.0.1:9", "http://[::1]:9/prefix/"] {
             let plan = plan_on(host);
             for (i, endpoint) in endpoints.iter().enumerate() {
-                let target = Target::of(&plan, i);
+                let base = reqwest::Url::parse(host).unwrap();
+                let target = Target::of(&plan, &base, i).unwrap();
                 let path = endpoint.request(i, 7, "t", 1).path;
                 assert_eq!(target.path, path);
                 assert_eq!(target.label, endpoint.label());
                 let goose = reqwest::Url::parse(host).unwrap().join(&path).unwrap();
-                assert_eq!(target.url.as_ref(), Some(&goose), "{host} {path}");
-                assert!(goose.as_str().ends_with(&path) && !goose.as_str().contains("prefix"));
+                let origin = &goose.as_str()[goose.as_str().find(&path).unwrap()..];
+                assert_eq!(target.uri.to_string(), origin, "{host} {path}");
+                assert!(!goose.as_str().contains("prefix"));
             }
         }
-        assert_eq!(Target::of(&plan_on("not a host"), 0).url, None);
+        for host in ["not a host", "https://127.0.0.1:9"] {
+            let recording = Arc::new(Mutex::new(Recording::default()));
+            let err = tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(run(plan_on(host), recording))
+                .unwrap_err();
+            assert!(
+                matches!(&err, LoadgenError::Host(h) if h == host),
+                "{err:?}"
+            );
+        }
     }
 }

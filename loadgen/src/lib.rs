@@ -12,6 +12,7 @@
 
 pub mod dispatch;
 pub mod engine;
+pub mod http;
 pub mod plan;
 pub mod record;
 pub mod traffic;

@@ -405,7 +405,7 @@ pub struct CeilingArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1000,2000,4000,8000,16000,24000,32000,48000,64000"
+        default_value = "1000,2000,4000,8000,16000,24000,32000,48000,64000,96000,128000"
     )]
     pub rates: Vec<f64>,
     /// How long each step, and wrk, runs.

@@ -1,0 +1,268 @@
+//! The generator's HTTP/1.1 client: keep-alive connections to the one host a plan targets,
+//! straight on hyper's connection API.
+//!
+//! goose's users send through reqwest, whose request path (URL handling, the redirect policy,
+//! hyper-util's pool keyed by scheme and authority, its timeout layer) was about two thirds of
+//! the user-space instructions a request cost the generator (`scripts/generator-instructions`).
+//! A plan targets one plain-HTTP host, so a request needs none of that: take an idle connection
+//! (the last one given back, still warm) or open one, send, read the body to its last byte,
+//! give the connection back. As with reqwest's pool, the connections open at once never exceed
+//! the requests in flight, which the streams' `max_in_flight` bound. TCP_NODELAY is set, as
+//! reqwest sets it; redirects are not followed (a 3xx is recorded as what the service said).
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{HeaderValue, HOST};
+use hyper_util::rt::TokioIo;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("could not connect to {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the exchange failed")]
+    Http(#[from] hyper::Error),
+}
+
+/// A plan's host, as the client reaches it.
+#[derive(Debug)]
+pub struct Client {
+    /// Where to connect: `host:port`, an IPv6 host in brackets.
+    addr: String,
+    /// The `Host` header every request carries.
+    host: HeaderValue,
+    /// Connections no request holds, the most recently given back last.
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+/// What the service answered: the status and headers (the body was read to its end).
+pub type Answer = hyper::http::response::Parts;
+
+impl Client {
+    /// The client for `base`, an `http://` URL; `None` for anything else (https, a host that
+    /// does not parse).
+    pub fn new(base: &reqwest::Url) -> Option<Self> {
+        if base.scheme() != "http" {
+            return None;
+        }
+        let host = base.host_str()?;
+        let port = base.port_or_known_default()?;
+        let header = match base.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        Some(Self {
+            addr: format!("{host}:{port}"),
+            host: HeaderValue::from_str(&header).ok()?,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Sends `request` (its URI in origin form, `/path?query`) and reads the response to its
+    /// last byte. A request an idle connection could not take (the server had closed it) goes
+    /// on a new one; one that was written and then failed is not sent again.
+    pub async fn send(
+        &self,
+        mut request: hyper::Request<Full<Bytes>>,
+    ) -> Result<Answer, SendError> {
+        request.headers_mut().insert(HOST, self.host.clone());
+        loop {
+            let (mut sender, fresh) = match self.idle_ready().await {
+                Some(sender) => (sender, false),
+                None => (self.connect().await?, true),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    body.collect().await?;
+                    self.idle.lock().expect("idle lock").push(sender);
+                    return Ok(parts);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: the connection closed as it was taken. A new one is tried
+                    // once; if that fails too, the error stands.
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// An idle connection ready for a request, dropping those the server has closed.
+    async fn idle_ready(&self) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let mut sender = self.idle.lock().expect("idle lock").pop()?;
+            // Ready at once unless the connection is still finishing the last exchange.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+        let connect_err = |source| SendError::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
+        let stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(connect_err)?;
+        stream.set_nodelay(true).map_err(connect_err)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        // The connection's own task reads and writes the socket; it ends when the server
+        // closes it or the last sender is dropped (a request timed out, the run ended).
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    /// Connections open and idle now.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().expect("idle lock").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn get(path: &str) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::get(path).body(Full::default()).unwrap()
+    }
+
+    /// A server on loopback that counts the connections it accepts and hands each to `serve`
+    /// in a task of its own.
+    async fn listen<F, Fut>(serve: F) -> (reqwest::Url, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url =
+            reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream));
+            }
+        });
+        (url, accepted)
+    }
+
+    /// A server that answers each request with its Host header and path.
+    async fn server() -> (reqwest::Url, Arc<AtomicUsize>) {
+        listen(|stream| async move {
+            let service = hyper::service::service_fn(|req: hyper::Request<_>| async move {
+                let host = req.headers()[HOST].to_str().unwrap().to_owned();
+                let text = format!("{host} {}", req.uri());
+                Ok::<_, std::convert::Infallible>(
+                    hyper::Response::builder()
+                        .header("x-echo", text)
+                        .body(Full::new(Bytes::from_static(b"body")))
+                        .unwrap(),
+                )
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = conn.await;
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_kept_and_reused_with_the_host_header_set() {
+        let (url, accepted) = server().await;
+        let client = Client::new(&url).unwrap();
+        for path in ["/a", "/b?x=1", "/c"] {
+            let answer = client.send(get(path)).await.unwrap();
+            let echo = answer.headers["x-echo"].to_str().unwrap();
+            let authority = format!("127.0.0.1:{}", url.port().unwrap());
+            assert_eq!(echo, format!("{authority} {path}"));
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "three requests, one connection"
+        );
+        assert_eq!(client.idle(), 1);
+    }
+
+    /// A server that answers one request per connection and then closes it, without
+    /// `Connection: close`: the client sees the close and opens a new connection for the next
+    /// request instead of failing it.
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_replaced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (url, accepted) = listen(|mut stream| async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before its request ended");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+        })
+        .await;
+        let client = Client::new(&url).unwrap();
+        for _ in 0..3 {
+            let answer = client.send(get("/")).await.unwrap();
+            assert_eq!(answer.status, 200);
+            // Time for the client's connection task to read the close (not a timing check:
+            // without it, a request may be written before the close is seen, and fail as it
+            // would with any client).
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "one connection per request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_that_refuses_is_a_connect_error_naming_it() {
+        // A port bound and released: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/prefix/")).unwrap();
+        let err = Client::new(&url).unwrap().send(get("/")).await.unwrap_err();
+        assert!(
+            matches!(&err, SendError::Connect { addr, .. } if *addr == format!("127.0.0.1:{port}")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_plain_http_host_has_a_client() {
+        let client = |s: &str| Client::new(&reqwest::Url::parse(s).unwrap());
+        assert!(client("https://127.0.0.1:9").is_none());
+        let v6 = client("http://[::1]:9/prefix/").unwrap();
+        assert_eq!(
+            (v6.addr.as_str(), v6.host.to_str().unwrap()),
+            ("[::1]:9", "[::1]:9")
+        );
+        let default_port = client("http://localhost").unwrap();
+        assert_eq!(default_port.addr, "localhost:80");
+        assert_eq!(default_port.host.to_str().unwrap(), "localhost");
+    }
+}
