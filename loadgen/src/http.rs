@@ -86,8 +86,8 @@ impl Client {
                     return Ok(parts);
                 }
                 Err(mut e) => match e.take_message() {
-                    // Not written: the connection closed as it was taken. A new one is tried
-                    // once; if that fails too, the error stands.
+                    // Not written: the idle connection closed as it was taken. The request
+                    // goes on the next idle one or a new one; on a new one, an error stands.
                     Some(unsent) if !fresh => request = unsent,
                     _ => return Err(e.into_error().into()),
                 },
@@ -125,7 +125,8 @@ impl Client {
     }
 
     /// Connections open and idle now.
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.idle.lock().expect("idle lock").len()
     }
 }
