@@ -10,6 +10,15 @@ use serde_json::Value;
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn ceiling(args: &[&str], path: Option<&str>) -> (Output, Value, String) {
+    ceiling_with(args, path, &[])
+}
+
+/// [`ceiling`] with `env` set for the command (and the service it starts).
+fn ceiling_with(
+    args: &[&str],
+    path: Option<&str>,
+    env: &[(&str, &str)],
+) -> (Output, Value, String) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_incident-lab"));
@@ -18,7 +27,8 @@ fn ceiling(args: &[&str], path: Option<&str>) -> (Output, Value, String) {
         .arg("--out")
         .arg(out.path())
         .env_remove("DATABASE_URL")
-        .env_remove("INCIDENT_LAB_POSTGRES");
+        .env_remove("INCIDENT_LAB_POSTGRES")
+        .envs(env.iter().copied());
     if let Some(p) = path {
         cmd.env("PATH", p);
     }
@@ -30,6 +40,24 @@ fn ceiling(args: &[&str], path: Option<&str>) -> (Output, Value, String) {
     let md = std::fs::read_to_string(out.path().join("ceiling.md")).unwrap();
     assert!(md.starts_with("# Harness ceilings"), "{md}");
     (run, serde_json::from_str(&json).unwrap(), said)
+}
+
+/// A short ingest ramp on a local Postgres with smoke's settings: `rates`, `refine` steps.
+fn ingest_args<'a>(rates: &'a str, refine: &'a str) -> [&'a str; 12] {
+    [
+        "--rates",
+        "200",
+        "--ingest-rates",
+        rates,
+        "--refine",
+        refine,
+        "--step",
+        "2s",
+        "--postgres",
+        "local",
+        "--scenario",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml"),
+    ]
 }
 
 /// Each step sends its rate × its time, on the schedule's clock; wrk, where installed, runs on
@@ -182,21 +210,7 @@ fn a_schedule_that_cannot_be_kept_holds_no_rate() {
 /// are theirs.
 #[test]
 fn ingest_and_drain_are_measured_beside_pgbench() {
-    let (run, report, said) = ceiling(
-        &[
-            "--rates",
-            "200",
-            "--ingest-rates",
-            "20,40",
-            "--step",
-            "2s",
-            "--postgres",
-            "local",
-            "--scenario",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml"),
-        ],
-        None,
-    );
+    let (run, report, said) = ceiling(&ingest_args("20,40", "2"), None);
     assert_eq!(run.status.code(), Some(0), "{said}");
     let d = &report["database"];
     let steps = d["ingest_steps"].as_array().unwrap();
@@ -213,6 +227,9 @@ fn ingest_and_drain_are_measured_beside_pgbench() {
             s["late_wakeup"].is_u64() && s["late_no_user"].is_u64(),
             "{s}"
         );
+        // Every request was answered 202, and each left its job.
+        assert_eq!(s["accepted"], s["sent"], "{s}");
+        assert_eq!(s["queued"], s["sent"], "{s}");
     }
     assert!(said.contains("| rate /s | users |"), "{said}");
     // Every job the ramp queued was applied by the cron.
@@ -256,4 +273,25 @@ fn ingest_and_drain_are_measured_beside_pgbench() {
         said.contains("**Ingest**") && said.contains("pgbench:"),
         "{said}"
     );
+}
+
+/// A service that answers 202 before its job commits (a deliberate bug: it writes nothing)
+/// holds no ingest rate, however fast its answers: the step counts the jobs behind its 202s.
+#[test]
+fn an_ingest_that_loses_its_jobs_holds_no_rate() {
+    let (run, report, said) = ceiling_with(
+        &ingest_args("20", "0"),
+        None,
+        &[("INBOX_SERVICE_TEST_FAULTS", "ack_before_commit")],
+    );
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    let d = &report["database"];
+    let step = &d["ingest_steps"][0];
+    assert_eq!(step["failed"], 0, "{step}");
+    assert!(step["accepted"].as_u64().unwrap() >= 38, "{step}");
+    assert_eq!(step["queued"], 0, "{step}");
+    assert_eq!(step["held"], false, "{step}");
+    assert!(d["ingest_rate"].is_null(), "{d}");
+    assert!(said.contains("only 0 queued"), "{said}");
+    assert!(said.contains("202s without their job"), "{said}");
 }

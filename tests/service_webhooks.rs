@@ -513,3 +513,198 @@ async fn one_id_under_two_types_is_two_events() {
         app.shutdown().await;
     }
 }
+
+/// Posts every event at once; returns each answer's status and `status` field (or `error`), in
+/// order.
+fn answers(app: &TestApp, events: Vec<Value>) -> tokio::task::JoinHandle<Vec<(u16, String)>> {
+    let mut posts = tokio::task::JoinSet::new();
+    for (i, event) in events.into_iter().enumerate() {
+        let post = app.signed_post(&event);
+        posts.spawn(async move {
+            let r = post.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            let said = body.get("status").or(body.get("error"));
+            (
+                i,
+                status,
+                said.and_then(Value::as_str).unwrap_or("").to_owned(),
+            )
+        });
+    }
+    tokio::spawn(async move {
+        let mut answers = posts.join_all().await;
+        answers.sort();
+        answers
+            .into_iter()
+            .map(|(_, status, said)| (status, said))
+            .collect()
+    })
+}
+
+/// Holds every insert into the job queue until the returned connection commits.
+async fn hold_the_queue(app: &TestApp) -> sqlx::PgConnection {
+    let mut holder = app.db().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE background_jobs IN SHARE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+/// Both flush tasks busy: two enqueues sent one after the other, each in a statement of its
+/// own, held by the lock. Returns their answers.
+async fn occupy_the_flushers(
+    app: &TestApp,
+    ids: [&str; 2],
+) -> Vec<tokio::task::JoinHandle<Vec<(u16, String)>>> {
+    assert_eq!(inbox_service::domain::intake::FLUSHERS, ids.len());
+    let mut heads = Vec::new();
+    for id in ids {
+        let before = app.state.intake.written().statements;
+        heads.push(answers(app, vec![email_sent(id, 3, "head@example.test")]));
+        common::app::eventually(async || app.state.intake.written().statements == before + 1).await;
+    }
+    heads
+}
+
+/// Queued enqueues that arrive while others are written go to Postgres together, one statement
+/// for the lot, and each keeps its own answer: new, a duplicate of a queued key, 422 for a
+/// workspace that does not exist. Two deliveries of one event never share a statement: the
+/// later is a duplicate of the earlier.
+#[tokio::test]
+async fn enqueues_arriving_together_share_a_statement_and_keep_their_answers() {
+    let app = TestApp::spawn(async_on()).await;
+    let old = email_sent("evt-gc-old", 3, "old@example.test");
+    assert_eq!(app.post_webhook(&old).await.status(), 202);
+    let twin = email_sent("evt-gc-twin", 4, "twin@example.test");
+    let mut events: Vec<Value> = (0..20)
+        .map(|i| email_sent(&format!("evt-gc-{i}"), 3 + i % 2, "many@example.test"))
+        .collect();
+    events.extend([
+        old,
+        twin.clone(),
+        twin,
+        email_sent("evt-gc-nowhere", 987_654, "x@example.test"),
+    ]);
+    let queued = events.len();
+
+    let mut holder = hold_the_queue(&app).await;
+    let heads = occupy_the_flushers(&app, ["evt-gc-head-0", "evt-gc-head-1"]).await;
+    let written = app.state.intake.written();
+    let rest = answers(&app, events);
+    common::app::eventually(async || app.state.intake.waiting() == queued).await;
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    for head in heads {
+        assert_eq!(head.await.unwrap(), [(202, "accepted".to_owned())]);
+    }
+    let rest = rest.await.unwrap();
+    for (i, answer) in rest[..20].iter().enumerate() {
+        assert_eq!(*answer, (202, "accepted".to_owned()), "event {i}");
+    }
+    assert_eq!(
+        rest[20],
+        (202, "duplicate".to_owned()),
+        "the event queued before"
+    );
+    // The twins' statements may run side by side on the two flushers: either can be first.
+    let mut twins = [rest[21].clone(), rest[22].clone()];
+    twins.sort();
+    assert_eq!(
+        twins,
+        [(202, "accepted".to_owned()), (202, "duplicate".to_owned())],
+        "the twins"
+    );
+    assert_eq!(rest[23].0, 422, "{:?}", rest[23]);
+    assert!(rest[23].1.contains("workspace_id"), "{:?}", rest[23]);
+    // The 24 queued requests: one statement, and one more for the second twin.
+    let now = app.state.intake.written();
+    assert_eq!(
+        now.statements - written.statements,
+        2,
+        "{written:?} then {now:?}"
+    );
+    assert_eq!(now.rows - written.rows, queued as u64);
+    assert_eq!(
+        app.metric("enqueue_statements_total").await,
+        now.statements as f64
+    );
+    assert_eq!(app.metric("enqueue_rows_total").await, now.rows as f64);
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE kind = 'email_sent'")
+            .await,
+        1 + 2 + 20 + 1
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key LIKE '%evt-gc-nowhere'")
+            .await,
+        0
+    );
+    app.shutdown().await;
+}
+
+/// A row Postgres refuses (a NUL in the payload: jsonb has no such character) fails its own
+/// request only: the statement it shared is split, and the others are written one by one.
+#[tokio::test]
+async fn a_refused_row_fails_only_its_own_enqueue() {
+    use inbox_service::domain::events::{EmailEvent, EventKind};
+    use inbox_service::domain::jobs::Enqueued;
+    use inbox_service::state::Tally;
+    use std::sync::Arc;
+
+    let app = TestApp::spawn(async_on()).await;
+    let event = |id: &str| EmailEvent {
+        event_id: id.to_owned(),
+        kind: EventKind::Sent,
+        workspace_id: 3,
+        lead_email: "nul@example.test".to_owned(),
+        occurred_at: chrono::Utc::now(),
+        subject: "s".to_owned(),
+    };
+    let mut holder = hold_the_queue(&app).await;
+    let heads = occupy_the_flushers(&app, ["evt-nul-head-0", "evt-nul-head-1"]).await;
+    let written = app.state.intake.written();
+    let mut enqueues = tokio::task::JoinSet::new();
+    for (i, payload) in [
+        json!({"ok": 1}),
+        json!({"bad": "a\u{0}b"}),
+        json!({"ok": 2}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let state = app.state.clone();
+        let ev = event(&format!("evt-nul-{i}"));
+        enqueues.spawn(async move {
+            let tally = Arc::new(Tally::default());
+            let outcome = state.intake.enqueue(&state, &tally, &ev, payload).await;
+            (i, outcome.map_err(|e| e.to_string()), tally.writes())
+        });
+        common::app::eventually(async || app.state.intake.waiting() == i + 1).await;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    for head in heads {
+        assert_eq!(head.await.unwrap(), [(202, "accepted".to_owned())]);
+    }
+    let mut outcomes = enqueues.join_all().await;
+    outcomes.sort_by_key(|o| o.0);
+
+    assert_eq!(outcomes[0], (0, Ok(Enqueued::New), 1));
+    assert_eq!(outcomes[2], (2, Ok(Enqueued::New), 1));
+    let (_, refused, writes) = &outcomes[1];
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("Unicode")),
+        "{refused:?}"
+    );
+    assert_eq!(*writes, 0);
+    assert_eq!(
+        app.state.intake.written().statements - written.statements,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key LIKE '%evt-nul-_'")
+            .await,
+        2
+    );
+    app.shutdown().await;
+}

@@ -118,12 +118,17 @@ pub enum AppError {
     /// 500: anything else.
     #[error("internal: {0:#}")]
     Internal(#[from] anyhow::Error),
+    /// One failure answered to several requests (a group-committed enqueue's statement):
+    /// status, category and message are the inner error's.
+    #[error("{0}")]
+    Shared(std::sync::Arc<AppError>),
 }
 
 impl AppError {
     /// The error category, when the failure has one.
     pub fn category(&self) -> Option<Category> {
         match self {
+            AppError::Shared(e) => e.category(),
             AppError::Db(e) => Category::of_sqlx(e),
             AppError::Provider { category, .. } => *category,
             _ => None,
@@ -132,6 +137,7 @@ impl AppError {
 
     fn status(&self) -> StatusCode {
         match self {
+            AppError::Shared(e) => e.status(),
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -147,11 +153,21 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// The error itself: the inner one of a [`AppError::Shared`].
+    fn unshared(&self) -> &AppError {
+        match self {
+            AppError::Shared(e) => e.unshared(),
+            e => e,
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         let category = self.category();
-        let message = match &self {
+        let message = match self.unshared() {
             // Client errors say exactly what was wrong with the request.
             AppError::BadRequest(m)
             | AppError::NotFound(m)

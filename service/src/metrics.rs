@@ -119,6 +119,9 @@ pub struct Gauges {
     pub pool_size: u32,
     pub pool_idle: u32,
     pub pool_waiters: u64,
+    /// The queued `EMAIL_SENT`'s statements so far and the jobs they carried (group commit).
+    pub enqueue_statements: u64,
+    pub enqueue_rows: u64,
     /// Job queue depth by status; `None` when it could not be read in time.
     pub queue: Option<Vec<(String, i64)>>,
     pub switches: BTreeMap<&'static str, bool>,
@@ -276,6 +279,14 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "# TYPE {name} gauge\n{name} {value}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP {0} Statements that wrote queued EMAIL_SENT jobs (group commit).\n# TYPE {0} counter\n{0} {1}\n# HELP {2} Queued EMAIL_SENT jobs those statements carried.\n# TYPE {2} counter\n{2} {3}",
+            names::ENQUEUE_STATEMENTS,
+            gauges.enqueue_statements,
+            names::ENQUEUE_ROWS,
+            gauges.enqueue_rows
+        );
         let _ = writeln!(
             out,
             "# HELP {0} Background jobs by status (-1: not readable in time).\n# TYPE {0} gauge",

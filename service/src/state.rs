@@ -90,6 +90,18 @@ impl Tally {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Marks the request as waiting for a pooled connection (or not): a queued enqueue waits
+    /// for its statement's.
+    pub fn set_waiting_for_pool(&self, waiting: bool) {
+        self.waiting_for_pool.store(waiting, Ordering::Relaxed);
+    }
+
+    /// Adds `waited` to the request's time waiting for pooled connections.
+    pub fn add_pool_wait(&self, waited: Duration) {
+        self.pool_wait_us
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// Whether the request is blocked on `acquire()` right now.
     pub fn waiting_for_pool(&self) -> bool {
         self.waiting_for_pool.load(Ordering::Relaxed)
@@ -171,6 +183,8 @@ pub struct Inner {
     pub counts_memory: Mutex<HashMap<String, CachedCounts>>,
     /// Per scope, held while its live counts are computed: one live query per scope at a time.
     pub counts_computing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The queued `EMAIL_SENT` enqueues, written together (group commit).
+    pub intake: crate::domain::intake::Intake,
 }
 
 impl std::ops::Deref for AppState {
@@ -219,6 +233,7 @@ impl AppState {
             waiters: AtomicU64::new(0),
             counts_memory: Mutex::new(HashMap::new()),
             counts_computing: Mutex::new(HashMap::new()),
+            intake: Default::default(),
         })))
     }
 

@@ -75,6 +75,22 @@ pub struct IngestStep {
     /// A step between the ceiling and the lowest rate that did not hold (`--refine`).
     #[serde(default)]
     pub refining: bool,
+    /// Answered 202 (queued) by the service, and the step's jobs found in the queue after it:
+    /// each 202 says its row has committed, so a step with fewer rows than 202s lost work and
+    /// does not hold, however fast it was. `None` in reports from before 2026-12-05.
+    #[serde(default)]
+    pub accepted: Option<u64>,
+    #[serde(default)]
+    pub queued: Option<u64>,
+}
+
+impl IngestStep {
+    /// 202s with no row in the queue behind them.
+    pub fn lost(&self) -> u64 {
+        self.accepted
+            .zip(self.queued)
+            .map_or(0, |(a, q)| a.saturating_sub(q))
+    }
 }
 
 /// The ingest ramp: its rates, ascending; the refining steps after the first rate the service
@@ -172,20 +188,41 @@ async fn on_clone(
     let mut rates = ramp.rates.iter().copied();
     let mut refining_left = ramp.refine;
     let mut rate = rates.next().map(|r| (r, false));
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .context("connecting to count the ingest's jobs")?;
     while let Some((r, refining)) = rate {
-        let mut s = ingest_step(scenario, &service.base, &secrets.webhook, r, ramp.step).await?;
+        let run_id = format!("ingest-{r}-{}", steps.len());
+        let mut s = ingest_step(
+            scenario,
+            &service.base,
+            &secrets.webhook,
+            r,
+            ramp.step,
+            &run_id,
+        )
+        .await?;
         s.refining = refining;
+        let queued = jobs_of(&mut conn, &run_id).await?;
+        s.queued = Some(queued);
+        if s.lost() > 0 {
+            // Lost work is the service's failure, whatever the generator did.
+            s.held = false;
+            s.harness_limited = false;
+        }
         steps.push(s);
         let next = ingest_next(&steps);
         let s = steps.last().expect("a step was just run");
         println!(
-            "ingest at {r}/s{}: sent {}, failed {}, p95 {}, lateness p99 {} → {}",
+            "ingest at {r}/s{}: sent {}, failed {}, p95 {}, lateness p99 {}, {} → {}",
             if refining { " (refining)" } else { "" },
             s.sent,
             s.failed,
             crate::report::ms(s.p95_ms),
             crate::report::ms(s.lateness_p99_ms),
+            queued_words(s),
             match (s.harness_limited, next) {
+                _ if s.lost() > 0 => "did not hold (202s without their job)",
                 (true, IngestNext::Again) => "the generator fell behind (no verdict): once more",
                 (true, _) => "the generator fell behind again (no verdict)",
                 (false, _) if s.held => "held",
@@ -302,12 +339,34 @@ pub fn modelled_drain_bound(scenario: &Scenario) -> Option<f64> {
     (mean_ms > 0.0).then(|| f64::from(scenario.service.worker_concurrency) / (mean_ms / 1000.0))
 }
 
+/// A step's 202s and the jobs behind them (`accepted 202, queued N`).
+pub fn queued_words(s: &IngestStep) -> String {
+    match (s.accepted, s.queued) {
+        (Some(a), Some(q)) if q < a => format!("{a} answered 202, only {q} queued"),
+        (Some(a), Some(q)) => format!("{a} answered 202, {q} queued"),
+        _ => "202s and queued jobs not counted".into(),
+    }
+}
+
+/// The jobs the service queued for the events of the run `run_id` (their ids start with it; a
+/// run id is `ingest-RATE-STEP`, nothing `LIKE` treats specially).
+async fn jobs_of(conn: &mut sqlx::PgConnection, run_id: &str) -> anyhow::Result<u64> {
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key LIKE $1")
+            .bind(format!("email:EMAIL_SENT:{run_id}-%"))
+            .fetch_one(conn)
+            .await
+            .context("counting the ingest step's jobs")?;
+    Ok(n as u64)
+}
+
 async fn ingest_step(
     scenario: &Scenario,
     base: &str,
     secret: &str,
     rate: f64,
     step: Duration,
+    run_id: &str,
 ) -> anyhow::Result<IngestStep> {
     let users = ingest_users(rate);
     let plan = Plan {
@@ -330,7 +389,7 @@ async fn ingest_step(
         poisson: false,
         client_timeout: Duration::from_secs(5),
         late_after: Duration::from_millis(HARNESS_LATE_MS as u64),
-        run_id: format!("ingest-{rate}"),
+        run_id: run_id.to_owned(),
         shard: Default::default(),
     };
     let recording = std::sync::Arc::new(std::sync::Mutex::new(Recording::default()));
@@ -358,6 +417,8 @@ async fn ingest_step(
         late_no_user: stream.late_no_user,
         late_wakeup: stream.late_wakeup,
         refining: false,
+        accepted: Some(e.status_counts.get("202").copied().unwrap_or(0)),
+        queued: None,
     })
 }
 
@@ -641,6 +702,8 @@ mod tests {
             users: ingest_users(rate),
             late_no_user: 0,
             late_wakeup: 0,
+            accepted: None,
+            queued: None,
             refining: false,
         }
     }

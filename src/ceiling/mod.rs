@@ -658,7 +658,7 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
     // The ramp ended before the service did: every step held, or the generator fell behind.
     let ingest_open = database::ingest_open(&d.ingest_steps);
     let mut out = format!(
-        "\n**Ingest** (`EMAIL_SENT` on the queued path, the all-on arm, pool {}): ceiling {} with p95 ≤ 500 ms; {}. **Drain** (background-jobs cron ticked back to back, the per-job work of the fixed path{}): {}; {}. pgbench: {}.\n\n| rate /s | users | sent | failed | p95 | lateness p99 | > 50 ms late: no user free, woke late | held |\n|---|---|---|---|---|---|---|---|\n",
+        "\n**Ingest** (`EMAIL_SENT` on the queued path, the all-on arm, pool {}): ceiling {} with p95 ≤ 500 ms; {}. **Drain** (background-jobs cron ticked back to back, the per-job work of the fixed path{}): {}; {}. pgbench: {}.\n\nA step holds only if every request it answered 202 left its job in the queue.\n\n| rate /s | users | sent | failed | p95 | lateness p99 | > 50 ms late: no user free, woke late | 202s, jobs queued | held |\n|---|---|---|---|---|---|---|---|---|\n",
         d.pool_max,
         match (d.ingest_rate, ingest_open) {
             (None, _) => "— no rate held".into(),
@@ -686,7 +686,7 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
     for (i, s) in d.ingest_steps.iter().enumerate() {
         let again = database::ingest_run_again(&d.ingest_steps, i);
         out.push_str(&format!(
-            "| {:.0}{} | {} | {} | {} | {} | {} | {}, {} | {} |\n",
+            "| {:.0}{} | {} | {} | {} | {} | {} | {}, {} | {} | {} |\n",
             s.rate,
             if s.refining { " (refining)" } else { "" },
             s.users,
@@ -696,7 +696,13 @@ fn database_body(d: Option<&DatabaseCeiling>) -> String {
             crate::report::ms(s.lateness_p99_ms),
             s.late_no_user,
             s.late_wakeup,
-            if again {
+            match (s.accepted, s.queued) {
+                (Some(a), Some(q)) => format!("{a}, {q}"),
+                _ => "—".into(),
+            },
+            if s.lost() > 0 {
+                "**no**: 202s without their job"
+            } else if again {
                 "no verdict: the generator fell behind (run again below)"
             } else if s.harness_limited {
                 "no verdict: the generator fell behind"

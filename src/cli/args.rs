@@ -429,7 +429,7 @@ pub struct CeilingArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "100,200,400,800,1600,3200,6400,12800"
+        default_value = "100,200,400,800,1600,3200,6400,12800,25600"
     )]
     pub ingest_rates: Vec<f64>,
     /// The scenario whose dataset, Postgres settings, service limits and all-on arm the

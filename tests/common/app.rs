@@ -128,26 +128,24 @@ impl TestApp {
     pub async fn post_webhooks_concurrently(&self, events: Vec<Value>) -> Vec<u16> {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, event) in events.into_iter().enumerate() {
-            let url = format!("{}/api/webhooks/email", self.base);
-            let http = self.http.clone();
-            tasks.spawn(async move {
-                let body = serde_json::to_vec(&event).unwrap();
-                let ts = chrono_now();
-                let sig = sign_webhook(WEBHOOK_SECRET, ts, &body);
-                let r = http
-                    .post(url)
-                    .header(incident_wire::TIMESTAMP_HEADER, ts.to_string())
-                    .header(incident_wire::SIGNATURE_HEADER, sig)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                (i, r.status().as_u16())
-            });
+            let post = self.signed_post(&event);
+            tasks.spawn(async move { (i, post.send().await.unwrap().status().as_u16()) });
         }
         let mut statuses = tasks.join_all().await;
         statuses.sort();
         statuses.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// `event` posted to the webhook route, signed now as the email provider does (not sent).
+    pub fn signed_post(&self, event: &Value) -> reqwest::RequestBuilder {
+        let body = serde_json::to_vec(event).unwrap();
+        let ts = chrono_now();
+        let sig = sign_webhook(WEBHOOK_SECRET, ts, &body);
+        self.http
+            .post(format!("{}/api/webhooks/email", self.base))
+            .header(incident_wire::TIMESTAMP_HEADER, ts.to_string())
+            .header(incident_wire::SIGNATURE_HEADER, sig)
+            .body(body)
     }
 
     pub async fn post_webhook(&self, event: &Value) -> reqwest::Response {

@@ -93,6 +93,10 @@ pub mod metrics {
     pub const CRON_CONNECTIONS: &str = "cron_connections";
     /// The most pooled connections cron ticks held at once (gauge).
     pub const CRON_CONNECTIONS_MAX: &str = "cron_connections_max";
+    /// Statements that wrote queued `EMAIL_SENT` jobs, and the jobs they wrote (counters;
+    /// rows ÷ statements is group commit's batch).
+    pub const ENQUEUE_STATEMENTS: &str = "enqueue_statements_total";
+    pub const ENQUEUE_ROWS: &str = "enqueue_rows_total";
 
     // The scale-out front (`[service] instances`/`autoscale`) adds these to the instances'
     // own series, which it concatenates: the harness sums counters and pool gauges over

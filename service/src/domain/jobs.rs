@@ -140,6 +140,20 @@ pub async fn enqueue(
     ev: &EmailEvent,
     raw: &Value,
 ) -> Result<Enqueued, AppError> {
+    let outcome = enqueue_keyed(conn, &ev.dedupe_key(), ev.workspace_id, raw).await;
+    if let Ok(Enqueued::New) = outcome {
+        tally.wrote(1);
+    }
+    outcome
+}
+
+/// [`enqueue`] by the event's dedupe key and workspace.
+pub async fn enqueue_keyed(
+    conn: &mut PgConnection,
+    dedupe_key: &str,
+    workspace_id: i64,
+    raw: &Value,
+) -> Result<Enqueued, AppError> {
     let inserted: Option<i64> = sqlx::query_scalar(
         "INSERT INTO background_jobs (kind, dedupe_key, payload)
          SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $4)
@@ -147,29 +161,30 @@ pub async fn enqueue(
          RETURNING id",
     )
     .bind(EMAIL_SENT)
-    .bind(ev.dedupe_key())
+    .bind(dedupe_key)
     .bind(raw)
-    .bind(ev.workspace_id)
+    .bind(workspace_id)
     .fetch_optional(&mut *conn)
     .await?;
-    tally.wrote(u64::from(inserted.is_some()));
     if inserted.is_some() {
         return Ok(Enqueued::New);
     }
     // Nothing inserted: a duplicate, or a workspace that does not exist (rare; reads only).
     let seen: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM background_jobs WHERE dedupe_key = $1)")
-            .bind(ev.dedupe_key())
+            .bind(dedupe_key)
             .fetch_one(&mut *conn)
             .await?;
     if seen {
         Ok(Enqueued::Duplicate)
     } else {
-        Err(AppError::Unprocessable(format!(
-            "field `workspace_id`: no workspace {}",
-            ev.workspace_id
-        )))
+        Err(unknown_workspace(workspace_id))
     }
+}
+
+/// The 422 for an event whose workspace does not exist.
+pub fn unknown_workspace(workspace_id: i64) -> AppError {
+    AppError::Unprocessable(format!("field `workspace_id`: no workspace {workspace_id}"))
 }
 
 /// A claimed job.

@@ -2,6 +2,8 @@
 //!
 //! - [`events`]: email provider events — parsing and their effects (legacy and queued).
 //! - [`followups`]: follow-up sends — claim, the Unipile health gate's decision, outcome.
+//! - [`intake`]: group commit for the queued `EMAIL_SENT` (one statement for the enqueues
+//!   that arrive together).
 //! - [`jobs`]: the Postgres job queue (enqueue, claim with `SKIP LOCKED`, lease, retry).
 //! - [`counts`]: the sidebar inbox counts, live and cached.
 //! - [`ledger`]: the slot-offer ledger increment.
@@ -11,6 +13,7 @@
 pub mod counts;
 pub mod events;
 pub mod followups;
+pub mod intake;
 pub mod jobs;
 pub mod ledger;
 pub mod steps;

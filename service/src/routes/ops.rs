@@ -28,6 +28,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         pool_size: state.pool.size(),
         pool_idle: state.pool.num_idle() as u32,
         pool_waiters: state.pool_waiters(),
+        enqueue_statements: state.intake.written().statements,
+        enqueue_rows: state.intake.written().rows,
         queue,
         switches: state.switches().to_map(),
     };

@@ -85,8 +85,7 @@ async fn email_webhook(
         EventKind::Sent if state.switches().email_sent_async => {
             let raw: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
-            let mut conn = state.acquire(&tally).await?;
-            let handled = match jobs::enqueue(&mut conn, &tally, &ev, &raw).await? {
+            let handled = match state.intake.enqueue(&state, &tally, &ev, raw).await? {
                 Enqueued::New => Handled::Accepted,
                 Enqueued::Duplicate => Handled::Duplicate,
             };
