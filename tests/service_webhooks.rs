@@ -708,3 +708,83 @@ async fn a_refused_row_fails_only_its_own_enqueue() {
     );
     app.shutdown().await;
 }
+
+/// Cancels the enqueue statements waiting on `hold_the_queue`'s lock once `n` of them wait;
+/// a cancel is SQLSTATE 57014, as a statement timeout. From a connection of its own: within
+/// the holder's transaction `pg_stat_activity` would stay as it first read it.
+async fn cancel_waiting_enqueues(app: &TestApp, n: usize) {
+    let mut watcher = app.db().await;
+    const WAITING: &str = "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+         AND wait_event_type = 'Lock' AND query LIKE 'WITH input AS%'";
+    let mut pids: Vec<i32> = Vec::new();
+    common::app::eventually(async || {
+        pids = sqlx::query_scalar(WAITING)
+            .fetch_all(&mut watcher)
+            .await
+            .unwrap();
+        pids.len() == n
+    })
+    .await;
+    for pid in pids {
+        let cancelled: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+        assert!(cancelled, "backend {pid}");
+    }
+}
+
+/// A statement that fails for a reason other than its rows (here cancelled, as by a statement
+/// timeout) fails every request it carried, each with the failure's status and category, and
+/// writes none of them.
+#[tokio::test]
+async fn a_failed_statement_fails_every_enqueue_it_carried() {
+    let app = TestApp::spawn(async_on()).await;
+    let timeouts_before = app.metric("errors_total{category=\"db_timeout\"}").await;
+    let events: Vec<Value> = (0..5)
+        .map(|i| email_sent(&format!("evt-cancel-{i}"), 3, "cancel@example.test"))
+        .collect();
+    let queued = events.len();
+
+    let mut holder = hold_the_queue(&app).await;
+    let heads = occupy_the_flushers(&app, ["evt-cancel-head-0", "evt-cancel-head-1"]).await;
+    let written = app.state.intake.written();
+    let rest = answers(&app, events);
+    common::app::eventually(async || app.state.intake.waiting() == queued).await;
+    // The heads' statements fail; the flush tasks then write the five queued together.
+    cancel_waiting_enqueues(&app, 2).await;
+    for head in heads {
+        assert_eq!(
+            head.await.unwrap(),
+            [(500, "internal server error".to_owned())]
+        );
+    }
+    cancel_waiting_enqueues(&app, 1).await;
+    let rest = rest.await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+
+    assert_eq!(
+        rest,
+        vec![(500, "internal server error".to_owned()); queued]
+    );
+    let now = app.state.intake.written();
+    assert_eq!(
+        now.statements - written.statements,
+        1,
+        "{written:?} then {now:?}"
+    );
+    assert_eq!(now.rows - written.rows, queued as u64);
+    assert_eq!(
+        app.metric("errors_total{category=\"db_timeout\"}").await - timeouts_before,
+        (2 + queued) as f64,
+        "each failed request tagged with its statement's category"
+    );
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM background_jobs WHERE dedupe_key LIKE '%evt-cancel-%'")
+            .await,
+        0
+    );
+    app.shutdown().await;
+}

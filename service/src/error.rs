@@ -135,6 +135,14 @@ impl AppError {
         }
     }
 
+    /// The error itself: the inner one of a [`AppError::Shared`].
+    fn unshared(&self) -> &AppError {
+        match self {
+            AppError::Shared(e) => e.unshared(),
+            e => e,
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             AppError::Shared(e) => e.status(),
@@ -149,16 +157,6 @@ impl AppError {
             }
             AppError::Db(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::Provider { .. } => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
-impl AppError {
-    /// The error itself: the inner one of a [`AppError::Shared`].
-    fn unshared(&self) -> &AppError {
-        match self {
-            AppError::Shared(e) => e.unshared(),
-            e => e,
         }
     }
 }

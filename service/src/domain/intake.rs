@@ -14,9 +14,9 @@
 //! Each request keeps its own answer: new, duplicate (its dedupe key was already queued), or
 //! 422 for a workspace that does not exist. Two requests with one dedupe key never share a
 //! statement (the later waits for the next), so exactly one of them is new. A request whose
-//! client went away before its statement was sent writes nothing. A statement that Postgres
-//! refuses for its data (SQLSTATE class 22 or 23) is split: each request is written on its own,
-//! so one bad row fails only its own request. Any other failure (no connection within the
+//! client went away before its batch was taken (once its flush task has a connection) writes
+//! nothing. A statement that Postgres refuses for its data (SQLSTATE class 22 or 23) is split:
+//! each request is written on its own, so one bad row fails only its own request. Any other failure (no connection within the
 //! acquire timeout, a statement timeout, a lost connection) fails every request in the
 //! statement with its category, as it would have failed each of them alone.
 
