@@ -774,14 +774,18 @@ pub(crate) async fn drain(
     last
 }
 
-/// Warm-up requests in flight at once: a legacy arm's counts request is ~230 ms of Postgres
-/// CPU, so one at a time its ~40 requests took 10 s; four at once keep both cores busy.
+/// Warm-up requests in flight at once: a legacy arm's counts request is ~300 ms of Postgres
+/// CPU; four at once keep both cores busy.
 const WARM_UP_IN_FLIGHT: usize = 4;
 
-/// Warm-up requests per page/action stream (fewer when it has fewer users). Eight would save
-/// 3 s per legacy arm, but in the incident matrix they left the legacy arms' baseline `GET /`
-/// p95 at 4.6–7.1 s instead of 1.9–3.6 s: the load met a colder database than production's.
-const WARM_UP_PER_STREAM: u32 = 20;
+/// Warm-up requests per page/action stream (fewer when it has fewer users). A legacy arm's
+/// counts request costs the same first as last (~0.3 s of Postgres CPU each, four at once, on
+/// AMD EPYC, 2 cores: a parallel scan through a ring buffer, over files the clone has just put
+/// in the page cache), so more of them warm nothing and took 9 s of each legacy arm at 20 per
+/// stream; their baseline-phase `GET /` p95 ranged 4.5–10 s across runs at 20 all the same (21
+/// requests: noise). Four open the service's connections and backfill a few counts scopes of a
+/// fixed arm; the scenario's other scopes start cold, as it says.
+const WARM_UP_PER_STREAM: u32 = 4;
 
 /// A few unmeasured requests per page/action stream before the load: every arm starts with
 /// warm caches and connections alike (and a fixed arm's counts cache is backfilled, as the

@@ -529,6 +529,8 @@ pub struct FaultApplied {
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ArmTimings {
+    /// The arm's copy of the template (with the Phase 53 indexes, for an arm with the counts
+    /// fix).
     pub clone_s: f64,
     /// Before the service starts: the fake providers, the row and effect baselines, the fault
     /// proxy and PgBouncer when the scenario has them.
