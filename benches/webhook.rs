@@ -3,14 +3,17 @@
 //! signature check, the parse, a pooled connection and the enqueue — beside the reference
 //! measured in the same run on the same pool: pgbench's one-row insert into the same
 //! `background_jobs` table (what `incident-lab ceiling` runs pgbench with). The ratio
-//! hot path ÷ insert is what the fixed path costs above the one write it must make.
+//! hot path ÷ insert is what the fixed path costs above the one write it must make. Then a
+//! burst: 64 enqueues at once through the intake (group commit: those arriving together share
+//! a statement) beside 64 one-row INSERTs at once on the same pool, in events per second.
 //!
 //! `cargo bench --bench webhook` (needs the PostgreSQL server binaries, as the local backend).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use inbox_service::config::{Limits, ProviderUrls, Secrets};
 use inbox_service::domain::{events, jobs};
 use inbox_service::state::Tally;
@@ -122,11 +125,80 @@ fn hot_path(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // A burst: many enqueues at once. One at a time each is a statement of its own; through
+    // the intake (what the handler calls) those that arrive together share one.
+    let mut g = c.benchmark_group("EMAIL_SENT burst on real Postgres");
+    g.throughput(Throughput::Elements(BURST as u64));
+    g.sample_size(50);
+    g.bench_function(
+        format!("reference: {BURST} one-row INSERTs at once on the pool"),
+        |b| {
+            b.iter(|| {
+                rt.block_on(burst(|_| {
+                    let (state, key) = (state.clone(), format!("bench:ref:{}", next()));
+                    async move {
+                        let mut conn = state.pool.acquire().await.unwrap();
+                        sqlx::query(
+                            "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('pgbench', $1, '{}'::jsonb)",
+                        )
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await
+                        .unwrap();
+                    }
+                }))
+            })
+        },
+    );
+    g.bench_function(
+        format!("service: {BURST} enqueues at once through the intake"),
+        |b| {
+            b.iter(|| {
+                rt.block_on(burst(|_| {
+                    let n = next();
+                    let (state, raw) = (state.clone(), email_sent(n));
+                    async move {
+                        let ev = events::parse(raw.to_string().as_bytes()).unwrap();
+                        let tally = Arc::new(Tally::default());
+                        let queued = state.intake.enqueue(&state, &tally, &ev, raw).await;
+                        assert!(matches!(queued, Ok(jobs::Enqueued::New)));
+                    }
+                }))
+            })
+        },
+    );
+    g.finish();
     rt.block_on(async {
         state.pool.close().await;
         state.ops_pool.close().await;
         server.shutdown().await;
     });
+}
+
+/// Enqueues in flight at once in the burst benches.
+const BURST: usize = 64;
+
+/// Runs `BURST` tasks made by `task` at once, until all have finished.
+async fn burst<F: std::future::Future<Output = ()> + Send + 'static>(task: impl Fn(usize) -> F) {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..BURST {
+        set.spawn(task(i));
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// A new EMAIL_SENT event, numbered `n`.
+fn email_sent(n: u64) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": format!("bench-burst-{n}"),
+        "type": "EMAIL_SENT",
+        "workspace_id": 1 + n % 20,
+        "lead_email": format!("lead{n}@bench.test"),
+        "occurred_at": "2026-01-23T17:55:00Z",
+    })
 }
 
 criterion_group!(benches, hot_path);
