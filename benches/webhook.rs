@@ -83,16 +83,7 @@ fn hot_path(c: &mut Criterion) {
     g.bench_function("reference: one-row INSERT into background_jobs", |b| {
         b.iter(|| {
             let key = format!("bench:ref:{}", next());
-            rt.block_on(async {
-                let mut conn = state.pool.acquire().await.unwrap();
-                sqlx::query(
-                    "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('pgbench', $1, '{}'::jsonb)",
-                )
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .unwrap()
-            })
+            rt.block_on(reference_insert(state.clone(), key))
         })
     });
     g.bench_function("service: verify + parse + enqueue", |b| {
@@ -136,17 +127,7 @@ fn hot_path(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 rt.block_on(burst(|_| {
-                    let (state, key) = (state.clone(), format!("bench:ref:{}", next()));
-                    async move {
-                        let mut conn = state.pool.acquire().await.unwrap();
-                        sqlx::query(
-                            "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('pgbench', $1, '{}'::jsonb)",
-                        )
-                        .bind(key)
-                        .execute(&mut *conn)
-                        .await
-                        .unwrap();
-                    }
+                    reference_insert(state.clone(), format!("bench:ref:{}", next()))
                 }))
             })
         },
@@ -174,6 +155,19 @@ fn hot_path(c: &mut Criterion) {
         state.ops_pool.close().await;
         server.shutdown().await;
     });
+}
+
+/// The reference: pgbench's one-row insert into `background_jobs`, on a connection of the
+/// service's pool.
+async fn reference_insert(state: AppState, key: String) {
+    let mut conn = state.pool.acquire().await.unwrap();
+    sqlx::query(
+        "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('pgbench', $1, '{}'::jsonb)",
+    )
+    .bind(key)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
 }
 
 /// Enqueues in flight at once in the burst benches.

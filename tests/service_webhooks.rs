@@ -542,6 +542,28 @@ fn answers(app: &TestApp, events: Vec<Value>) -> tokio::task::JoinHandle<Vec<(u1
     })
 }
 
+/// Asserts that the intake wrote `statements` statements carrying `rows` rows since `before`;
+/// returns what it has written now.
+fn wrote_since(
+    app: &TestApp,
+    before: inbox_service::domain::intake::Written,
+    statements: u64,
+    rows: usize,
+) -> inbox_service::domain::intake::Written {
+    let now = app.state.intake.written();
+    assert_eq!(
+        now.statements - before.statements,
+        statements,
+        "{before:?} then {now:?}"
+    );
+    assert_eq!(
+        now.rows - before.rows,
+        rows as u64,
+        "{before:?} then {now:?}"
+    );
+    now
+}
+
 /// Holds every insert into the job queue until the returned connection commits.
 async fn hold_the_queue(app: &TestApp) -> sqlx::PgConnection {
     let mut holder = app.db().await;
@@ -618,13 +640,7 @@ async fn enqueues_arriving_together_share_a_statement_and_keep_their_answers() {
     assert_eq!(rest[23].0, 422, "{:?}", rest[23]);
     assert!(rest[23].1.contains("workspace_id"), "{:?}", rest[23]);
     // The 24 queued requests: one statement, and one more for the second twin.
-    let now = app.state.intake.written();
-    assert_eq!(
-        now.statements - written.statements,
-        2,
-        "{written:?} then {now:?}"
-    );
-    assert_eq!(now.rows - written.rows, queued as u64);
+    let now = wrote_since(&app, written, 2, queued);
     assert_eq!(
         app.metric("enqueue_statements_total").await,
         now.statements as f64
@@ -769,13 +785,7 @@ async fn a_failed_statement_fails_every_enqueue_it_carried() {
         rest,
         vec![(500, "internal server error".to_owned()); queued]
     );
-    let now = app.state.intake.written();
-    assert_eq!(
-        now.statements - written.statements,
-        1,
-        "{written:?} then {now:?}"
-    );
-    assert_eq!(now.rows - written.rows, queued as u64);
+    wrote_since(&app, written, 1, queued);
     assert_eq!(
         app.metric("errors_total{category=\"db_timeout\"}").await - timeouts_before,
         (2 + queued) as f64,
