@@ -16,9 +16,10 @@
 //! statement (the later waits for the next), so exactly one of them is new. A request whose
 //! client went away before its batch was taken (once its flush task has a connection) writes
 //! nothing. A statement that Postgres refuses for its data (SQLSTATE class 22 or 23) is split:
-//! each request is written on its own, so one bad row fails only its own request. Any other failure (no connection within the
-//! acquire timeout, a statement timeout, a lost connection) fails every request in the
-//! statement with its category, as it would have failed each of them alone.
+//! each request is written on its own, so one bad row fails only its own request. Any other
+//! failure (no connection within the acquire timeout, a statement timeout, a lost connection)
+//! fails every request in the statement with its category, as it would have failed each of them
+//! alone.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
