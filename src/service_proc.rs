@@ -219,6 +219,23 @@ impl PromHist {
         }
     }
 
+    /// The bounds of the bucket the `q` quantile falls in (lower, upper; seconds): what the
+    /// histogram knows of it, before interpolation. `None` when empty.
+    pub fn bucket_of(&self, q: f64) -> Option<(f64, f64)> {
+        if self.count <= 0.0 {
+            return None;
+        }
+        let rank = q * self.count;
+        let mut lower = 0.0;
+        for (le, n) in &self.buckets {
+            if *n >= rank {
+                return Some((lower, *le));
+            }
+            lower = *le;
+        }
+        Some((lower, f64::INFINITY))
+    }
+
     /// The `q` quantile as Prometheus's `histogram_quantile` reads it: linear inside the
     /// bucket it falls in; the highest finite bound when it falls in `+Inf`. `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
@@ -256,6 +273,18 @@ pub struct RouteScrape {
     pub writes: f64,
     /// External calls, total.
     pub calls: f64,
+    /// The most rows one request wrote, and the most external calls one made (exact).
+    #[serde(default)]
+    pub writes_max: f64,
+    #[serde(default)]
+    pub calls_max: f64,
+    /// Requests cut off at the function limit while working, when the service counts them
+    /// (`None`: it does not say, and every 504 may have been).
+    #[serde(default)]
+    pub cut_working: Option<f64>,
+    /// The most rows one statement wrote, when the service says.
+    #[serde(default)]
+    pub statement_max: Option<f64>,
 }
 
 /// Selected values of one `/metrics` scrape.
@@ -392,6 +421,18 @@ pub fn parse_metrics(text: &str, t: f64) -> Scrape {
             s.routes.entry(route.clone()).or_default().writes += v;
         } else if let (Some("_sum"), Some(route)) = (split(names::EXTERNAL_CALLS), &route) {
             s.routes.entry(route.clone()).or_default().calls += v;
+        } else if let (names::DB_STATEMENT_MAX, Some(route)) = (name, &route) {
+            let r = s.routes.entry(route.clone()).or_default();
+            r.statement_max = Some(r.statement_max.unwrap_or(0.0).max(v));
+        } else if let (names::CUT_OFF_WORKING, Some(route)) = (name, &route) {
+            let r = s.routes.entry(route.clone()).or_default();
+            r.cut_working = Some(r.cut_working.unwrap_or(0.0) + v);
+        } else if let (names::DB_WRITES_MAX, Some(route)) = (name, &route) {
+            let r = s.routes.entry(route.clone()).or_default();
+            r.writes_max = r.writes_max.max(v);
+        } else if let (names::EXTERNAL_CALLS_MAX, Some(route)) = (name, &route) {
+            let r = s.routes.entry(route.clone()).or_default();
+            r.calls_max = r.calls_max.max(v);
         } else if name == names::ERRORS {
             if let Some(c) = labels.get("category") {
                 *s.errors.entry(c.to_string()).or_default() += v;

@@ -127,6 +127,27 @@ async fn a_doubled_counter_is_caught_on_the_counter() {
     );
 }
 
+/// (c') One lead's increment lost and another's doubled in the same batch (and so for the
+/// ledger's rows): every sum grew by exactly the sends applied, yet both counters are caught,
+/// each with one key short and one over.
+#[tokio::test]
+async fn a_lost_and_a_doubled_increment_are_caught_though_the_sums_match() {
+    let faults = Faults {
+        crossed_counters: true,
+        ..Faults::default()
+    };
+    let counted = run(Switches::all_fixed(), faults, 5, 0).await;
+    let dirty = dirty(&counted);
+    assert_eq!(
+        dirty.iter().map(|d| d.0).collect::<Vec<_>>(),
+        ["lead emails_sent", "slot ledger"],
+        "{counted:?}"
+    );
+    for (effect, lost, duplicates) in dirty {
+        assert!(lost > 0 && lost == duplicates, "{effect}: {counted:?}");
+    }
+}
+
 /// (d) A job the queue gives up on: its payload made unreadable after the ack (a poison job),
 /// the worker fails it at once, the event is lost, and the invariant says where it went:
 /// one failed `EMAIL_SENT` job, its `last_error` naming the field.

@@ -334,6 +334,59 @@ fn md_has_effects(out: &tempfile::TempDir) -> bool {
 }
 
 /// A budget no service can meet fails the gate: exit 1, and the report says which.
+/// The accounting can fail in a legacy arm as in all-on: a service whose background-jobs
+/// ticks write rows they never declare (a test-only deliberate bug) fails the check in both,
+/// though the legacy arm's cut-off webhooks are charged what they may have had in flight —
+/// and only those: its page's cut-off requests, which write nothing, are charged nothing.
+#[test]
+fn rows_written_and_not_declared_fail_the_accounting_in_a_legacy_arm_and_all_on() {
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_incident-lab"))
+        .args([
+            "matrix",
+            &scenario_path("smoke.toml"),
+            "--postgres",
+            "local",
+        ])
+        .args(["--arms", "pre-phase-53,all-on", "--out"])
+        .arg(out.path())
+        .env("INBOX_SERVICE_TEST_FAULTS", "undeclared_write")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
+    for name in ["pre-phase-53", "all-on"] {
+        let a = arm(&report, name);
+        let c = a["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "declared writes and calls match what was measured")
+            .unwrap();
+        assert_eq!(c["passed"], false, "{name}: {c}");
+        let acc = &a["accounting"];
+        let (declared, counted, slack) = (
+            acc["db_writes_declared"].as_u64().unwrap(),
+            acc["db_writes_measured"].as_u64().unwrap(),
+            acc["slack_writes"].as_u64().unwrap(),
+        );
+        assert!(counted > declared + slack, "{name}: {acc}");
+        assert!(
+            c["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("declared {declared}, counted {counted}")),
+            "{c}"
+        );
+        // No route that never writes is charged for its cut-off requests.
+        let by_route = acc["slack_by_route"].as_object().unwrap();
+        assert!(!by_route.contains_key("GET /"), "{name}: {acc}");
+    }
+}
+
 #[test]
 fn a_budget_tightened_below_what_is_achievable_fails_the_gate() {
     let dir = tempfile::tempdir().unwrap();

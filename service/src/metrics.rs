@@ -15,20 +15,37 @@ use incident_wire::metrics as names;
 /// Upper bounds (seconds) of the latency histograms: 1 ms to ~130 s, each 1.1× the one before
 /// (as a Prometheus native histogram of schema 3), so a quantile read from them — linear
 /// inside a bucket, as `histogram_quantile` does — is within ~10 % of the true value and can
-/// be set beside the client's HDR figures.
-fn latency_buckets() -> &'static [f64] {
-    static BOUNDS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
-    BOUNDS.get_or_init(|| {
-        (0..=124)
-            .map(|k| {
-                let v = 0.001 * 1.1f64.powi(k);
-                // Three significant digits keep the label short and exact in text.
-                let scale = 10f64.powi(2 - v.log10().floor() as i32);
-                (v * scale).round() / scale
-            })
-            .collect()
-    })
+/// be set beside the client's HDR figures; plus exact bounds where a verdict is read
+/// ([`BUDGET_BOUNDS`], and the function limit with a few milliseconds over it, where requests
+/// cut off at the limit pile up: read from a 1.1× bucket, their p95 could sit 10 % over the
+/// limit and above the client's own figure).
+fn latency_buckets(limit: Duration) -> Vec<f64> {
+    let limit = limit.as_secs_f64();
+    let mut bounds: Vec<f64> = (0..=124)
+        .map(|k| {
+            let v = 0.001 * 1.1f64.powi(k);
+            // Three significant digits keep the label short and exact in text.
+            let scale = 10f64.powi(2 - v.log10().floor() as i32);
+            (v * scale).round() / scale
+        })
+        .chain(BUDGET_BOUNDS)
+        .chain([
+            limit,
+            limit + 0.002,
+            limit + 0.005,
+            limit + 0.02,
+            limit + 0.05,
+        ])
+        .map(|v| (v * 1e6).round() / 1e6)
+        .collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    bounds
 }
+
+/// The seed's p95 budgets (seconds): the webhook's 500 ms, the page's 2 s.
+pub const BUDGET_BOUNDS: [f64; 2] = [0.5, 2.0];
+
 /// Upper bounds of the per-request write / external-call histograms.
 const COUNT_BUCKETS: [f64; 7] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0];
 
@@ -76,6 +93,11 @@ struct Registry {
     db_writes: BTreeMap<String, Histogram>,
     /// route → external calls per request.
     external_calls: BTreeMap<String, Histogram>,
+    /// route → the most rows written and external calls made by one request, and the most
+    /// rows one statement wrote.
+    most: BTreeMap<String, (u32, u32, u32)>,
+    /// route → requests cut off at the function limit while working (not waiting for the pool).
+    cut_working: BTreeMap<String, u64>,
     /// route → time spent waiting for pooled connections per request.
     pool_wait: BTreeMap<String, Histogram>,
     errors: BTreeMap<Category, u64>,
@@ -96,9 +118,18 @@ struct Registry {
 }
 
 /// The service's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// The latency histograms' upper bounds ([`latency_buckets`]).
+    bounds: Vec<f64>,
+}
+
+impl Default for Metrics {
+    /// With production's 60 s function limit.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
 }
 
 /// What a finished request did, besides its route, status and duration.
@@ -110,6 +141,8 @@ pub struct RequestDone {
     pub calls: u32,
     /// Time spent waiting for pooled connections.
     pub pool_wait: Duration,
+    /// The most rows one of its statements wrote.
+    pub largest_statement: u32,
 }
 
 /// Point-in-time values the registry does not keep (read from their owners on scrape).
@@ -128,22 +161,34 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Metrics whose latency buckets have exact bounds at the budgets and at `limit`, the
+    /// function limit.
+    pub fn new(limit: Duration) -> Self {
+        Self {
+            registry: Mutex::default(),
+            bounds: latency_buckets(limit),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Registry, &[f64]) -> R) -> R {
+        f(
+            &mut self.registry.lock().unwrap_or_else(|p| p.into_inner()),
+            &self.bounds,
+        )
     }
 
     /// Records one finished request.
     pub fn request(&self, route: &str, status: u16, elapsed: Duration, done: &RequestDone) {
         let (writes, calls) = (done.writes, done.calls);
-        self.with(|r| {
+        self.with(|r, bounds| {
             r.requests
                 .entry((route.to_owned(), status))
                 .or_default()
-                .observe(latency_buckets(), elapsed.as_secs_f64());
+                .observe(bounds, elapsed.as_secs_f64());
             r.pool_wait
                 .entry(route.to_owned())
                 .or_default()
-                .observe(latency_buckets(), done.pool_wait.as_secs_f64());
+                .observe(bounds, done.pool_wait.as_secs_f64());
             r.db_writes
                 .entry(route.to_owned())
                 .or_default()
@@ -152,57 +197,69 @@ impl Metrics {
                 .entry(route.to_owned())
                 .or_default()
                 .observe(&COUNT_BUCKETS, calls.into());
+            let most = r.most.entry(route.to_owned()).or_default();
+            *most = (
+                most.0.max(writes),
+                most.1.max(calls),
+                most.2.max(done.largest_statement),
+            );
         });
+    }
+
+    /// Counts a request of `route` cut off at the function limit while it was working (not
+    /// waiting for a pooled connection).
+    pub fn cut_off_working(&self, route: &str) {
+        self.with(|r, _| *r.cut_working.entry(route.to_owned()).or_default() += 1);
     }
 
     /// Records rows written by work a request left behind it (a settle it could not make in
     /// its budget), under a `route` of its own: declared writes stay complete without counting
     /// a request.
     pub fn deferred_writes(&self, route: &str, writes: u32) {
-        self.with(|r| {
+        self.with(|r, _| {
             r.db_writes
                 .entry(route.to_owned())
                 .or_default()
                 .observe(&COUNT_BUCKETS, writes.into());
+            let most = r.most.entry(route.to_owned()).or_default();
+            most.0 = most.0.max(writes);
+            most.2 = most.2.max(writes);
         });
     }
 
     /// Counts one error of `category`.
     pub fn error(&self, category: Category) {
-        self.with(|r| *r.errors.entry(category).or_default() += 1);
+        self.with(|r, _| *r.errors.entry(category).or_default() += 1);
     }
 
     /// Records how long a request waited for a pooled connection.
     pub fn acquire_wait(&self, waited: Duration) {
-        self.with(|r| {
-            r.acquire_wait
-                .observe(latency_buckets(), waited.as_secs_f64())
-        });
+        self.with(|r, bounds| r.acquire_wait.observe(bounds, waited.as_secs_f64()));
     }
 
     /// Adds `n` units with `outcome` to cron runner `runner`'s counters.
     pub fn cron_units(&self, runner: &'static str, outcome: &'static str, n: u64) {
-        self.with(|r| *r.cron_units.entry((runner, outcome)).or_default() += n);
+        self.with(|r, _| *r.cron_units.entry((runner, outcome)).or_default() += n);
     }
 
     /// Counts one sidebar counts answer from `source`.
     pub fn counts_answer(&self, source: &'static str) {
-        self.with(|r| *r.counts_answers.entry(source).or_default() += 1);
+        self.with(|r, _| *r.counts_answers.entry(source).or_default() += 1);
     }
 
     /// Counts `n` slot-ledger increments: `applied`, `skipped` (best effort) or
     /// `acquire_failed` (the legacy transaction found no connection).
     pub fn ledger(&self, outcome: &'static str, n: u64) {
-        self.with(|r| *r.ledger.entry(outcome).or_default() += n);
+        self.with(|r, _| *r.ledger.entry(outcome).or_default() += n);
     }
 
     /// Records how long a cron tick of `runner` ran.
     pub fn cron_tick(&self, runner: &'static str, took: Duration) {
-        self.with(|r| {
+        self.with(|r, bounds| {
             r.cron_ticks
                 .entry(runner)
                 .or_default()
-                .observe(latency_buckets(), took.as_secs_f64());
+                .observe(bounds, took.as_secs_f64());
             let max = r.cron_tick_max.entry(runner).or_default();
             *max = max.max(took.as_secs_f64());
         });
@@ -210,7 +267,7 @@ impl Metrics {
 
     /// A cron tick took (`true`) or gave back (`false`) a pooled connection.
     pub fn cron_connection(&self, taken: bool) {
-        self.with(|r| {
+        self.with(|r, _| {
             if taken {
                 r.cron_connections += 1;
                 r.cron_connections_max = r.cron_connections_max.max(r.cron_connections);
@@ -223,15 +280,15 @@ impl Metrics {
     /// Renders everything in the Prometheus text format.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        self.with(|r| {
+        self.with(|r, bounds| {
             let _ = writeln!(out, "# HELP {0} Request duration by route and status.\n# TYPE {0} histogram", names::REQUEST_DURATION);
             for ((route, status), h) in &r.requests {
                 let labels = format!("route=\"{route}\",status=\"{status}\"");
-                h.render(&mut out, names::REQUEST_DURATION, &labels, latency_buckets());
+                h.render(&mut out, names::REQUEST_DURATION, &labels, bounds);
             }
             let _ = writeln!(out, "# HELP {0} Time a request waited for pooled connections, by route.\n# TYPE {0} histogram", names::POOL_WAIT);
             for (route, h) in &r.pool_wait {
-                h.render(&mut out, names::POOL_WAIT, &format!("route=\"{route}\""), latency_buckets());
+                h.render(&mut out, names::POOL_WAIT, &format!("route=\"{route}\""), bounds);
             }
             let _ = writeln!(out, "# HELP {0} Rows written (inserted, updated, deleted) per request.\n# TYPE {0} histogram", names::DB_WRITES);
             for (route, h) in &r.db_writes {
@@ -241,13 +298,30 @@ impl Metrics {
             for (route, h) in &r.external_calls {
                 h.render(&mut out, names::EXTERNAL_CALLS, &format!("route=\"{route}\""), &COUNT_BUCKETS);
             }
+            let _ = writeln!(out, "# HELP {0} The most rows one request wrote, by route.\n# TYPE {0} gauge", names::DB_WRITES_MAX);
+            for (route, (writes, ..)) in &r.most {
+                let _ = writeln!(out, "{}{{route=\"{route}\"}} {writes}", names::DB_WRITES_MAX);
+            }
+            let _ = writeln!(out, "# HELP {0} The most external calls one request made, by route.\n# TYPE {0} gauge", names::EXTERNAL_CALLS_MAX);
+            for (route, (_, calls, _)) in &r.most {
+                let _ = writeln!(out, "{}{{route=\"{route}\"}} {calls}", names::EXTERNAL_CALLS_MAX);
+            }
+            let _ = writeln!(out, "# HELP {0} The most rows one statement wrote, by route.\n# TYPE {0} gauge", names::DB_STATEMENT_MAX);
+            for (route, (.., statement)) in &r.most {
+                let _ = writeln!(out, "{}{{route=\"{route}\"}} {statement}", names::DB_STATEMENT_MAX);
+            }
+            let _ = writeln!(out, "# HELP {0} Requests cut off at the function limit while working, by route.\n# TYPE {0} counter", names::CUT_OFF_WORKING);
+            for route in r.most.keys() {
+                let n = r.cut_working.get(route).copied().unwrap_or(0);
+                let _ = writeln!(out, "{}{{route=\"{route}\"}} {n}", names::CUT_OFF_WORKING);
+            }
             let _ = writeln!(out, "# HELP {0} Errors by Phase 53 category.\n# TYPE {0} counter", names::ERRORS);
             for c in Category::ALL {
                 let n = r.errors.get(&c).copied().unwrap_or(0);
                 let _ = writeln!(out, "{}{{category=\"{}\"}} {n}", names::ERRORS, c.as_str());
             }
             out.push_str("# HELP db_pool_acquire_seconds Time spent waiting for a pooled connection.\n# TYPE db_pool_acquire_seconds histogram\n");
-            r.acquire_wait.render(&mut out, "db_pool_acquire_seconds", "", latency_buckets());
+            r.acquire_wait.render(&mut out, "db_pool_acquire_seconds", "", bounds);
             out.push_str("# HELP cron_units_total Units handled by the cron runners.\n# TYPE cron_units_total counter\n");
             for ((runner, outcome), n) in &r.cron_units {
                 let _ = writeln!(out, "cron_units_total{{runner=\"{runner}\",outcome=\"{outcome}\"}} {n}");
@@ -262,7 +336,7 @@ impl Metrics {
             }
             let _ = writeln!(out, "# HELP {0} Duration of the cron ticks that ran, by runner.\n# TYPE {0} histogram", names::CRON_TICK);
             for (runner, h) in &r.cron_ticks {
-                h.render(&mut out, names::CRON_TICK, &format!("runner=\"{runner}\""), latency_buckets());
+                h.render(&mut out, names::CRON_TICK, &format!("runner=\"{runner}\""), bounds);
             }
             let _ = writeln!(out, "# HELP {0} The longest cron tick so far, by runner.\n# TYPE {0} gauge", names::CRON_TICK_MAX);
             for (runner, max) in &r.cron_tick_max {
@@ -342,12 +416,44 @@ mod tests {
 
     #[test]
     fn latency_buckets_are_about_a_tenth_apart_from_1_ms_to_2_minutes() {
-        let b = latency_buckets();
+        let b = latency_buckets(Duration::from_secs(60));
         assert_eq!(b[0], 0.001);
         assert!(*b.last().unwrap() >= 120.0);
         for w in b.windows(2) {
             assert!(w[1] > w[0] && w[1] / w[0] <= 1.11, "{w:?}");
         }
+    }
+
+    /// Requests cut off at the function limit end a few milliseconds past it: the buckets
+    /// have exact bounds there (and at the budgets), so a p95 read from them stays within
+    /// 5 ms of the limit rather than 10 % over it.
+    #[test]
+    fn the_limit_and_the_budgets_are_bounds_of_their_own() {
+        let b = latency_buckets(Duration::from_millis(10_000));
+        for bound in [0.5, 2.0, 10.0, 10.002, 10.005, 10.02] {
+            assert!(b.contains(&bound), "{bound} not in {b:?}");
+        }
+        let m = Metrics::new(Duration::from_secs(10));
+        for _ in 0..90 {
+            m.request(
+                "GET /",
+                200,
+                Duration::from_millis(900),
+                &RequestDone::default(),
+            );
+        }
+        for _ in 0..10 {
+            m.request(
+                "GET /",
+                504,
+                Duration::from_millis(10_003),
+                &RequestDone::default(),
+            );
+        }
+        let text = m.render(&Gauges::default());
+        let bucket = |le: &str| format!("route=\"GET /\",status=\"504\",le=\"{le}\"}}");
+        assert!(text.contains(&format!("{} 10", bucket("10.005"))), "{text}");
+        assert!(text.contains(&format!("{} 0", bucket("10"))), "{text}");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let route = incident_wire::endpoint_label(&method, &path, None);
+    let sticky = state.faults().sticky_failure && !path.starts_with("/api/cron");
+    if sticky && state.stuck.load(std::sync::atomic::Ordering::Relaxed) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     let tally = Arc::new(Tally::default());
     request.extensions_mut().insert(tally.clone());
     let started = Instant::now();
@@ -66,6 +70,11 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             r
         }
     };
+    if sticky && response.status().is_server_error() {
+        state
+            .stuck
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut categories = tally.take_categories();
     categories.extend(response.extensions().get::<Category>().copied());
     for c in &categories {
@@ -88,6 +97,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     headers.insert(EXTERNAL_CALLS_HEADER, HeaderValue::from(tally.calls()));
     // Webhooks other than EMAIL_SENT get a row of their own, as in the harness's reports.
     let label = incident_wire::endpoint_label(&method, &path, tally.event());
+    if response.extensions().get::<Category>() == Some(&Category::FunctionTimeout) {
+        state.metrics.cut_off_working(&label);
+    }
     state.metrics.request(
         &label,
         response.status().as_u16(),
@@ -96,6 +108,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             writes: tally.writes(),
             calls: tally.calls(),
             pool_wait: tally.pool_wait(),
+            largest_statement: tally.largest_statement(),
         },
     );
     response

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Tally {
     writes: AtomicU32,
+    /// The most rows one statement wrote.
+    largest_statement: AtomicU32,
     calls: AtomicU32,
     waiting_for_pool: AtomicBool,
     pool_wait_us: AtomicU64,
@@ -34,8 +36,15 @@ impl Tally {
     /// `pg_stat_user_tables`, so the harness can check the tally against it. Call it with the
     /// statement's `rows_affected()` (or the rows a `RETURNING` statement gave back).
     pub fn wrote(&self, rows: u64) {
-        self.writes
-            .fetch_add(u32::try_from(rows).unwrap_or(u32::MAX), Ordering::Relaxed);
+        let rows = u32::try_from(rows).unwrap_or(u32::MAX);
+        self.writes.fetch_add(rows, Ordering::Relaxed);
+        self.largest_statement.fetch_max(rows, Ordering::Relaxed);
+    }
+
+    /// The most rows one statement of this request wrote (what a statement in flight when
+    /// the request was cut off may have written unseen).
+    pub fn largest_statement(&self) -> u32 {
+        self.largest_statement.load(Ordering::Relaxed)
     }
 
     /// Names the webhook event this request carries (its metrics get a row of their own).
@@ -123,6 +132,17 @@ pub struct Faults {
     pub skip_dedupe: bool,
     /// Increment the lead's `emails_sent` twice.
     pub double_counter: bool,
+    /// In a batch of sends to several leads and ledger rows, the first lead's `emails_sent`
+    /// and ledger row counted twice and the last's not at all: every sum stays right, one
+    /// key loses what another repeats.
+    pub crossed_counters: bool,
+    /// Every background-jobs tick updates every lead row and declares none of it: rows
+    /// Postgres counts that the service never reported.
+    pub undeclared_write: bool,
+    /// A breaker that never closes: once any request answered a 5xx, every later request
+    /// but the crons' is answered 500 at once — fast failures a latency-only recovery check
+    /// would call a recovery.
+    pub sticky_failure: bool,
     /// A write-behind buffer: acknowledge `EMAIL_SENT` at once and queue it
     /// [`WRITE_BEHIND_DELAY`] later. Nothing is lost while the process lives; a crash loses
     /// what was buffered — only chaos (a kill mid-burst) shows it.
@@ -139,10 +159,13 @@ pub const TEST_FAULTS_ENV: &str = "INBOX_SERVICE_TEST_FAULTS";
 
 impl Faults {
     /// Every deliberate bug by name.
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 7] = [
         "ack_before_commit",
+        "undeclared_write",
         "skip_dedupe",
         "double_counter",
+        "crossed_counters",
+        "sticky_failure",
         "write_behind",
     ];
 
@@ -154,6 +177,9 @@ impl Faults {
                 "ack_before_commit" => f.ack_before_commit = true,
                 "skip_dedupe" => f.skip_dedupe = true,
                 "double_counter" => f.double_counter = true,
+                "crossed_counters" => f.crossed_counters = true,
+                "sticky_failure" => f.sticky_failure = true,
+                "undeclared_write" => f.undeclared_write = true,
                 "write_behind" => f.write_behind = true,
                 other => {
                     return Err(format!(
@@ -179,6 +205,8 @@ pub struct Inner {
     switches: RwLock<Switches>,
     faults: RwLock<Faults>,
     waiters: AtomicU64,
+    /// Set by the first 5xx when the `sticky_failure` deliberate bug is on.
+    pub stuck: std::sync::atomic::AtomicBool,
     /// Last good counts per scope: the fallback when even the cache table is out of reach.
     pub counts_memory: Mutex<HashMap<String, CachedCounts>>,
     /// Per scope, held while its live counts are computed: one live query per scope at a time.
@@ -222,15 +250,17 @@ impl AppState {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let metrics = Metrics::new(config.limits.request_timeout);
         Ok(Self(Arc::new(Inner {
             switches: RwLock::new(config.switches),
             faults: RwLock::new(Faults::default()),
             config,
             pool,
             ops_pool,
-            metrics: Metrics::default(),
+            metrics,
             http,
             waiters: AtomicU64::new(0),
+            stuck: Default::default(),
             counts_memory: Mutex::new(HashMap::new()),
             counts_computing: Mutex::new(HashMap::new()),
             intake: Default::default(),

@@ -60,36 +60,84 @@ pub fn stretch(
     }
 }
 
+/// Whether window `t` is within the hypothesis: its p95 within `budget_ms` **and** at most
+/// `max_failed_pct` % of its requests failed (5xx, timeouts, refused or reset connections). A
+/// service that answers fast 500s is not within it, however fast. `None`: no request.
+fn window_holds(
+    e: &EndpointRecording,
+    t: u32,
+    budget_ms: f64,
+    max_failed_pct: f64,
+) -> Option<bool> {
+    let h = e.windows.get(&t);
+    let requests = h.map_or(0, |h| h.count());
+    let failed = e
+        .category_windows
+        .get(&t)
+        .and_then(|c| c.get(FAILED))
+        .copied()
+        .unwrap_or(0);
+    if requests == 0 && failed == 0 {
+        return None;
+    }
+    let fast = h
+        .and_then(|h| h.quantile_ms(0.95))
+        .is_none_or(|p| p <= budget_ms);
+    let failed_pct = failed as f64 * 100.0 / requests.max(failed) as f64;
+    Some(fast && failed_pct <= max_failed_pct)
+}
+
+/// The seconds that have a window of requests (latencies or failures), in `[from, end)`.
+fn seconds(e: &EndpointRecording, from: u32, end: u32) -> std::collections::BTreeSet<u32> {
+    e.windows
+        .range(from..end)
+        .map(|(t, _)| *t)
+        .chain(e.category_windows.range(from..end).map(|(t, _)| *t))
+        .collect()
+}
+
 /// Seconds from `from` to the first window after which every window up to `end` (exclusive)
-/// has its p95 within `budget_ms`; windows without requests are skipped. `None`: the last
-/// window with requests was over the budget.
-pub fn recovery(e: &EndpointRecording, budget_ms: f64, from: u32, end: u32) -> Option<f64> {
+/// holds ([`window_holds`]: p95 within `budget_ms`, failed share within `max_failed_pct`);
+/// windows without requests are skipped. `None`: the last window with requests did not hold.
+pub fn recovery(
+    e: &EndpointRecording,
+    budget_ms: f64,
+    max_failed_pct: f64,
+    from: u32,
+    end: u32,
+) -> Option<f64> {
     let mut recovered_at = from;
-    for (t, h) in e.windows.range(from..end) {
-        if h.quantile_ms(0.95).is_some_and(|p| p > budget_ms) {
-            recovered_at = t + 1;
+    let mut answered_after = false;
+    for t in seconds(e, from, end) {
+        match window_holds(e, t, budget_ms, max_failed_pct) {
+            Some(false) => (recovered_at, answered_after) = (t + 1, false),
+            Some(true) => answered_after = true,
+            None => {}
         }
     }
-    // Recovered only if some window with requests came after the last one over the budget.
-    let answered_after = e
-        .windows
-        .range(recovered_at..end)
-        .any(|(_, h)| h.count() > 0);
+    // Recovered only if some window with requests came after the last one that did not hold.
     (recovered_at == from || answered_after).then(|| f64::from(recovered_at - from))
 }
 
-/// Seconds from `from` to the first window before `end` whose p95 is over `budget_ms`.
-pub fn degradation(e: &EndpointRecording, budget_ms: f64, from: u32, end: u32) -> Option<f64> {
-    e.windows
-        .range(from..end)
-        .find(|(_, h)| h.quantile_ms(0.95).is_some_and(|p| p > budget_ms))
-        .map(|(t, _)| f64::from(t - from))
+/// Seconds from `from` to the first window before `end` that does not hold ([`window_holds`]).
+pub fn degradation(
+    e: &EndpointRecording,
+    budget_ms: f64,
+    max_failed_pct: f64,
+    from: u32,
+    end: u32,
+) -> Option<f64> {
+    seconds(e, from, end)
+        .into_iter()
+        .find(|t| window_holds(e, *t, budget_ms, max_failed_pct) == Some(false))
+        .map(|t| f64::from(t - from))
 }
 
 /// A flip's effect on every budget, from the window it came in to `end`.
 pub fn flip_effects(
     recording: &Recording,
     budgets: &[(String, f64)],
+    max_failed_pct: f64,
     at: u32,
     end: u32,
 ) -> Vec<FlipEffect> {
@@ -101,8 +149,8 @@ pub fn flip_effects(
             FlipEffect {
                 endpoint: name.clone(),
                 budget_ms: *budget,
-                time_to_recover_s: recovery(e, *budget, at, end),
-                time_to_degrade_s: degradation(e, *budget, at, end),
+                time_to_recover_s: recovery(e, *budget, max_failed_pct, at, end),
+                time_to_degrade_s: degradation(e, *budget, max_failed_pct, at, end),
             }
         })
         .collect()
@@ -139,7 +187,10 @@ pub fn judge(
             .iter()
             .map(|(name, budget)| {
                 let e = recording.endpoints.get(name).unwrap_or(&empty);
-                (name.clone(), recovery(e, *budget, settled, end))
+                (
+                    name.clone(),
+                    recovery(e, *budget, h.max_failed_pct, settled, end),
+                )
             })
             .collect(),
     }
@@ -200,12 +251,12 @@ pub fn checks(r: &HypothesisReport) -> Vec<crate::report::Check> {
             passed: late.is_empty(),
             detail: if late.is_empty() {
                 format!(
-                    "every budget held again within {limit:.0}s of {:.0}s",
+                    "every budget held again within {limit:.0}s of {:.0}s (each second's p95 within budget and its failed share within the allowance)",
                     r.after.from_s
                 )
             } else {
                 format!(
-                    "not recovered within {limit:.0}s of {:.0}s: {}",
+                    "not recovered within {limit:.0}s of {:.0}s: {} (a second holds with its p95 within budget and its failed share within the allowance)",
                     r.after.from_s,
                     late.join(", ")
                 )
@@ -248,16 +299,45 @@ mod tests {
             (14, 5, 100),
             (15, 5, 100),
         ]);
-        assert_eq!(recovery(&e, 500.0, 10, 16), Some(4.0));
-        assert_eq!(degradation(&e, 500.0, 10, 16), Some(0.0));
+        assert_eq!(recovery(&e, 500.0, 1.0, 10, 16), Some(4.0));
+        assert_eq!(degradation(&e, 500.0, 1.0, 10, 16), Some(0.0));
         // Never over the budget: recovered at once, never degraded.
         let fine = endpoint(&[(10, 5, 100), (11, 5, 100)]);
-        assert_eq!(recovery(&fine, 500.0, 10, 12), Some(0.0));
-        assert_eq!(degradation(&fine, 500.0, 10, 12), None);
+        assert_eq!(recovery(&fine, 500.0, 1.0, 10, 12), Some(0.0));
+        assert_eq!(degradation(&fine, 500.0, 1.0, 10, 12), None);
         // Over the budget to the end: never recovered.
         let stuck = endpoint(&[(10, 5, 100), (11, 5, 900)]);
-        assert_eq!(recovery(&stuck, 500.0, 10, 12), None);
-        assert_eq!(degradation(&stuck, 500.0, 10, 12), Some(1.0));
+        assert_eq!(recovery(&stuck, 500.0, 1.0, 10, 12), None);
+        assert_eq!(degradation(&stuck, 500.0, 1.0, 10, 12), Some(1.0));
+    }
+
+    /// Fast 500s are not a recovery: a window holds only with its failed share within the
+    /// allowance, however low its p95 (a refused connection is as fast and as failed).
+    #[test]
+    fn fast_failures_are_not_a_recovery() {
+        let mut e = endpoint(&[(10, 20, 5), (11, 20, 5), (12, 20, 5)]);
+        let fail = |e: &mut EndpointRecording, t: u32, n: u64| {
+            e.category_windows
+                .entry(t)
+                .or_default()
+                .insert(FAILED.into(), n);
+        };
+        for t in 10..13 {
+            fail(&mut e, t, 20);
+        }
+        assert_eq!(recovery(&e, 500.0, 1.0, 10, 13), None, "every answer a 500");
+        assert_eq!(degradation(&e, 500.0, 1.0, 10, 13), Some(0.0));
+        // Failures stop at 12: recovered there.
+        fail(&mut e, 12, 0);
+        assert_eq!(recovery(&e, 500.0, 1.0, 10, 13), Some(2.0));
+        // One failure in 20 (5 %) is within a 10 % allowance, not a 1 % one.
+        fail(&mut e, 12, 1);
+        assert_eq!(recovery(&e, 500.0, 10.0, 10, 13), Some(2.0));
+        assert_eq!(recovery(&e, 500.0, 1.0, 10, 13), None);
+        // A second whose requests all failed before any latency was recorded still counts.
+        let mut refused = endpoint(&[(10, 5, 5)]);
+        fail(&mut refused, 11, 7);
+        assert_eq!(recovery(&refused, 500.0, 1.0, 10, 12), None);
     }
 
     #[test]

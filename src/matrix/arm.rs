@@ -453,7 +453,13 @@ async fn run_on_clone(
         let from = f.at_s.floor() as u32;
         let until = flips_end(scenario, i, end_s);
         if f.made {
-            f.effects = crate::chaos::hypothesis::flip_effects(&recording, &budgets, from, until);
+            f.effects = crate::chaos::hypothesis::flip_effects(
+                &recording,
+                &budgets,
+                scenario.hypothesis.map_or(1.0, |h| h.max_failed_pct),
+                from,
+                until,
+            );
         }
     }
     checks.extend(rollout_checks(server, db, scenario, &flips, &played.flipped_at).await?);
@@ -683,50 +689,78 @@ async fn rollout_checks(
     Ok(out)
 }
 
-/// Requests the service never finished accounting for, with the most each may have done
-/// unseen: one cut off at the function limit (504) per route, up to the most a request of
-/// that route did (a cron tick runs several jobs at once, all cut off together); one the client
-/// abandoned, up to the most any request did.
+/// The label prefix of the cron routes, whose ticks run jobs side by side.
+const CRON_ROUTES: &str = "GET /api/cron/";
+
+/// Requests the service never finished accounting for, each charged what a request of its
+/// own route may have done unseen: one cut off at the function limit (504) while working (the
+/// service counts those apart from the ones cut while waiting for the pool, which had nothing
+/// in flight; every 504 of a service that does not say) up to the most one
+/// request of that route wrote and called, exactly as the service counts it (its
+/// `db_writes_per_request_max`, which covers the drain's cron ticks the load did not send) or
+/// as the client saw it, whichever is larger (a cron tick runs several jobs at once, all cut
+/// off together); a route that never wrote is charged nothing. A request the client abandoned
+/// has no route the service names: it is charged the most any request did.
 fn unfinished(
     last: &crate::service_proc::Scrape,
     endpoints: &[crate::report::EndpointReport],
     aborted: u64,
 ) -> Vec<Unfinished> {
-    let most = |route: Option<&str>| {
-        let of = |e: &&crate::report::EndpointReport| route.is_none_or(|r| e.endpoint == r);
-        let writes = endpoints.iter().filter(of).map(|e| e.db_writes_max).max();
-        let calls = endpoints
+    let client = |route: &str| {
+        endpoints
             .iter()
-            .filter(of)
-            .map(|e| e.external_calls_max)
-            .max();
-        (writes.unwrap_or(0) as u64, calls.unwrap_or(0) as u64)
+            .filter(|e| e.endpoint == route)
+            .fold((0, 0), |(w, c), e| {
+                (w.max(e.db_writes_max), c.max(e.external_calls_max))
+            })
     };
-    let (any_writes, any_calls) = most(None);
+    let own = |route: &str, r: &crate::service_proc::RouteScrape| {
+        let (w, c) = client(route);
+        (
+            u64::from(w).max(r.writes_max as u64),
+            u64::from(c).max(r.calls_max as u64),
+        )
+    };
+    // Cut off, a request can have left unseen only what it had in flight: a handler runs one
+    // statement and one provider call at a time (the tally counts a call before it is made),
+    // so its route's largest statement and one call. A cron tick runs its jobs side by side:
+    // the most a whole tick did.
+    let in_flight = |route: &str, r: &crate::service_proc::RouteScrape| {
+        let (w, c) = own(route, r);
+        match r.statement_max {
+            Some(s) if !route.starts_with(CRON_ROUTES) => (w.min(s as u64), c.min(1)),
+            _ => (w, c),
+        }
+    };
     let mut out: Vec<Unfinished> = last
         .routes
         .iter()
         .filter_map(|(route, r)| {
-            let n = r.statuses.get("504").copied().unwrap_or(0.0) as u64;
-            let (w, c) = most(Some(route));
-            // A route the load did not send (the drain's cron ticks): the most of any.
-            let (w, c) = if w == 0 && c == 0 {
-                (any_writes, any_calls)
-            } else {
-                (w, c)
-            };
-            (n > 0).then_some(Unfinished {
+            // A request cut while it waited for the pool had nothing in flight.
+            let n = r
+                .cut_working
+                .unwrap_or_else(|| r.statuses.get("504").copied().unwrap_or(0.0))
+                as u64;
+            let (max_writes, max_calls) = in_flight(route, r);
+            (n > 0).then(|| Unfinished {
+                route: route.clone(),
                 requests: n,
-                max_writes: w.max(1),
-                max_calls: c.max(1),
+                max_writes,
+                max_calls,
             })
         })
         .collect();
     if aborted > 0 {
+        let (max_writes, max_calls) = last
+            .routes
+            .iter()
+            .map(|(route, r)| own(route, r))
+            .fold((0, 0), |(w, c), (rw, rc)| (w.max(rw), c.max(rc)));
         out.push(Unfinished {
+            route: "abandoned by the client".into(),
             requests: aborted,
-            max_writes: any_writes.max(1),
-            max_calls: any_calls.max(1),
+            max_writes,
+            max_calls,
         });
     }
     out
@@ -827,4 +861,89 @@ pub(crate) async fn warm_up(http: &reqwest::Client, plan: &Plan) {
         });
     }
     while running.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixtures::endpoint;
+    use crate::service_proc::{RouteScrape, Scrape};
+
+    fn route(cut: f64, writes_max: f64, calls_max: f64) -> RouteScrape {
+        RouteScrape {
+            statuses: [("504".to_owned(), cut)].into(),
+            writes_max,
+            calls_max,
+            ..RouteScrape::default()
+        }
+    }
+
+    /// A cut-off request is charged its own route's most, never another route's: a page that
+    /// never writes is charged nothing, the drain's cron tick (not in the load) the most the
+    /// service saw one tick write.
+    #[test]
+    fn a_cut_off_request_is_charged_its_own_routes_writes() {
+        let last = Scrape {
+            routes: [
+                ("GET /".to_owned(), route(40.0, 0.0, 0.0)),
+                ("POST /api/webhooks/email".to_owned(), route(3.0, 5.0, 1.0)),
+                (
+                    "GET /api/cron/background-jobs".to_owned(),
+                    route(1.0, 222.0, 30.0),
+                ),
+            ]
+            .into(),
+            ..Scrape::default()
+        };
+        let mut hook = endpoint("POST /api/webhooks/email", 900.0, Some(500.0));
+        (hook.db_writes_max, hook.external_calls_max) = (6, 1);
+        let mut page = endpoint("GET /", 900.0, Some(2000.0));
+        (page.db_writes_max, page.external_calls_max) = (0, 0);
+
+        let charged: Vec<(String, u64, u64, u64)> = unfinished(&last, &[hook, page], 0)
+            .into_iter()
+            .map(|u| (u.route, u.requests, u.max_writes, u.max_calls))
+            .collect();
+
+        assert_eq!(
+            charged,
+            [
+                ("GET /".to_owned(), 40, 0, 0),
+                ("GET /api/cron/background-jobs".to_owned(), 1, 222, 30),
+                // The client saw a request write 6; the service's own most was 5.
+                ("POST /api/webhooks/email".to_owned(), 3, 6, 1),
+            ]
+        );
+        // A service that counts its cuts while working: the ones cut waiting for the pool
+        // (46 of 50 here) are charged nothing.
+        let mut counted = last.clone();
+        counted
+            .routes
+            .get_mut("POST /api/webhooks/email")
+            .unwrap()
+            .statuses
+            .insert("504".into(), 50.0);
+        counted
+            .routes
+            .get_mut("POST /api/webhooks/email")
+            .unwrap()
+            .cut_working = Some(4.0);
+        let hook_cut = unfinished(&counted, &[], 0)
+            .into_iter()
+            .find(|u| u.route == "POST /api/webhooks/email")
+            .unwrap();
+        assert_eq!((hook_cut.requests, hook_cut.max_writes), (4, 5));
+        let a = crate::matrix::verdict::accounting(
+            (1000, 10),
+            (1000, 10),
+            &unfinished(&last, &[], 2),
+            0,
+        );
+        assert_eq!(a.slack_writes, 15 + 222 + 2 * 222, "{a:?}");
+        let detail = crate::matrix::verdict::accounting_check(&a).detail;
+        assert!(
+            detail.contains("declared 1000, counted 1000, slack 681 ("),
+            "{detail}"
+        );
+    }
 }

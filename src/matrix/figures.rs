@@ -55,6 +55,10 @@ pub(crate) fn service_side(
             .collect(),
         writes: end.writes - first.writes,
         calls: end.calls - first.calls,
+        writes_max: end.writes_max,
+        calls_max: end.calls_max,
+        cut_working: end.cut_working,
+        statement_max: end.statement_max,
     };
     if last.duration.count <= 0.0 {
         return None;
@@ -102,6 +106,10 @@ pub(crate) fn service_side(
         requests: last.duration.count as u64,
         p50_ms: ms(last.duration.quantile(0.5)),
         p95_ms: ms(last.duration.quantile(0.95)),
+        p95_bucket_ms: last
+            .duration
+            .bucket_of(0.95)
+            .map(|(lo, hi)| (lo * 1000.0, hi * 1000.0)),
         status_counts: last
             .statuses
             .iter()
@@ -370,6 +378,7 @@ mod tests {
             requests: 10,
             p50_ms: None,
             p95_ms: Some(p95),
+            p95_bucket_ms: None,
             status_counts: Default::default(),
             pool_wait_p95_ms: pool_wait,
             phases: vec![],

@@ -20,31 +20,33 @@ pub(crate) async fn connect(server: &PgServer, db: &str) -> anyhow::Result<PgCon
         .await?)
 }
 
-/// What the counters an `EMAIL_SENT` increments stood at before the load.
+/// What the counters an `EMAIL_SENT` increments stood at before the load, per key: each
+/// lead's and each ledger row's growth is compared with the sends applied to it, so one key's
+/// loss cannot cancel another's repeat in a sum.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Baseline {
-    /// Σ `leads.emails_sent`.
-    pub emails_sent: i64,
-    /// Σ `slot_offer_ledger.offered` per slot date (`YYYY-MM-DD`). A send counts on the day it
-    /// occurred; AI drafts offer slots on the day they are written, so the effect of the sends
-    /// is read on their days only.
-    pub ledger: BTreeMap<String, i64>,
+    /// `leads.emails_sent` per lead id (leads at 0 left out).
+    pub emails_sent: BTreeMap<i64, i64>,
+    /// `slot_offer_ledger.offered` per workspace and slot date (`YYYY-MM-DD`). A send counts
+    /// on the day it occurred; AI drafts offer slots on the day they are written, so the
+    /// effect of the sends is read on their days only.
+    pub ledger: BTreeMap<(i64, String), i64>,
 }
 
 /// The counters now.
 pub async fn baseline(conn: &mut PgConnection) -> anyhow::Result<Baseline> {
-    let emails_sent: i64 =
-        sqlx::query_scalar("SELECT coalesce(sum(emails_sent), 0)::int8 FROM leads")
-            .fetch_one(&mut *conn)
+    let emails_sent: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, emails_sent::int8 FROM leads WHERE emails_sent <> 0")
+            .fetch_all(&mut *conn)
             .await?;
-    let ledger: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT slot_date::text, sum(offered)::int8 FROM slot_offer_ledger GROUP BY 1",
+    let ledger: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT workspace_id, slot_date::text, offered::int8 FROM slot_offer_ledger",
     )
     .fetch_all(conn)
     .await?;
     Ok(Baseline {
-        emails_sent,
-        ledger: ledger.into_iter().collect(),
+        emails_sent: emails_sent.into_iter().collect(),
+        ledger: ledger.into_iter().map(|(w, d, n)| ((w, d), n)).collect(),
     })
 }
 
@@ -61,17 +63,46 @@ fn per_id(effect: &str, expected: &[String], rows: &BTreeMap<String, i64>) -> Ef
     }
 }
 
-/// A counter that must have grown by exactly `expected`.
-fn counter(effect: &str, expected: u64, grown: i64) -> EffectCount {
-    let grown = grown.max(0) as u64;
-    EffectCount {
+/// A counter kept per key (a lead, a ledger row) that must have grown, on every key, by
+/// exactly the sends applied to it: a key that grew less lost some, one that grew more (or
+/// grew with nothing applied to it) repeated some, and neither cancels the other.
+fn counter_per_key<K: Ord>(
+    effect: &str,
+    expected: &BTreeMap<K, u64>,
+    grown: &BTreeMap<K, i64>,
+) -> EffectCount {
+    let mut count = EffectCount {
         effect: effect.to_owned(),
-        expected,
-        applied: grown.min(expected),
-        duplicates: grown.saturating_sub(expected),
-        lost: expected.saturating_sub(grown),
-        at_least_once: None,
+        expected: expected.values().sum(),
+        ..EffectCount::default()
+    };
+    for (key, want) in expected {
+        let got = grown.get(key).copied().unwrap_or(0).max(0) as u64;
+        count.applied += got.min(*want);
+        count.lost += want.saturating_sub(got);
+        count.duplicates += got.saturating_sub(*want);
     }
+    count.duplicates += grown
+        .iter()
+        .filter(|(key, _)| !expected.contains_key(*key))
+        .map(|(_, n)| (*n).max(0) as u64)
+        .sum::<u64>();
+    count
+}
+
+/// Per key, `now − before` where it is not zero (a key missing on a side stands at 0).
+fn growth<K: Ord + Clone>(before: &BTreeMap<K, i64>, now: &BTreeMap<K, i64>) -> BTreeMap<K, i64> {
+    let mut out: BTreeMap<K, i64> = now
+        .iter()
+        .map(|(k, n)| (k.clone(), n - before.get(k).copied().unwrap_or(0)))
+        .collect();
+    for (k, n) in before {
+        if !now.contains_key(k) {
+            out.insert(k.clone(), -n);
+        }
+    }
+    out.retain(|_, n| *n != 0);
+    out
 }
 
 /// Successful provider calls by idempotency key → once per applied event; a call for an event
@@ -119,29 +150,32 @@ pub async fn effects(
     ghl_ok_by_key: &BTreeMap<String, u64>,
 ) -> anyhow::Result<Vec<EffectCount>> {
     let mut out = acked_effects(conn, acked).await?;
-    let applied: Vec<String> = sqlx::query_scalar(
-        "SELECT provider_event_id FROM messages WHERE provider_event_id IS NOT NULL",
+    let applied: Vec<(String, i64, i64, String)> = sqlx::query_as(
+        "SELECT provider_event_id, lead_id, workspace_id, ((sent_at AT TIME ZONE 'UTC')::date)::text
+         FROM messages WHERE provider_event_id IS NOT NULL",
     )
     .fetch_all(&mut *conn)
     .await?;
-    // The days the applied sends occurred on (UTC, as the service counts them).
-    let days: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT ((sent_at AT TIME ZONE 'UTC')::date)::text FROM messages
-         WHERE provider_event_id IS NOT NULL",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let (mut per_lead, mut per_row) = (BTreeMap::new(), BTreeMap::new());
+    for (_, lead, workspace, day) in &applied {
+        *per_lead.entry(*lead).or_insert(0u64) += 1;
+        *per_row.entry((*workspace, day.clone())).or_insert(0u64) += 1;
+    }
+    // The days the applied sends occurred on (UTC, as the service counts them): drafts offer
+    // slots on other days.
+    let days: std::collections::BTreeSet<&String> = applied.iter().map(|a| &a.3).collect();
     let now = baseline(conn).await?;
-    let on_days = |b: &Baseline| -> i64 {
-        days.iter()
-            .map(|d| b.ledger.get(d).copied().unwrap_or(0))
-            .sum()
-    };
-    let n = applied.len() as u64;
+    let mut ledger = growth(&before.ledger, &now.ledger);
+    ledger.retain(|(_, day), _| days.contains(day));
+    let ids: Vec<String> = applied.iter().map(|a| a.0.clone()).collect();
     out.extend([
-        counter("lead emails_sent", n, now.emails_sent - before.emails_sent),
-        counter("slot ledger", n, on_days(&now) - on_days(before)),
-        provider_calls(GHL_EFFECT, &applied, ghl_ok_by_key),
+        counter_per_key(
+            "lead emails_sent",
+            &per_lead,
+            &growth(&before.emails_sent, &now.emails_sent),
+        ),
+        counter_per_key("slot ledger", &per_row, &ledger),
+        provider_calls(GHL_EFFECT, &ids, ghl_ok_by_key),
     ]);
     Ok(out)
 }
@@ -185,15 +219,30 @@ pub fn ghl_at_least_once(inv: &mut Invariants, why: &str) {
     inv.holds = inv.effects.iter().all(EffectCount::clean);
 }
 
-/// The invariant's figures from the effects counted (the first is the message row).
+/// The invariant's figures from the effects counted (the first is the message row): the
+/// headline's lost and repeated are the most of any effect, the worst of them named.
 pub fn invariants_of(effects: Vec<EffectCount>, acked: u64, undrained: u64) -> Invariants {
-    let message = &effects[0];
+    let worst = effects
+        .iter()
+        .filter(|e| e.lost + e.duplicates > 0)
+        .max_by_key(|e| e.lost + e.duplicates)
+        .map(|e| {
+            let mut s = e.effect.clone();
+            if e.lost > 0 {
+                s.push_str(&format!(" −{}", e.lost));
+            }
+            if e.duplicates > 0 {
+                s.push_str(&format!(" +{}", e.duplicates));
+            }
+            s
+        });
     Invariants {
         sent: None,
         acked,
-        applied: message.applied,
-        duplicates: message.duplicates,
-        lost: message.lost,
+        applied: effects[0].applied,
+        duplicates: effects.iter().map(|e| e.duplicates).max().unwrap_or(0),
+        lost: effects.iter().map(|e| e.lost).max().unwrap_or(0),
+        worst_effect: worst,
         undrained_jobs: undrained,
         failed_jobs: 0,
         holds: effects.iter().all(EffectCount::clean),
@@ -298,4 +347,74 @@ pub(crate) async fn wait_for_sessions_to_end(
     }
     conn.close().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effect(name: &str, lost: u64, duplicates: u64) -> EffectCount {
+        EffectCount {
+            effect: name.into(),
+            expected: 100,
+            applied: 100 - lost,
+            duplicates,
+            lost,
+            at_least_once: None,
+        }
+    }
+
+    /// Counters compared per key: one lead's lost increment and another's doubled one are
+    /// one lost and one repeated, though their sum grew by exactly the sends applied.
+    #[test]
+    fn a_lost_and_a_doubled_increment_do_not_cancel_out() {
+        let expected: BTreeMap<i64, u64> = [(1, 1), (2, 1), (3, 2)].into();
+        let grown: BTreeMap<i64, i64> = [(1, 2), (3, 2)].into();
+        assert_eq!(
+            grown.values().sum::<i64>() as u64,
+            expected.values().sum::<u64>()
+        );
+        let c = counter_per_key("lead emails_sent", &expected, &grown);
+        assert_eq!((c.expected, c.applied, c.lost, c.duplicates), (4, 3, 1, 1));
+        assert!(!c.clean());
+        // Growth on a key nothing was applied to is a repeat too.
+        let stray = counter_per_key(
+            "slot ledger",
+            &expected,
+            &[(1, 1), (2, 1), (3, 2), (9, 1)].into(),
+        );
+        assert_eq!((stray.lost, stray.duplicates), (0, 1));
+        let exact = counter_per_key(
+            "lead emails_sent",
+            &expected,
+            &[(1, 1), (2, 1), (3, 2)].into(),
+        );
+        assert!(exact.clean(), "{exact:?}");
+        // Growth is read per key, a key gone from a side standing at 0.
+        let g = growth(&[(1, 5), (2, 3)].into(), &[(1, 6), (3, 1)].into());
+        assert_eq!(g, [(1, 1), (2, -3), (3, 1)].into());
+    }
+
+    /// The headline is the worst of every effect, named: a message row the unique index holds
+    /// at once cannot hide 522 repeated GHL calls (or one lost counter increment).
+    #[test]
+    fn the_headline_is_the_worst_effect_not_the_message_row() {
+        let inv = invariants_of(
+            vec![
+                effect("message row", 0, 0),
+                effect("lead emails_sent", 1, 0),
+                effect(GHL_EFFECT, 0, 522),
+            ],
+            100,
+            0,
+        );
+        assert_eq!((inv.lost, inv.duplicates), (1, 522));
+        assert_eq!(inv.worst_effect.as_deref(), Some("GHL contact sync +522"));
+        assert!(!inv.holds);
+        let clean = invariants_of(vec![effect("message row", 0, 0)], 100, 0);
+        assert_eq!(
+            (clean.lost, clean.duplicates, clean.worst_effect),
+            (0, 0, None)
+        );
+    }
 }

@@ -259,8 +259,10 @@ pub fn load_check(load: &LoadHealth) -> Check {
 
 /// Requests of one kind the service never finished accounting for, and the most each may
 /// have written or called unseen.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Unfinished {
+    /// The route they were sent to (or why none is known).
+    pub route: String,
     pub requests: u64,
     pub max_writes: u64,
     pub max_calls: u64,
@@ -296,6 +298,11 @@ pub fn accounting(
         external_calls_declared: declared.1,
         external_calls_measured: measured.1,
         unaccounted_requests: unfinished.iter().map(|u| u.requests).sum(),
+        slack_by_route: unfinished
+            .iter()
+            .filter(|u| u.requests * u.max_writes > 0)
+            .map(|u| (u.route.clone(), u.requests * u.max_writes))
+            .collect(),
         slack_writes,
         slack_calls,
         rows_by_table: Default::default(),
@@ -304,29 +311,40 @@ pub fn accounting(
     }
 }
 
-/// The accounting as a check.
+/// The accounting as a check, the slack it allowed printed beside each figure.
 pub fn accounting_check(a: &Accounting) -> Check {
+    let by_route = a
+        .slack_by_route
+        .iter()
+        .map(|(route, n)| format!("{route} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     check(
         ACCOUNTING_CHECK,
         a.holds,
         format!(
-            "rows: {} declared, {} counted by Postgres{}; external calls: {} declared, {} received by the providers; slack for {} unfinished requests: {} rows, {} calls",
+            "rows: declared {}, counted {}{}, slack {}{}; external calls: declared {}, received {}, slack {}; {} requests unfinished (cut off at the function limit or abandoned)",
             a.db_writes_declared,
             a.db_writes_measured,
             if a.speculative_killed > 0 {
                 format!(
-                    " ({} of them {} speculative insertion(s) killed by a concurrent insert, counted as inserted and deleted)",
+                    " by Postgres ({} of them {} speculative insertion(s) killed by a concurrent insert, counted as inserted and deleted)",
                     2 * a.speculative_killed,
                     a.speculative_killed
                 )
             } else {
                 String::new()
             },
+            a.slack_writes,
+            if by_route.is_empty() {
+                String::new()
+            } else {
+                format!(" ({by_route})")
+            },
             a.external_calls_declared,
             a.external_calls_measured,
+            a.slack_calls,
             a.unaccounted_requests,
-            a.slack_writes,
-            a.slack_calls
         ),
     )
 }
@@ -524,6 +542,7 @@ max_statement_timeouts = 0
             requests: 100,
             p50_ms: Some(p95 / 2.0),
             p95_ms: Some(p95),
+            p95_bucket_ms: None,
             status_counts: BTreeMap::from([("504".to_owned(), s504)]),
             pool_wait_p95_ms: None,
             phases: vec![PhaseFigures {
@@ -847,6 +866,7 @@ max_statement_timeouts = 0
     #[test]
     fn declared_writes_and_calls_must_match_the_measured_ones() {
         let cut = |requests, max_writes, max_calls| Unfinished {
+            route: "GET /x".into(),
             requests,
             max_writes,
             max_calls,
@@ -875,7 +895,7 @@ max_statement_timeouts = 0
         assert!(
             c.passed
                 && c.detail
-                    .contains("910 counted by Postgres (2 of them 1 speculative"),
+                    .contains("counted 910 by Postgres (2 of them 1 speculative"),
             "{c:?}"
         );
         // A cut-off cron tick may have had many jobs in flight.
@@ -883,7 +903,7 @@ max_statement_timeouts = 0
         assert!(tick.holds && tick.slack_writes == 72, "{tick:?}");
         let c = accounting_check(&accounting((100, 5), (150, 5), &[], 0));
         assert!(
-            !c.passed && c.detail.contains("150 counted by Postgres"),
+            !c.passed && c.detail.contains("declared 100, counted 150, slack 0;"),
             "{c:?}"
         );
     }

@@ -51,6 +51,7 @@ pub fn arm(name: &str, flags: &[(&str, bool)], endpoints: Vec<EndpointReport>) -
 /// A report of `arms`.
 pub fn report(arms: Vec<ArmReport>) -> Report {
     Report {
+        command: None,
         schema_version: SCHEMA_VERSION,
         tool: "test".into(),
         scenario: ScenarioInfo {

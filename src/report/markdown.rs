@@ -48,7 +48,7 @@ pub fn table(r: &Report) -> String {
                         " {} {} / {} ({}) |",
                         mark(e.within_budget),
                         ms(e.p95_ms),
-                        ms(e.service.as_ref().and_then(|s| s.p95_ms)),
+                        service_p95(e),
                         ms(e.budget_p95_ms)
                     );
                 }
@@ -81,13 +81,16 @@ pub fn table(r: &Report) -> String {
             "skipped".to_owned()
         } else {
             format!(
-                "{} {}{}/{} applied, {} lost, {} dup{}",
+                "{} {}{}/{} applied, {} lost, {} dup{}{}",
                 mark(inv.holds),
                 inv.sent.map_or(String::new(), |n| format!("sent {n}, ")),
                 inv.applied,
                 inv.acked,
                 inv.lost,
                 inv.duplicates,
+                inv.worst_effect
+                    .as_ref()
+                    .map_or(String::new(), |w| format!(" ({w})")),
                 failed_jobs(inv)
             )
         };
@@ -500,7 +503,7 @@ pub fn render(r: &Report) -> String {
                 a.name,
                 e.endpoint,
                 ms(e.p95_ms),
-                ms(e.service.as_ref().and_then(|s| s.p95_ms)),
+                service_p95(e),
                 ms(e.lateness_p95_ms),
                 e.time_spent.as_deref().unwrap_or("–")
             );
@@ -646,11 +649,30 @@ pub fn wall_time(r: &Report) -> String {
     out
 }
 
+/// The service's p95 of an endpoint; when it reads above the client's (a figure read linearly
+/// inside a histogram bucket), the bucket it lies in beside it, so the reader sees why.
+pub fn service_p95(e: &super::EndpointReport) -> String {
+    let Some(s) = &e.service else {
+        return ms(None);
+    };
+    match (s.p95_ms, e.p95_ms, s.p95_bucket_ms) {
+        (Some(service), Some(client), Some((lo, hi))) if service > client => format!(
+            "{} (read in the service's bucket {}–{})",
+            ms(Some(service)),
+            ms(Some(lo)),
+            ms(Some(hi))
+        ),
+        (p95, ..) => ms(p95),
+    }
+}
+
 /// The README's results block: the table, and what it was measured on.
 pub fn summary(r: &Report) -> String {
     format!(
-        "Measured by `incident-lab matrix {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time ({}), verdict {:?}:\n\n{}{}{}",
-        r.scenario.source,
+        "Measured by `incident-lab {}` at commit `{}` on {} (Postgres `{}`), {:.0} s wall time ({}), verdict {:?}:\n\n{}{}{}",
+        r.command
+            .clone()
+            .unwrap_or_else(|| format!("matrix {}", r.scenario.source)),
         r.environment.commit,
         r.environment.machine,
         r.environment.postgres_backend,
@@ -759,6 +781,29 @@ fn failed_jobs(inv: &Invariants) -> String {
 mod tests {
     use super::*;
     use crate::report::fixtures;
+
+    /// A service p95 read above the client's (linear inside a wide bucket) is shown with its
+    /// bucket, so the reader sees why; at or below the client's, the figure alone.
+    #[test]
+    fn a_service_time_above_the_clients_names_its_bucket() {
+        let mut e = fixtures::endpoint("GET /", 10_020.0, Some(2000.0));
+        e.service = Some(crate::report::ServiceSide {
+            requests: 100,
+            p50_ms: None,
+            p95_ms: Some(10_330.0),
+            p95_bucket_ms: Some((9_850.0, 10_800.0)),
+            status_counts: Default::default(),
+            pool_wait_p95_ms: None,
+            phases: vec![],
+            phases_per_request: false,
+        });
+        assert_eq!(
+            service_p95(&e),
+            "10.33 s (read in the service's bucket 9.85 s–10.80 s)"
+        );
+        e.p95_ms = Some(10_400.0);
+        assert_eq!(service_p95(&e), "10.33 s");
+    }
 
     /// Each part of the wall time is its own figure, and what is left is what no part covers.
     #[test]

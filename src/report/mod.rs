@@ -62,6 +62,10 @@ impl ArmStatus {
 pub struct Report {
     pub schema_version: u32,
     pub tool: String,
+    /// The command that made it, after `incident-lab` (`run scenarios/x.toml --arm all-on`);
+    /// `None` in reports from before it was kept (they were all `matrix` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     pub scenario: ScenarioInfo,
     pub environment: Environment,
     pub verdict: Verdict,
@@ -191,6 +195,11 @@ pub struct ServiceSide {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub status_counts: BTreeMap<String, u64>,
+    /// The bounds of the service histogram's bucket its p95 lies in (ms; the p95 is read
+    /// linearly inside it, so it can sit above the client's figure by up to the bucket's
+    /// width: the report then shows these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_bucket_ms: Option<(f64, f64)>,
     /// Time waiting for pooled connections, p95.
     pub pool_wait_p95_ms: Option<f64>,
     /// Per phase. With `phases_per_request`: the service's own time of each request intended
@@ -258,6 +267,9 @@ pub struct Accounting {
     /// Requests the service never finished accounting for (cut off at the function limit,
     /// or abandoned by the client): each may have written or called without being counted.
     pub unaccounted_requests: u64,
+    /// Rows such requests may explain, by route (each charged its own route's most).
+    #[serde(default)]
+    pub slack_by_route: BTreeMap<String, u64>,
     /// Rows / calls such requests may explain.
     pub slack_writes: u64,
     pub slack_calls: u64,
@@ -329,10 +341,15 @@ pub struct Invariants {
     pub acked: u64,
     /// Of those, applied (a message with their dedupe id exists).
     pub applied: u64,
-    /// Dedupe ids applied more than once.
+    /// The most repeats on any one effect (the message row, the counters, the GHL call):
+    /// the headline, so an effect a unique index does not guard cannot hide behind one it does.
     pub duplicates: u64,
-    /// Acknowledged but not applied after the drain.
+    /// The most events lost on any one effect, after the drain.
     pub lost: u64,
+    /// The effect with the most lost or repeated, as `"GHL contact sync +522"` (`None`: every
+    /// effect exactly once). Schema 3, later runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_effect: Option<String>,
     /// Jobs still queued or running after the drain.
     pub undrained_jobs: u64,
     /// `EMAIL_SENT` jobs the queue gave up on (`status = 'failed'`, their `last_error` says
@@ -660,12 +677,4 @@ pub fn ms(v: Option<f64>) -> String {
         Some(v) if v >= 1000.0 => format!("{:.2} s", v / 1000.0),
         Some(v) => format!("{v:.0} ms"),
     }
-}
-
-/// Escapes text for XML and HTML.
-pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

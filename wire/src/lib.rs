@@ -73,6 +73,18 @@ pub mod metrics {
     pub const DB_WRITES: &str = "db_writes_per_request";
     /// Histogram by `route`: external calls per request.
     pub const EXTERNAL_CALLS: &str = "external_calls_per_request";
+    /// Gauges by `route`: the most rows written and external calls made by one request so
+    /// far, exactly (the histograms give only a bucket): what a request of the route cut off
+    /// before it could declare its own may have done.
+    pub const DB_WRITES_MAX: &str = "db_writes_per_request_max";
+    pub const EXTERNAL_CALLS_MAX: &str = "external_calls_per_request_max";
+    /// Gauge by `route`: the most rows one statement wrote (a request runs one statement at
+    /// a time, but a cron tick's jobs run side by side).
+    pub const DB_STATEMENT_MAX: &str = "db_statement_rows_max";
+    /// Counter by `route`: requests cut off at the function limit while working (not while
+    /// waiting for a pooled connection): only these can have had a statement or a provider
+    /// call in flight that their tally never counted.
+    pub const CUT_OFF_WORKING: &str = "requests_cut_off_working_total";
     /// Counter by `category`.
     pub const ERRORS: &str = "errors_total";
     pub const POOL_MAX: &str = "db_pool_max";

@@ -237,7 +237,11 @@ async fn sent_effects(
                  RETURNING provider_event_id),
              go AS (SELECT * FROM input WHERE $6 OR ev IN (SELECT provider_event_id FROM message)),
              lead AS (
-                 UPDATE leads l SET emails_sent = l.emails_sent + $7 * g.sent,
+                 UPDATE leads l SET emails_sent = l.emails_sent + $7 * g.sent * CASE
+                                        WHEN NOT $8 OR (SELECT count(DISTINCT lead) FROM go) < 2 THEN 1
+                                        WHEN g.lead = (SELECT min(lead) FROM go) THEN 2
+                                        WHEN g.lead = (SELECT max(lead) FROM go) THEN 0
+                                        ELSE 1 END,
                                     last_message_at = greatest(l.last_message_at, g.at),
                                     status = CASE WHEN l.status = 'new' THEN 'contacted' ELSE l.status END
                  FROM (SELECT lead, count(*) AS sent, max(at) AS at FROM go GROUP BY lead) g
@@ -263,11 +267,11 @@ async fn sent_effects(
         .bind(events.iter().map(|ev| ev.occurred_at).collect::<Vec<_>>())
         .bind(faults.skip_dedupe)
         .bind(if faults.double_counter { 2 } else { 1 })
+        .bind(faults.crossed_counters)
         .fetch_one(&mut *tx)
         .await?;
-    for rows in [inserted, updated, activities, followups] {
-        tally.wrote(rows as u64);
-    }
+    // One statement: one count, so the tally knows the most one statement wrote.
+    tally.wrote((inserted + updated + activities + followups) as u64);
     let mut went = vec![false; events.len()];
     for n in applied {
         // ORDINALITY counts from 1.

@@ -207,6 +207,18 @@ async fn background_jobs_tick(
 ) -> Result<TickReport, AppError> {
     let limits = state.config.limits.clone();
     let mut report = TickReport::default();
+    if state.faults().undeclared_write {
+        // A deliberate bug (tests only): rows written on a connection of its own, never
+        // given to the tally.
+        let mut conn =
+            <sqlx::PgConnection as sqlx::Connection>::connect(&state.config.database_url)
+                .await
+                .map_err(AppError::from)?;
+        sqlx::query("UPDATE leads SET emails_opened = emails_opened")
+            .execute(&mut conn)
+            .await?;
+        let _ = sqlx::Connection::close(conn).await;
+    }
     // With LOG_SLOW_PATHS, where the tick's time went, each step's total over its claims.
     let mut steps = Steps::new(state.switches().log_slow_paths);
     {
