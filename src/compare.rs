@@ -1,25 +1,35 @@
-//! `compare BASE NEW`: a CI gate against a stored baseline that does not flap on a shared
-//! machine. For every arm and endpoint in both, a p95 that grew is a regression only when
+//! `compare BASE NEW`: a CI gate against a baseline measured beside the change, that does
+//! not flap on a shared machine. For every arm and endpoint in both, a p95 that grew is a
+//! regression only when
 //! - it grew **beyond `max_regression`** of the baseline's p95 (10 %) **and by at least the
 //!   floor**: `min_delta` (50 ms) and, on a budgeted endpoint, `budget_share` of its budget
 //!   (10 %) — 9 ms → 14 ms is +50 % but nothing on a 2 s budget; or it **crossed its budget**
 //!   (within it before, over it now), however little;
-//! - and the growth is **significant**: the new run's per-second p95s are larger than the
-//!   baseline's by a one-sided Mann–Whitney test at `alpha` (0.01), pooled over every repeat
-//!   given — one slow second does not make a regression. Not tested (and said) with fewer than
-//!   [`MIN_WINDOWS`] windows a side.
+//! - and the growth is **significant across the repeats**: repeat *i* of the new side is set
+//!   against repeat *i* of the baseline (run one after the other, interleaved, so a runner's
+//!   drift falls on both), second by second of the same schedule; the mean log-ratio of their
+//!   per-second p95s is the shift, and a two-stage **block bootstrap** (pairs of repeats
+//!   resampled, then runs of [`BLOCK_S`] consecutive seconds within each, as per-second p95s
+//!   are autocorrelated) gives the one-sided p-value of "no larger" at `alpha` (0.01).
 //!
-//! Each side is a report.json or a directory of repeats (every `report.json` under it); a
-//! side's p95 is then the median of its repeats'. The noise band measured — the baseline's
-//! per-second p95 between its quartiles, the spread of its repeats — is printed beside each
-//! change considered, so a reader sees what the gate judged against.
+//! Too little data — fewer than [`MIN_WINDOWS`] paired seconds — is **inconclusive**: neither
+//! a pass nor a regression, said in the table and by its own exit code (4).
+//!
+//! Each side is a report.json or a directory of repeats (every `report.json` under it, in
+//! path order); a side's p95 is then the median of its repeats'. The noise band measured — the
+//! baseline's per-second p95 between its quartiles, the spread of its repeats — is printed
+//! beside each change considered, so a reader sees what the gate judged against.
 
 use std::path::{Path, PathBuf};
 
 use crate::report::{ms, Report};
 
-/// Fewer windows than this on a side: no significance test.
+/// Fewer paired seconds than this: inconclusive.
 pub const MIN_WINDOWS: usize = 8;
+/// The block bootstrap's block, in seconds (consecutive per-second p95s move together).
+pub const BLOCK_S: usize = 4;
+/// Bootstrap resamples (the p-value's resolution is 1 / (this + 1)).
+pub const RESAMPLES: usize = 4000;
 
 /// How much growth the gate lets through.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,7 +40,7 @@ pub struct Gate {
     pub min_delta_ms: f64,
     /// Share of the endpoint's budget below which a change is noise (0.1 = 10 %).
     pub budget_share: f64,
-    /// Significance level of the one-sided Mann–Whitney test on per-second p95s.
+    /// Significance level of the one-sided block-bootstrap test on paired per-second p95s.
     pub alpha: f64,
 }
 
@@ -43,6 +53,17 @@ impl Default for Gate {
             alpha: 0.01,
         }
     }
+}
+
+/// The gate's word on one arm × endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Grew beyond the floor (or across the budget), significantly.
+    Regression,
+    /// Grew beyond the relative allowance, but below the floor or not significantly.
+    Noise,
+    /// Grew, and too few paired seconds to tell: neither a pass nor a regression.
+    Inconclusive,
 }
 
 /// One arm × endpoint whose p95 grew beyond the relative allowance, judged.
@@ -59,14 +80,21 @@ pub struct Change {
     pub noise_iqr_ms: Option<(f64, f64)>,
     /// The baseline repeats' p95s, lowest to highest (one repeat: equal).
     pub base_spread_ms: (f64, f64),
-    /// Median of every new − base per-second difference (Hodges–Lehmann).
-    pub shift_ms: Option<f64>,
-    /// One-sided Mann–Whitney p-value (new larger); `None` with too few windows.
+    /// The paired per-second shift, new over base (+0.30: 30 % slower); `None` with no pair.
+    pub shift: Option<f64>,
+    /// Paired seconds the test had.
+    pub paired_seconds: usize,
+    /// One-sided block-bootstrap p-value (new no larger); `None` with too few seconds.
     pub p_value: Option<f64>,
-    /// The gate's verdict.
-    pub regression: bool,
+    pub verdict: Verdict,
     /// Why, in words.
     pub reason: String,
+}
+
+impl Change {
+    pub fn regression(&self) -> bool {
+        self.verdict == Verdict::Regression
+    }
 }
 
 /// A side of the comparison: its repeats.
@@ -100,8 +128,8 @@ impl Side {
         }
     }
 
-    /// Per repeat the endpoint's p95, and every repeat's per-second p95s pooled.
-    fn figures(&self, arm: &str, endpoint: &str) -> (Vec<f64>, Vec<f64>, Option<f64>) {
+    /// Per repeat the endpoint's p95 and its per-second p95s (second → ms), and its budget.
+    fn figures(&self, arm: &str, endpoint: &str) -> (Vec<f64>, Vec<Seconds>, Option<f64>) {
         let (mut p95s, mut windows, mut budget) = (Vec::new(), Vec::new(), None);
         for r in &self.reports {
             let Some(e) = r
@@ -113,11 +141,18 @@ impl Side {
                 continue;
             };
             p95s.extend(e.p95_ms);
-            windows.extend(e.windows.iter().map(|w| w.1));
+            windows.push(e.windows.iter().map(|w| (w.0, w.1)).collect());
             budget = budget.or(e.budget_p95_ms);
         }
         (p95s, windows, budget)
     }
+}
+
+/// One repeat's per-second p95s, by second of the schedule.
+type Seconds = std::collections::BTreeMap<u32, f64>;
+
+fn pooled(windows: &[Seconds]) -> Vec<f64> {
+    windows.iter().flat_map(|w| w.values().copied()).collect()
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -147,36 +182,63 @@ pub fn compare(base: &Side, new: &Side, gate: &Gate) -> Vec<Change> {
                 continue;
             };
             let crossed = budget.is_some_and(|bu| b <= bu && n > bu);
-            if n <= b * (1.0 + gate.max_regression) && !crossed {
+            let pairs = paired(&base_w, &new_w);
+            let paired_seconds = pairs.iter().map(Vec::len).sum();
+            let enough = paired_seconds >= MIN_WINDOWS;
+            let shift = mean_log_ratio(&pairs).map(f64::exp_m1);
+            // How much it grew: the paired seconds' shift applied to the base's p95 when there
+            // are enough of them (far steadier than two p95s, each a tail of few seconds),
+            // else the p95s themselves.
+            let growth = match shift {
+                Some(s) if enough => s,
+                _ => n / b - 1.0,
+            };
+            if growth <= gate.max_regression && !crossed {
                 continue;
             }
             let floor_ms = budget.map_or(gate.min_delta_ms, |bu| {
                 gate.min_delta_ms.max(gate.budget_share * bu)
             });
-            let enough = base_w.len() >= MIN_WINDOWS && new_w.len() >= MIN_WINDOWS;
-            let p_value = enough.then(|| mann_whitney_greater(&base_w, &new_w));
-            let significant = p_value.is_none_or(|p| p < gate.alpha);
-            let large = n - b >= floor_ms || crossed;
-            let reason = match (large, significant) {
-                (true, true) if crossed => "crossed its budget".to_owned(),
-                (true, true) => format!("grew by {} ≥ {}", ms(Some(n - b)), ms(Some(floor_ms))),
-                (false, _) => format!(
-                    "noise: grew by {} < {} (the floor: {})",
-                    ms(Some(n - b)),
-                    ms(Some(floor_ms)),
-                    match budget {
-                        Some(bu) if gate.budget_share * bu > gate.min_delta_ms => format!(
-                            "{:.0} % of the {} budget",
-                            gate.budget_share * 100.0,
-                            ms(Some(bu))
-                        ),
-                        _ => "--min-delta".to_owned(),
-                    }
+            let p_value = enough.then(|| bootstrap_p(&pairs, RESAMPLES));
+            let grew_ms = growth * b;
+            let large = grew_ms >= floor_ms || crossed;
+            let (verdict, reason) = match (large, p_value) {
+                (false, _) => (
+                    Verdict::Noise,
+                    format!(
+                        "noise: grew by {} < {} (the floor: {})",
+                        ms(Some(grew_ms)),
+                        ms(Some(floor_ms)),
+                        match budget {
+                            Some(bu) if gate.budget_share * bu > gate.min_delta_ms => format!(
+                                "{:.0} % of the {} budget",
+                                gate.budget_share * 100.0,
+                                ms(Some(bu))
+                            ),
+                            _ => "--min-delta".to_owned(),
+                        }
+                    ),
                 ),
-                (true, false) => format!(
-                    "noise: per-second p95s not larger (Mann–Whitney p = {:.3} ≥ {})",
-                    p_value.unwrap_or(1.0),
-                    gate.alpha
+                (true, None) => (
+                    Verdict::Inconclusive,
+                    format!(
+                        "inconclusive: {paired_seconds} paired seconds, fewer than {MIN_WINDOWS} (give each side the same scenario, more repeats or a longer run)"
+                    ),
+                ),
+                (true, Some(p)) if p < gate.alpha => (
+                    Verdict::Regression,
+                    if crossed {
+                        "crossed its budget".to_owned()
+                    } else {
+                        format!("grew by {} ≥ {}", ms(Some(grew_ms)), ms(Some(floor_ms)))
+                    },
+                ),
+                (true, Some(p)) => (
+                    Verdict::Noise,
+                    format!(
+                        "noise: the paired seconds are not consistently slower (block bootstrap p = {p:.3} ≥ {})",
+                        gate.alpha
+                    ),
                 ),
             };
             out.push(Change {
@@ -186,19 +248,124 @@ pub fn compare(base: &Side, new: &Side, gate: &Gate) -> Vec<Change> {
                 new_ms: n,
                 budget_ms: budget,
                 floor_ms,
-                noise_iqr_ms: quartiles(&base_w),
+                noise_iqr_ms: quartiles(&pooled(&base_w)),
                 base_spread_ms: (
                     base_p95s.iter().copied().fold(f64::INFINITY, f64::min),
                     base_p95s.iter().copied().fold(0.0, f64::max),
                 ),
-                shift_ms: hodges_lehmann(&base_w, &new_w),
+                shift,
+                paired_seconds,
                 p_value,
-                regression: large && significant,
+                verdict,
                 reason,
             });
         }
     }
     out
+}
+
+/// Whether some arm × endpoint has a p95 on both sides (else there is nothing to judge).
+pub fn shared(base: &Side, new: &Side) -> bool {
+    new.reports.iter().flat_map(|r| &r.arms).any(|arm| {
+        arm.endpoints
+            .iter()
+            .any(|e| e.p95_ms.is_some() && !base.figures(&arm.name, &e.endpoint).0.is_empty())
+    })
+}
+
+/// Per pair of repeats (the i-th of each side), `ln(new / base)` of every second both timed.
+fn paired(base: &[Seconds], new: &[Seconds]) -> Vec<Vec<f64>> {
+    base.iter()
+        .zip(new)
+        .map(|(b, n)| {
+            b.iter()
+                .filter_map(|(t, bv)| {
+                    let nv = n.get(t)?;
+                    (*bv > 0.0 && *nv > 0.0).then(|| (nv / bv).ln())
+                })
+                .collect::<Vec<f64>>()
+        })
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// The mean over pairs of each pair's mean log-ratio.
+fn mean_log_ratio(pairs: &[Vec<f64>]) -> Option<f64> {
+    let means: Vec<f64> = pairs
+        .iter()
+        .map(|d| d.iter().sum::<f64>() / d.len() as f64)
+        .collect();
+    (!means.is_empty()).then(|| means.iter().sum::<f64>() / means.len() as f64)
+}
+
+/// The one-sided p-value of "the new side is no slower": the share of two-stage block-bootstrap
+/// resamples whose mean log-ratio is ≤ 0. Each resample draws as many pairs as there are,
+/// with replacement, then within each drawn pair as many seconds as it has, in runs of
+/// [`block_len`] consecutive seconds from random starts (a moving-block bootstrap), so both
+/// the drift between repeats and the seconds' autocorrelation are in its spread. With few
+/// pairs a bootstrap understates the spread between them (by (n − 1) / n in variance): each
+/// drawn pair's offset from the mean is widened by √(n / (n − 1)) to make up for it.
+/// Deterministic: the same data give the same p.
+pub fn bootstrap_p(pairs: &[Vec<f64>], resamples: usize) -> f64 {
+    let n = pairs.len();
+    let means: Vec<f64> = pairs
+        .iter()
+        .map(|d| d.iter().sum::<f64>() / d.len() as f64)
+        .collect();
+    let grand = means.iter().sum::<f64>() / n as f64;
+    let widen = if n > 1 {
+        (n as f64 / (n as f64 - 1.0)).sqrt()
+    } else {
+        1.0
+    };
+    let mut rng = SplitMix64(0x005e_ed53);
+    let mut at_or_below = 0usize;
+    for _ in 0..resamples {
+        let mut sum = 0.0;
+        for _ in 0..n {
+            let i = rng.below(n);
+            let d = &pairs[i];
+            let block = block_len(d.len());
+            let (mut total, mut taken) = (0.0, 0);
+            while taken < d.len() {
+                let start = rng.below(d.len() - block + 1);
+                for v in &d[start..start + block.min(d.len() - taken)] {
+                    total += v;
+                    taken += 1;
+                }
+            }
+            sum += total / d.len() as f64 + (means[i] - grand) * (widen - 1.0);
+        }
+        if sum <= 0.0 {
+            at_or_below += 1;
+        }
+    }
+    (at_or_below + 1) as f64 / (resamples + 1) as f64
+}
+
+/// The block of the moving-block bootstrap for a series of `len` seconds: at least
+/// [`BLOCK_S`], and √len for longer series (a per-second p95 remembers the seconds before it).
+fn block_len(len: usize) -> usize {
+    BLOCK_S.max((len as f64).sqrt().ceil() as usize).min(len)
+}
+
+/// A small, fixed pseudo-random sequence (SplitMix64): the bootstrap is the same on every
+/// machine and every version of any random crate.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
 }
 
 fn sorted(v: &[f64]) -> Vec<f64> {
@@ -223,71 +390,6 @@ fn median(v: &[f64]) -> Option<f64> {
 fn quartiles(v: &[f64]) -> Option<(f64, f64)> {
     let s = sorted(v);
     Some((quantile(&s, 0.25)?, quantile(&s, 0.75)?))
-}
-
-/// The median of every `new − base` difference: how far the new values sit above the old.
-pub fn hodges_lehmann(base: &[f64], new: &[f64]) -> Option<f64> {
-    let d: Vec<f64> = new
-        .iter()
-        .flat_map(|n| base.iter().map(move |b| n - b))
-        .collect();
-    median(&d)
-}
-
-/// One-sided Mann–Whitney U test: the p-value of `new` being stochastically larger than
-/// `base` (normal approximation with tie correction and continuity correction).
-pub fn mann_whitney_greater(base: &[f64], new: &[f64]) -> f64 {
-    let (n1, n2) = (new.len() as f64, base.len() as f64);
-    if n1 == 0.0 || n2 == 0.0 {
-        return 1.0;
-    }
-    // Ranks of the pooled values, ties given their mean rank.
-    let mut all: Vec<(f64, bool)> = new
-        .iter()
-        .map(|v| (*v, true))
-        .chain(base.iter().map(|v| (*v, false)))
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (mut rank_new, mut ties, mut i) = (0.0, 0.0, 0);
-    while i < all.len() {
-        let mut j = i;
-        while j + 1 < all.len() && all[j + 1].0 == all[i].0 {
-            j += 1;
-        }
-        let mean_rank = (i + j) as f64 / 2.0 + 1.0;
-        let t = (j - i + 1) as f64;
-        ties += t * t * t - t;
-        rank_new += mean_rank * all[i..=j].iter().filter(|x| x.1).count() as f64;
-        i = j + 1;
-    }
-    let u = rank_new - n1 * (n1 + 1.0) / 2.0;
-    let n = n1 + n2;
-    let var = n1 * n2 / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)));
-    if var <= 0.0 {
-        return 1.0;
-    }
-    let z = (u - n1 * n2 / 2.0 - 0.5) / var.sqrt();
-    0.5 * erfc(z / std::f64::consts::SQRT_2)
-}
-
-/// The complementary error function (Numerical Recipes' erfcc: relative error < 1.2e-7).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * poly.exp();
-    if x >= 0.0 {
-        r
-    } else {
-        2.0 - r
-    }
 }
 
 /// The noise band of one side's repeats, as Markdown: per arm and budgeted endpoint, each
@@ -328,7 +430,7 @@ pub fn noise(side: &Side) -> Option<String> {
                 } else {
                     0.0
                 },
-                quartiles(&windows).map_or("–".into(), |(a, b)| format!(
+                quartiles(&pooled(&windows)).map_or("–".into(), |(a, b)| format!(
                     "{}–{}",
                     ms(Some(a)),
                     ms(Some(b))
@@ -350,14 +452,18 @@ pub fn table(found: &[Change], gate: &Gate) -> String {
         );
     }
     let mut out = format!(
-        "A regression: p95 up > {:.0} %, by ≥ max({}, {:.0} % of the budget) or across the budget, and per-second p95s larger (Mann–Whitney, p < {}).\n\n| arm | endpoint | base p95 (repeats) | new p95 | change | budget | base per-second p95, IQR | shift | p | verdict |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "A regression: p95 up > {:.0} %, by ≥ max({}, {:.0} % of the budget) or across the budget, and the paired per-second p95s slower (block bootstrap over repeats and seconds, p < {}). Fewer than {MIN_WINDOWS} paired seconds: inconclusive.\n\n| arm | endpoint | base p95 (repeats) | new p95 | change | budget | base per-second p95, IQR | paired shift | p | verdict |\n|---|---|---|---|---|---|---|---|---|---|\n",
         gate.max_regression * 100.0,
         ms(Some(gate.min_delta_ms)),
         gate.budget_share * 100.0,
         gate.alpha
     );
     let mut rows: Vec<&Change> = found.iter().collect();
-    rows.sort_by_key(|c| !c.regression);
+    rows.sort_by_key(|c| match c.verdict {
+        Verdict::Regression => 0,
+        Verdict::Inconclusive => 1,
+        Verdict::Noise => 2,
+    });
     for c in rows {
         let spread = if c.base_spread_ms.0 < c.base_spread_ms.1 {
             format!(
@@ -382,13 +488,16 @@ pub fn table(found: &[Change], gate: &Gate) -> String {
                 ms(Some(a)),
                 ms(Some(b))
             )),
-            c.shift_ms.map_or("–".into(), |s| format!("{:+.0} ms", s)),
-            c.p_value
-                .map_or("– (few windows)".into(), |p| format!("{p:.3}")),
-            if c.regression {
-                format!("**REGRESSION**: {}", c.reason)
-            } else {
-                c.reason.clone()
+            c.shift.map_or("–".into(), |s| format!(
+                "{:+.0} % ({} s)",
+                s * 100.0,
+                c.paired_seconds
+            )),
+            c.p_value.map_or("–".into(), |p| format!("{p:.3}")),
+            match c.verdict {
+                Verdict::Regression => format!("**REGRESSION**: {}", c.reason),
+                Verdict::Inconclusive => format!("**INCONCLUSIVE**: {}", c.reason),
+                Verdict::Noise => c.reason.clone(),
             }
         ));
     }
@@ -400,15 +509,20 @@ mod tests {
     use super::*;
     use crate::report::fixtures::{arm, endpoint, report};
 
-    /// A report whose `GET /` (budget 2 s) has p95 `p95` and per-second p95s `windows`.
-    fn one(p95: f64, windows: &[f64]) -> Side {
-        let mut e = endpoint("GET /", p95, Some(2000.0));
+    /// A report whose `name` (budget `budget` ms) has p95 `p95` and per-second p95s `windows`.
+    fn run_of(name: &str, budget: f64, p95: f64, windows: &[f64]) -> Report {
+        let mut e = endpoint(name, p95, Some(budget));
         e.windows = windows
             .iter()
             .enumerate()
             .map(|(i, v)| (i as u32, *v, 10))
             .collect();
-        Side::one(report(vec![arm("all-on", &[], vec![e])]))
+        report(vec![arm("all-on", &[], vec![e])])
+    }
+
+    /// One run of `GET /` (budget 2 s).
+    fn one(p95: f64, windows: &[f64]) -> Side {
+        Side::one(run_of("GET /", 2000.0, p95, windows))
     }
 
     /// Windows around `centre`, spread ± `spread` in a fixed pattern.
@@ -419,7 +533,7 @@ mod tests {
     }
 
     fn regressions(found: &[Change]) -> Vec<&Change> {
-        found.iter().filter(|c| c.regression).collect()
+        found.iter().filter(|c| c.regression()).collect()
     }
 
     /// The case that flapped: 9 ms → 14 ms is +50 %, but 5 ms on a 2 s budget is noise.
@@ -450,9 +564,32 @@ mod tests {
         );
         assert_eq!(regressions(&found).len(), 1, "{found:?}");
         let c = &found[0];
-        assert!(c.p_value.unwrap() < 1e-6, "{c:?}");
-        assert!((c.shift_ms.unwrap() - 600.0).abs() < 1.0, "{c:?}");
-        assert!(table(&found, &Gate::default()).contains("**REGRESSION**: grew by 600 ms ≥ 200 ms"));
+        assert!(c.p_value.unwrap() < 1e-3, "{c:?}");
+        assert_eq!(c.paired_seconds, 30);
+        assert!((c.shift.unwrap() - 2.0).abs() < 0.05, "{c:?}");
+        assert!(
+            table(&found, &Gate::default()).contains("**REGRESSION**: grew by"),
+            "{}",
+            table(&found, &Gate::default())
+        );
+    }
+
+    /// Too few seconds to test is inconclusive, never a pass or a regression (it used to be
+    /// taken as significant).
+    #[test]
+    fn too_few_windows_are_inconclusive() {
+        let found = compare(
+            &one(300.0, &around(300.0, 30.0)[..5]),
+            &one(900.0, &around(900.0, 30.0)[..5]),
+            &Gate::default(),
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].verdict, Verdict::Inconclusive, "{found:?}");
+        assert!(table(&found, &Gate::default())
+            .contains("**INCONCLUSIVE**: inconclusive: 5 paired seconds"));
+        // No windows at all (a report without them): inconclusive too.
+        let found = compare(&one(300.0, &[]), &one(900.0, &[]), &Gate::default());
+        assert_eq!(found[0].verdict, Verdict::Inconclusive);
     }
 
     /// Repeats' noise band: each repeat's p95, median, spread; one run has none.
@@ -473,17 +610,33 @@ mod tests {
         assert!(noise(&one(100.0, &[])).is_none());
     }
 
-    /// One slow second lifts the p95 but not the seconds: not significant, not a regression.
+    /// One slow second lifts the p95 but not the seconds: not a regression (its paired shift
+    /// is under the allowance, so it is not even listed).
     #[test]
     fn one_slow_second_is_not_a_regression() {
         let base = around(300.0, 30.0);
         let mut new = base.clone();
         new[3] = 5000.0;
         let found = compare(&one(300.0, &base), &one(900.0, &new), &Gate::default());
-        assert_eq!(found.len(), 1);
-        assert!(!found[0].regression, "{found:?}");
+        assert!(regressions(&found).is_empty(), "{found:?}");
+        // Three slow seconds in thirty, on an endpoint with no budget: listed, past the floor,
+        // and judged noise by the test (the other 27 seconds are not slower).
+        let unbudgeted = |windows: &[f64]| {
+            let mut e = endpoint("GET /", 300.0, None);
+            e.windows = windows
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32, *v, 10))
+                .collect();
+            Side::one(report(vec![arm("all-on", &[], vec![e])]))
+        };
+        new[4] = 5000.0;
+        new[17] = 5000.0;
+        let found = compare(&unbudgeted(&base), &unbudgeted(&new), &Gate::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].regression(), "{found:?}");
         assert!(
-            found[0].reason.contains("Mann–Whitney"),
+            found[0].reason.contains("block bootstrap"),
             "{}",
             found[0].reason
         );
@@ -514,7 +667,7 @@ mod tests {
         .is_empty());
         assert!(compare(
             &one(100.0, &around(100.0, 5.0)),
-            &one(110.0, &around(110.0, 5.0)),
+            &one(108.0, &around(108.0, 5.0)),
             &gate
         )
         .is_empty());
@@ -540,19 +693,111 @@ mod tests {
         assert!(table(&found, &Gate::default()).contains("320 ms (300 ms–1.00 s)"));
     }
 
-    /// The test agrees with known values: identical samples give p ≈ 0.5; fully separated
-    /// samples of 10 give p below 1e-4 one way and near 1 the other.
+    /// Synthetic repeats as a shared runner gives them: a schedule with a burst (per-second
+    /// p95s 150 ms, then 400 ms for 8 s, then 200 ms), each second's noise log-normal and
+    /// autocorrelated (AR(1), φ = 0.5, σ = 0.15), each repeat drifting as a whole (σ = 0.03),
+    /// its p95 the 95th percentile of its seconds; `shift` multiplies every second.
+    fn synthetic(rng: &mut SplitMix64, repeats: usize, shift: f64) -> Side {
+        synthetic_with(rng, repeats, shift, (0.5, 0.15, 0.03))
+    }
+
+    /// [`synthetic`] with its noise given: (φ, σ, the repeats' drift).
+    fn synthetic_with(
+        rng: &mut SplitMix64,
+        repeats: usize,
+        shift: f64,
+        (phi, sigma, drift_sd): (f64, f64, f64),
+    ) -> Side {
+        let mut normal = || {
+            // Box–Muller from two uniforms in (0, 1].
+            let u = |r: &mut SplitMix64| ((r.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+            let (a, b) = (u(rng), u(rng));
+            (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+        };
+        let mut reports = Vec::new();
+        for _ in 0..repeats {
+            let drift = drift_sd * normal();
+            let mut ar = 0.0;
+            let windows: Vec<f64> = (0..20)
+                .map(|t| {
+                    ar = phi * ar + sigma * (1.0f64 - phi * phi).sqrt() * normal();
+                    let shape = match t {
+                        0..=4 => 150.0,
+                        5..=12 => 400.0,
+                        _ => 200.0,
+                    };
+                    shape * shift * (ar + drift).exp()
+                })
+                .collect();
+            let p95 = quantile(&sorted(&windows), 0.95).unwrap();
+            reports.push(run_of("POST /api/webhooks/email", 500.0, p95, &windows));
+        }
+        Side { reports }
+    }
+
+    /// The gate's error rates on synthetic repeats (3 a side, interleaved pairs): noise alone
+    /// is called a regression in at most 1 of 20 seeded trials, a 30 % slower p95 in at least
+    /// 19 of 20.
     #[test]
-    fn mann_whitney_matches_known_values() {
-        let a: Vec<f64> = (0..10).map(f64::from).collect();
-        let b: Vec<f64> = (10..20).map(f64::from).collect();
-        let same = mann_whitney_greater(&a, &a);
-        assert!((same - 0.5).abs() < 0.05, "{same}");
-        assert!(mann_whitney_greater(&a, &b) < 1e-4);
-        assert!(mann_whitney_greater(&b, &a) > 0.999);
-        // erfc against tabulated values.
-        assert!((erfc(0.0) - 1.0).abs() < 1e-7);
-        assert!((erfc(1.0) - 0.157_299_2).abs() < 1e-6);
-        assert!((erfc(-1.0) - 1.842_700_8).abs() < 1e-6);
+    fn noise_is_rarely_flagged_and_a_30_percent_shift_nearly_always() {
+        let gate = Gate::default();
+        let flagged = |shift: f64, seed: u64| {
+            let mut rng = SplitMix64(seed);
+            let (base, new) = (synthetic(&mut rng, 3, 1.0), synthetic(&mut rng, 3, shift));
+            !regressions(&compare(&base, &new, &gate)).is_empty()
+        };
+        let noise = (0..20).filter(|seed| flagged(1.0, 1000 + seed)).count();
+        let shifted = (0..20).filter(|seed| flagged(1.3, 2000 + seed)).count();
+        assert!(noise <= 1, "noise flagged in {noise} of 20");
+        assert!(shifted >= 19, "a 30 % shift flagged in {shifted} of 20");
+    }
+
+    /// The gate's error rates over 300 seeded trials at three noise levels (`cargo test
+    /// --release -p incident-lab --lib -- --ignored calibration_rates --nocapture`): at the
+    /// noisiest, autocorrelation and drift past what 3 repeats of 20 s can measure, noise is
+    /// flagged more often than `alpha` says; more repeats or a longer run are the remedy.
+    #[test]
+    #[ignore = "prints rates; run by hand"]
+    fn calibration_rates() {
+        let gate = Gate::default();
+        for noise in [(0.6, 0.25, 0.05), (0.5, 0.2, 0.05), (0.5, 0.15, 0.03)] {
+            for shift in [1.0, 1.3] {
+                let n = 300;
+                let hits = (0..n)
+                    .filter(|seed| {
+                        let mut rng = SplitMix64(77 + seed * 7919);
+                        let (base, new) = (
+                            synthetic_with(&mut rng, 3, 1.0, noise),
+                            synthetic_with(&mut rng, 3, shift, noise),
+                        );
+                        !regressions(&compare(&base, &new, &gate)).is_empty()
+                    })
+                    .count();
+                eprintln!("{noise:?} shift {shift}: {hits} of {n}");
+            }
+        }
+    }
+
+    /// Pairs of repeats are set against each other second by second: a burst that both sides
+    /// share is not a difference, and identical sides give p ≈ 1.
+    #[test]
+    fn paired_seconds_cancel_the_schedules_shape() {
+        let shape: Vec<f64> = (0..20)
+            .map(|t| if t < 10 { 100.0 } else { 900.0 })
+            .collect();
+        let side = |k: f64| -> Vec<Seconds> {
+            vec![shape
+                .iter()
+                .enumerate()
+                .map(|(t, v)| (t as u32, v * k))
+                .collect()]
+        };
+        let pairs = paired(&side(1.0), &side(1.0));
+        assert_eq!(pairs[0].len(), 20);
+        assert_eq!(mean_log_ratio(&pairs), Some(0.0));
+        assert!(bootstrap_p(&pairs, 999) > 0.99);
+        let slower = paired(&side(1.0), &side(1.5));
+        assert!((mean_log_ratio(&slower).unwrap().exp() - 1.5).abs() < 1e-9);
+        assert!(bootstrap_p(&slower, 999) < 0.01);
     }
 }

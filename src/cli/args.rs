@@ -465,7 +465,8 @@ pub struct CompareArgs {
     /// Smallest p95 increase that can count on a budgeted endpoint, as a share of its budget.
     #[arg(long, default_value = "10%", value_parser = parse_percent)]
     pub budget_share: f64,
-    /// Significance level of the one-sided Mann–Whitney test on per-second p95s.
+    /// Significance level of the one-sided test on paired per-second p95s (a block bootstrap
+    /// over the repeats and their seconds).
     #[arg(long, default_value_t = 0.01)]
     pub alpha: f64,
 }

@@ -209,6 +209,7 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<(), Failure> {
         .clone()
         .expect("from-logs writes [observed]");
     let ran = super::matrix(
+        "replay",
         &path,
         &args.backend,
         Some(out.clone()),

@@ -1,7 +1,8 @@
 //! The command line: parses arguments, runs a subcommand, maps the outcome to an exit code.
 //!
 //! Exit codes (the contract CI relies on): 0 every expectation held; 1 an expectation failed;
-//! 2 bad usage or an invalid scenario; 3 infrastructure could not start.
+//! 2 bad usage or an invalid scenario; 3 infrastructure could not start; 4 `compare` had too
+//! little data to judge a change (inconclusive: neither a pass nor a regression).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ pub enum Failure {
     /// Exit 3: infrastructure could not start.
     #[error("{0:#}")]
     Infrastructure(anyhow::Error),
+    /// Exit 4: too little data to judge (`compare`): neither a pass nor a failure.
+    #[error("{0}")]
+    Inconclusive(String),
     /// Exit 128 + the signal: the run was asked to stop, and cleaned up.
     #[error("interrupted by {}: stopped and cleaned up", .0.name())]
     Interrupted(crate::interrupt::Stop),
@@ -42,10 +46,14 @@ impl Failure {
             Failure::Expectation(_) => 1,
             Failure::Usage(_) => 2,
             Failure::Infrastructure(_) => 3,
+            Failure::Inconclusive(_) => 4,
             Failure::Interrupted(stop) => stop.exit_code(),
         }
     }
 }
+
+/// The longest a run waits for its `--start-at` (seconds).
+pub const MAX_START_WAIT_S: i64 = 15 * 60;
 
 /// Parses the process arguments, runs, and returns the exit code.
 pub fn main() -> ExitCode {
@@ -82,6 +90,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Matrix(args) => {
             let out = args.out.clone();
             matrix(
+                "matrix",
                 &args.scenario,
                 &args.backend,
                 out,
@@ -106,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 )));
             }
             matrix(
+                "run",
                 &args.scenario,
                 &args.backend,
                 args.out.clone(),
@@ -293,14 +303,28 @@ fn compare(args: &CompareArgs) -> Result<(), Failure> {
         args.base.display(),
         new.reports.len()
     );
+    if !crate::compare::shared(&base, &new) {
+        return Err(Failure::Inconclusive(
+            "inconclusive: the baseline and the new run share no arm and endpoint with a p95"
+                .into(),
+        ));
+    }
     print!("{}", crate::compare::table(&found, &gate));
-    let regressions = found.iter().filter(|c| c.regression).count();
-    if regressions == 0 {
-        Ok(())
-    } else {
+    let count = |v| found.iter().filter(|c| c.verdict == v).count();
+    let (regressions, inconclusive) = (
+        count(crate::compare::Verdict::Regression),
+        count(crate::compare::Verdict::Inconclusive),
+    );
+    if regressions > 0 {
         Err(Failure::Expectation(format!(
             "{regressions} p95 regression(s)"
         )))
+    } else if inconclusive > 0 {
+        Err(Failure::Inconclusive(format!(
+            "inconclusive: {inconclusive} p95 change(s) with too little data to judge"
+        )))
+    } else {
+        Ok(())
     }
 }
 
@@ -488,6 +512,14 @@ async fn run_target(args: RunArgs) -> Result<(), Failure> {
                 "--start-at {at} was {late} s ago: give a time in the future"
             )));
         }
+        // A start time hours or years ahead is a stale manifest, not a plan: refuse it rather
+        // than sleep until then.
+        if -late > MAX_START_WAIT_S {
+            return Err(Failure::Usage(format!(
+                "--start-at {at} is {} s from now, more than the {MAX_START_WAIT_S} s a shard waits: render the manifests again (deploy/k8s/render) or give a nearer time",
+                -late
+            )));
+        }
     }
     let run_id = match (&t.run_id, t.start_at) {
         (Some(id), _) => id.clone(),
@@ -543,12 +575,18 @@ async fn run_target(args: RunArgs) -> Result<(), Failure> {
         );
         return Ok(());
     };
-    let report = crate::matrix::target::report(
+    let mut report = crate::matrix::target::report(
         &scenario,
         judged,
         t.database_url.is_some(),
         started.elapsed(),
     );
+    report.command = Some(format!(
+        "run {} --arm {} --target {}",
+        args.scenario.display(),
+        arm.name,
+        target.base
+    ));
     judged_report(report, &out)
 }
 
@@ -597,12 +635,13 @@ async fn merge(args: MergeArgs) -> Result<(), Failure> {
     ))
     .await?
     .map_err(Failure::Infrastructure)?;
-    let report = crate::matrix::target::report(
+    let mut report = crate::matrix::target::report(
         &scenario,
         judged,
         args.database_url.is_some(),
         started.elapsed(),
     );
+    report.command = Some(format!("merge ({} shards)", shards.len()));
     judged_report(report, &out)
 }
 
@@ -654,6 +693,7 @@ async fn up(args: UpArgs) -> Result<(), Failure> {
 /// `matrix` and `run`: load and check the scenario (exit 2), provision and seed (exit 3),
 /// run the arms, write the reports, judge (exit 1 when an arm did not show what it must).
 async fn matrix(
+    command: &str,
     path: &std::path::Path,
     backend: &BackendArgs,
     out: Option<PathBuf>,
@@ -695,6 +735,13 @@ async fn matrix(
             },
             service_bin: service_bin.clone(),
             only: only.clone(),
+            command: match (command, &only) {
+                ("run", Some(arms)) => format!("run {} --arm {}", path.display(), arms.join(",")),
+                (_, Some(arms)) => {
+                    format!("{command} {} --arms {}", path.display(), arms.join(","))
+                }
+                (_, None) => format!("{command} {}", path.display()),
+            },
         };
         // The matrix stops by itself when asked to (the current arm marked interrupted).
         match crate::matrix::run(&scenario, &server, &template, &options).await {

@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub service_bin: PathBuf,
     /// Only these arms (by name), in the scenario's order.
     pub only: Option<Vec<String>>,
+    /// The command, after `incident-lab`, as the report names it (`matrix …`, `run … --arm X`).
+    pub command: String,
 }
 
 /// Runs the arms on a provisioned server and template; returns the report (also written).
@@ -101,6 +103,7 @@ pub async fn run(
                 .collect();
             reports.push(ArmReport::interrupted(&arm.name, flags, arm.expect));
             report = assemble(scenario, &environment, started, reports);
+            report.command = Some(options.command.clone());
             report.write_all(&options.out)?;
             return Ok(report);
         };
@@ -108,6 +111,7 @@ pub async fn run(
         println!("[{}/{}] {}", i + 1, arms.len(), one_line(&arm_report));
         reports.push(arm_report);
         report = assemble(scenario, &environment, started, reports.clone());
+        report.command = Some(options.command.clone());
         report.write_all(&options.out)?;
     }
     Ok(report)
@@ -149,6 +153,7 @@ fn assemble(
     Report {
         schema_version: SCHEMA_VERSION,
         tool: format!("incident-lab {}", env!("CARGO_PKG_VERSION")),
+        command: None,
         scenario: ScenarioInfo {
             name: scenario.name.clone(),
             source: scenario.source.clone(),
