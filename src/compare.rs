@@ -230,7 +230,16 @@ pub fn compare(base: &Side, new: &Side, gate: &Gate) -> Vec<Change> {
                     if crossed {
                         "crossed its budget".to_owned()
                     } else {
-                        format!("grew by {} ≥ {}", ms(Some(grew_ms)), ms(Some(floor_ms)))
+                        format!(
+                            "grew by {} ≥ {}{}",
+                            ms(Some(grew_ms)),
+                            ms(Some(floor_ms)),
+                            if enough {
+                                " (the paired shift on the base's p95)"
+                            } else {
+                                ""
+                            }
+                        )
                     },
                 ),
                 (true, Some(p)) => (
