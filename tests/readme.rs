@@ -1,11 +1,13 @@
 //! The README's figures come from a run, not from a keyboard: its results block must be what
-//! `incident-lab report --summary` renders from `docs/results/incident.json`.
+//! `incident-lab report --summary` renders from `docs/results/incident.json`, and so for the
+//! generated blocks of the pages under `docs/`. The README stays a front door: short, with
+//! links that resolve inside the repository.
 
 use std::path::Path;
 
 use incident_lab::report::{markdown, Report};
 
-/// The README's text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
+/// A page's text between `<!-- NAME:begin -->` and `<!-- NAME:end -->`.
 fn block<'a>(readme: &'a str, name: &str) -> &'a str {
     let (begin, end) = (
         format!("<!-- {name}:begin -->\n"),
@@ -69,13 +71,13 @@ fn the_readme_screenshot_is_of_the_page_this_build_renders() {
 #[test]
 fn the_readme_ceilings_are_rendered_from_the_stored_report() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/performance.md")).unwrap();
     let stored = std::fs::read_to_string(root.join("docs/results/ceiling.json")).unwrap();
     let report: incident_lab::ceiling::CeilingReport = serde_json::from_str(&stored).unwrap();
     assert_eq!(
         block(&readme, "ceiling"),
         incident_lab::ceiling::body(&report),
-        "README.md's ceilings differ from docs/results/ceiling.json: run scripts/readme-ceiling"
+        "docs/performance.md's ceilings differ from docs/results/ceiling.json: run scripts/readme-ceiling"
     );
 }
 
@@ -83,7 +85,7 @@ fn the_readme_ceilings_are_rendered_from_the_stored_report() {
 #[test]
 fn the_readme_scaleout_results_are_rendered_from_the_stored_report() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/deployment.md")).unwrap();
     let report = Report::read(&root.join("docs/results/scaleout.json")).unwrap();
     assert!(
         report.arms.iter().all(|a| a.fleet.is_some()),
@@ -92,7 +94,7 @@ fn the_readme_scaleout_results_are_rendered_from_the_stored_report() {
     assert_eq!(
         block(&readme, "scaleout").trim_end(),
         markdown::summary(&report).trim_end(),
-        "README.md's scale-out results differ from docs/results/scaleout.json: run scripts/readme-scaleout"
+        "docs/deployment.md's scale-out results differ from docs/results/scaleout.json: run scripts/readme-scaleout"
     );
 }
 
@@ -101,7 +103,7 @@ fn the_readme_scaleout_results_are_rendered_from_the_stored_report() {
 #[test]
 fn the_readme_chaos_results_are_rendered_from_the_stored_reports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/chaos.md")).unwrap();
     let mut files: Vec<_> = std::fs::read_dir(root.join("docs/results/chaos"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -120,7 +122,7 @@ fn the_readme_chaos_results_are_rendered_from_the_stored_reports() {
     assert_eq!(
         block(&readme, "chaos"),
         rendered,
-        "README.md's chaos results differ from docs/results/chaos: run scripts/readme-chaos"
+        "docs/chaos.md's chaos results differ from docs/results/chaos: run scripts/readme-chaos"
     );
     for f in &files {
         let report = Report::read(f).unwrap();
@@ -132,5 +134,41 @@ fn the_readme_chaos_results_are_rendered_from_the_stored_reports() {
             "{}: a chaos run",
             f.display()
         );
+    }
+}
+
+/// The README is a front door a newcomer reads (at most ~200 lines), and every link in it and
+/// in the pages under docs/ resolves to a file of the repository: none leaves it.
+#[test]
+fn the_readme_is_short_and_its_links_stay_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(lines <= 200, "README.md is {lines} lines");
+    let mut pages = vec![(root.to_path_buf(), readme)];
+    for dir in ["docs", "service"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "md") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                pages.push((path.parent().unwrap().to_path_buf(), text));
+            }
+        }
+    }
+    for (dir, text) in &pages {
+        for (i, _) in text.match_indices("](") {
+            let target: String = text[i + 2..].chars().take_while(|c| *c != ')').collect();
+            let file = target.split('#').next().unwrap();
+            assert!(
+                !target.contains("://") && !file.is_empty(),
+                "{}: a link that leaves the repository: {target}",
+                dir.display()
+            );
+            assert!(
+                dir.join(file).exists(),
+                "{}: a link to a missing file: {target}",
+                dir.display()
+            );
+        }
     }
 }
