@@ -290,17 +290,8 @@ impl std::str::FromStr for Shard {
     }
 }
 
-/// What a send is to the event it carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Delivery {
-    /// The first delivery (and its retries).
-    #[default]
-    Original,
-    /// A second copy sent at the same intended time.
-    Duplicate,
-    /// Sent again after it was acknowledged.
-    Redelivery,
-}
+/// What a send is to the event it carries (a recording counts sends by it, so it lives there).
+pub use crate::record::Delivery;
 
 /// One intended send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -212,6 +212,18 @@ impl Outcome {
     }
 }
 
+/// What a send is to the event it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Delivery {
+    /// The first delivery (and its retries).
+    #[default]
+    Original,
+    /// A second copy sent at the same intended time.
+    Duplicate,
+    /// Sent again after it was acknowledged.
+    Redelivery,
+}
+
 /// The key under which [`EndpointRecording::category_windows`] counts failed requests
 /// ([`Outcome::failed`]) beside the error categories.
 pub const FAILED: &str = "failed";
@@ -235,7 +247,7 @@ pub struct Sample {
     /// A retry of an earlier failed send.
     pub retry: bool,
     /// Original, a concurrent duplicate, or a redelivery of an acknowledged event.
-    pub delivery: crate::plan::Delivery,
+    pub delivery: Delivery,
     /// Error categories the service reported (`x-error-category`).
     pub categories: Vec<String>,
     /// The service's own time for it (`server-timing: handler;dur=`), when it answered.
@@ -429,9 +441,9 @@ impl Recording {
         let st = slot(&mut self.streams, &s.stream);
         st.requests += 1;
         match s.delivery {
-            crate::plan::Delivery::Original => {}
-            crate::plan::Delivery::Duplicate => st.duplicates += 1,
-            crate::plan::Delivery::Redelivery => st.redeliveries += 1,
+            Delivery::Original => {}
+            Delivery::Duplicate => st.duplicates += 1,
+            Delivery::Redelivery => st.redeliveries += 1,
         }
         st.lateness.record(lateness);
         if late {
@@ -516,7 +528,7 @@ mod tests {
             db_writes: Some(1),
             external_calls: Some(0),
             retry: false,
-            delivery: crate::plan::Delivery::Original,
+            delivery: Delivery::Original,
             categories: if intended_ms.is_multiple_of(2) {
                 vec!["db_timeout".into()]
             } else {

@@ -513,7 +513,7 @@ pub fn markdown(r: &CeilingReport) -> String {
     format!("# Harness ceilings\n\n{}", body(r))
 }
 
-/// What was measured where, the generator's ceiling and ratio, its steps (the README's block).
+/// What was measured where, the generator's ceiling and ratio, its steps (docs/performance.md's block).
 pub fn body(r: &CeilingReport) -> String {
     let g = &r.generator;
     let ceiling = match (g.ceiling_rate, lowest_failed(&g.steps)) {

@@ -266,10 +266,7 @@ pub fn checks(r: &HypothesisReport) -> Vec<crate::report::Check> {
     out
 }
 
-/// The name of the check that the budgets held before the first fault or flip.
-pub const STEADY_CHECK: &str = "steady state before the first fault or flip";
-/// The name of the check that the budgets held again after the last one.
-pub const RECOVERY_CHECK: &str = "recovered after the last fault or flip";
+pub use crate::report::checks::{RECOVERY_CHECK, STEADY_CHECK};
 
 #[cfg(test)]
 mod tests {

@@ -78,7 +78,7 @@ pub enum Command {
     #[command(subcommand)]
     Chaos(ChaosCommand),
     /// Run the reference service (inbox-service) with its configuration from the environment
-    /// (DATABASE_URL, BIND, secrets, provider URLs, limits, switches; see the README). The
+    /// (DATABASE_URL, BIND, secrets, provider URLs, limits, switches; see service/README.md). The
     /// matrix starts one per arm this way; JSON logs on stderr.
     Service,
 }

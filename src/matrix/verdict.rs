@@ -8,10 +8,7 @@ use crate::report::{
 };
 use crate::scenario::{Expect, Scenario, COUNTS_LABEL, PAGE_LABEL, WEBHOOK_LABEL};
 
-/// Name of the check that decides whether an arm can be judged at all.
-pub const LOAD_CHECK: &str = "load generator kept up";
-/// Name of the writes / calls accounting check.
-pub const ACCOUNTING_CHECK: &str = "declared writes and calls match what was measured";
+pub use crate::report::checks::{ACCOUNTING_CHECK, EXACTLY_ONCE_CHECK, LOAD_CHECK};
 
 fn check(name: impl Into<String>, passed: bool, detail: impl Into<String>) -> Check {
     Check {
@@ -29,9 +26,6 @@ fn budget_ms(scenario: &Scenario, endpoint: &str) -> Option<f64> {
         .and_then(|(_, b)| b.p95)
         .map(|d| d.as_secs_f64() * 1000.0)
 }
-
-/// The name of the exactly-once check of a fixed arm.
-pub const EXACTLY_ONCE_CHECK: &str = "every acknowledged EMAIL_SENT applied exactly once";
 
 /// What the arm showed against what it must show.
 pub fn judge(

@@ -66,7 +66,7 @@ pub fn table(r: &Report) -> String {
         let acc = &a.accounting;
         let skipped = |start: &str| a.skipped.iter().any(|s| s.check.starts_with(start));
         let accounting = if skipped("the service's declared writes")
-            || skipped(crate::matrix::verdict::ACCOUNTING_CHECK)
+            || skipped(super::checks::ACCOUNTING_CHECK)
         {
             "skipped".to_owned()
         } else {
@@ -77,7 +77,7 @@ pub fn table(r: &Report) -> String {
                 acc.db_writes_measured
             )
         };
-        let invariant = if skipped(crate::matrix::verdict::EXACTLY_ONCE_CHECK) {
+        let invariant = if skipped(super::checks::EXACTLY_ONCE_CHECK) {
             "skipped".to_owned()
         } else {
             format!(

@@ -4,6 +4,7 @@
 //! in headless Chromium to check it and take its picture.
 
 pub mod browser;
+pub mod checks;
 #[cfg(test)]
 pub mod fixtures;
 pub mod html;

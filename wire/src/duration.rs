@@ -1,5 +1,6 @@
 //! Durations as people write them in scenario files and on the command line: `250ms`, `3s`,
-//! `1.5s`, `2m`, `1h`, or `0`. One reader for every crate, and serde adapters for
+//! `1.5s`, `2m`, `1h`, `0`, and sums as k6 and goose take them (`1m30s`, `1h 15m`, read by
+//! `humantime`). One reader for every crate, and serde adapters for
 //! `#[serde(with = "incident_wire::duration")]` (and `duration::option` for `Option`).
 
 use std::time::Duration;
@@ -7,12 +8,17 @@ use std::time::Duration;
 /// A duration that could not be read; the message names the accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a duration: expected a number with a unit: ms, s, m or h (e.g. 500ms, 3s, 2m)"
+    "{0:?} is not a duration: expected a number with a unit: ms, s, m or h, or a sum of them (e.g. 500ms, 3s, 2m, 1m30s)"
 )]
 pub struct DurationError(pub String);
 
-/// Parses `250ms`, `3s`, `1.5s`, `2m`, `1h`, or `0`.
+/// Parses `250ms`, `3s`, `1.5s`, `2m`, `1h`, `0`, or a sum (`1m30s`, `1h 15m`).
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
+    // One number and one unit (fractions allowed) here; a sum of whole units by humantime.
+    one_unit(text).or_else(|e| humantime::parse_duration(text.trim()).map_err(|_| e))
+}
+
+fn one_unit(text: &str) -> Result<Duration, DurationError> {
     let err = || DurationError(text.to_owned());
     let t = text.trim();
     if t == "0" {
@@ -90,12 +96,21 @@ mod tests {
         assert_eq!(parse("0"), Ok(Duration::ZERO));
     }
 
+    /// Sums as k6 and goose write them.
+    #[test]
+    fn sums_of_units_parse() {
+        assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("1h 15m"), Ok(Duration::from_secs(4500)));
+        assert_eq!(parse("2s500ms"), Ok(Duration::from_millis(2500)));
+    }
+
     #[test]
     fn a_duration_without_a_unit_is_refused_with_the_accepted_forms() {
         let err = parse("3").unwrap_err().to_string();
         assert!(err.contains("\"3\""), "{err}");
-        assert!(err.contains("ms, s, m or h"), "{err}");
-        assert!(parse("3 weeks").is_err());
+        assert!(err.contains("ms, s, m or h, or a sum of them"), "{err}");
+        assert!(parse("3 fortnights").is_err());
+        assert!(parse("1m30").is_err());
         assert!(parse("-1s").is_err());
     }
 
