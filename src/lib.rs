@@ -5,9 +5,16 @@
 //! against a reference service, and proves each fix under load.
 //!
 //! # Layout
-//! - [`cli`]: the command line — argument parsing, subcommands, exit codes.
+//! - [`cli`]: the command line — `args` what can be typed, one file per subcommand, the exit
+//!   codes in `mod`.
 //! - [`compare`]: the baseline gate between two runs (each a report.json or repeats), built not
-//!   to flap: a floor, the budget, and a significance test on per-second p95s.
+//!   to flap: a floor, the budget, and a block bootstrap over paired per-second p95s; too
+//!   little data is inconclusive.
+//! - [`chaos`]: faults on the load's clock (the database link's proxy, Postgres itself, the
+//!   providers, the service), flag flips, and the steady-state hypothesis.
+//! - [`logs`]: production log exports — reading, classifying, per-minute figures, a scenario
+//!   from them, triage, and the replay's fidelity.
+//! - [`fleet`]: several service instances behind one front, and PgBouncer per arm.
 //! - [`ceiling`]: the harness's own limits (the load generator against wrk), measured.
 //! - [`postgres`]: provisioning a server (local cluster, Docker container, or a URL) under the
 //!   scenario's constrained settings, and handing out databases; teardown leaves nothing.
@@ -15,7 +22,8 @@
 //! - [`scenario`]: scenario files — typed, validated, errors with file:line.
 //! - [`matrix`]: runs the arms — clone, fakes, service, load, drain, invariant, verdict.
 //! - [`service_proc`]: the service as a child process; `/metrics` scraping.
-//! - [`report`]: report.json / report.md / junit.xml / report.html.
+//! - [`report`]: the result as data (report.json's schema and its check names, which import
+//!   nothing above them) and its renderings: report.md, junit.xml, report.html.
 //! - [`units`]: durations and sizes as people write them (`3s`, `128MB`).
 //! - [`interrupt`]: stopping a run on SIGINT / SIGTERM / SIGHUP, and the children to clean up.
 //! - [`telemetry`]: logging setup.
