@@ -97,7 +97,7 @@ fn seconds(e: &EndpointRecording, from: u32, end: u32) -> std::collections::BTre
 }
 
 /// Seconds from `from` to the first window after which every window up to `end` (exclusive)
-/// holds ([`window_holds`]: p95 within `budget_ms`, failed share within `max_failed_pct`);
+/// holds (`window_holds`: p95 within `budget_ms`, failed share within `max_failed_pct`);
 /// windows without requests are skipped. `None`: the last window with requests did not hold.
 pub fn recovery(
     e: &EndpointRecording,
@@ -119,7 +119,7 @@ pub fn recovery(
     (recovered_at == from || answered_after).then(|| f64::from(recovered_at - from))
 }
 
-/// Seconds from `from` to the first window before `end` that does not hold ([`window_holds`]).
+/// Seconds from `from` to the first window before `end` that does not hold (`window_holds`).
 pub fn degradation(
     e: &EndpointRecording,
     budget_ms: f64,
