@@ -97,13 +97,19 @@ pub async fn count_many(
     if counts.is_empty() {
         return Ok(());
     }
-    let mut counts = counts.to_vec();
-    if state.faults().crossed_counters {
-        // A deliberate bug (tests only): the last row's increment goes to the first's.
-        if let (Some(first), Some(last)) = (counts.first().copied(), counts.last_mut()) {
+    // A deliberate bug (tests only): the last row's increment goes to the first's. Copied
+    // only then: the ledger's hot path takes the caller's slice as it is.
+    let crossed;
+    let counts = if state.faults().crossed_counters {
+        let mut c = counts.to_vec();
+        if let (Some(first), Some(last)) = (c.first().copied(), c.last_mut()) {
             *last = first;
         }
-    }
+        crossed = c;
+        &crossed[..]
+    } else {
+        counts
+    };
     let (workspaces, days): (Vec<i64>, Vec<NaiveDate>) = counts.iter().copied().unzip();
     let result = async {
         let mut savepoint = crate::db::begin(conn).await?;
