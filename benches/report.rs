@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use incident_lab::model::Scenario;
 use incident_lab::report::{html, markdown, Report};
-use incident_lab::scenario::Scenario;
 use loadgen::record::{Outcome, Sample};
 use loadgen::{Hist, Recording};
 

@@ -18,7 +18,8 @@ use inbox_service::config::{Limits, ProviderUrls, Secrets};
 use inbox_service::domain::{events, jobs};
 use inbox_service::state::Tally;
 use inbox_service::{AppState, Config, Switches};
-use incident_lab::dataset::{Scale, Template};
+use incident_lab::dataset::Template;
+use incident_lab::model::Scale;
 use incident_lab::postgres::{PgServer, PgSettings, PostgresChoice, ProvisionRequest};
 
 const SECRET: &str = "bench-webhook-secret";

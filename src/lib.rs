@@ -19,11 +19,14 @@
 //! - [`postgres`]: provisioning a server (local cluster, Docker container, or a URL) under the
 //!   scenario's constrained settings, and handing out databases; teardown leaves nothing.
 //! - [`dataset`]: the deterministic seeded dataset and the per-arm template clones.
-//! - [`scenario`]: scenario files — typed, validated, errors with file:line.
+//! - [`model`]: the ground floor — the scenario, faults, fleet, observed production figures
+//!   and report.json's schema as plain data, importing nothing above them.
+//! - [`scenario`]: reading a scenario file into the model — typed, validated, errors with
+//!   file:line.
 //! - [`matrix`]: runs the arms — clone, fakes, service, load, drain, invariant, verdict.
 //! - [`service_proc`]: the service as a child process; `/metrics` scraping.
-//! - [`report`]: the result as data (report.json's schema and its check names, which import
-//!   nothing above them) and its renderings: report.md, junit.xml, report.html.
+//! - [`report`]: the result's renderings: report.md, junit.xml, report.html (its schema is in
+//!   [`model::report`], re-exported here).
 //! - [`units`]: durations and sizes as people write them (`3s`, `128MB`).
 //! - [`interrupt`]: stopping a run on SIGINT / SIGTERM / SIGHUP, and the children to clean up.
 //! - [`telemetry`]: logging setup.
@@ -41,6 +44,7 @@ pub mod fleet;
 pub mod interrupt;
 pub mod logs;
 pub mod matrix;
+pub mod model;
 pub mod postgres;
 pub mod report;
 pub mod scenario;

@@ -12,7 +12,8 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use incident_lab::chaos::{FaultProxy, Faults};
+use incident_lab::chaos::FaultProxy;
+use incident_lab::model::LinkFaults;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
@@ -36,10 +37,10 @@ async fn every_link_fault_reaches_open_connections_and_goes_away() {
     timed(&mut conn, "SELECT 1").await.unwrap();
 
     // Latency ± jitter on each response: one round trip takes at least latency - jitter.
-    proxy.set(Faults {
+    proxy.set(LinkFaults {
         latency: Duration::from_millis(300),
         jitter: Duration::from_millis(50),
-        ..Faults::default()
+        ..LinkFaults::default()
     });
     let slow = timed(&mut conn, "SELECT 1").await.unwrap();
     assert!(
@@ -54,9 +55,9 @@ async fn every_link_fault_reaches_open_connections_and_goes_away() {
     );
 
     // Bandwidth: 300 kB of answer at 100 kB/s takes at least two seconds.
-    proxy.set(Faults {
+    proxy.set(LinkFaults {
         bandwidth: Some(100_000),
-        ..Faults::default()
+        ..LinkFaults::default()
     });
     let narrow = timed(&mut conn, "SELECT repeat('x', 300000)")
         .await
@@ -68,9 +69,9 @@ async fn every_link_fault_reaches_open_connections_and_goes_away() {
     proxy.heal();
 
     // Hang: the query gets no answer (its bytes are dropped), the connection stays open.
-    proxy.set(Faults {
+    proxy.set(LinkFaults {
         hang: true,
-        ..Faults::default()
+        ..LinkFaults::default()
     });
     let hung = tokio::time::timeout(Duration::from_millis(800), timed(&mut conn, "SELECT 1")).await;
     assert!(hung.is_err(), "a hung link answered: {hung:?}");
@@ -93,9 +94,9 @@ async fn every_link_fault_reaches_open_connections_and_goes_away() {
     assert_eq!(proxy.accepted(), accepted + 1);
 
     // Refuse: new connections are reset on arrival; open ones carry on.
-    proxy.set(Faults {
+    proxy.set(LinkFaults {
         refuse: true,
-        ..Faults::default()
+        ..LinkFaults::default()
     });
     assert!(
         PgConnection::connect_with(&via).await.is_err(),
@@ -105,9 +106,9 @@ async fn every_link_fault_reaches_open_connections_and_goes_away() {
     timed(&mut fresh, "SELECT 1").await.unwrap();
 
     // Slow connect: a new connection waits before the proxy dials Postgres.
-    proxy.set(Faults {
+    proxy.set(LinkFaults {
         slow_connect: Duration::from_millis(600),
-        ..Faults::default()
+        ..LinkFaults::default()
     });
     let started = Instant::now();
     let mut late = PgConnection::connect_with(&via).await.unwrap();
@@ -122,68 +123,6 @@ async fn every_link_fault_reaches_open_connections_and_goes_away() {
     let _ = fresh.close().await;
     drop(proxy);
     server.shutdown().await;
-}
-
-/// `[[faults]]` entries are checked where they are written.
-#[test]
-fn a_bad_fault_is_named_with_its_line() {
-    let base = std::fs::read_to_string(scenario_path("chaos-db-latency.toml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    for (fault, says) in [
-        (
-            "kind = \"latency\"\nat = \"1s\"\nfor = \"2s\"",
-            "kind \"latency\" needs field `latency`",
-        ),
-        (
-            "kind = \"hang\"\nat = \"1s\"\nfor = \"2s\"\nlatency = \"5ms\"",
-            "kind \"hang\": field `latency` is not one of its parameters (it takes none)",
-        ),
-        (
-            "kind = \"reset\"\nat = \"1s\"\nfor = \"2s\"",
-            "kind \"reset\" is instant: it takes no `for`",
-        ),
-        (
-            "kind = \"refuse\"\nat = \"25s\"\nfor = \"2s\"",
-            "field `at` = 25s must fall within the run (20s)",
-        ),
-        ("kind = \"flood\"\nat = \"1s\"", "unknown variant `flood`"),
-        (
-            "kind = \"restart\"\nat = \"1s\"\nfor = \"2s\"",
-            "kind \"restart\" is instant: it takes no `for`",
-        ),
-        (
-            "kind = \"restart\"\nat = \"1s\"",
-            "kind \"restart\" needs `durable = true` in [postgres]",
-        ),
-        (
-            "kind = \"lock\"\nat = \"1s\"\nfor = \"2s\"\ntable = \"messages\"\nmode = \"very exclusive\"",
-            "field `mode` = \"VERY EXCLUSIVE\" is not a lock mode",
-        ),
-        (
-            "kind = \"lock\"\nat = \"1s\"\nfor = \"2s\"\ntable = \"messages; DROP TABLE leads\"",
-            "must be a table name",
-        ),
-        (
-            "kind = \"cpu\"\nat = \"1s\"\nfor = \"2s\"\nsessions = 0",
-            "field `sessions` = 0 must be 1 to 64",
-        ),
-        (
-            "kind = \"provider\"\nat = \"1s\"\nfor = \"2s\"\nprovider = \"ghl\"\nknobs = { errors = { server_errors = 50.0 } }",
-            "unknown field `server_errors`",
-        ),
-        (
-            "kind = \"provider\"\nat = \"1s\"\nfor = \"2s\"\nknobs = { truncation_pct = 50.0 }",
-            "kind \"provider\" needs field `provider`",
-        ),
-    ] {
-        let path = dir.path().join("bad.toml");
-        std::fs::write(&path, format!("{base}\n[[faults]]\n{fault}\n")).unwrap();
-        let err = incident_lab::scenario::Scenario::load(&path)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(says), "{fault}: {err}");
-        assert!(err.contains("bad.toml:"), "the file is named: {err}");
-    }
 }
 
 /// The shipped scenario: the link slows down for the burst and every open connection is reset
@@ -248,7 +187,7 @@ fn the_db_latency_scenario_loses_nothing_across_a_reset() {
     );
     assert!(std::fs::read_to_string(out.path().join("report.md"))
         .unwrap()
-        .contains("## Faults injected"));
+        .contains("## LinkFaults injected"));
     // The storm reached the service: GHL's 503s and 429s, sorted as retryable.
     assert!(
         a["error_categories"]["provider_retryable"]
@@ -277,7 +216,7 @@ fn chaos_list_describes_every_kind() {
     let run = incident_lab(&["chaos", "list"]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let out = String::from_utf8_lossy(&run.stdout);
-    for (kind, params, _) in incident_lab::scenario::FaultKind::ALL {
+    for (kind, params, _) in incident_lab::model::FaultKind::ALL {
         assert!(
             out.contains(kind.name()) && out.contains(params),
             "{kind:?}:\n{out}"
@@ -285,62 +224,10 @@ fn chaos_list_describes_every_kind() {
     }
 }
 
-/// `[hypothesis]` and `[[flips]]` are checked where written, and `--fault`/`--flip` as the
-/// file's entries are.
+/// `--fault` and `--flip` are checked as the file's entries are (in `scenario::tests`), and
+/// refused before any Postgres is provisioned, naming the option, with exit 2.
 #[test]
-fn a_bad_flip_or_hypothesis_is_named() {
-    let base = std::fs::read_to_string(scenario_path("rollout-mid-burst.toml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    for (change, says) in [
-        (
-            (
-                "flag = \"INBOXXIA_EMAIL_SENT_ASYNC\"",
-                "flag = \"EMAIL_ASYNC\"",
-            ),
-            "unknown flag \"EMAIL_ASYNC\"",
-        ),
-        (
-            ("at = \"8s\"", "at = \"30s\""),
-            "[[flips]] field `at` = 30s",
-        ),
-        (
-            ("steady_until = \"5s\"", "steady_until = \"9s\""),
-            "field `steady_until` = 9s comes after the first fault or flip (8s)",
-        ),
-        (
-            ("recover_within = \"5s\"", "recover_within = \"15s\""),
-            "recovery would be judged past the run's end",
-        ),
-        (
-            ("validate = [\"queue_writes\"]", "validate = [\"staging\"]"),
-            "unknown variant `staging`",
-        ),
-    ] {
-        assert!(base.contains(change.0), "{change:?}");
-        let path = dir.path().join("bad.toml");
-        std::fs::write(&path, base.replacen(change.0, change.1, 1)).unwrap();
-        let err = incident_lab::scenario::Scenario::load(&path)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(says), "{change:?}: {err}");
-        assert!(err.contains("bad.toml:"), "the file is named: {err}");
-    }
-    // A hypothesis with nothing to be steady around.
-    let smoke = std::fs::read_to_string(scenario_path("smoke.toml")).unwrap();
-    let path = dir.path().join("bare.toml");
-    std::fs::write(
-        &path,
-        format!("{smoke}\n[hypothesis]\nrecover_within = \"2s\"\n"),
-    )
-    .unwrap();
-    let err = incident_lab::scenario::Scenario::load(&path)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("needs a [[faults]] or [[flips]] entry"),
-        "{err}"
-    );
-
+fn a_bad_command_line_fault_or_flip_exits_2_naming_the_option() {
     // On the command line: the same checks, naming the option.
     for (args, says) in [
         (

@@ -3,7 +3,8 @@
 mod common;
 
 use common::local_server;
-use incident_lab::dataset::{fingerprint, Fingerprint, Scale, Template};
+use incident_lab::dataset::{fingerprint, Fingerprint, Template};
+use incident_lab::model::Scale;
 use incident_lab::postgres::PgServer;
 use sqlx::{ConnectOptions, Connection};
 

@@ -70,7 +70,7 @@ fn replayed(
 ) -> (
     BTreeMap<String, Vec<u32>>,
     Duration,
-    incident_lab::scenario::Scenario,
+    incident_lab::model::Scenario,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("replay.toml");
@@ -88,7 +88,7 @@ fn replayed(
     all.extend_from_slice(args);
     let run = incident_lab(&all);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
-    let scenario = incident_lab::scenario::Scenario::load(&out).unwrap();
+    let scenario = incident_lab::model::Scenario::load(&out).unwrap();
     let mut every = Duration::ZERO;
     let per_window = scenario
         .streams

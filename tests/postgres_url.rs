@@ -4,7 +4,8 @@
 mod common;
 
 use common::local_server;
-use incident_lab::dataset::{Scale, Template};
+use incident_lab::dataset::Template;
+use incident_lab::model::Scale;
 use incident_lab::postgres::{Backend, PgServer, PgSettings, PostgresChoice, ProvisionRequest};
 use sqlx::{ConnectOptions, Connection};
 

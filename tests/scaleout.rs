@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::scenarios::{scenario_path, text};
 use common::{incident_lab, local_server, process_alive};
 use incident_lab::fleet::pooler::PgBouncer;
-use incident_lab::fleet::PoolerSpec;
+use incident_lab::model::PoolerSpec;
 use serde_json::Value;
 use sqlx::Connection;
 

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use incident_wire::Flag;
+
 /// A configuration value that could not be used; names the variable, the value and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{var}={value:?}: {reason}")]
@@ -40,30 +42,6 @@ pub struct Switches {
 }
 
 impl Switches {
-    /// Every switch name, in the order they are listed and exported.
-    pub const NAMES: [&'static str; 8] = [
-        "INBOXXIA_EMAIL_SENT_ASYNC",
-        "INBOX_COUNTS_CACHE_FALLBACK",
-        "UNIPILE_HEALTH_GATE",
-        "LOG_SLOW_PATHS",
-        "LEGACY_AUTH_NOISE",
-        "LEGACY_AI_VERIFIER",
-        "LEGACY_LEDGER_TX",
-        "LEGACY_PROVIDER_CALLS",
-    ];
-
-    /// The switches a scenario's arm may set by name: the rollout flags and `LOG_SLOW_PATHS`
-    /// (the legacy switches go together, as `legacy = true`).
-    pub const FLAGS: [&'static str; 4] = [
-        Self::NAMES[0],
-        Self::NAMES[1],
-        Self::NAMES[2],
-        Self::NAMES[3],
-    ];
-
-    /// The three rollout flags (the seed's plan flips these in production).
-    pub const ROLLOUT: [&'static str; 3] = [Self::NAMES[0], Self::NAMES[1], Self::NAMES[2]];
-
     /// The pre-Phase-53 world: every flag off, every legacy switch on.
     pub fn pre_phase_53() -> Self {
         Self {
@@ -85,41 +63,38 @@ impl Switches {
         }
     }
 
-    fn slot(&mut self, name: &str) -> Option<&mut bool> {
-        Some(match name {
-            "INBOXXIA_EMAIL_SENT_ASYNC" => &mut self.email_sent_async,
-            "INBOX_COUNTS_CACHE_FALLBACK" => &mut self.counts_cache_fallback,
-            "UNIPILE_HEALTH_GATE" => &mut self.unipile_health_gate,
-            "LOG_SLOW_PATHS" => &mut self.log_slow_paths,
-            "LEGACY_AUTH_NOISE" => &mut self.legacy_auth_noise,
-            "LEGACY_AI_VERIFIER" => &mut self.legacy_ai_verifier,
-            "LEGACY_LEDGER_TX" => &mut self.legacy_ledger_tx,
-            "LEGACY_PROVIDER_CALLS" => &mut self.legacy_provider_calls,
-            _ => return None,
-        })
+    fn slot(&mut self, flag: Flag) -> &mut bool {
+        match flag {
+            Flag::EmailSentAsync => &mut self.email_sent_async,
+            Flag::CountsCacheFallback => &mut self.counts_cache_fallback,
+            Flag::UnipileHealthGate => &mut self.unipile_health_gate,
+            Flag::LogSlowPaths => &mut self.log_slow_paths,
+            Flag::LegacyAuthNoise => &mut self.legacy_auth_noise,
+            Flag::LegacyAiVerifier => &mut self.legacy_ai_verifier,
+            Flag::LegacyLedgerTx => &mut self.legacy_ledger_tx,
+            Flag::LegacyProviderCalls => &mut self.legacy_provider_calls,
+        }
+    }
+
+    /// Sets one switch.
+    pub fn set(&mut self, flag: Flag, value: bool) {
+        *self.slot(flag) = value;
+    }
+
+    /// One switch's value.
+    pub fn get(mut self, flag: Flag) -> bool {
+        *self.slot(flag)
     }
 
     /// Sets switch `name`; `Err` names the switches that exist.
-    pub fn set(&mut self, name: &str, value: bool) -> Result<(), String> {
-        match self.slot(name) {
-            Some(slot) => {
-                *slot = value;
-                Ok(())
-            }
-            None => Err(format!(
-                "unknown switch {name:?}; known: {}",
-                Self::NAMES.join(", ")
-            )),
-        }
+    pub fn set_named(&mut self, name: &str, value: bool) -> Result<(), String> {
+        self.set(name.parse()?, value);
+        Ok(())
     }
 
     /// Name → value, for the admin route, `/metrics` and reports.
     pub fn to_map(self) -> BTreeMap<&'static str, bool> {
-        let mut copy = self;
-        Self::NAMES
-            .iter()
-            .map(|&n| (n, *copy.slot(n).expect("NAMES are all known")))
-            .collect()
+        Flag::ALL.iter().map(|&f| (f.name(), self.get(f))).collect()
     }
 }
 
@@ -397,11 +372,10 @@ impl Config {
             parsed(name, default.as_millis() as u64).map(Duration::from_millis)
         };
         let mut switches = Switches::default();
-        for name in Switches::NAMES {
+        for flag in Flag::ALL {
+            let name = flag.name();
             if let Some(v) = get(name) {
-                switches
-                    .set(name, parse_bool(name, &v)?)
-                    .expect("NAMES are known");
+                switches.set(flag, parse_bool(name, &v)?);
             }
         }
         let d = Limits::default();
@@ -527,10 +501,10 @@ mod tests {
     #[test]
     fn switches_flip_by_name_and_unknown_names_are_refused() {
         let mut s = Switches::default();
-        s.set("LEGACY_LEDGER_TX", true).unwrap();
+        s.set_named("LEGACY_LEDGER_TX", true).unwrap();
         assert!(s.legacy_ledger_tx);
         assert!(s
-            .set("INBOX_COUNTS", true)
+            .set_named("INBOX_COUNTS", true)
             .unwrap_err()
             .contains("INBOX_COUNTS_CACHE_FALLBACK"));
     }
@@ -540,7 +514,7 @@ mod tests {
         let mut config = read(&base()).unwrap();
         config.bind = "127.0.0.1:0".parse().unwrap();
         config.switches = Switches::pre_phase_53();
-        config.switches.set("UNIPILE_HEALTH_GATE", true).unwrap();
+        config.switches.set(Flag::UnipileHealthGate, true);
         config.limits = Limits {
             pool_max: 3,
             acquire_timeout: Duration::from_millis(1234),

@@ -33,7 +33,7 @@ use std::future::Future;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use config::{Config, Switches};
+pub use config::{Config, Flag, Switches};
 pub use state::{AppState, Faults};
 
 /// The whole application: every feature's router, observed by [`observe::observe`].

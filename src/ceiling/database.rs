@@ -23,8 +23,8 @@ use sqlx::Connection;
 use super::Reference;
 use crate::dataset::Template;
 use crate::matrix::fakes::{disconnected_workspaces, FakesServer};
+use crate::model::Scenario;
 use crate::postgres::PgServer;
-use crate::scenario::Scenario;
 use crate::service_proc::ServiceProcess;
 
 /// The ingest budget: the webhook's p95.
@@ -161,7 +161,7 @@ async fn on_clone(
     scenario: &Scenario,
     server: &PgServer,
     db: &str,
-    arm: &crate::scenario::Arm,
+    arm: &crate::model::Arm,
     service_bin: &Path,
     ramp: IngestRamp<'_>,
     out: &Path,

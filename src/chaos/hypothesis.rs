@@ -5,8 +5,8 @@
 use loadgen::record::FAILED;
 use loadgen::{EndpointRecording, Recording};
 
+use crate::model::{Hypothesis, Scenario};
 use crate::report::{FlipEffect, HypothesisReport, Stretch, StretchFigures};
-use crate::scenario::{Hypothesis, Scenario};
 
 /// Budgeted endpoints (with a p95 budget): label and budget in ms.
 pub fn budgeted(scenario: &Scenario) -> Vec<(String, f64)> {

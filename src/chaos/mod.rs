@@ -11,4 +11,4 @@ pub mod proxy;
 pub mod run;
 pub mod timeline;
 
-pub use proxy::{FaultProxy, Faults};
+pub use proxy::FaultProxy;

@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 use sqlx::postgres::PgConnection;
 use sqlx::{ConnectOptions, Connection};
 
+use crate::model::{FaultKind, Scenario};
 use crate::postgres::{Backend, PgServer};
-use crate::scenario::{FaultKind, Scenario};
 
 /// Whether this server can take the scenario's Postgres faults: the process faults need a
 /// server the harness runs. Checked before the load starts.
@@ -20,11 +20,11 @@ pub fn check_supported(scenario: &Scenario, server: &PgServer) -> anyhow::Result
     let process = scenario
         .faults
         .iter()
-        .find(|f| matches!(f.kind, FaultKind::Pause | FaultKind::Restart));
+        .find(|f| matches!(f.kind(), FaultKind::Pause | FaultKind::Restart));
     if let (Some(f), Backend::Url) = (process, server.backend()) {
         bail!(
             "[[faults]] kind {:?} needs a Postgres the harness runs (--postgres local or docker): this run uses a server given by URL",
-            f.kind.name()
+            f.kind().name()
         );
     }
     Ok(())
@@ -219,7 +219,7 @@ pub async fn hold_lock(
     table: &str,
     mode: &str,
 ) -> anyhow::Result<PgConnection> {
-    if !crate::scenario::LOCK_MODES.contains(&mode) {
+    if !crate::model::LOCK_MODES.contains(&mode) {
         bail!("{mode:?} is not a lock mode");
     }
     let mut conn = connect(server, db).await?;

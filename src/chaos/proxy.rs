@@ -7,7 +7,7 @@
 //! unmaintained and has no reset), so it is written here, small: per connection one task per
 //! direction reads chunks, stamps each with when it may leave, and a writer sends it then.
 //!
-//! Faults ([`Faults`]): `latency` ± `jitter` on each chunk towards the client (responses, as
+//! LinkFaults ([`LinkFaults`]): `latency` ± `jitter` on each chunk towards the client (responses, as
 //! toxiproxy's downstream latency toxic), `bandwidth` (bytes per second, both directions),
 //! `hang` (a blackhole: data both ways is dropped, connections stay open, as toxiproxy's
 //! `timeout` toxic with timeout 0), `refuse` (new connections are reset at once), and
@@ -25,22 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// What the link does now; every field off by default.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Faults {
-    /// Added to each chunk towards the client.
-    pub latency: Duration,
-    /// Uniform in ±jitter around the latency (never below zero).
-    pub jitter: Duration,
-    /// Most bytes per second each way; `None` for the wire's own speed.
-    pub bandwidth: Option<u64>,
-    /// Drop every byte both ways, keep the connections open.
-    pub hang: bool,
-    /// Reset new connections as they arrive.
-    pub refuse: bool,
-    /// Wait this long before connecting upstream.
-    pub slow_connect: Duration,
-}
+use crate::model::LinkFaults;
 
 /// What the proxy has seen.
 #[derive(Debug, Default)]
@@ -55,7 +40,7 @@ struct Counters {
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
-    faults: watch::Sender<Faults>,
+    faults: watch::Sender<LinkFaults>,
     /// Bumped by [`FaultProxy::reset`]: every connection open at that moment is reset.
     resets: watch::Sender<u64>,
     counters: Arc<Counters>,
@@ -77,7 +62,7 @@ impl FaultProxy {
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let (faults, faults_rx) = watch::channel(Faults::default());
+        let (faults, faults_rx) = watch::channel(LinkFaults::default());
         let (resets, resets_rx) = watch::channel(0u64);
         let counters = Arc::new(Counters::default());
         let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
@@ -105,18 +90,18 @@ impl FaultProxy {
     }
 
     /// Sets the link's faults, for open connections and new ones alike.
-    pub fn set(&self, faults: Faults) {
+    pub fn set(&self, faults: LinkFaults) {
         self.faults.send_replace(faults);
     }
 
     /// The faults now.
-    pub fn faults(&self) -> Faults {
+    pub fn faults(&self) -> LinkFaults {
         self.faults.borrow().clone()
     }
 
     /// Removes every fault.
     pub fn heal(&self) {
-        self.set(Faults::default());
+        self.set(LinkFaults::default());
     }
 
     /// Resets every connection open now (both sides see a connection reset).
@@ -148,7 +133,7 @@ impl FaultProxy {
 async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
-    faults: watch::Receiver<Faults>,
+    faults: watch::Receiver<LinkFaults>,
     resets: watch::Receiver<u64>,
     counters: Arc<Counters>,
     conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
@@ -188,7 +173,7 @@ async fn connection(
     client: TcpStream,
     upstream: SocketAddr,
     slow_connect: Duration,
-    faults: watch::Receiver<Faults>,
+    faults: watch::Receiver<LinkFaults>,
     mut resets: watch::Receiver<u64>,
     counters: Arc<Counters>,
 ) {
@@ -219,7 +204,7 @@ async fn connection(
 }
 
 /// The added latency of one chunk: `latency` ± uniform `jitter`, never below zero.
-fn delay(f: &Faults) -> Duration {
+fn delay(f: &LinkFaults) -> Duration {
     if f.jitter.is_zero() {
         return f.latency;
     }
@@ -235,7 +220,7 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     downstream: bool,
-    faults: watch::Receiver<Faults>,
+    faults: watch::Receiver<LinkFaults>,
     mut resets: watch::Receiver<u64>,
     counters: Arc<Counters>,
 ) {

@@ -12,17 +12,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fake_providers::{Fakes, Knobs, Provider};
-use inbox_service::Switches;
+use inbox_service::{Flag, Switches};
 use loadgen::Recording;
 use sqlx::postgres::PgConnection;
 use tokio::time::Instant;
 
 use super::postgres::{self as pg, AbortOnDrop, Pause};
 use super::proxy::FaultProxy;
-use super::timeline::{combine, describe};
+use super::timeline::combine;
+use crate::model::{Fault, FaultKind, FaultTarget, Flip, FlipValidation, Scenario, TimedFault};
 use crate::postgres::PgServer;
 use crate::report::{FaultApplied, FlipApplied, Stretch};
-use crate::scenario::{Fault, FaultKind, FaultTarget, Flip, FlipValidation, Scenario};
 use crate::service_proc::ServiceProcess;
 
 /// The service's environment for some switches, listening on an address.
@@ -87,9 +87,9 @@ impl ServiceSlot {
         self.restarts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn set_switch(&self, flag: &str, on: bool) {
+    fn set_switch(&self, flag: Flag, on: bool) {
         let mut s = self.switches.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = s.set(flag, on);
+        s.set(flag, on);
     }
 
     /// SIGKILL, and wait until it is gone.
@@ -170,7 +170,7 @@ fn events(scenario: &Scenario) -> Vec<(Duration, Event)> {
     let mut out = Vec::new();
     for (i, f) in scenario.faults.iter().enumerate() {
         out.push((f.at, Event::Start(i)));
-        if !f.kind.instant() {
+        if !f.kind().instant() {
             out.push((f.until, Event::End(i)));
         }
     }
@@ -221,7 +221,7 @@ pub async fn play(scenario: &Scenario, t: &Targets<'_>, start: Instant) -> anyho
                 let made = flip_now(t, flip, now(), &mut played.harness_rows).await;
                 if made.made {
                     played.flipped_at.insert(i, chrono::Utc::now());
-                    t.service.set_switch(&flip.flag, flip.to);
+                    t.service.set_switch(flip.flag, flip.to);
                 }
                 played.flips.push(made);
             }
@@ -229,7 +229,7 @@ pub async fn play(scenario: &Scenario, t: &Targets<'_>, start: Instant) -> anyho
                 let f = &scenario.faults[i];
                 let (detail, hold) = start_fault(t, f).await?;
                 applied[i] = Some(FaultApplied {
-                    kind: f.kind.name().into(),
+                    kind: f.kind().name().into(),
                     detail,
                     from_s: now(),
                     to_s: now(),
@@ -238,24 +238,24 @@ pub async fn play(scenario: &Scenario, t: &Targets<'_>, start: Instant) -> anyho
                 if let Some(h) = hold {
                     held.insert(i, h);
                 }
-                if f.kind.target() == FaultTarget::Link && !f.kind.instant() {
+                if f.kind().target() == FaultTarget::Link && !f.kind().instant() {
                     link.push(i);
                     set_link(t, scenario, &link);
                 }
-                if f.kind == FaultKind::Kill && f.until == f.at {
+                if f.kind() == FaultKind::Kill && f.until == f.at {
                     restart_service(t, applied[i].as_mut()).await?;
                 }
             }
             Event::End(i) => {
                 let f = &scenario.faults[i];
-                if f.kind.target() == FaultTarget::Link {
+                if f.kind().target() == FaultTarget::Link {
                     link.retain(|a| *a != i);
                     set_link(t, scenario, &link);
                 }
                 if let Some(h) = held.remove(&i) {
                     end_hold(t, h).await;
                 }
-                if f.kind == FaultKind::Kill {
+                if f.kind() == FaultKind::Kill {
                     restart_service(t, applied[i].as_mut()).await?;
                 }
                 if let Some(a) = applied[i].as_mut() {
@@ -277,7 +277,9 @@ pub async fn play(scenario: &Scenario, t: &Targets<'_>, start: Instant) -> anyho
 
 fn set_link(t: &Targets<'_>, scenario: &Scenario, active: &[usize]) {
     if let Some(p) = t.proxy {
-        p.set(combine(active.iter().map(|a| &scenario.faults[*a].faults)));
+        p.set(combine(
+            active.iter().map(|a| scenario.faults[*a].fault.link()),
+        ));
     }
 }
 
@@ -298,17 +300,21 @@ async fn restart_service(
 }
 
 /// Applies one fault; returns what it did, in words, and what it holds until its end.
-async fn start_fault(t: &Targets<'_>, f: &Fault) -> anyhow::Result<(String, Option<Held>)> {
-    Ok(match f.kind {
-        FaultKind::Reset => {
+async fn start_fault(t: &Targets<'_>, f: &TimedFault) -> anyhow::Result<(String, Option<Held>)> {
+    Ok(match &f.fault {
+        Fault::Reset => {
             let n = t.proxy.map_or(0, FaultProxy::open);
             if let Some(p) = t.proxy {
                 p.reset();
             }
-            (format!("{} ({n} connections)", describe(f)), None)
+            (format!("{} ({n} connections)", f.fault.describe()), None)
         }
-        k if k.target() == FaultTarget::Link => (describe(f), None),
-        FaultKind::Pause => {
+        Fault::Latency { .. }
+        | Fault::Bandwidth { .. }
+        | Fault::SlowConnect { .. }
+        | Fault::Hang
+        | Fault::Refuse => (f.fault.describe(), None),
+        Fault::Pause => {
             let (pause, n) = Pause::start(t.server).await?;
             let what = if n == 0 {
                 "the container paused".to_string()
@@ -317,7 +323,7 @@ async fn start_fault(t: &Targets<'_>, f: &Fault) -> anyhow::Result<(String, Opti
             };
             (what, Some(Held::Pause(pause)))
         }
-        FaultKind::Restart => {
+        Fault::Restart => {
             let down = pg::crash_restart(t.server, t.db).await?;
             (
                 format!(
@@ -327,27 +333,29 @@ async fn start_fault(t: &Targets<'_>, f: &Fault) -> anyhow::Result<(String, Opti
                 None,
             )
         }
-        FaultKind::Lock => {
-            let (table, mode) = f.lock.clone().expect("a lock fault has its table");
-            let conn = pg::hold_lock(t.server, t.db, &table, &mode).await?;
+        Fault::Lock { table, mode } => {
+            let conn = pg::hold_lock(t.server, t.db, table, mode).await?;
             (
                 format!("{mode} lock held on {table}"),
                 Some(Held::Lock(conn)),
             )
         }
-        FaultKind::Cpu => {
-            let tasks = pg::burn_cpu(t.server, t.db, f.sessions, f.until - f.at).await?;
+        Fault::Cpu { sessions } => {
+            let tasks = pg::burn_cpu(t.server, t.db, *sessions, f.until - f.at).await?;
             (
-                format!("{} CPU-bound sessions in Postgres", f.sessions),
+                format!("{sessions} CPU-bound sessions in Postgres"),
                 Some(Held::Cpu(tasks)),
             )
         }
-        FaultKind::Kill => {
+        Fault::Kill => {
             t.service.kill().await;
             ("the service killed (SIGKILL)".to_string(), None)
         }
-        FaultKind::Provider => {
-            let (provider, storm) = f.provider.clone().expect("a provider fault has its knobs");
+        Fault::Provider {
+            provider,
+            knobs: storm,
+        } => {
+            let provider = *provider;
             let before = t.fakes.knobs(provider);
             // The storm's behaviour; the accounts' state (disconnected or not) stays current.
             t.fakes.set(
@@ -358,11 +366,10 @@ async fn start_fault(t: &Targets<'_>, f: &Fault) -> anyhow::Result<(String, Opti
                 },
             );
             (
-                format!("{}: {}", provider_name(provider), describe_knobs(&storm)),
+                format!("{}: {}", provider_name(provider), describe_knobs(storm)),
                 Some(Held::Provider(provider, before)),
             )
         }
-        _ => unreachable!("every kind is handled above"),
     })
 }
 
@@ -436,7 +443,7 @@ async fn flip_now(
 ) -> FlipApplied {
     let url = format!("{}/admin/flags", t.service.base);
     let mut out = FlipApplied {
-        flag: flip.flag.clone(),
+        flag: flip.flag,
         from: !flip.to,
         to: flip.to,
         at_s,
@@ -454,7 +461,7 @@ async fn flip_now(
             .await?
             .error_for_status()?;
         let flags: BTreeMap<String, bool> = r.json().await?;
-        Ok::<_, reqwest::Error>(flags.get(&flip.flag).copied())
+        Ok::<_, reqwest::Error>(flags.get(flip.flag.name()).copied())
     };
     match current.await {
         Ok(Some(v)) => out.from = v,
@@ -481,7 +488,7 @@ async fn flip_now(
             }
         }
     }
-    let body = serde_json::json!({ flip.flag.clone(): flip.to });
+    let body = serde_json::json!({ flip.flag.name(): flip.to });
     let answer = t
         .http
         .put(&url)
@@ -493,7 +500,7 @@ async fn flip_now(
     match answer {
         Ok(r) if r.status().is_success() => {
             let flags: BTreeMap<String, bool> = r.json().await.unwrap_or_default();
-            out.made = flags.get(&flip.flag) == Some(&flip.to);
+            out.made = flags.get(flip.flag.name()) == Some(&flip.to);
             checked.push(if out.made {
                 format!("set through /admin/flags ({} → {})", out.from, flip.to)
             } else {

@@ -1,43 +1,26 @@
 //! The database link's faults on the timeline: overlapping ones combined into what the
-//! [`super::FaultProxy`] does, each described in words, and the service's URL pointed at the
-//! proxy. [`super::run`] plays them.
+//! [`super::FaultProxy`] does, and the service's URL pointed at the proxy. [`super::run`] plays them.
 
 use std::net::SocketAddr;
 
-use super::proxy::Faults;
-use crate::scenario::{Fault, FaultKind};
+use crate::model::LinkFaults;
 
 /// The faults of several entries at once: the worst of each.
-pub fn combine<'a>(active: impl IntoIterator<Item = &'a Faults>) -> Faults {
-    active.into_iter().fold(Faults::default(), |mut all, f| {
-        all.latency = all.latency.max(f.latency);
-        all.jitter = all.jitter.max(f.jitter);
-        all.bandwidth = match (all.bandwidth, f.bandwidth) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        all.hang |= f.hang;
-        all.refuse |= f.refuse;
-        all.slow_connect = all.slow_connect.max(f.slow_connect);
-        all
-    })
-}
-
-/// What a fault does, in words.
-pub fn describe(f: &Fault) -> String {
-    let d = incident_wire::duration::format;
-    match f.kind {
-        FaultKind::Latency if f.faults.jitter.is_zero() => {
-            format!("latency {}", d(f.faults.latency))
-        }
-        FaultKind::Latency => format!("latency {} ± {}", d(f.faults.latency), d(f.faults.jitter)),
-        FaultKind::Bandwidth => format!("bandwidth {} B/s", f.faults.bandwidth.unwrap_or(0)),
-        FaultKind::SlowConnect => format!("slow connect {}", d(f.faults.slow_connect)),
-        FaultKind::Hang => "hang (blackhole)".into(),
-        FaultKind::Refuse => "refuse new connections".into(),
-        FaultKind::Reset => "reset every open connection".into(),
-        other => other.name().into(),
-    }
+pub fn combine(active: impl IntoIterator<Item = LinkFaults>) -> LinkFaults {
+    active
+        .into_iter()
+        .fold(LinkFaults::default(), |mut all, f| {
+            all.latency = all.latency.max(f.latency);
+            all.jitter = all.jitter.max(f.jitter);
+            all.bandwidth = match (all.bandwidth, f.bandwidth) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            all.hang |= f.hang;
+            all.refuse |= f.refuse;
+            all.slow_connect = all.slow_connect.max(f.slow_connect);
+            all
+        })
 }
 
 /// `url` (`postgres://user:pass@host:port/db`) pointed at `addr` instead.
@@ -57,22 +40,22 @@ mod tests {
 
     #[test]
     fn overlapping_faults_combine_to_the_worst_of_each() {
-        let a = Faults {
+        let a = LinkFaults {
             latency: Duration::from_millis(100),
             bandwidth: Some(1000),
-            ..Faults::default()
+            ..LinkFaults::default()
         };
-        let b = Faults {
+        let b = LinkFaults {
             latency: Duration::from_millis(50),
             bandwidth: Some(500),
             hang: true,
-            ..Faults::default()
+            ..LinkFaults::default()
         };
-        let c = combine([&a, &b]);
+        let c = combine([a.clone(), b.clone()]);
         assert_eq!(c.latency, Duration::from_millis(100));
         assert_eq!(c.bandwidth, Some(500));
         assert!(c.hang && !c.refuse);
-        assert_eq!(combine([]), Faults::default());
+        assert_eq!(combine([]), LinkFaults::default());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::dataset::Scale;
+use crate::model::Scale;
 use crate::postgres::{PgSettings, PostgresChoice, ProvisionRequest, DEFAULT_PG_IMAGE};
 
 /// Reproduce the Phase 53 production incident under load, and prove its fixes.

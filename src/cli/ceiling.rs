@@ -23,7 +23,7 @@ pub(super) async fn ceiling(args: CeilingArgs) -> Result<(), Failure> {
     let report = if args.no_database {
         crate::ceiling::run(&opts, None).await
     } else {
-        let scenario = crate::scenario::Scenario::load(&args.scenario)
+        let scenario = crate::model::Scenario::load(&args.scenario)
             .map_err(|e| Failure::Usage(e.to_string()))?;
         let service_bin = crate::service_proc::find_binary().map_err(Failure::Infrastructure)?;
         let (server, template) = provision_and_seed(&scenario, &args.backend).await?;

@@ -5,7 +5,7 @@ pub(super) fn chaos_list() -> String {
     let mut out = String::from(
         "Faults on a scenario's timeline: on the database link (through a TCP proxy between the\nservice and Postgres; they reach connections already open), on Postgres itself, on a fake\nprovider, on the service. In a scenario:\n\n  [[faults]]\n  at = \"5s\"        # on the load's clock\n  for = \"8s\"       # how long (none for reset and restart)\n  kind = \"latency\"\n  latency = \"40ms\"\n  jitter = \"10ms\"\n\nor on the command line: --fault at=5s,for=8s,kind=latency,latency=40ms\n\n",
     );
-    for (kind, params, what) in crate::scenario::FaultKind::ALL {
+    for (kind, params, what) in crate::model::FaultKind::ALL {
         out.push_str(&format!(
             "{:<13} {what}\n{:<13} parameters: {params}\n",
             kind.name(),

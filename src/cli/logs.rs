@@ -89,7 +89,7 @@ fn scenario_text(summary: &Summary, shape: &ReplayShape) -> Result<String, Failu
         ))
     })?;
     // The base must be a valid scenario itself: its errors are named against its own file.
-    crate::scenario::Scenario::load(&shape.base).map_err(usage)?;
+    crate::model::Scenario::load(&shape.base).map_err(usage)?;
     let command: Vec<String> = std::env::args().collect();
     logs::to_scenario::scenario_text(
         summary,
@@ -105,14 +105,14 @@ fn scenario_text(summary: &Summary, shape: &ReplayShape) -> Result<String, Failu
 }
 
 /// Writes `text` to `path` and loads it back as a scenario (what a run will do with it).
-fn write_scenario(path: &Path, text: &str) -> Result<crate::scenario::Scenario, Failure> {
+fn write_scenario(path: &Path, text: &str) -> Result<crate::model::Scenario, Failure> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| usage(format!("{}: cannot create: {e}", dir.display())))?;
     }
     std::fs::write(path, text)
         .map_err(|e| usage(format!("{}: cannot write: {e}", path.display())))?;
-    crate::scenario::Scenario::load(path).map_err(|e| {
+    crate::model::Scenario::load(path).map_err(|e| {
         Failure::Usage(format!(
             "the scenario written to {} does not load (a bug of from-logs): {e}",
             path.display()
@@ -120,7 +120,7 @@ fn write_scenario(path: &Path, text: &str) -> Result<crate::scenario::Scenario, 
     })
 }
 
-fn describe(scenario: &crate::scenario::Scenario) {
+fn describe(scenario: &crate::model::Scenario) {
     for st in &scenario.streams {
         let n: u64 = match &st.arrival {
             loadgen::Arrival::Counts { counts, .. } => counts.iter().map(|&c| u64::from(c)).sum(),

@@ -14,7 +14,7 @@ pub(super) async fn matrix(
     repeat: u32,
 ) -> Result<(), Failure> {
     let mut scenario =
-        crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+        crate::model::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     scenario
         .add_timeline(&chaos.faults, &chaos.flips)
         .map_err(Failure::Usage)?;

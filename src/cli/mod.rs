@@ -145,7 +145,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Up(args) => up(args).await,
         Command::Merge(args) => merge(args).await,
         Command::Fakes(args) => {
-            let scenario = crate::scenario::Scenario::load(&args.scenario)
+            let scenario = crate::model::Scenario::load(&args.scenario)
                 .map_err(|e| Failure::Usage(e.to_string()))?;
             crate::matrix::fakes::serve_alone(&scenario, args.listen)
                 .await
@@ -243,11 +243,7 @@ async fn provision(request: &ProvisionRequest) -> Result<PgServer, Failure> {
 }
 
 /// Exit 2 for an arm the scenario does not have, naming those it has.
-fn unknown_arm(
-    path: &std::path::Path,
-    scenario: &crate::scenario::Scenario,
-    name: &str,
-) -> Failure {
+fn unknown_arm(path: &std::path::Path, scenario: &crate::model::Scenario, name: &str) -> Failure {
     let known: Vec<&str> = scenario.arms.iter().map(|a| a.name.as_str()).collect();
     Failure::Usage(format!(
         "{}: no arm {name:?}; arms are {}",
@@ -259,7 +255,7 @@ fn unknown_arm(
 /// Provisions Postgres as the scenario constrains it and seeds its template (exit 3 when either
 /// fails; a stop request wins). On an error the server is dropped, which tears it down.
 async fn provision_and_seed(
-    scenario: &crate::scenario::Scenario,
+    scenario: &crate::model::Scenario,
     backend: &BackendArgs,
 ) -> Result<(PgServer, Template), Failure> {
     let request = backend.request(scenario.postgres.clone());
@@ -309,11 +305,10 @@ fn secrets_from_env(admin: bool) -> Result<Option<inbox_service::config::Secrets
 fn scenario_and_arm(
     path: &std::path::Path,
     name: &str,
-) -> Result<(crate::scenario::Scenario, String, crate::scenario::Arm), Failure> {
+) -> Result<(crate::model::Scenario, String, crate::model::Arm), Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::Usage(format!("{}: cannot read: {e}", path.display())))?;
-    let scenario =
-        crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let scenario = crate::model::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     let arm = scenario
         .arms
         .iter()

@@ -103,7 +103,7 @@ pub(super) async fn merge(args: MergeArgs) -> Result<(), Failure> {
     let started = std::time::Instant::now();
     let shards = crate::matrix::target::read_shards(&args.shards).map_err(Failure::Usage)?;
     let first = &shards[0];
-    let scenario = crate::scenario::Scenario::parse(&first.scenario_file, &first.scenario_text)
+    let scenario = crate::model::Scenario::parse(&first.scenario_file, &first.scenario_text)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     let arm = scenario
         .arms

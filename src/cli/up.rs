@@ -5,8 +5,7 @@ use super::*;
 /// `up`: one arm's world until Ctrl-C (exit 0 when stopped that way, everything cleaned up).
 pub(super) async fn up(args: UpArgs) -> Result<(), Failure> {
     let path = &args.scenario;
-    let scenario =
-        crate::scenario::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let scenario = crate::model::Scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
     let arm = match &args.arm {
         Some(name) => scenario.arms.iter().find(|a| &a.name == name),
         None => scenario

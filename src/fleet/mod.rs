@@ -9,11 +9,6 @@
 //! platform keeps warm instances for minutes), so the counters of a run never go down.
 
 pub mod pooler;
-mod spec;
-
-pub use spec::{
-    check_connections, per_instance, Autoscale, FleetSpec, PoolerSpec, HARNESS_CONNECTIONS,
-};
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -29,6 +24,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use incident_wire::metrics as names;
 
+use crate::model::{FleetReport, FleetSpec};
 use crate::service_proc::{parse_metrics, ServiceProcess};
 use pooler::PgBouncer;
 
@@ -48,45 +44,6 @@ struct Instance {
     index: usize,
     base: String,
     process: tokio::sync::Mutex<Option<ServiceProcess>>,
-}
-
-/// Instances over time and what went wrong starting them.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FleetReport {
-    pub min: u32,
-    pub max: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_instance_concurrency: Option<u32>,
-    /// `(seconds into the load, instances answering)` at each change (0: before the load).
-    pub instances: Vec<(f64, u32)>,
-    pub failed_starts: u32,
-    /// Why starts failed (the first few).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub start_errors: Vec<String>,
-    /// The most pooled connections each instance had in use at a scrape, by instance.
-    #[serde(default)]
-    pub connections_max: Vec<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pooler: Option<PoolerReport>,
-}
-
-/// What PgBouncer did over the arm.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PoolerReport {
-    pub pool_mode: String,
-    pub default_pool_size: u32,
-    pub max_client_conn: u32,
-    /// The most clients waiting for a server connection at a scrape.
-    pub cl_waiting_max: f64,
-    /// The most server connections in use at a scrape.
-    pub sv_active_max: f64,
-    /// The longest a waiting client had waited at a scrape (ms).
-    pub maxwait_max_ms: f64,
-    /// Time clients waited for a server connection, per transaction (ms), over the arm.
-    pub wait_per_transaction_ms: f64,
-    pub transactions: f64,
-    /// Client connections PgBouncer refused (`no more connections allowed`), from its log.
-    pub refused_clients: u64,
 }
 
 struct Shared {

@@ -34,7 +34,7 @@ use nix::unistd::Pid;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Row};
 
-use super::PoolerSpec;
+use crate::model::PoolerSpec;
 use crate::postgres::PgServer;
 use crate::service_proc::PoolerScrape;
 

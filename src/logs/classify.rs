@@ -7,7 +7,7 @@ use std::path::Path;
 use incident_wire::route;
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::EndpointKind;
+use crate::model::EndpointKind;
 
 /// An endpoint of the reference service, as a replay sends it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

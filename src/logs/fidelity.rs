@@ -9,9 +9,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::to_scenario::Observed;
+use crate::model::{Expect, Observed, StatusMix};
 use crate::report::{ArmReport, Report};
-use crate::scenario::Expect;
 
 /// One question and its answer.
 #[derive(Debug, Clone, Serialize)]
@@ -36,7 +35,7 @@ pub struct Fidelity {
 }
 
 /// Failed requests as production logged them: 5xx, 504 and no response.
-fn failed(s: &super::summary::StatusMix) -> u64 {
+fn failed(s: &StatusMix) -> u64 {
     s.server + s.timeout + s.none
 }
 
@@ -271,8 +270,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::logs::summary::StatusMix;
-    use crate::logs::to_scenario::{ObservedEndpoint, ObservedMinute};
+    use crate::model::{ObservedEndpoint, ObservedMinute};
     use crate::report::fixtures;
     use crate::report::{PhaseFigures, PhaseInfo};
 

@@ -11,4 +11,3 @@ pub mod triage;
 
 pub use classify::PathMap;
 pub use summary::{summarize, Summary, WindowSpec};
-pub use to_scenario::Observed;

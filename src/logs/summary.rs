@@ -14,6 +14,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::model::StatusMix;
+
 use super::classify::{categorize, redact, Mapped, PathMap, Target, OTHER};
 use super::read::{read, ReadError, ReadStats, Row};
 
@@ -106,49 +108,6 @@ impl WindowSpec {
             }
         }
         Ok((from, to))
-    }
-}
-
-/// A status, as the mix counts it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct StatusMix {
-    #[serde(rename = "2xx")]
-    pub ok: u64,
-    #[serde(rename = "3xx")]
-    pub redirect: u64,
-    #[serde(rename = "4xx")]
-    pub client: u64,
-    /// 5xx other than 504.
-    #[serde(rename = "5xx")]
-    pub server: u64,
-    /// 504: cut off at the function limit.
-    #[serde(rename = "504")]
-    pub timeout: u64,
-    /// No response recorded (-1 / empty).
-    pub none: u64,
-}
-
-impl StatusMix {
-    fn add(&mut self, status: Option<u16>) {
-        match status {
-            None => self.none += 1,
-            Some(504) => self.timeout += 1,
-            Some(s) if s >= 500 => self.server += 1,
-            Some(s) if s >= 400 => self.client += 1,
-            Some(s) if s >= 300 => self.redirect += 1,
-            Some(_) => self.ok += 1,
-        }
-    }
-    pub fn total(&self) -> u64 {
-        self.ok + self.redirect + self.client + self.server + self.timeout + self.none
-    }
-    fn merge(&mut self, o: &StatusMix) {
-        self.ok += o.ok;
-        self.redirect += o.redirect;
-        self.client += o.client;
-        self.server += o.server;
-        self.timeout += o.timeout;
-        self.none += o.none;
     }
 }
 

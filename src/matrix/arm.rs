@@ -28,9 +28,9 @@ use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::{plan_for, service_env};
 use crate::chaos::run::{Played, ServiceSlot, Targets};
 use crate::dataset::Template;
+use crate::model::{Arm, Scenario};
 use crate::postgres::PgServer;
 use crate::report::{ArmReport, ArmTimings, Skipped, TimelinePoint};
-use crate::scenario::{Arm, Scenario};
 use crate::service_proc::ServiceProcess;
 use inbox_service::config::Secrets;
 
@@ -96,14 +96,14 @@ async fn run_on_clone(
     // (the harness's own connections do not).
     crate::chaos::postgres::check_supported(scenario, server)?;
     for f in &scenario.faults {
-        if let Some((table, _)) = &f.lock {
+        if let crate::model::Fault::Lock { table, .. } = &f.fault {
             crate::chaos::postgres::check_table(server, db, table).await?;
         }
     }
     let link_faults = scenario
         .faults
         .iter()
-        .any(|f| f.kind.target() == crate::scenario::FaultTarget::Link);
+        .any(|f| f.kind().target() == crate::model::FaultTarget::Link);
     let proxy = match link_faults {
         false => None,
         true => Some(link_proxy(server, db).await?),
@@ -378,8 +378,8 @@ async fn run_on_clone(
         || scenario
             .flips
             .iter()
-            .any(|f| f.flag == "INBOXXIA_EMAIL_SENT_ASYNC" && !f.to);
-    let cut = scenario.faults.iter().any(|f| f.kind.cuts());
+            .any(|f| f.flag == inbox_service::Flag::EmailSentAsync && !f.to);
+    let cut = scenario.faults.iter().any(|f| f.kind().cuts());
     if legacy_path && (!scenario.faults.is_empty() || !scenario.flips.is_empty()) {
         super::invariant::ghl_at_least_once(
             &mut invariants,
@@ -431,8 +431,8 @@ async fn run_on_clone(
     let cut: Vec<&str> = scenario
         .faults
         .iter()
-        .filter(|f| f.kind.cuts())
-        .map(|f| f.kind.name())
+        .filter(|f| f.kind().cuts())
+        .map(|f| f.kind().name())
         .collect();
     if cut.is_empty() {
         checks.push(accounting_check(&accounting));
@@ -485,11 +485,11 @@ async fn run_on_clone(
         .iter()
         .filter(|f| {
             matches!(
-                f.kind.target(),
-                crate::scenario::FaultTarget::Link | crate::scenario::FaultTarget::Postgres
+                f.kind().target(),
+                crate::model::FaultTarget::Link | crate::model::FaultTarget::Postgres
             )
         })
-        .map(|f| f.kind.name())
+        .map(|f| f.kind().name())
         .collect();
     match cron_check(&background) {
         Some(c) if !slowed.is_empty() => skipped.push(Skipped {
@@ -593,11 +593,11 @@ fn timeline_of(scrapes: &[crate::service_proc::Scrape]) -> Vec<TimelinePoint> {
 /// The fleet's own account, with the most connections each instance held and the pooler's
 /// figures over the arm.
 fn fleet_report(
-    mut report: crate::fleet::FleetReport,
+    mut report: crate::model::FleetReport,
     scenario: &Scenario,
     scrapes: &[crate::service_proc::Scrape],
     refused_clients: Option<u64>,
-) -> crate::fleet::FleetReport {
+) -> crate::model::FleetReport {
     for f in scrapes.iter().filter_map(|s| s.fleet.as_ref()) {
         for (&i, &n) in &f.pool_in_use {
             let i = i as usize;
@@ -616,7 +616,7 @@ fn fleet_report(
             seen.iter().map(|p| f(p)).fold(0.0, f64::max)
         };
         let last = seen.last().copied().cloned().unwrap_or_default();
-        report.pooler = Some(crate::fleet::PoolerReport {
+        report.pooler = Some(crate::model::PoolerReport {
             pool_mode: spec.pool_mode.clone(),
             default_pool_size: spec.default_pool_size,
             max_client_conn: spec.max_client_conn,
@@ -667,7 +667,7 @@ async fn rollout_checks(
         let (Some(at), true) = (
             flipped_at.get(&i),
             spec.validate
-                .contains(&crate::scenario::FlipValidation::QueueWrites),
+                .contains(&crate::model::FlipValidation::QueueWrites),
         ) else {
             continue;
         };

@@ -4,8 +4,8 @@
 use fake_providers::{Fakes, Provider};
 use sqlx::{ConnectOptions, Connection};
 
+use crate::model::Scenario;
 use crate::postgres::PgServer;
-use crate::scenario::Scenario;
 
 /// The fake providers on loopback; stopped when dropped.
 pub(crate) struct FakesServer {

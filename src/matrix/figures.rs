@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use loadgen::record::{EndpointRecording, StreamRecording};
 use loadgen::Recording;
 
+use crate::model::Scenario;
 use crate::report::{
     Background, CronTicks, EndpointReport, LoadHealth, MinuteFigures, PhaseFigures, ServiceSide,
     StreamLoad,
 };
-use crate::scenario::Scenario;
 use crate::service_proc::{PromHist, RouteScrape, Scrape};
 
 fn pct(part: u64, whole: u64) -> f64 {
@@ -407,11 +407,9 @@ mod tests {
 
     #[test]
     fn the_service_side_counts_only_what_came_after_the_warm_up() {
-        let scenario = crate::scenario::Scenario::parse(
-            "unit.toml",
-            include_str!("../../scenarios/smoke.toml"),
-        )
-        .unwrap();
+        let scenario =
+            crate::model::Scenario::parse("unit.toml", include_str!("../../scenarios/smoke.toml"))
+                .unwrap();
         // Ten slow warm-up requests before the first scrape; then twenty fast ones.
         let scrapes = vec![scrape_with(0.0, 10.0, 0.0), scrape_with(20.0, 10.0, 20.0)];
 
@@ -428,11 +426,9 @@ mod tests {
     /// the window the histogram would use.
     #[test]
     fn a_phase_on_the_service_side_holds_the_requests_intended_in_it() {
-        let scenario = crate::scenario::Scenario::parse(
-            "unit.toml",
-            include_str!("../../scenarios/smoke.toml"),
-        )
-        .unwrap();
+        let scenario =
+            crate::model::Scenario::parse("unit.toml", include_str!("../../scenarios/smoke.toml"))
+                .unwrap();
         let burst = scenario.phases.iter().find(|p| p.name == "burst").unwrap();
         let (from, to) = (burst.from.as_secs(), burst.to.as_secs());
         let mut rec = loadgen::Recording::default();

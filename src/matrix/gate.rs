@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use fake_providers::{Fakes, Provider};
 
 use super::invariant::connect;
+use crate::model::{Reconnect, Scenario};
 use crate::postgres::PgServer;
 use crate::report::ReconnectReport;
-use crate::scenario::{Reconnect, Scenario};
 
 /// Workspaces that reconnected, and when (the database's clock, which stamps the skips).
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ pub(crate) fn readmission_bound(
     let tick_every = scenario
         .streams
         .iter()
-        .find(|s| s.endpoint == crate::scenario::EndpointKind::CronFollowups)
+        .find(|s| s.endpoint == crate::model::EndpointKind::CronFollowups)
         .map(|s| s.arrival.rate_at(at.as_secs_f64()))
         .filter(|r| *r > 0.0)
         .map_or(Duration::from_secs(5), |r| Duration::from_secs_f64(1.0 / r));

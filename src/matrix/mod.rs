@@ -36,11 +36,11 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::dataset::Template;
+use crate::model::{Arm, Scenario};
 use crate::postgres::PgServer;
 use crate::report::{
     ArmReport, ArmStatus, Environment, PhaseInfo, Report, ScenarioInfo, Verdict, SCHEMA_VERSION,
 };
-use crate::scenario::{Arm, Scenario};
 
 /// Where a run writes and what it runs.
 pub struct RunOptions {

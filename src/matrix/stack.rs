@@ -13,8 +13,8 @@ use incident_wire::{route, Session, ACCESS_COOKIE, SIGNATURE_HEADER, TIMESTAMP_H
 use super::fakes::{disconnected_workspaces, tell_disconnected, FakesServer};
 use super::wiring::service_env;
 use crate::dataset::Template;
+use crate::model::{Arm, Scenario};
 use crate::postgres::PgServer;
-use crate::scenario::{Arm, Scenario};
 use crate::service_proc::ServiceProcess;
 
 /// What `up` brings up.

@@ -26,8 +26,8 @@ use super::invariant::{acked_effects, baseline, effects, invariants_of, Baseline
 use super::verdict::{cron_check, judge, load_check, status, EXACTLY_ONCE_CHECK};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::plan_for;
+use crate::model::{Arm, Scenario};
 use crate::report::{ArmReport, ArmTimings, Check, Environment, Invariants, Report, Skipped};
-use crate::scenario::{Arm, Scenario};
 use crate::service_proc::Scrape;
 
 /// The file a run with `--target` writes its recording to, for `incident-lab merge`.

@@ -2,11 +2,11 @@
 //! up (else the arm is inconclusive), whether the service's declared writes and calls match
 //! what Postgres and the providers counted; and which flag moves which budget.
 
+use crate::model::{Expect, Scenario, COUNTS_LABEL, PAGE_LABEL, WEBHOOK_LABEL};
 use crate::report::{
     ms, Accounting, ArmReport, ArmStatus, Attribution, Background, Check, EndpointReport,
     Invariants, LoadHealth, ReconnectReport,
 };
-use crate::scenario::{Expect, Scenario, COUNTS_LABEL, PAGE_LABEL, WEBHOOK_LABEL};
 
 pub use crate::report::checks::{ACCOUNTING_CHECK, EXACTLY_ONCE_CHECK, LOAD_CHECK};
 
@@ -424,7 +424,8 @@ pub fn attribution(arms: &[ArmReport], scenario: &Scenario) -> Vec<Attribution> 
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     };
-    for flag in inbox_service::Switches::ROLLOUT {
+    for rollout in inbox_service::Flag::ROLLOUT {
+        let flag = rollout.name();
         for off in arms.iter().filter(|a| a.flags.get(flag) == Some(&false)) {
             let Some(on) = arms
                 .iter()
@@ -440,7 +441,7 @@ pub fn attribution(arms: &[ArmReport], scenario: &Scenario) -> Vec<Attribution> 
                         .and_then(|e| e.p95_ms)
                 };
                 out.push(Attribution {
-                    flag: flag.into(),
+                    flag: rollout,
                     endpoint: endpoint.0.clone(),
                     off_arm: off.name.clone(),
                     on_arm: on.name.clone(),
@@ -981,7 +982,7 @@ max_statement_timeouts = 0
         assert_eq!(hook.len(), 1, "{a:?}");
         assert_eq!(
             (
-                hook[0].flag.as_str(),
+                hook[0].flag.name(),
                 hook[0].off_arm.as_str(),
                 hook[0].on_arm.as_str()
             ),

@@ -66,7 +66,7 @@ impl Watcher {
                         let rec = recording.lock().expect("recording lock");
                         let p95 = rec
                             .endpoints
-                            .get(crate::scenario::WEBHOOK_LABEL)
+                            .get(crate::model::WEBHOOK_LABEL)
                             .and_then(|e| e.latency.quantile_ms(0.95));
                         (rec.requests(), p95)
                     };

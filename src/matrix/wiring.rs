@@ -5,7 +5,7 @@ use inbox_service::config::{Config, ProviderUrls, Secrets};
 use incident_wire::route;
 use loadgen::{Endpoint, Plan, Sessions, Stream};
 
-use crate::scenario::{Arm, EndpointKind, Scenario};
+use crate::model::{Arm, EndpointKind, Scenario};
 
 /// The load generator's plan for `scenario` against the service at `base`.
 pub(crate) fn plan_for(scenario: &Scenario, base: &str, secrets: &Secrets, run_id: &str) -> Plan {

@@ -17,15 +17,14 @@ pub mod choice;
 pub mod docker;
 pub mod local;
 mod owner;
-mod settings;
 
 use choice::{choose, url_admin_options, url_of};
 pub use choice::{mask_url, Backend, PostgresChoice, ProvisionRequest, DEFAULT_PG_IMAGE};
 use owner::{hostname, OWNER_MARK_PREFIX};
 pub use owner::{owner, owner_is_gone, owner_mark};
 
-use settings::same_setting;
-pub use settings::PgSettings;
+use crate::model::postgres::same_setting;
+pub use crate::model::PgSettings;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::model::Expect;
 
 /// An endpoint with `p95` everywhere, nothing else of note.
 pub fn endpoint(name: &str, p95: f64, budget: Option<f64>) -> EndpointReport {
@@ -36,9 +37,9 @@ pub fn endpoint(name: &str, p95: f64, budget: Option<f64>) -> EndpointReport {
 
 /// An arm with every switch off but `flags`, holding `endpoints`, judged as expected.
 pub fn arm(name: &str, flags: &[(&str, bool)], endpoints: Vec<EndpointReport>) -> ArmReport {
-    let mut all: BTreeMap<String, bool> = inbox_service::Switches::NAMES
+    let mut all: BTreeMap<String, bool> = inbox_service::Flag::ALL
         .iter()
-        .map(|n| ((*n).to_owned(), false))
+        .map(|f| (f.name().to_owned(), false))
         .collect();
     for (k, v) in flags {
         all.insert((*k).to_owned(), *v);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 
 use super::{ms, Report};
-use crate::scenario::Expect;
+use crate::model::Expect;
 
 /// A failed case: `message` in the attribute, the figures in its body.
 fn failure(message: &str, description: &str) -> TestCaseStatus {

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{ms, ArmReport, ArmStatus, Invariants, Report, Verdict};
-use crate::scenario::{COUNTS_LABEL, PAGE_LABEL};
+use crate::model::{COUNTS_LABEL, PAGE_LABEL};
 
 fn mark(ok: bool) -> &'static str {
     if ok {
@@ -217,7 +217,7 @@ pub fn fleet(r: &Report) -> String {
             .iter()
             .map(|c| format!("{c:.0}"))
             .collect();
-        let pooler = |g: &dyn Fn(&crate::fleet::PoolerReport) -> String| {
+        let pooler = |g: &dyn Fn(&crate::model::PoolerReport) -> String| {
             f.pooler.as_ref().map_or("-".to_owned(), g)
         };
         let _ = writeln!(

@@ -6,7 +6,8 @@ use std::time::Duration;
 use fake_providers::{Fakes, Knobs, Provider};
 use inbox_service::config::{Limits, ProviderUrls, Secrets};
 use inbox_service::{AppState, Config, Switches};
-use incident_lab::dataset::{Scale, Template};
+use incident_lab::dataset::Template;
+use incident_lab::model::Scale;
 use incident_lab::postgres::PgServer;
 use incident_wire::{
     mint_access, mint_refresh, sign_webhook, Session, ACCESS_COOKIE, REFRESH_COOKIE,

@@ -6,6 +6,9 @@
 //! crate reads ([`duration`]). Pure functions, no I/O.
 
 pub mod duration;
+pub mod flag;
+
+pub use flag::Flag;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};

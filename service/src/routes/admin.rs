@@ -41,7 +41,7 @@ async fn set_flags(
         let on = value.as_bool().ok_or_else(|| {
             AppError::BadRequest(format!("switch {name:?} must be true or false"))
         })?;
-        switches.set(name, on).map_err(AppError::BadRequest)?;
+        switches.set_named(name, on).map_err(AppError::BadRequest)?;
     }
     state.set_switches(switches);
     let changed = Value::Object(changes);

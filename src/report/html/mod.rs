@@ -16,6 +16,7 @@
 
 pub mod chart;
 
+use inbox_service::Flag;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use self::chart::{Band, BandKind, BudgetRow, Rule, Series, TimeChart, Unit};
@@ -340,10 +341,10 @@ fn summary(r: &Report) -> Markup {
             .find(|e| e.endpoint == endpoint)
             .and_then(|e| e.budget_p95_ms)
     };
-    let mut flags: Vec<&str> = Vec::new();
+    let mut flags: Vec<Flag> = Vec::new();
     for at in &r.attribution {
-        if !flags.contains(&at.flag.as_str()) {
-            flags.push(&at.flag);
+        if !flags.contains(&at.flag) {
+            flags.push(at.flag);
         }
     }
     html! {
@@ -484,7 +485,7 @@ mod tests {
         r.verdict = Verdict::Fail;
         r.scenario.description = "<script>alert(1)</script>".into();
         r.attribution.push(Attribution {
-            flag: "INBOXXIA_EMAIL_SENT_ASYNC".into(),
+            flag: inbox_service::Flag::EmailSentAsync,
             endpoint: "GET /".into(),
             off_arm: "all-off".into(),
             on_arm: "all on".into(),

@@ -108,7 +108,7 @@ impl PgSettings {
 }
 
 /// `SHOW` prints sizes and booleans in its own units; compare what it means.
-pub(super) fn same_setting(actual: &str, wanted: &str) -> bool {
+pub fn same_setting(actual: &str, wanted: &str) -> bool {
     if actual == wanted {
         return true;
     }
