@@ -122,7 +122,7 @@ fn requests(c: &mut Criterion) {
                 300,
             )
             .unwrap();
-            inbox_service::domain::events::parse(black_box(body)).unwrap()
+            inbox_service::domain::event::parse(black_box(body)).unwrap()
         })
     });
     g.finish();

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use inbox_service::config::{Limits, ProviderUrls, Secrets};
-use inbox_service::domain::{events, jobs};
-use inbox_service::state::Tally;
+use inbox_service::domain::{event, jobs};
+use inbox_service::tally::Tally;
 use inbox_service::{AppState, Config, Switches};
 use incident_lab::dataset::Template;
 use incident_lab::model::Scale;
@@ -107,7 +107,7 @@ fn hot_path(c: &mut Criterion) {
                     300,
                 )
                 .unwrap();
-                let ev = events::parse(&body).unwrap();
+                let ev = event::parse(&body).unwrap();
                 let raw: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 let tally = Tally::default();
                 let mut conn = state.acquire(&tally).await.unwrap();
@@ -141,9 +141,9 @@ fn hot_path(c: &mut Criterion) {
                     let n = next();
                     let (state, raw) = (state.clone(), email_sent(n));
                     async move {
-                        let ev = events::parse(raw.to_string().as_bytes()).unwrap();
+                        let ev = event::parse(raw.to_string().as_bytes()).unwrap();
                         let tally = Arc::new(Tally::default());
-                        let queued = state.intake.enqueue(&state, &tally, &ev, raw).await;
+                        let queued = state.intake().enqueue(&state, &tally, &ev, raw).await;
                         assert!(matches!(queued, Ok(jobs::Enqueued::New)));
                     }
                 }))

@@ -904,8 +904,8 @@ async fn a_worker_that_lost_its_lease_cannot_mark_the_job() {
 /// and its GHL outbox row.
 #[tokio::test]
 async fn one_claim_applies_its_email_sent_jobs_together_each_once() {
-    use inbox_service::domain::{events, jobs, ticks::Budget};
-    use inbox_service::state::Tally;
+    use inbox_service::domain::{event, events, jobs, ticks::Budget};
+    use inbox_service::tally::Tally;
     let app = TestApp::spawn(Switches::all_fixed()).await;
     // A redelivery: its event applied by a tick, then queued again under another key.
     app.post_webhook(&email_sent("evt-set-dup", 2, "dup@example.test"))
@@ -943,9 +943,9 @@ async fn one_claim_applies_its_email_sent_jobs_together_each_once() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let evs: Vec<events::EmailEvent> = claimed
+    let evs: Vec<event::EmailEvent> = claimed
         .iter()
-        .map(|j| events::validate(serde_json::from_value(j.payload.clone()).unwrap()).unwrap())
+        .map(|j| event::validate(serde_json::from_value(j.payload.clone()).unwrap()).unwrap())
         .collect();
     let batch: Vec<_> = claimed.iter().zip(&evs).collect();
 

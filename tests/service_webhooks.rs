@@ -550,7 +550,7 @@ fn wrote_since(
     statements: u64,
     rows: usize,
 ) -> inbox_service::domain::intake::Written {
-    let now = app.state.intake.written();
+    let now = app.state.intake().written();
     assert_eq!(
         now.statements - before.statements,
         statements,
@@ -583,9 +583,10 @@ async fn occupy_the_flushers(
     assert_eq!(inbox_service::domain::intake::FLUSHERS, ids.len());
     let mut heads = Vec::new();
     for id in ids {
-        let before = app.state.intake.written().statements;
+        let before = app.state.intake().written().statements;
         heads.push(answers(app, vec![email_sent(id, 3, "head@example.test")]));
-        common::app::eventually(async || app.state.intake.written().statements == before + 1).await;
+        common::app::eventually(async || app.state.intake().written().statements == before + 1)
+            .await;
     }
     heads
 }
@@ -613,9 +614,9 @@ async fn enqueues_arriving_together_share_a_statement_and_keep_their_answers() {
 
     let mut holder = hold_the_queue(&app).await;
     let heads = occupy_the_flushers(&app, ["evt-gc-head-0", "evt-gc-head-1"]).await;
-    let written = app.state.intake.written();
+    let written = app.state.intake().written();
     let rest = answers(&app, events);
-    common::app::eventually(async || app.state.intake.waiting() == queued).await;
+    common::app::eventually(async || app.state.intake().waiting() == queued).await;
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
     for head in heads {
         assert_eq!(head.await.unwrap(), [(202, "accepted".to_owned())]);
@@ -663,9 +664,9 @@ async fn enqueues_arriving_together_share_a_statement_and_keep_their_answers() {
 /// request only: the statement it shared is split, and the others are written one by one.
 #[tokio::test]
 async fn a_refused_row_fails_only_its_own_enqueue() {
-    use inbox_service::domain::events::{EmailEvent, EventKind};
+    use inbox_service::domain::event::{EmailEvent, EventKind};
     use inbox_service::domain::jobs::Enqueued;
-    use inbox_service::state::Tally;
+    use inbox_service::tally::Tally;
     use std::sync::Arc;
 
     let app = TestApp::spawn(async_on()).await;
@@ -679,7 +680,7 @@ async fn a_refused_row_fails_only_its_own_enqueue() {
     };
     let mut holder = hold_the_queue(&app).await;
     let heads = occupy_the_flushers(&app, ["evt-nul-head-0", "evt-nul-head-1"]).await;
-    let written = app.state.intake.written();
+    let written = app.state.intake().written();
     let mut enqueues = tokio::task::JoinSet::new();
     for (i, payload) in [
         json!({"ok": 1}),
@@ -693,10 +694,10 @@ async fn a_refused_row_fails_only_its_own_enqueue() {
         let ev = event(&format!("evt-nul-{i}"));
         enqueues.spawn(async move {
             let tally = Arc::new(Tally::default());
-            let outcome = state.intake.enqueue(&state, &tally, &ev, payload).await;
+            let outcome = state.intake().enqueue(&state, &tally, &ev, payload).await;
             (i, outcome.map_err(|e| e.to_string()), tally.writes())
         });
-        common::app::eventually(async || app.state.intake.waiting() == i + 1).await;
+        common::app::eventually(async || app.state.intake().waiting() == i + 1).await;
     }
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
     for head in heads {
@@ -714,7 +715,7 @@ async fn a_refused_row_fails_only_its_own_enqueue() {
     );
     assert_eq!(*writes, 0);
     assert_eq!(
-        app.state.intake.written().statements - written.statements,
+        app.state.intake().written().statements - written.statements,
         1
     );
     assert_eq!(
@@ -766,9 +767,9 @@ async fn a_failed_statement_fails_every_enqueue_it_carried() {
 
     let mut holder = hold_the_queue(&app).await;
     let heads = occupy_the_flushers(&app, ["evt-cancel-head-0", "evt-cancel-head-1"]).await;
-    let written = app.state.intake.written();
+    let written = app.state.intake().written();
     let rest = answers(&app, events);
-    common::app::eventually(async || app.state.intake.waiting() == queued).await;
+    common::app::eventually(async || app.state.intake().waiting() == queued).await;
     // The heads' statements fail; the flush tasks then write the five queued together.
     cancel_waiting_enqueues(&app, 2).await;
     for head in heads {

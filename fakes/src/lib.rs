@@ -178,12 +178,23 @@ impl Fakes {
 
     /// The router serving the fake APIs and the control API.
     pub fn router(&self) -> Router {
+        use incident_wire::provider_path as path;
+        let at = |provider: Provider, path: &str| format!("{}{path}", provider.prefix());
         Router::new()
-            .route("/ghl/contacts/upsert", post(ghl_upsert))
-            .route("/unipile/api/v1/messages", post(unipile_send))
-            .route("/unipile/api/v1/accounts/status", post(unipile_status))
-            .route("/ai/v1/draft", post(ai_draft))
-            .route("/ai/v1/verify", post(ai_verify))
+            .route(
+                &at(Provider::Ghl, path::GHL_CONTACT_UPSERT),
+                post(ghl_upsert),
+            )
+            .route(
+                &at(Provider::Unipile, path::UNIPILE_SEND),
+                post(unipile_send),
+            )
+            .route(
+                &at(Provider::Unipile, path::UNIPILE_ACCOUNT_STATUS),
+                post(unipile_status),
+            )
+            .route(&at(Provider::Ai, path::AI_DRAFT), post(ai_draft))
+            .route(&at(Provider::Ai, path::AI_VERIFY), post(ai_verify))
             .route("/_control/{provider}", get(get_knobs).put(put_knobs))
             .route("/_control/reset", post(reset))
             .route("/_counters", get(counters))

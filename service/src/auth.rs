@@ -11,8 +11,8 @@ use axum::Json;
 use incident_wire::{mint_access, read_token, Session, ACCESS_COOKIE, REFRESH_COOKIE};
 use serde_json::json;
 
+use crate::app_state::AppState;
 use crate::error::Category;
-use crate::state::AppState;
 
 /// How long a refreshed access token lives.
 const ACCESS_TTL_SECS: i64 = 3600;

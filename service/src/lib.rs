@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //! - [`config`]: typed configuration; the rollout flags and legacy switches ([`config::Switches`]).
-//! - [`state`]: shared state — the constrained pool, switches, metrics, per-request tally.
+//! - [`app_state`]: what every handler shares — the process's [`state::Resources`] (the
+//!   constrained pool, switches, metrics, the providers' client) and the domain's in-process
+//!   state; the domain takes only the resources and the [`tally`] it needs.
+//! - [`tally`]: what one request did — rows written, external calls, pool waits.
 //! - [`observe`]: middleware — function time limit (504), `x-db-writes` / `x-external-calls`,
 //!   request metrics, error categories, client aborts.
 //! - [`routes`]: one module per feature, merged by [`app`].
@@ -17,6 +20,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`db`]: migrations and the Phase 53 indexes.
 
+pub mod app_state;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -27,14 +31,16 @@ pub mod observe;
 pub mod providers;
 pub mod routes;
 pub mod state;
+pub mod tally;
 
 use std::future::Future;
 
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use app_state::AppState;
 pub use config::{Config, Flag, Switches};
-pub use state::{AppState, Faults};
+pub use state::Faults;
 
 /// The whole application: every feature's router, observed by [`observe::observe`].
 pub fn app(state: AppState) -> Router {

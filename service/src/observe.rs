@@ -14,9 +14,10 @@ use serde_json::json;
 
 use incident_wire::{DB_WRITES_HEADER, ERROR_CATEGORY_HEADER, EXTERNAL_CALLS_HEADER};
 
+use crate::app_state::AppState;
 use crate::error::Category;
 use crate::metrics::RequestDone;
-use crate::state::{AppState, Tally};
+use crate::tally::Tally;
 
 /// Wraps one request. Installed with `route_layer`, so the matched route labels the metrics.
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::config::Limits;
 use crate::error::{AppError, Category};
-use crate::state::{AppState, Tally};
+use crate::state::Resources;
+use crate::tally::Tally;
 
 /// Which provider a call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ impl Provider {
         }
     }
 
-    fn base(self, state: &AppState) -> &str {
+    fn base(self, state: &Resources) -> &str {
         let p = &state.config.providers;
         match self {
             Provider::Ghl => &p.ghl,
@@ -95,7 +96,7 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 /// One POST to `provider` with an optional timeout and no retries (the AI verifier's budget,
 /// a single LinkedIn send whose retry the cron schedules); counted as an external call.
 pub async fn call_once(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     provider: Provider,
     path: &str,
@@ -135,7 +136,7 @@ pub async fn call_once(
 /// A provider call as the current switches say: legacy (one unbounded attempt) or fixed
 /// (timeout, retry of retryable failures with backoff, at most `provider_max_attempts`).
 pub async fn call(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     provider: Provider,
     path: &str,

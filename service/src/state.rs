@@ -1,10 +1,9 @@
-//! Shared state: configuration, the constrained pool, run-time switches, metrics, the HTTP
-//! client for providers, and the per-request [`Tally`] of writes and external calls.
+//! The process's resources: configuration, the constrained pool, run-time switches, metrics,
+//! the HTTP client for providers, and the deliberate bugs tests may turn on.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -12,114 +11,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use crate::config::{Config, Switches};
-use crate::domain::counts::CachedCounts;
-use crate::error::{AppError, Category};
+use crate::error::AppError;
 use crate::metrics::Metrics;
+use crate::tally::Tally;
 
-/// What one request did: rows written, external calls, error categories it absorbed, time
-/// spent waiting for the pool, whether it is waiting now, and (webhooks) its event type.
-#[derive(Debug, Default)]
-pub struct Tally {
-    writes: AtomicU32,
-    /// The most rows one statement wrote.
-    largest_statement: AtomicU32,
-    calls: AtomicU32,
-    waiting_for_pool: AtomicBool,
-    pool_wait_us: AtomicU64,
-    categories: Mutex<Vec<Category>>,
-    event: OnceLock<String>,
-    dedupe_key: OnceLock<String>,
-}
-
-impl Tally {
-    /// Counts `rows` rows inserted, updated or deleted — what Postgres itself counts in
-    /// `pg_stat_user_tables`, so the harness can check the tally against it. Call it with the
-    /// statement's `rows_affected()` (or the rows a `RETURNING` statement gave back).
-    pub fn wrote(&self, rows: u64) {
-        let rows = u32::try_from(rows).unwrap_or(u32::MAX);
-        self.writes.fetch_add(rows, Ordering::Relaxed);
-        self.largest_statement.fetch_max(rows, Ordering::Relaxed);
-    }
-
-    /// The most rows one statement of this request wrote (what a statement in flight when
-    /// the request was cut off may have written unseen).
-    pub fn largest_statement(&self) -> u32 {
-        self.largest_statement.load(Ordering::Relaxed)
-    }
-
-    /// Names the webhook event this request carries (its metrics get a row of their own).
-    pub fn set_event(&self, event: &str) {
-        let _ = self.event.set(event.to_owned());
-    }
-
-    /// Names the webhook event this request carries (`provider:TYPE:id`), for its logs.
-    pub fn set_dedupe_key(&self, key: String) {
-        let _ = self.dedupe_key.set(key);
-    }
-
-    /// The dedupe key, once known.
-    pub fn dedupe_key(&self) -> Option<&str> {
-        self.dedupe_key.get().map(String::as_str)
-    }
-
-    /// The webhook event, once known.
-    pub fn event(&self) -> Option<&str> {
-        self.event.get().map(String::as_str)
-    }
-
-    /// Time this request spent waiting for pooled connections, all acquires.
-    pub fn pool_wait(&self) -> Duration {
-        Duration::from_micros(self.pool_wait_us.load(Ordering::Relaxed))
-    }
-
-    /// Counts one external call.
-    pub fn called(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Notes an error the request absorbed (a fallback, a skipped side effect). Errors a
-    /// handler returns are categorized from the response instead; never both.
-    pub fn note(&self, category: Category) {
-        self.categories
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(category);
-    }
-
-    /// The categories noted so far, emptied.
-    pub fn take_categories(&self) -> Vec<Category> {
-        std::mem::take(&mut *self.categories.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    pub fn writes(&self) -> u32 {
-        self.writes.load(Ordering::Relaxed)
-    }
-
-    pub fn calls(&self) -> u32 {
-        self.calls.load(Ordering::Relaxed)
-    }
-
-    /// Marks the request as waiting for a pooled connection (or not): a queued enqueue waits
-    /// for its statement's.
-    pub fn set_waiting_for_pool(&self, waiting: bool) {
-        self.waiting_for_pool.store(waiting, Ordering::Relaxed);
-    }
-
-    /// Adds `waited` to the request's time waiting for pooled connections.
-    pub fn add_pool_wait(&self, waited: Duration) {
-        self.pool_wait_us
-            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// Whether the request is blocked on `acquire()` right now.
-    pub fn waiting_for_pool(&self) -> bool {
-        self.waiting_for_pool.load(Ordering::Relaxed)
-    }
-}
-
-/// The state every handler shares (cheap to clone).
+/// What the domain needs of the process: the configuration, the pools, the switches, the
+/// metrics and the providers' HTTP client (cheap to clone). [`crate::app_state::AppState`] adds the
+/// domain's own in-process state on top.
 #[derive(Clone)]
-pub struct AppState(Arc<Inner>);
+pub struct Resources(Arc<Inner>);
 
 /// Deliberate bugs that break exactly-once, to show the harness's invariant catches each.
 /// They can only be turned on with the `faults` cargo feature (tests), never from the
@@ -206,24 +106,18 @@ pub struct Inner {
     faults: RwLock<Faults>,
     waiters: AtomicU64,
     /// Set by the first 5xx when the `sticky_failure` deliberate bug is on.
-    pub stuck: std::sync::atomic::AtomicBool,
-    /// Last good counts per scope: the fallback when even the cache table is out of reach.
-    pub counts_memory: Mutex<HashMap<String, CachedCounts>>,
-    /// Per scope, held while its live counts are computed: one live query per scope at a time.
-    pub counts_computing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// The queued `EMAIL_SENT` enqueues, written together (group commit).
-    pub intake: crate::domain::intake::Intake,
+    pub stuck: AtomicBool,
 }
 
-impl std::ops::Deref for AppState {
+impl std::ops::Deref for Resources {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
     }
 }
 
-impl AppState {
-    /// Builds the state; the pools connect lazily, [`AppState::check_database`] probes them.
+impl Resources {
+    /// Builds them; the pools connect lazily, [`Resources::check_database`] probes them.
     pub fn new(config: Config) -> Result<Self, sqlx::Error> {
         let mut options = PgConnectOptions::from_str(&config.database_url)?;
         if let Some(t) = config.limits.statement_timeout {
@@ -261,9 +155,6 @@ impl AppState {
             http,
             waiters: AtomicU64::new(0),
             stuck: Default::default(),
-            counts_memory: Mutex::new(HashMap::new()),
-            counts_computing: Mutex::new(HashMap::new()),
-            intake: Default::default(),
         })))
     }
 
@@ -336,7 +227,7 @@ impl AppState {
     ) -> Result<PoolConnection<Postgres>, AppError> {
         let started = Instant::now();
         self.waiters.fetch_add(1, Ordering::Relaxed);
-        tally.waiting_for_pool.store(true, Ordering::Relaxed);
+        tally.set_waiting_for_pool(true);
         let _waiting = WaitGuard(self, tally);
         let result = match tokio::time::timeout(deadline, self.pool.acquire()).await {
             Ok(r) => r,
@@ -344,14 +235,12 @@ impl AppState {
         };
         let waited = started.elapsed();
         self.metrics.acquire_wait(waited);
-        tally
-            .pool_wait_us
-            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        tally.add_pool_wait(waited);
         Ok(result?)
     }
 }
 
-impl AppState {
+impl Resources {
     /// A pooled connection for a cron tick, waiting at most `wait` (bounded by the tick's
     /// budget); while it is held it counts in `cron_connections`.
     pub async fn acquire_for_cron(
@@ -373,7 +262,7 @@ impl AppState {
 /// A pooled connection a cron tick holds; given back (and uncounted) when dropped.
 pub struct CronConn {
     conn: PoolConnection<Postgres>,
-    state: AppState,
+    state: Resources,
 }
 
 impl std::ops::Deref for CronConn {
@@ -396,11 +285,11 @@ impl Drop for CronConn {
 }
 
 /// Undoes the waiter count even when the waiting future is dropped (request timeout).
-struct WaitGuard<'a>(&'a AppState, &'a Tally);
+struct WaitGuard<'a>(&'a Resources, &'a Tally);
 
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.waiters.fetch_sub(1, Ordering::Relaxed);
-        self.1.waiting_for_pool.store(false, Ordering::Relaxed);
+        self.1.set_waiting_for_pool(false);
     }
 }

@@ -140,6 +140,33 @@ pub mod metrics {
 /// Path of the email webhook.
 pub const WEBHOOK_PATH: &str = route::EMAIL_WEBHOOK.path;
 
+/// The service's own paths beside its endpoints: neither loaded nor budgeted.
+pub mod ops {
+    /// Prometheus text: the service's metrics (and, through the fleet's front, every
+    /// instance's).
+    pub const METRICS: &str = "/metrics";
+    /// `ok` while the process serves.
+    pub const HEALTHZ: &str = "/healthz";
+    /// The switches: `GET` reads them, `PUT` a JSON object of names to booleans sets them
+    /// (bearer `ADMIN_TOKEN`).
+    pub const ADMIN_FLAGS: &str = "/admin/flags";
+}
+
+/// The providers' paths the service calls, under each provider's base URL (the fakes serve
+/// each provider under a prefix of its own: `/ghl`, `/unipile`, `/ai`).
+pub mod provider_path {
+    /// GHL: upsert a contact.
+    pub const GHL_CONTACT_UPSERT: &str = "/contacts/upsert";
+    /// Unipile: send a LinkedIn message.
+    pub const UNIPILE_SEND: &str = "/api/v1/messages";
+    /// Unipile: whether a workspace's account is connected.
+    pub const UNIPILE_ACCOUNT_STATUS: &str = "/api/v1/accounts/status";
+    /// The AI API: a draft.
+    pub const AI_DRAFT: &str = "/v1/draft";
+    /// The AI API: the draft's verification.
+    pub const AI_VERIFY: &str = "/v1/verify";
+}
+
 /// The service's endpoints: method, path and label, one definition each. The service routes
 /// by them, the load generator requests them, scenarios and reports name them by label.
 pub mod route {

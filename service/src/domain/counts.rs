@@ -10,13 +10,16 @@
 //! time: a request that finds one in flight serves the last counts, or waits for that one. The
 //! background-jobs cron refreshes cached scopes.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgConnection;
 
 use crate::error::{AppError, Category};
-use crate::state::{AppState, Tally};
+use crate::state::Resources;
+use crate::tally::Tally;
 
 /// The sidebar's numbers.
 #[derive(
@@ -36,6 +39,15 @@ pub struct Counts {
 pub struct CachedCounts {
     pub counts: Counts,
     pub computed_at: DateTime<Utc>,
+}
+
+/// The counts kept in process memory: the last good answer per scope (the fallback when even
+/// the cache table is out of reach), and per scope the lock held while its live counts are
+/// computed (one live query per scope at a time).
+#[derive(Default)]
+pub struct CountsMemory {
+    last: Mutex<HashMap<String, CachedCounts>>,
+    computing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What the endpoint answers.
@@ -163,7 +175,8 @@ pub async fn live_bounded(
 
 /// The counts for a scope, as the current switches say.
 pub async fn inbox_counts(
-    state: &AppState,
+    state: &Resources,
+    memory: &CountsMemory,
     tally: &Tally,
     scope_key: &str,
     workspaces: &[i64],
@@ -171,7 +184,7 @@ pub async fn inbox_counts(
     let started = Instant::now();
     let fixed = state.switches().counts_cache_fallback;
     let answer = if fixed {
-        fixed_counts(state, tally, scope_key, workspaces).await
+        fixed_counts(state, memory, tally, scope_key, workspaces).await
     } else {
         let mut conn = state.acquire(tally).await?;
         let counts = live(&mut conn, workspaces).await?;
@@ -197,7 +210,8 @@ pub async fn inbox_counts(
 }
 
 async fn fixed_counts(
-    state: &AppState,
+    state: &Resources,
+    memory: &CountsMemory,
     tally: &Tally,
     scope_key: &str,
     workspaces: &[i64],
@@ -211,8 +225,8 @@ async fn fixed_counts(
         computed_at: c.map(|c| c.computed_at),
     };
     let remembered = || {
-        state
-            .counts_memory
+        memory
+            .last
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(scope_key)
@@ -236,7 +250,7 @@ async fn fixed_counts(
     // all timed out together). Another request's computation in flight: serve the last counts
     // at once, or with none known, wait for that computation (within the query's own bound)
     // and serve what it left — never a second query after it.
-    let gate = computing_gate(state, scope_key);
+    let gate = computing_gate(memory, scope_key);
     let _computing = match gate.clone().try_lock_owned() {
         Ok(held) => held,
         Err(_) => {
@@ -268,7 +282,7 @@ async fn fixed_counts(
     };
     if let Ok(Some(c)) = cached(&mut conn, scope_key).await {
         if fresh_enough(&c) {
-            remember(state, scope_key, c);
+            remember(memory, scope_key, c);
             return cached_answer(c);
         }
     }
@@ -278,7 +292,7 @@ async fn fixed_counts(
                 counts,
                 computed_at: now(),
             };
-            remember(state, scope_key, fresh);
+            remember(memory, scope_key, fresh);
             if let Ok(rows) = store(&mut conn, scope_key, workspaces, &fresh).await {
                 tally.wrote(rows);
             }
@@ -307,9 +321,9 @@ async fn fixed_counts(
 }
 
 /// The lock held while `scope_key`'s live counts are computed (by a request or the cron).
-fn computing_gate(state: &AppState, scope_key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    state
-        .counts_computing
+fn computing_gate(memory: &CountsMemory, scope_key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    memory
+        .computing
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .entry(scope_key.to_owned())
@@ -318,9 +332,9 @@ fn computing_gate(state: &AppState, scope_key: &str) -> std::sync::Arc<tokio::sy
 }
 
 /// Keeps the latest counts of a scope in process memory.
-pub fn remember(state: &AppState, scope_key: &str, fresh: CachedCounts) {
-    state
-        .counts_memory
+pub fn remember(memory: &CountsMemory, scope_key: &str, fresh: CachedCounts) {
+    memory
+        .last
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(scope_key.to_owned(), fresh);
@@ -331,7 +345,8 @@ pub fn remember(state: &AppState, scope_key: &str, fresh: CachedCounts) {
 /// each query under the time left (and never more than the fixed query's own limit), so a slow
 /// database cannot stretch the tick past its budget. Returns the scopes refreshed.
 pub async fn refresh_stale(
-    state: &AppState,
+    state: &Resources,
+    memory: &CountsMemory,
     tally: &Tally,
     conn: &mut PgConnection,
     limit: i64,
@@ -354,7 +369,7 @@ pub async fn refresh_stale(
             break;
         }
         // A request computing this scope now refreshes it: not a second query beside it.
-        let Ok(_computing) = computing_gate(state, &scope_key).try_lock_owned() else {
+        let Ok(_computing) = computing_gate(memory, &scope_key).try_lock_owned() else {
             continue;
         };
         match live_bounded(
@@ -370,7 +385,7 @@ pub async fn refresh_stale(
                     computed_at: now(),
                 };
                 tally.wrote(store(&mut *conn, &scope_key, &workspaces, &fresh).await?);
-                remember(state, &scope_key, fresh);
+                remember(memory, &scope_key, fresh);
                 refreshed += 1;
             }
             Err(e) => {

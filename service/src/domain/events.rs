@@ -1,4 +1,4 @@
-//! Email provider events: parsing, and what each does to the data.
+//! What email provider events do to the data (their parsing is in [`super::event`]).
 //!
 //! `EMAIL_SENT` has two paths. Legacy (flag off): every effect on the request path inside one
 //! interactive transaction — lead upsert, message insert, lead counters, activity row,
@@ -10,141 +10,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use sqlx::PgConnection;
 
+use crate::domain::event::{contact_body, EmailEvent, EventKind};
 use crate::domain::{jobs, ledger, steps::Steps, ticks::Budget};
 use crate::error::AppError;
 use crate::providers::{self, Provider};
-use crate::state::{AppState, Tally};
-
-/// An event type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
-    Sent,
-    Opened,
-    Replied,
-    Bounced,
-    /// Acknowledged and ignored (providers add types; refusing them would make them retry).
-    Unknown(String),
-}
-
-impl EventKind {
-    /// The type as the provider names it; unknown types are all `OTHER` (a metrics label must
-    /// not take whatever a sender writes).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            EventKind::Sent => "EMAIL_SENT",
-            EventKind::Opened => "EMAIL_OPENED",
-            EventKind::Replied => "EMAIL_REPLIED",
-            EventKind::Bounced => "EMAIL_BOUNCED",
-            EventKind::Unknown(_) => "OTHER",
-        }
-    }
-}
-
-/// An event as the service uses it: [`incident_wire::EmailEvent`] after [`validate`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct EmailEvent {
-    pub event_id: String,
-    pub kind: EventKind,
-    pub workspace_id: i64,
-    pub lead_email: String,
-    pub occurred_at: DateTime<Utc>,
-    pub subject: String,
-}
-
-impl EmailEvent {
-    /// The dedupe key: provider, event type and provider event id (`email:EMAIL_SENT:evt_1`).
-    /// The same id under two types is two events. Logged instead of raw identifiers.
-    pub fn dedupe_key(&self) -> String {
-        format!("email:{}:{}", self.kind.as_str(), self.event_id)
-    }
-}
-
-/// Parses a webhook body as the wire's [`incident_wire::EmailEvent`], then validates it for
-/// what the schema and Postgres accept. The error names the field and what was wrong with it.
-pub fn parse(body: &[u8]) -> Result<EmailEvent, String> {
-    if !body.trim_ascii_start().starts_with(b"{") {
-        // serde would take a struct from an array too; a provider sends an object.
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => "body must be a JSON object".to_owned(),
-                Err(e) => format!("body is not valid JSON: {e}"),
-            },
-        );
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let raw: incident_wire::EmailEvent =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let inner = e.inner();
-            let what = inner.to_string();
-            // serde_json appends the position; the field path says more to a sender.
-            let what = what.split(" at line ").next().unwrap_or(&what).to_owned();
-            match inner.classify() {
-                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                    format!("body is not valid JSON: {what}")
-                }
-                _ if e.path().to_string() == "." => what,
-                _ => format!("field `{}`: {what}", e.path()),
-            }
-        })?;
-    validate(raw)
-}
-
-/// The checks the type system does not make: lengths, ranges, formats, and no NUL character
-/// (Postgres refuses `\u0000` in text, which would otherwise surface as a 500).
-pub fn validate(raw: incident_wire::EmailEvent) -> Result<EmailEvent, String> {
-    let text = |field: &str, value: &str, max: usize| -> Result<(), String> {
-        if value.trim().is_empty() {
-            Err(format!("field `{field}` is empty"))
-        } else if value.len() > max {
-            Err(format!("field `{field}` is longer than {max} bytes"))
-        } else if value.contains('\0') {
-            Err(format!("field `{field}` contains a NUL character"))
-        } else {
-            Ok(())
-        }
-    };
-    text("event_id", &raw.event_id, 200)?;
-    text("type", &raw.kind, 64)?;
-    text("lead_email", &raw.lead_email, 320)?;
-    text("occurred_at", &raw.occurred_at, 64)?;
-    if raw.workspace_id <= 0 {
-        return Err(format!(
-            "field `workspace_id` must be a positive integer, got {}",
-            raw.workspace_id
-        ));
-    }
-    if !raw.lead_email.contains('@') {
-        return Err("field `lead_email` is not an email address".into());
-    }
-    let occurred_at = DateTime::parse_from_rfc3339(&raw.occurred_at)
-        .map_err(|_| "field `occurred_at` must be an RFC 3339 timestamp".to_owned())?
-        .with_timezone(&Utc);
-    let subject = raw.subject.unwrap_or_default();
-    if subject.len() > 1000 {
-        return Err("field `subject` is longer than 1000 bytes".into());
-    }
-    if subject.contains('\0') {
-        return Err("field `subject` contains a NUL character".into());
-    }
-    let kind = match raw.kind.as_str() {
-        "EMAIL_SENT" => EventKind::Sent,
-        "EMAIL_OPENED" => EventKind::Opened,
-        "EMAIL_REPLIED" => EventKind::Replied,
-        "EMAIL_BOUNCED" => EventKind::Bounced,
-        other => EventKind::Unknown(other.to_owned()),
-    };
-    Ok(EmailEvent {
-        event_id: raw.event_id,
-        kind,
-        workspace_id: raw.workspace_id,
-        lead_email: raw.lead_email,
-        occurred_at,
-        subject,
-    })
-}
+use crate::state::Resources;
+use crate::tally::Tally;
 
 /// What handling an event came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -173,7 +46,7 @@ fn unknown_workspace(id: i64) -> AppError {
 /// is new (a redelivery is a duplicate) — the message, the lead's counter, its activity and its
 /// pending follow-ups. Returns, for each event in order, whether its effects were applied.
 async fn sent_effects(
-    state: &AppState,
+    state: &Resources,
     tx: &mut PgConnection,
     tally: &Tally,
     events: &[&EmailEvent],
@@ -283,24 +156,12 @@ async fn sent_effects(
     Ok(went)
 }
 
-/// The GHL contact sync: the lead's email leaves only as a one-way hash.
-/// The GHL contact upsert an `EMAIL_SENT` causes.
-pub fn contact_body(ev: &EmailEvent) -> serde_json::Value {
-    // The idempotency key lets the provider (and the harness's count of its calls) tell a
-    // repeated call from a new one; hashed, as every identifier leaving the service.
-    json!({
-        "workspace_id": ev.workspace_id,
-        "email_hash": incident_wire::redact(&ev.lead_email),
-        "idempotency_key": incident_wire::redact(&ev.dedupe_key()),
-    })
-}
-
-async fn sync_contact(state: &AppState, tally: &Tally, ev: &EmailEvent) -> Result<(), AppError> {
+async fn sync_contact(state: &Resources, tally: &Tally, ev: &EmailEvent) -> Result<(), AppError> {
     providers::call(
         state,
         tally,
         Provider::Ghl,
-        "/contacts/upsert",
+        incident_wire::provider_path::GHL_CONTACT_UPSERT,
         &contact_body(ev),
     )
     .await?;
@@ -310,7 +171,7 @@ async fn sync_contact(state: &AppState, tally: &Tally, ev: &EmailEvent) -> Resul
 /// Legacy `EMAIL_SENT`: everything on the request path, the external call inside the
 /// transaction, the ledger on a second connection.
 pub async fn apply_sent_sync(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     ev: &EmailEvent,
 ) -> Result<Handled, AppError> {
@@ -335,7 +196,7 @@ pub async fn apply_sent_sync(
 /// The slot ledger's count of this send (its workspace, its day): always the atomic upsert on
 /// the caller's transaction, best effort.
 async fn count_send(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     tx: &mut PgConnection,
     ev: &EmailEvent,
@@ -398,7 +259,7 @@ async fn busy_leads(
 /// transaction holds ([`JobApplied::Busy`]). Returns what each job came to, in order; its GHL call
 /// ([`sync_applied`]) is the caller's to make, never holding a connection.
 pub async fn apply_sent_jobs(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     conn: &mut PgConnection,
     batch: &[(&jobs::Job, &EmailEvent)],
@@ -484,7 +345,7 @@ pub async fn apply_sent_jobs(
 /// otherwise, or when it fails, the outbox row makes it from the queue. What the call came to
 /// goes in `settles`, for the tick to write to the outbox row with its next claim or at its end.
 pub async fn sync_applied(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     ev: &EmailEvent,
     budget: &Budget,
@@ -498,7 +359,7 @@ pub async fn sync_applied(
             state,
             tally,
             Provider::Ghl,
-            "/contacts/upsert",
+            incident_wire::provider_path::GHL_CONTACT_UPSERT,
             &contact_body(ev),
             Some(timeout),
         )
@@ -534,7 +395,7 @@ pub const DEFERRED_SETTLE_ROUTE: &str = "deferred GHL sync settle";
 /// come due one job lease after it was committed and call GHL a second time; so this keeps
 /// trying, off the tick, until shortly before the first of them comes due. Rows of failed
 /// calls are left: they come due by themselves.
-pub fn settle_later(state: &AppState, settles: Vec<jobs::GhlSettle>) {
+pub fn settle_later(state: &Resources, settles: Vec<jobs::GhlSettle>) {
     let settles: Vec<jobs::GhlSettle> = settles.into_iter().filter(|s| s.synced()).collect();
     let Some(first) = settles.iter().map(|s| s.committed).min() else {
         return;
@@ -564,7 +425,7 @@ pub fn settle_later(state: &AppState, settles: Vec<jobs::GhlSettle>) {
 
 /// `EMAIL_OPENED`, `EMAIL_REPLIED`, `EMAIL_BOUNCED`: small, synchronous in every mode.
 pub async fn apply_other(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     ev: &EmailEvent,
 ) -> Result<Handled, AppError> {
@@ -630,99 +491,4 @@ pub async fn apply_other(
     }
     tx.commit().await?;
     Ok(Handled::Applied)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    fn body(v: Value) -> Vec<u8> {
-        serde_json::to_vec(&v).unwrap()
-    }
-
-    fn valid() -> Value {
-        json!({
-            "event_id": "evt_1", "type": "EMAIL_SENT", "workspace_id": 3,
-            "lead_email": "ann@example.test", "occurred_at": "2026-01-23T17:51:00Z"
-        })
-    }
-
-    #[test]
-    fn a_valid_event_parses() {
-        let ev = parse(&body(valid())).unwrap();
-        assert_eq!(ev.kind, EventKind::Sent);
-        assert_eq!(ev.workspace_id, 3);
-    }
-
-    #[test]
-    fn each_bad_field_is_named() {
-        let cases = [
-            (
-                "event_id",
-                Value::Null,
-                "field `event_id`: invalid type: null",
-            ),
-            (
-                "workspace_id",
-                json!("3"),
-                "field `workspace_id`: invalid type: string \"3\", expected i64",
-            ),
-            (
-                "workspace_id",
-                json!(-1),
-                "field `workspace_id` must be a positive integer, got -1",
-            ),
-            (
-                "lead_email",
-                json!("nobody"),
-                "`lead_email` is not an email address",
-            ),
-            (
-                "occurred_at",
-                json!("yesterday"),
-                "`occurred_at` must be an RFC 3339 timestamp",
-            ),
-            ("type", json!(7), "field `type`: invalid type: integer `7`"),
-            (
-                "subject",
-                json!(["x"]),
-                "field `subject`: invalid type: sequence",
-            ),
-            (
-                "event_id",
-                json!("a\u{0}b"),
-                "field `event_id` contains a NUL",
-            ),
-            (
-                "subject",
-                json!("a\u{0}b"),
-                "field `subject` contains a NUL",
-            ),
-        ];
-        for (field, value, expected) in cases {
-            let mut v = valid();
-            v[field] = value;
-            let err = parse(&body(v)).unwrap_err();
-            assert!(err.contains(expected), "{field}: {err}");
-        }
-    }
-
-    #[test]
-    fn unknown_types_parse_as_unknown() {
-        let mut v = valid();
-        v["type"] = json!("EMAIL_CLICKED");
-        assert_eq!(
-            parse(&body(v)).unwrap().kind,
-            EventKind::Unknown("EMAIL_CLICKED".into())
-        );
-    }
-
-    #[test]
-    fn non_json_and_non_objects_are_refused() {
-        assert!(parse(b"{not json").unwrap_err().contains("not valid JSON"));
-        assert!(parse(b"[1,2]").unwrap_err().contains("JSON object"));
-        let missing = parse(br#"{"type":"EMAIL_SENT"}"#).unwrap_err();
-        assert!(missing.contains("missing field `event_id`"), "{missing}");
-    }
 }

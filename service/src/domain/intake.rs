@@ -29,10 +29,11 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use tokio::sync::oneshot;
 
-use crate::domain::events::EmailEvent;
+use crate::domain::event::EmailEvent;
 use crate::domain::jobs::{self, Enqueued, EMAIL_SENT};
 use crate::error::AppError;
-use crate::state::{AppState, Tally};
+use crate::state::Resources;
+use crate::tally::Tally;
 
 /// Statements in flight at once, at most (each on a pooled connection of its own).
 pub const FLUSHERS: usize = 2;
@@ -40,7 +41,8 @@ pub const FLUSHERS: usize = 2;
 /// Rows in one statement, at most.
 pub const MAX_BATCH: usize = 256;
 
-/// The queue of enqueues waiting for a statement. One per [`AppState`].
+/// The queue of enqueues waiting for a statement. One per process (in
+/// [`crate::app_state::AppState`]).
 #[derive(Default)]
 pub struct Intake {
     queue: Mutex<Queue>,
@@ -76,8 +78,8 @@ impl Intake {
     /// Queues `ev` (with its raw body `payload`) and waits for its statement's answer. Counts
     /// the row in `tally` when it was new.
     pub async fn enqueue(
-        &self,
-        state: &AppState,
+        self: &Arc<Self>,
+        state: &Resources,
         tally: &Arc<Tally>,
         ev: &EmailEvent,
         payload: Value,
@@ -103,7 +105,7 @@ impl Intake {
             spawn
         };
         if spawn {
-            tokio::spawn(flush_loop(state.clone()));
+            tokio::spawn(flush_loop(state.clone(), self.clone()));
         }
         let outcome = answer.await.unwrap_or_else(|_| {
             Err(AppError::Internal(anyhow::anyhow!(
@@ -176,17 +178,17 @@ impl Intake {
 }
 
 /// Writes batches until none waits.
-async fn flush_loop(state: AppState) {
+async fn flush_loop(state: Resources, intake: Arc<Intake>) {
     // Gives the flusher back if the task ends inside a flush (a panic, a runtime shutting
     // down); after a panic, requests still queued get a new flusher.
-    struct Running(Option<AppState>);
+    struct Running(Option<(Resources, Arc<Intake>)>);
     impl Drop for Running {
         fn drop(&mut self) {
-            let Some(state) = self.0.take() else {
+            let Some((state, intake)) = self.0.take() else {
                 return;
             };
             let respawn = {
-                let mut q = state.intake.lock();
+                let mut q = intake.lock();
                 let respawn = std::thread::panicking() && !q.pending.is_empty();
                 if !respawn {
                     q.flushers -= 1;
@@ -195,19 +197,19 @@ async fn flush_loop(state: AppState) {
             };
             if respawn {
                 match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => drop(runtime.spawn(flush_loop(state))),
-                    Err(_) => state.intake.lock().flushers -= 1,
+                    Ok(runtime) => drop(runtime.spawn(flush_loop(state, intake))),
+                    Err(_) => intake.lock().flushers -= 1,
                 }
             }
         }
     }
-    let mut running = Running(Some(state.clone()));
+    let mut running = Running(Some((state.clone(), intake.clone())));
     loop {
         // The connection first, then the batch: what arrived while the pool kept us waiting
         // goes in the same statement.
         let mut conn = match state.acquire(&Tally::default()).await {
             Ok(conn) => conn,
-            Err(e) => match state.intake.next_batch() {
+            Err(e) => match intake.next_batch() {
                 // No connection in the acquire timeout: the oldest waiting fail with it.
                 Some(batch) => {
                     answer_all(batch, e);
@@ -219,7 +221,7 @@ async fn flush_loop(state: AppState) {
         // Kept while requests keep coming (no release and acquire between statements); given
         // back when none waits, or when it failed.
         loop {
-            let Some(batch) = state.intake.next_batch() else {
+            let Some(batch) = intake.next_batch() else {
                 running.0 = None;
                 return;
             };

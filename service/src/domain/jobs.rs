@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::domain::events::EmailEvent;
+use crate::domain::event::EmailEvent;
 use crate::error::AppError;
-use crate::state::Tally;
+use crate::tally::Tally;
 
 /// The job kind for a queued `EMAIL_SENT`.
 pub const EMAIL_SENT: &str = "email_sent";
@@ -41,7 +41,7 @@ pub async fn enqueue_ghl_syncs(
     let keys: Vec<String> = events.iter().map(|ev| ghl_key(ev)).collect();
     let bodies: Vec<String> = events
         .iter()
-        .map(|ev| crate::domain::events::contact_body(ev).to_string())
+        .map(|ev| crate::domain::event::contact_body(ev).to_string())
         .collect();
     let written = sqlx::query(
         "INSERT INTO background_jobs (kind, dedupe_key, payload, run_after)

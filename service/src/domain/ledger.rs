@@ -14,7 +14,8 @@ use chrono::NaiveDate;
 use sqlx::PgConnection;
 
 use crate::error::{AppError, Category};
-use crate::state::{AppState, Tally};
+use crate::state::Resources;
+use crate::tally::Tally;
 
 /// How long the legacy interactive transaction waits for its connection: Prisma's
 /// `$transaction` default `maxWait` (2 s), after which Prisma fails the acquisition.
@@ -23,7 +24,7 @@ pub const LEGACY_TX_MAX_WAIT: std::time::Duration = std::time::Duration::from_se
 /// Adds one offered slot for `workspace` on `day` where slots are offered; `conn` is the
 /// caller's connection (the fixed path runs on it, inside the caller's transaction if any).
 pub async fn offer_slot(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     conn: &mut PgConnection,
     workspace: i64,
@@ -77,7 +78,7 @@ pub async fn offer_slot(
 
 /// The fixed increment: one atomic upsert on `conn` under a savepoint, best effort.
 pub async fn count(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     conn: &mut PgConnection,
     workspace: i64,
@@ -89,7 +90,7 @@ pub async fn count(
 /// The fixed increment of one slot per `(workspace, day)` in `counts` (a pair may repeat):
 /// one atomic upsert on `conn` for them all, under a savepoint, best effort.
 pub async fn count_many(
-    state: &AppState,
+    state: &Resources,
     tally: &Tally,
     conn: &mut PgConnection,
     counts: &[(i64, NaiveDate)],

@@ -1,6 +1,7 @@
 //! The domain: what the routes and the cron runners do to the data.
 //!
-//! - [`events`]: email provider events — parsing and their effects (legacy and queued).
+//! - [`event`]: an email provider event — parsed, validated, its dedupe key.
+//! - [`events`]: what the events do to the data (legacy and queued).
 //! - [`followups`]: follow-up sends — claim, the Unipile health gate's decision, outcome.
 //! - [`intake`]: group commit for the queued `EMAIL_SENT` (one statement for the enqueues
 //!   that arrive together).
@@ -11,6 +12,7 @@
 //! - [`steps`]: step-level timing for `LOG_SLOW_PATHS`.
 
 pub mod counts;
+pub mod event;
 pub mod events;
 pub mod followups;
 pub mod intake;

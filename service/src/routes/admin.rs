@@ -7,12 +7,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
+use crate::app_state::AppState;
 use crate::error::AppError;
 use crate::routes::require_bearer;
-use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/flags", get(read_flags).put(set_flags))
+    Router::new().route(
+        incident_wire::ops::ADMIN_FLAGS,
+        get(read_flags).put(set_flags),
+    )
 }
 
 async fn read_flags(

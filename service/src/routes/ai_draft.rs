@@ -15,11 +15,12 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
+use crate::app_state::AppState;
 use crate::auth::{authenticate, with_session_cookie, Surface};
 use crate::domain::ledger;
 use crate::error::{AppError, Category};
 use crate::providers::{self, Provider};
-use crate::state::{AppState, Tally};
+use crate::tally::Tally;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(route::AI_DRAFT.path, post(ai_draft))
@@ -67,7 +68,7 @@ async fn ai_draft(
         &state,
         &tally,
         Provider::Ai,
-        "/v1/draft",
+        incident_wire::provider_path::AI_DRAFT,
         &json!({ "workspace_id": workspace_id, "lead_id": lead_id, "first_name": first_name }),
     )
     .await?;
@@ -83,7 +84,7 @@ async fn ai_draft(
             &state,
             &tally,
             Provider::Ai,
-            "/v1/verify",
+            incident_wire::provider_path::AI_VERIFY,
             &verify_body,
             None,
         )
@@ -104,7 +105,7 @@ async fn ai_draft(
                 &state,
                 &tally,
                 Provider::Ai,
-                "/v1/verify",
+                incident_wire::provider_path::AI_VERIFY,
                 &verify_body,
                 Some(budget),
             ),

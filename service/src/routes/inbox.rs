@@ -12,10 +12,11 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use crate::app_state::AppState;
 use crate::auth::{authenticate, with_session_cookie, Surface};
 use crate::domain::counts;
 use crate::error::AppError;
-use crate::state::{AppState, Tally};
+use crate::tally::Tally;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -49,7 +50,14 @@ async fn inbox_page(
         Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };
     let scope_key = auth.session.scope_key();
-    let counts = counts::inbox_counts(&state, &tally, &scope_key, &auth.session.workspaces).await?;
+    let counts = counts::inbox_counts(
+        &state,
+        state.counts(),
+        &tally,
+        &scope_key,
+        &auth.session.workspaces,
+    )
+    .await?;
     let conversations: Vec<Conversation> = {
         let mut conn = state.acquire(&tally).await?;
         sqlx::query_as(
@@ -75,6 +83,13 @@ async fn inbox_counts(
         Err(unauthenticated) => return Ok(unauthenticated.into_response()),
     };
     let scope_key = auth.session.scope_key();
-    let answer = counts::inbox_counts(&state, &tally, &scope_key, &auth.session.workspaces).await?;
+    let answer = counts::inbox_counts(
+        &state,
+        state.counts(),
+        &tally,
+        &scope_key,
+        &auth.session.workspaces,
+    )
+    .await?;
     Ok(with_session_cookie(&auth, Json(answer).into_response()))
 }

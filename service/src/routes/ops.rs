@@ -5,15 +5,16 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use incident_wire::ops;
 
+use crate::app_state::AppState;
 use crate::domain::jobs;
 use crate::metrics::Gauges;
-use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route(ops::METRICS, get(metrics))
+        .route(ops::HEALTHZ, get(|| async { "ok" }))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -28,8 +29,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         pool_size: state.pool.size(),
         pool_idle: state.pool.num_idle() as u32,
         pool_waiters: state.pool_waiters(),
-        enqueue_statements: state.intake.written().statements,
-        enqueue_rows: state.intake.written().rows,
+        enqueue_statements: state.intake().written().statements,
+        enqueue_rows: state.intake().written().rows,
         queue,
         switches: state.switches().to_map(),
     };

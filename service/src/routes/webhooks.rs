@@ -18,10 +18,12 @@ use axum::{Extension, Json, Router};
 use incident_wire::{verify_webhook, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use serde_json::json;
 
-use crate::domain::events::{self, EventKind, Handled};
+use crate::app_state::AppState;
+use crate::domain::event::{self, EventKind};
+use crate::domain::events::{self, Handled};
 use crate::domain::jobs::{self, Enqueued};
 use crate::error::AppError;
-use crate::state::{AppState, Tally};
+use crate::tally::Tally;
 
 /// Largest accepted body.
 pub const MAX_BODY: usize = 256 * 1024;
@@ -54,7 +56,7 @@ async fn email_webhook(
         tracing::info!(reason = %e, "webhook refused");
         AppError::Unauthorized("invalid webhook signature")
     })?;
-    let ev = events::parse(&bytes).map_err(AppError::BadRequest)?;
+    let ev = event::parse(&bytes).map_err(AppError::BadRequest)?;
     tally.set_event(ev.kind.as_str());
     tracing::Span::current().record("dedupe_key", ev.dedupe_key().as_str());
     tally.set_dedupe_key(ev.dedupe_key());
@@ -85,7 +87,7 @@ async fn email_webhook(
         EventKind::Sent if state.switches().email_sent_async => {
             let raw: serde_json::Value =
                 serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
-            let handled = match state.intake.enqueue(&state, &tally, &ev, raw).await? {
+            let handled = match state.intake().enqueue(&state, &tally, &ev, raw).await? {
                 Enqueued::New => Handled::Accepted,
                 Enqueued::Duplicate => Handled::Duplicate,
             };

@@ -1,195 +1,25 @@
-//! The cron runners (bearer `CRON_SECRET`), both bounded: a batch limit and a time budget.
-//!
-//! - `GET /api/cron/background-jobs`: drains the job queue (`SKIP LOCKED`, leases, retries),
-//!   then refreshes stale cached counts when `INBOX_COUNTS_CACHE_FALLBACK` is on.
-//! - `GET /api/cron/followups`: due follow-ups. LinkedIn sends go through Unipile. With
-//!   `UNIPILE_HEALTH_GATE`, workspaces known disconnected are skipped (`skipped_health_gated`),
-//!   disconnected / invalid-recipient errors are final (and a disconnection is remembered on the
-//!   workspace), retryable errors back off with jitter up to a cap. Legacy: every due send is
-//!   attempted and every failure is due again on the next tick, forever.
+//! `GET /api/cron/background-jobs`: the job worker. Claims due jobs (`SKIP LOCKED`, leases),
+//! runs them side by side within the tick's budget — the queued `EMAIL_SENT`s applied together
+//! in batches, GHL syncs through the outbox — settles each outcome (done, retried with backoff,
+//! failed for good, lease lost), then refreshes stale cached counts.
 
-use incident_wire::route;
-use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::request::Parts;
-use axum::routing::get;
-use axum::{Extension, Json, Router};
-use serde_json::json;
+use axum::{Extension, Json};
 
-use crate::domain::followups::{self, Status};
+use super::{cron_conn, leased, CronCaller, TickReport};
+use crate::app_state::AppState;
 use crate::domain::steps::Steps;
 use crate::domain::ticks::Budget;
-use crate::domain::{counts, events, jobs, ticks};
-use crate::error::AppError;
-use crate::error::Category;
+use crate::domain::{counts, event, events, jobs};
+use crate::error::{AppError, Category};
 use crate::providers::{self, backoff, Provider};
-use crate::routes::require_bearer;
-use crate::state::{AppState, CronConn, Tally};
+use crate::state::CronConn;
+use crate::tally::Tally;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(route::CRON_BACKGROUND_JOBS.path, get(background_jobs))
-        .route(route::CRON_FOLLOWUPS.path, get(followups))
-}
-
-/// Units handled by one tick, by outcome.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct TickReport {
-    pub processed: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub skipped: u64,
-    pub skipped_health_gated: u64,
-    /// Cached count scopes recomputed (background-jobs only).
-    pub counts_refreshed: u64,
-    /// True when the tick stopped for its time budget or batch limit with work left.
-    pub budget_exhausted: bool,
-    /// True when another tick of this cron was running: this one did nothing.
-    pub overlapped: bool,
-    /// Jobs failed for good because their lease expired on every attempt (background-jobs).
-    pub abandoned: u64,
-    /// Jobs whose lease another worker took over before this one finished (its outcome stands).
-    pub lease_lost: u64,
-    /// Jobs that ran but could not be marked within the budget (run again after their lease).
-    pub unsettled: u64,
-    /// Transactions that applied several claimed `EMAIL_SENT`s together (background-jobs).
-    pub batches: u64,
-    /// The jobs those transactions held (the rest ran one per transaction).
-    pub batched: u64,
-    /// Workspaces known disconnected that answered a probe and are sent to again (follow-ups).
-    pub readmitted: u64,
-    pub elapsed_ms: u64,
-}
-
-impl TickReport {
-    fn export(&self, state: &AppState, runner: &'static str) {
-        for (outcome, n) in [
-            ("processed", self.processed),
-            ("failed", self.failed),
-            ("retried", self.retried),
-            ("skipped", self.skipped),
-            ("skipped_health_gated", self.skipped_health_gated),
-        ] {
-            state.metrics.cron_units(runner, outcome, n);
-        }
-        tracing::info!(
-            runner,
-            processed = self.processed,
-            failed = self.failed,
-            retried = self.retried,
-            skipped = self.skipped,
-            skipped_health_gated = self.skipped_health_gated,
-            "cron tick"
-        );
-    }
-}
-
-/// The caller of a cron route: checked against `CRON_SECRET` before the handler runs.
-pub struct CronCaller;
-
-impl FromRequestParts<AppState> for CronCaller {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        require_bearer(&parts.headers, &state.config.secrets.cron)?;
-        Ok(CronCaller)
-    }
-}
-
-/// Runs `tick` under cron `name`'s lease and the tick's time budget; an overlapping call
-/// returns at once, `overlapped`. The budget starts before the lease is taken, so waiting for
-/// a connection to take it counts too.
-async fn leased<F, Fut>(
-    state: &AppState,
-    tally: &Tally,
-    name: &'static str,
-    tick: F,
-) -> Result<Json<TickReport>, AppError>
-where
-    F: FnOnce(Budget) -> Fut,
-    Fut: Future<Output = Result<TickReport, AppError>>,
-{
-    let l = &state.config.limits;
-    let budget = Budget::new(l.cron_time_budget);
-    // A lease outlives any tick: the budget, and a margin for a stalled release.
-    let ttl = l.cron_time_budget * 2;
-    let lease = {
-        let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
-            // Not even the lease in time: nothing was done, nothing is held.
-            return Ok(Json(finish(
-                state,
-                name,
-                &budget,
-                TickReport::default().cut(),
-            )));
-        };
-        ticks::acquire(&mut conn, name, ttl).await?
-    };
-    let Some(lease) = lease else {
-        let report = TickReport {
-            overlapped: true,
-            ..TickReport::default()
-        };
-        report.export(state, name);
-        return Ok(Json(report));
-    };
-    tally.wrote(1);
-    let outcome = tick(budget).await;
-    // Given back even when the tick failed; if that fails too, the lease expires by itself.
-    if let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await {
-        if let Ok(n) = ticks::release(&mut conn, name, lease).await {
-            tally.wrote(n);
-        }
-    }
-    Ok(Json(finish(state, name, &budget, outcome?)))
-}
-
-/// Records a finished tick's duration and exports its report.
-fn finish(
-    state: &AppState,
-    name: &'static str,
-    budget: &Budget,
-    mut report: TickReport,
-) -> TickReport {
-    let took = budget.started.elapsed();
-    state.metrics.cron_tick(name, took);
-    report.elapsed_ms = took.as_millis() as u64;
-    report.export(state, name);
-    report
-}
-
-/// A connection for new work of a tick, waiting at most `wait`; `None` when the wait ran out
-/// at the tick's work deadline (the tick stops there: its budget is spent, not an error).
-async fn cron_conn(
-    state: &AppState,
-    tally: &Tally,
-    wait: std::time::Duration,
-) -> Result<Option<CronConn>, AppError> {
-    if wait.is_zero() {
-        return Ok(None);
-    }
-    let budget_bound = wait < state.config.limits.acquire_timeout;
-    match state.acquire_for_cron(tally, wait).await {
-        Ok(conn) => Ok(Some(conn)),
-        Err(e) if budget_bound && e.category() == Some(Category::DbPoolWait) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-impl TickReport {
-    /// Marks the tick as stopped by its budget.
-    fn cut(mut self) -> Self {
-        self.budget_exhausted = true;
-        self
-    }
-}
-
-async fn background_jobs(
+pub(super) async fn background_jobs(
     _: CronCaller,
     State(state): State<AppState>,
     Extension(tally): Extension<Arc<Tally>>,
@@ -352,8 +182,15 @@ async fn background_jobs_tick(
     }
     if state.switches().counts_cache_fallback && !budget.spent() {
         if let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? {
-            report.counts_refreshed =
-                counts::refresh_stale(state, tally, &mut conn, 10, budget.work_until).await?;
+            report.counts_refreshed = counts::refresh_stale(
+                state,
+                state.counts(),
+                tally,
+                &mut conn,
+                10,
+                budget.work_until,
+            )
+            .await?;
         }
         if budget.spent() {
             report.budget_exhausted = true;
@@ -464,11 +301,11 @@ impl Ends {
 }
 
 /// A queued `EMAIL_SENT`'s event, or why the job can never apply.
-fn sent_event(job: &jobs::Job) -> Result<events::EmailEvent, String> {
+fn sent_event(job: &jobs::Job) -> Result<event::EmailEvent, String> {
     use serde::Deserialize;
     incident_wire::EmailEvent::deserialize(&job.payload)
         .map_err(|e| e.to_string())
-        .and_then(events::validate)
+        .and_then(event::validate)
 }
 
 /// Claims at once in a background-jobs tick, each with its share of the tick's slots and its
@@ -542,7 +379,7 @@ async fn start(
     let (mut at_once, mut follow, mut batched) = (Vec::new(), Vec::new(), None);
     // A batch of one is a job of its own: its error is its own at once.
     if sent.len() > 1 && !budget.spent() {
-        let pairs: Vec<(&jobs::Job, &events::EmailEvent)> =
+        let pairs: Vec<(&jobs::Job, &event::EmailEvent)> =
             sent.iter().map(|(job, ev)| (job, ev)).collect();
         match events::apply_sent_jobs(state, tally, &mut conn, &pairs, &budget).await {
             Ok(applied) => {
@@ -601,7 +438,7 @@ enum Follow {
     /// Applied with its batch (committed at `committed`, started at `started`): its GHL call.
     Sync {
         job: jobs::Job,
-        ev: events::EmailEvent,
+        ev: event::EmailEvent,
         committed: Instant,
         started: Instant,
     },
@@ -707,7 +544,7 @@ async fn run_job(
                 state,
                 tally,
                 Provider::Ghl,
-                "/contacts/upsert",
+                incident_wire::provider_path::GHL_CONTACT_UPSERT,
                 &job.payload,
                 Some(timeout),
             )
@@ -755,173 +592,4 @@ async fn run_job(
             })
         }
     }
-}
-
-async fn followups(
-    _: CronCaller,
-    State(state): State<AppState>,
-    Extension(tally): Extension<Arc<Tally>>,
-) -> Result<Json<TickReport>, AppError> {
-    leased(&state, &tally, "followups", |budget| {
-        followups_tick(&state, &tally, budget)
-    })
-    .await
-}
-
-/// Probes `workspaces` on Unipile (a few at a time, each only while its whole timeout fits the
-/// budget); returns the workspaces that answered, with whether they are connected. A probe that
-/// failed for another reason (timeout, 5xx) says nothing and is left out.
-async fn probe_workspaces(
-    state: &AppState,
-    tally: &Arc<Tally>,
-    budget: &Budget,
-    workspaces: &[i64],
-) -> Vec<(i64, bool)> {
-    let limits = &state.config.limits;
-    let mut answers = Vec::new();
-    for chunk in workspaces.chunks(followups::PROBE_CONCURRENCY) {
-        let Some(timeout) = budget.call_timeout(limits.provider_timeout) else {
-            break;
-        };
-        let mut probes = tokio::task::JoinSet::new();
-        for &ws in chunk {
-            let (state, tally) = (state.clone(), tally.clone());
-            probes.spawn(async move {
-                let body = json!({ "workspace_id": ws });
-                let answer = providers::call_once(
-                    &state,
-                    &tally,
-                    Provider::Unipile,
-                    "/api/v1/accounts/status",
-                    &body,
-                    Some(timeout),
-                )
-                .await;
-                match answer {
-                    Ok(_) => Some((ws, true)),
-                    Err(e) if e.category == Category::ProviderDisconnected => Some((ws, false)),
-                    Err(e) => {
-                        tally.note(e.category);
-                        None
-                    }
-                }
-            });
-        }
-        while let Some(done) = probes.join_next().await {
-            if let Ok(Some(answer)) = done {
-                answers.push(answer);
-            }
-        }
-    }
-    answers
-}
-
-async fn followups_tick(
-    state: &AppState,
-    tally: &Arc<Tally>,
-    budget: Budget,
-) -> Result<TickReport, AppError> {
-    let limits = state.config.limits.clone();
-    let gate = state.switches().unipile_health_gate;
-    let mut report = TickReport::default();
-    // Workspaces probed again in this tick (one probe each), and those re-admitted by it.
-    let (mut probed, mut readmitted) = (HashSet::new(), HashSet::new());
-    let (due, to_probe) = {
-        let Some(mut conn) = cron_conn(state, tally, budget.work_left()).await? else {
-            return Ok(report.cut());
-        };
-        let due = followups::claim(
-            &mut conn,
-            limits.cron_batch_limit,
-            limits.job_lease,
-            limits.unipile_recheck,
-        )
-        .await?;
-        let to_probe = if gate {
-            followups::recheck_due(
-                &mut conn,
-                limits.unipile_recheck,
-                followups::PROBES_PER_TICK,
-            )
-            .await?
-        } else {
-            Vec::new()
-        };
-        (due, to_probe)
-    };
-    tally.wrote(due.len() as u64);
-    // The gate's rollback: workspaces known disconnected for longer than the recheck interval
-    // are probed directly, so a reconnected account comes back whether or not one of its
-    // follow-ups came up in this batch.
-    for (ws, connected) in probe_workspaces(state, tally, &budget, &to_probe).await {
-        probed.insert(ws);
-        let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await else {
-            report.budget_exhausted = true;
-            break;
-        };
-        if connected {
-            readmitted.insert(ws);
-            report.readmitted += 1;
-            tally.wrote(followups::mark_connected(&mut conn, ws).await?);
-        } else {
-            tally.wrote(followups::mark_disconnected(&mut conn, ws).await?);
-        }
-    }
-    for task in due {
-        // A send starts only while its whole timeout fits the budget; unhandled claims come
-        // due again when their lease runs out.
-        let Some(timeout) = budget.call_timeout(limits.provider_timeout) else {
-            report.budget_exhausted = true;
-            break;
-        };
-        let ws = task.workspace_id;
-        let probed_already = probed.contains(&ws) && !readmitted.contains(&ws);
-        let outcome = match followups::before_call(&task, gate, probed_already) {
-            Some(outcome) => outcome,
-            None => {
-                if task.unipile_status == "disconnected" {
-                    probed.insert(ws);
-                }
-                let body = json!({ "workspace_id": task.workspace_id, "lead_id": task.lead_id, "text": "Following up on my last message" });
-                match providers::call_once(
-                    state,
-                    tally,
-                    Provider::Unipile,
-                    "/api/v1/messages",
-                    &body,
-                    Some(timeout),
-                )
-                .await
-                {
-                    Ok(_) => followups::after_success(&task),
-                    Err(e) => {
-                        tally.note(e.category);
-                        followups::after_error(&task, e.category, e.retryable, gate, &limits)
-                    }
-                }
-            }
-        };
-        match outcome.status {
-            Status::Sent => report.processed += 1,
-            Status::Skipped => report.skipped_health_gated += 1,
-            Status::Failed => report.failed += 1,
-            Status::Pending => report.retried += 1,
-        }
-        // Bookkeeping of a send made, in the budget's reserve; without a connection the claim
-        // expires and the follow-up is due again.
-        let Ok(mut conn) = state.acquire_for_cron(tally, budget.left()).await else {
-            report.unsettled += 1;
-            report.budget_exhausted = true;
-            break;
-        };
-        if outcome.mark_disconnected {
-            tally.wrote(followups::mark_disconnected(&mut conn, task.workspace_id).await?);
-        }
-        if outcome.mark_connected && readmitted.insert(task.workspace_id) {
-            report.readmitted += 1;
-            tally.wrote(followups::mark_connected(&mut conn, task.workspace_id).await?);
-        }
-        tally.wrote(followups::record(&mut conn, task.id, &outcome).await?);
-    }
-    Ok(report)
 }
