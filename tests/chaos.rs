@@ -187,7 +187,7 @@ fn the_db_latency_scenario_loses_nothing_across_a_reset() {
     );
     assert!(std::fs::read_to_string(out.path().join("report.md"))
         .unwrap()
-        .contains("## LinkFaults injected"));
+        .contains("## Faults injected"));
     // The storm reached the service: GHL's 503s and 429s, sorted as retryable.
     assert!(
         a["error_categories"]["provider_retryable"]

@@ -20,6 +20,7 @@ use loadgen::record::FAILED;
 use loadgen::{Arrival, Endpoint, Plan, Recording, Stream};
 use sqlx::Connection;
 
+use super::pgbench::pgbench;
 use super::Reference;
 use crate::dataset::Template;
 use crate::matrix::fakes::{disconnected_workspaces, FakesServer};
@@ -218,7 +219,7 @@ async fn on_clone(
         steps.push(s);
         let next = ingest_next(&steps);
         let s = steps.last().expect("a step was just run");
-        println!(
+        eprintln!(
             "ingest at {r}/s{}: sent {}, failed {}, p95 {}, lateness p99 {}, {} → {}",
             if refining { " (refining)" } else { "" },
             s.sent,
@@ -266,7 +267,7 @@ async fn on_clone(
             }
             _ => None,
         };
-    println!(
+    eprintln!(
         "drain ({} workers, GHL answering at once): {drained} jobs in {drain_s:.1} s{}; {} of them in {} transactions of several",
         scenario.service.worker_concurrency,
         if left > 0 {
@@ -282,7 +283,7 @@ async fn on_clone(
 
     let pool_max = scenario.limits().pool_max;
     let reference = pgbench(&url, pool_max, ramp.step).await;
-    println!(
+    eprintln!(
         "reference: {}",
         reference.rate.map_or(reference.detail.clone(), |r| format!(
             "{r:.0} inserts/s by {}",
@@ -506,83 +507,6 @@ async fn queued(conn: &mut sqlx::PgConnection) -> sqlx::Result<i64> {
         .await
 }
 
-/// `Requests/sec`'s equivalent for pgbench: `tps = N (without initial connection time)`.
-pub fn parse_pgbench(output: &str) -> Option<f64> {
-    output.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix("tps = ")?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
-/// pgbench inserting one queue row per transaction, `clients` at once, for `step`.
-async fn pgbench(url: &str, clients: u32, step: Duration) -> Reference {
-    let Some(bin) = crate::tools::postgres_tool("pgbench") else {
-        return Reference {
-            tool: "pgbench".into(),
-            rate: None,
-            detail: "not run: pgbench is not installed (Debian's postgresql-client)".into(),
-        };
-    };
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => {
-            return Reference {
-                tool: "pgbench".into(),
-                rate: None,
-                detail: format!("not run: {e}"),
-            }
-        }
-    };
-    let script = dir.path().join("insert.sql");
-    let sql = "INSERT INTO background_jobs (kind, dedupe_key, payload) VALUES ('pgbench', 'pgbench:' || gen_random_uuid(), '{}'::jsonb);\n";
-    if let Err(e) = std::fs::write(&script, sql) {
-        return Reference {
-            tool: "pgbench".into(),
-            rate: None,
-            detail: format!("not run: {e}"),
-        };
-    }
-    let args = [
-        "-n".to_owned(),
-        format!("-c{clients}"),
-        "-j2".to_owned(),
-        format!("-T{}", step.as_secs().max(1)),
-        "-f".to_owned(),
-        script.display().to_string(),
-    ];
-    let command = format!(
-        "pgbench -n -c{clients} -j2 -T{} -f insert.sql, insert.sql: {}",
-        step.as_secs().max(1),
-        sql.trim()
-    );
-    let out = tokio::process::Command::new(&bin)
-        .args(&args)
-        .arg(url)
-        .output()
-        .await;
-    let (rate, detail) = match out {
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            match parse_pgbench(&text) {
-                Some(r) => (Some(r), command),
-                None => (
-                    None,
-                    format!(
-                        "{command}: no tps in its output: {}",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                ),
-            }
-        }
-        Err(e) => (None, format!("{command}: {e}")),
-    };
-    Reference {
-        tool: "pgbench".into(),
-        rate,
-        detail,
-    }
-}
-
 /// What the ingest ramp does after its latest step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestNext {
@@ -651,132 +575,4 @@ pub fn ingest_refinement(steps: &[IngestStep]) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// pgbench 15's summary line.
-    #[test]
-    fn pgbench_output_gives_its_tps() {
-        let out = "transaction type: insert.sql\nscaling factor: 1\nnumber of clients: 10\nlatency average = 1.234 ms\ninitial connection time = 12.345 ms\ntps = 8103.123456 (without initial connection time)\n";
-        assert_eq!(parse_pgbench(out), Some(8103.123456));
-        assert_eq!(parse_pgbench("pgbench: error: connection refused"), None);
-    }
-
-    /// The bound the scenario's settings put on a drain, and the settings the ceiling drains
-    /// with instead (so the figure is the runner's, not the model's).
-    #[test]
-    fn the_drain_runs_without_the_modelled_latency() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
-        let smoke = Scenario::load(&path).expect("smoke.toml parses");
-        // 8 workers; GHL 150 ms + up to 100 ms of jitter: a mean of 200 ms.
-        assert_eq!(smoke.service.worker_concurrency, 8);
-        let bound = modelled_drain_bound(&smoke).expect("smoke models a GHL latency");
-        assert!((bound - 40.0).abs() < 1e-9, "{bound}");
-        let tuned = for_the_drain(&smoke);
-        assert_eq!(
-            tuned.service.worker_concurrency,
-            smoke.service.pool_max * DRAIN_JOBS_PER_CONNECTION
-        );
-        assert_eq!(modelled_drain_bound(&tuned), None);
-        // Nothing else moves: the ingest sees the scenario as written.
-        assert_eq!(tuned.service.pool_max, smoke.service.pool_max);
-        assert_eq!(
-            tuned.providers.get(&fake_providers::Provider::Unipile),
-            smoke.providers.get(&fake_providers::Provider::Unipile)
-        );
-    }
-
-    /// Enough users that a pool which fills is the service's latency at the budget (Little's
-    /// law), never fewer than 64; the generator fell behind when more than 1 % of its sends
-    /// woke over 50 ms late, whatever the sends no user was free for.
-    #[test]
-    fn a_full_pool_is_the_services_latency_a_late_wakeup_the_generators() {
-        assert_eq!(ingest_users(20.0), 64);
-        assert_eq!(ingest_users(3200.0), 1600);
-        assert_eq!(ingest_users(6400.0), 3200);
-        for rate in [200.0, 3200.0, 6400.0, 12800.0] {
-            let each_ms = ingest_users(rate) as f64 / rate * 1000.0;
-            assert!(
-                each_ms >= INGEST_P95_MS,
-                "{rate}/s: a full pool at {each_ms} ms"
-            );
-        }
-        assert!(!generator_fell_behind(32000, 0));
-        assert!(!generator_fell_behind(32000, 320));
-        assert!(generator_fell_behind(32000, 321));
-    }
-
-    fn at(rate: f64, verdict: &str) -> IngestStep {
-        IngestStep {
-            rate,
-            sent: 1,
-            failed: 0,
-            p95_ms: Some(1.0),
-            lateness_p99_ms: Some(1.0),
-            held: verdict == "held",
-            harness_limited: verdict == "late",
-            users: ingest_users(rate),
-            late_no_user: 0,
-            late_wakeup: 0,
-            accepted: None,
-            queued: None,
-            refining: false,
-        }
-    }
-
-    /// A step the generator fell behind on runs once more and is read by its second run; a
-    /// second fall behind, or a step the service did not hold, ends the ramp.
-    #[test]
-    fn a_step_without_a_verdict_runs_once_more() {
-        let mut steps = vec![at(100.0, "held")];
-        assert_eq!(ingest_next(&steps), IngestNext::Up);
-        steps.push(at(200.0, "late"));
-        assert_eq!(ingest_next(&steps), IngestNext::Again);
-        assert_eq!(ingest_ceiling(&steps), Some(100.0));
-        steps.push(at(200.0, "held"));
-        assert!(ingest_run_again(&steps, 1) && !ingest_run_again(&steps, 2));
-        assert_eq!(ingest_next(&steps), IngestNext::Up);
-        assert_eq!(ingest_ceiling(&steps), Some(200.0));
-        steps.push(at(400.0, "late"));
-        steps.push(at(400.0, "late"));
-        assert_eq!(ingest_next(&steps), IngestNext::Stop);
-        assert_eq!(ingest_ceiling(&steps), Some(200.0));
-        // The service not holding a rate is a verdict: no second run.
-        let failed = [at(100.0, "held"), at(200.0, "no")];
-        assert_eq!(ingest_next(&failed), IngestNext::Stop);
-        assert_eq!(ingest_ceiling(&failed), Some(100.0));
-        // The first step late, then held on its second run: the ceiling counts it.
-        let first = [at(100.0, "late"), at(100.0, "held")];
-        assert_eq!(ingest_ceiling(&first), Some(100.0));
-    }
-
-    /// After the first rate the service did not hold, each refining step halves the gap below
-    /// it, and the ceiling is the highest rate that held under the lowest that did not; a gap
-    /// whose top had no verdict is not narrowed.
-    #[test]
-    fn refining_steps_narrow_the_gap_below_the_first_failure() {
-        let mut steps = vec![at(3200.0, "held"), at(6400.0, "no")];
-        assert_eq!(ingest_refinement(&steps), Some(4800.0));
-        steps.push(at(4800.0, "held"));
-        assert_eq!(ingest_ceiling(&steps), Some(4800.0));
-        assert_eq!(ingest_refinement(&steps), Some(5600.0));
-        steps.push(at(5600.0, "no"));
-        assert_eq!(ingest_ceiling(&steps), Some(4800.0));
-        assert_eq!(ingest_refinement(&steps), Some(5200.0));
-        // A refining step the generator fell behind on runs again and is read by that run.
-        steps.push(at(5200.0, "late"));
-        assert_eq!(ingest_next(&steps), IngestNext::Again);
-        steps.push(at(5200.0, "held"));
-        assert_eq!(ingest_ceiling(&steps), Some(5200.0));
-        // Nothing held, or the lowest failure without a verdict: nothing to refine.
-        assert_eq!(ingest_refinement(&[at(100.0, "no")]), None);
-        let late = [at(100.0, "held"), at(200.0, "late"), at(200.0, "late")];
-        assert_eq!(ingest_ceiling(&late), Some(100.0));
-        assert_eq!(ingest_refinement(&late), None);
-        // Every step held: no failure to refine below.
-        assert_eq!(ingest_refinement(&[at(100.0, "held")]), None);
-        // The ceiling is a lower bound only when no rate failed with a verdict.
-        assert!(ingest_open(&[at(100.0, "held")]) && ingest_open(&late));
-        assert!(!ingest_open(&steps) && !ingest_open(&[at(100.0, "no")]));
-    }
-}
+mod tests;

@@ -112,7 +112,7 @@ pub async fn run(
                     samples.push(RssSample { t_s, rss_kib });
                     if last_said.elapsed() >= Duration::from_secs(60) {
                         last_said = Instant::now();
-                        println!("  soak: {t_s:.0} s, RSS {} KiB", rss_kib);
+                        eprintln!("  soak: {t_s:.0} s, RSS {} KiB", rss_kib);
                     }
                 }
             }

@@ -7,7 +7,7 @@
 //! unmaintained and has no reset), so it is written here, small: per connection one task per
 //! direction reads chunks, stamps each with when it may leave, and a writer sends it then.
 //!
-//! LinkFaults ([`LinkFaults`]): `latency` ± `jitter` on each chunk towards the client (responses, as
+//! Faults ([`LinkFaults`]): `latency` ± `jitter` on each chunk towards the client (responses, as
 //! toxiproxy's downstream latency toxic), `bandwidth` (bytes per second, both directions),
 //! `hang` (a blackhole: data both ways is dropped, connections stay open, as toxiproxy's
 //! `timeout` toxic with timeout 0), `refuse` (new connections are reset at once), and

@@ -441,7 +441,7 @@ async fn flip_now(
     at_s: f64,
     harness_rows: &mut BTreeMap<String, u64>,
 ) -> FlipApplied {
-    let url = format!("{}/admin/flags", t.service.base);
+    let url = format!("{}{}", t.service.base, incident_wire::ops::ADMIN_FLAGS);
     let mut out = FlipApplied {
         flag: flip.flag,
         from: !flip.to,

@@ -294,7 +294,7 @@ impl Drop for Fleet {
 
 /// Every request but `/metrics`: to the next instance, as it came.
 async fn forward(State(sh): State<Arc<Shared>>, req: Request) -> Response {
-    if req.uri().path() == "/metrics" {
+    if req.uri().path() == incident_wire::ops::METRICS {
         return metrics(&sh).await;
     }
     sh.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -354,7 +354,10 @@ async fn metrics(sh: &Arc<Shared>) -> Response {
     let fetches: Vec<_> = instances
         .iter()
         .map(|i| {
-            let (http, url) = (sh.http.clone(), format!("{}/metrics", i.base));
+            let (http, url) = (
+                sh.http.clone(),
+                format!("{}{}", i.base, incident_wire::ops::METRICS),
+            );
             tokio::spawn(async move {
                 let answer = http
                     .get(url)
