@@ -28,6 +28,7 @@
 //! - [`report`]: the result's renderings: report.md, junit.xml, report.html (its schema is in
 //!   [`model::report`], re-exported here).
 //! - [`units`]: durations and sizes as people write them (`3s`, `128MB`).
+//! - [`progress`]: a long run's progress on stderr (stdout carries the report).
 //! - [`interrupt`]: stopping a run on SIGINT / SIGTERM / SIGHUP, and the children to clean up.
 //! - [`telemetry`]: logging setup.
 //! - [`tools`]: external programs found on PATH (Chromium, wrk).
@@ -46,6 +47,7 @@ pub mod logs;
 pub mod matrix;
 pub mod model;
 pub mod postgres;
+pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod service_proc;

@@ -7,6 +7,7 @@ pub(super) async fn db_up(args: DbUpArgs) -> Result<(), Failure> {
     scale.validate().map_err(Failure::Usage)?;
     let request = args.postgres.request();
     let server = or_stop(provision(&request)).await??;
+    println!("{}", provisioned(&server));
     println!("seeding {scale} (seed {}) …", args.scale.seed);
     let template = or_stop(Template::prepare(&server, scale, args.scale.seed))
         .await?

@@ -42,7 +42,7 @@ pub(super) async fn matrix(
             out: if repeat == 1 {
                 out.clone()
             } else {
-                println!("\n== repeat {k}/{repeat} ==");
+                eprintln!("\n== repeat {k}/{repeat} ==");
                 out.join(format!("repeat-{k}"))
             },
             service_bin: service_bin.clone(),

@@ -220,12 +220,17 @@ pub async fn or_stop<F: Future>(work: F) -> Result<F::Output, Failure> {
     }
 }
 
-/// Provisions Postgres and says which backend it got, how fast, and why.
+/// Provisions Postgres (exit 3 when it cannot).
 async fn provision(request: &ProvisionRequest) -> Result<PgServer, Failure> {
-    let server = PgServer::provision(request)
+    PgServer::provision(request)
         .await
-        .map_err(|e| Failure::Infrastructure(e.into()))?;
-    println!(
+        .map_err(|e| Failure::Infrastructure(e.into()))
+}
+
+/// Which backend a server is, how fast it was ready and why, and a local cluster's data
+/// directory and postmaster.
+fn provisioned(server: &PgServer) -> String {
+    let mut said = format!(
         "postgres: {} backend, ready in {:.2}s ({}); limits: {}",
         server.backend(),
         server.ready_in().as_secs_f64(),
@@ -233,13 +238,13 @@ async fn provision(request: &ProvisionRequest) -> Result<PgServer, Failure> {
         server.limits()
     );
     if let Some(cluster) = server.local_cluster() {
-        println!(
-            "data dir: {} (postmaster pid {})",
+        said.push_str(&format!(
+            "\ndata dir: {} (postmaster pid {})",
             cluster.dir().display(),
             cluster.pid()
-        );
+        ));
     }
-    Ok(server)
+    said
 }
 
 /// Exit 2 for an arm the scenario does not have, naming those it has.
@@ -260,7 +265,8 @@ async fn provision_and_seed(
 ) -> Result<(PgServer, Template), Failure> {
     let request = backend.request(scenario.postgres.clone());
     let server = or_stop(provision(&request)).await??;
-    println!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
+    eprintln!("{}", provisioned(&server));
+    eprintln!("seeding {} (seed {}) …", scenario.scale, scenario.seed);
     let template = or_stop(Template::prepare(
         &server,
         scenario.scale,
@@ -268,7 +274,7 @@ async fn provision_and_seed(
     ))
     .await?
     .map_err(|e| Failure::Infrastructure(e.into()))?;
-    println!("seeded in {:.1}s", template.timings.seed.as_secs_f64());
+    eprintln!("seeded in {:.1}s", template.timings.seed.as_secs_f64());
     Ok((server, template))
 }
 

@@ -77,7 +77,7 @@ pub async fn run(
     let mut reports = Vec::new();
     let mut report = assemble(scenario, &environment, started, Vec::new());
     for (i, arm) in arms.iter().enumerate() {
-        println!("[{}/{}] arm {} …", i + 1, arms.len(), arm.name);
+        eprintln!("[{}/{}] arm {} …", i + 1, arms.len(), arm.name);
         let running = arm::run_arm(
             scenario,
             server,
@@ -94,7 +94,7 @@ pub async fn run(
         };
         let Some(arm_report) = finished else {
             loadgen::stop();
-            println!("[{}/{}] arm {}: interrupted", i + 1, arms.len(), arm.name);
+            eprintln!("[{}/{}] arm {}: interrupted", i + 1, arms.len(), arm.name);
             let flags = arm
                 .switches
                 .to_map()
@@ -108,7 +108,7 @@ pub async fn run(
             return Ok(report);
         };
         let arm_report = arm_report.with_context(|| format!("arm {}", arm.name))?;
-        println!("[{}/{}] {}", i + 1, arms.len(), one_line(&arm_report));
+        eprintln!("[{}/{}] {}", i + 1, arms.len(), one_line(&arm_report));
         reports.push(arm_report);
         report = assemble(scenario, &environment, started, reports.clone());
         report.command = Some(options.command.clone());

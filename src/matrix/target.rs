@@ -87,7 +87,7 @@ pub async fn run(
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let http = reqwest::Client::new();
     let base = target.base.trim_end_matches('/').to_owned();
-    http.get(format!("{base}/healthz"))
+    http.get(format!("{base}{}", incident_wire::ops::HEALTHZ))
         .timeout(Duration::from_secs(10))
         .send()
         .await
@@ -114,7 +114,7 @@ pub async fn run(
     if let Some(at) = target.start_at {
         let wait = at - super::unix_now();
         if wait > 0 {
-            println!("shard {}: starting at {at} (in {wait} s)", target.shard);
+            eprintln!("shard {}: starting at {at} (in {wait} s)", target.shard);
             tokio::time::sleep(Duration::from_secs(wait as u64)).await;
         }
     }
@@ -228,7 +228,7 @@ async fn set_flags(
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
     let response = http
-        .put(format!("{base}/admin/flags"))
+        .put(format!("{base}{}", incident_wire::ops::ADMIN_FLAGS))
         .bearer_auth(token)
         .json(&wanted)
         .timeout(Duration::from_secs(10))

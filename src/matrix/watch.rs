@@ -2,7 +2,6 @@
 //! progress line that says which stage the arm is in, and the CPU the harness and the
 //! machine used.
 
-use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use crate::service_proc::{parse_metrics, Scrape};
 /// Reads `/metrics` once; `None` when the service did not answer within 2 s.
 pub(crate) async fn scrape(http: &reqwest::Client, base: &str, t: f64) -> Option<Scrape> {
     let text = http
-        .get(format!("{base}/metrics"))
+        .get(format!("{base}{}", incident_wire::ops::METRICS))
         .timeout(Duration::from_secs(2))
         .send()
         .await
@@ -53,7 +52,7 @@ impl Watcher {
         let task = {
             let (timeline, stage) = (timeline.clone(), stage.clone());
             tokio::spawn(async move {
-                let tty = std::io::stdout().is_terminal();
+                let mut progress = crate::progress::Progress::start();
                 let mut tick = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     tick.tick().await;
@@ -85,13 +84,7 @@ impl Watcher {
                                 .map_or(0.0, |s| s.queue_queued + s.queue_running)
                         ),
                     };
-                    let line = format!("  {arm}: {what}");
-                    if tty {
-                        print!("\r{line}   ");
-                        let _ = std::io::Write::flush(&mut std::io::stdout());
-                    } else if (t as u64).is_multiple_of(10) {
-                        println!("{line}");
-                    }
+                    progress.set(format!("  {arm}: {what}"));
                 }
             })
         };
@@ -121,9 +114,6 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
-        if std::io::stdout().is_terminal() {
-            println!();
-        }
     }
 }
 
