@@ -330,6 +330,16 @@ pub struct TargetArgs {
     /// Start the load at this Unix time (seconds), so shards on many machines start together.
     #[arg(long, env = "INCIDENT_LAB_START_AT", value_name = "UNIX_SECONDS")]
     pub start_at: Option<i64>,
+    /// Send to a target that is not loopback without asking. The plan (host, endpoints, peak
+    /// rates, totals, duration) is printed first either way; without --yes a terminal is asked,
+    /// and with no terminal nothing is sent (exit 2).
+    #[arg(long)]
+    pub yes: bool,
+    /// The most requests per second the run may plan, every stream at its peak together
+    /// (duplicates and redeliveries counted): a scenario that plans more is refused before
+    /// anything is sent (exit 2).
+    #[arg(long, value_name = "PER_SECOND")]
+    pub max_rate: Option<f64>,
 }
 
 impl TargetArgs {
@@ -342,6 +352,10 @@ impl TargetArgs {
             Some("--shard")
         } else if self.start_at.is_some() {
             Some("--start-at")
+        } else if self.yes {
+            Some("--yes")
+        } else if self.max_rate.is_some() {
+            Some("--max-rate")
         } else if self.run_id.is_some() {
             Some("--run-id")
         } else {

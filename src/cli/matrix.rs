@@ -96,6 +96,16 @@ pub(super) async fn matrix(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let aborted = reports
+        .iter()
+        .flat_map(|r| &r.arms)
+        .find_map(|a| Some((a.name.as_str(), a.aborted.as_ref()?)));
+    if let Some((arm, a)) = aborted {
+        return Err(Failure::Aborted(format!(
+            "arm {arm}: an [abort] threshold stopped the load at {:.1} s: {}",
+            a.at_s, a.reason
+        )));
+    }
     if reports
         .iter()
         .all(|r| r.verdict == crate::report::Verdict::Pass)

@@ -51,6 +51,9 @@ pub enum Failure {
     /// Exit 4: too little data to judge (`compare`): neither a pass nor a failure.
     #[error("{0}")]
     Inconclusive(String),
+    /// Exit 5: an `[abort]` threshold stopped the load (it was hurting the target).
+    #[error("{0}")]
+    Aborted(String),
     /// Exit 128 + the signal: the run was asked to stop, and cleaned up.
     #[error("interrupted by {}: stopped and cleaned up", .0.name())]
     Interrupted(crate::interrupt::Stop),
@@ -64,6 +67,7 @@ impl Failure {
             Failure::Usage(_) => 2,
             Failure::Infrastructure(_) => 3,
             Failure::Inconclusive(_) => 4,
+            Failure::Aborted(_) => 5,
             Failure::Interrupted(stop) => stop.exit_code(),
         }
     }

@@ -62,6 +62,15 @@ pub(super) async fn run_target(args: RunArgs) -> Result<(), Failure> {
         run_id,
         start_at: t.start_at,
     };
+    let mut plan = crate::matrix::wiring::plan_for(
+        &scenario,
+        target.base.trim_end_matches('/'),
+        &target.secrets,
+        &target.run_id,
+    );
+    plan.shard = shard;
+    crate::matrix::rails::check(&plan, t.max_rate, t.yes)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     println!(
         "arm {} against {} (shard {shard}, run id {})",
         arm.name, target.base, target.run_id
@@ -161,6 +170,12 @@ pub(super) fn judged_report(
     report.write_all(out).map_err(Failure::Infrastructure)?;
     println!("\n{}", crate::report::markdown::render(&report));
     println!("reports in {}", out.display());
+    if let Some(a) = report.arms.iter().find_map(|a| a.aborted.as_ref()) {
+        return Err(Failure::Aborted(format!(
+            "an [abort] threshold stopped the load at {:.1} s: {}",
+            a.at_s, a.reason
+        )));
+    }
     if report.verdict == crate::report::Verdict::Pass {
         Ok(())
     } else {

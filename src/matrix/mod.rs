@@ -24,6 +24,7 @@ pub mod fakes;
 pub mod figures;
 mod gate;
 pub mod invariant;
+pub mod rails;
 pub mod stack;
 pub mod target;
 pub mod verdict;

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,9 @@ use super::verdict::{cron_check, judge, load_check, status, EXACTLY_ONCE_CHECK};
 use super::watch::{scrape, CpuSample, Stage, Watcher};
 use super::wiring::plan_for;
 use crate::model::{Arm, Scenario};
-use crate::report::{ArmReport, ArmTimings, Check, Environment, Invariants, Report, Skipped};
+use crate::report::{
+    Aborted, ArmReport, ArmTimings, Check, Environment, Invariants, Report, Skipped,
+};
 use crate::service_proc::Scrape;
 
 /// The file a run with `--target` writes its recording to, for `incident-lab merge`.
@@ -72,6 +75,9 @@ pub struct ShardRecording {
     /// Whether the service ran the arm's switches (when this shard set them).
     pub flags: Option<Check>,
     pub recording: Recording,
+    /// When and why an `[abort]` threshold stopped this shard's load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<Aborted>,
 }
 
 /// Runs `arm`'s load (this shard's part of it) against `target`; writes `shard.json` into
@@ -130,9 +136,25 @@ pub async fn run(
         recording.clone(),
     );
     let cpu_before = CpuSample::now();
-    let summary = loadgen::run(plan, recording.clone())
-        .await
-        .context("load generator")?;
+    // An `[abort]` threshold, watched on the schedule's clock until the load ends.
+    let (zero_tx, zero_rx) = tokio::sync::oneshot::channel();
+    let done = AtomicBool::new(false);
+    let budgets = crate::chaos::hypothesis::budgeted(scenario);
+    let aborting = async {
+        let abort = scenario.abort?;
+        let zero = zero_rx.await.ok()?;
+        super::rails::watch_abort(&recording, &budgets, abort, zero, &done).await
+    };
+    let load = async {
+        let summary = loadgen::engine::run_from(plan, recording.clone(), Some(zero_tx)).await;
+        done.store(true, Ordering::Relaxed);
+        summary
+    };
+    let (summary, aborted) = tokio::join!(load, aborting);
+    let summary = summary.context("load generator")?;
+    if let Some(a) = &aborted {
+        eprintln!("load stopped: {}", a.reason);
+    }
     let cpu = CpuSample::now().since(&cpu_before);
     let recording = recording.lock().expect("recording lock").clone();
     let shard = ShardRecording {
@@ -148,6 +170,7 @@ pub async fn run(
         machine_cpu_pct: cpu.1,
         flags,
         recording,
+        aborted,
     };
     let file = out.join(SHARD_FILE);
     std::fs::write(&file, serde_json::to_string(&shard)?)
@@ -323,6 +346,8 @@ pub fn judge_run(
         })
     };
     let mut checks = vec![load_check(&load)];
+    let aborted = shards.iter().find_map(|s| s.aborted.clone());
+    checks.extend(aborted.as_ref().map(super::verdict::abort_check));
     let set: Vec<&Check> = shards.iter().filter_map(|s| s.flags.as_ref()).collect();
     if set.len() == shards.len() {
         checks.push(Check {
@@ -424,6 +449,7 @@ pub fn judge_run(
     report.background = bg;
     report.timings = ArmTimings::default();
     report.skipped = skipped;
+    report.aborted = aborted;
     report
 }
 

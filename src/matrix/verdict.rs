@@ -203,6 +203,15 @@ pub fn judge(
     checks
 }
 
+/// A load an `[abort]` threshold stopped: the check fails, saying when and why.
+pub fn abort_check(a: &crate::report::Aborted) -> Check {
+    check(
+        crate::report::checks::ABORT_CHECK,
+        false,
+        format!("stopped at {:.1} s: {}", a.at_s, a.reason),
+    )
+}
+
 /// Whether the load generator kept every stream's schedule: at most `max_late_pct` of a
 /// stream's sends late (rounded up, and never less than one send). When not, says which stream and why: its concurrency ran out, or the
 /// generator itself did not get the CPU (the machine is too small for the scenario).

@@ -297,6 +297,21 @@ pub struct Scenario {
     pub flips: Vec<Flip>,
     /// The steady-state hypothesis, when the scenario declares one.
     pub hypothesis: Option<Hypothesis>,
+    /// `[abort]`: when the load stops early because it is hurting the target.
+    pub abort: Option<Abort>,
+}
+
+/// `[abort]`, as k6's `abortOnFail`: the load stops once every second of a stretch of `lasting`
+/// failed — too many failed requests, or an endpoint's p95 over a multiple of its budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Abort {
+    /// A second fails when this share (%) of its answers or more failed (5xx, timeouts,
+    /// refused or broken connections).
+    pub failed_pct: Option<f64>,
+    /// A second fails when a budgeted endpoint's p95 in it is over this multiple of its budget.
+    pub p95_over_budget: Option<f64>,
+    /// How long it must fail, every second of it, for the load to stop.
+    pub lasting: Duration,
 }
 
 impl Scenario {

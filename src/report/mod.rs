@@ -1,5 +1,6 @@
-//! The run's results and how they are written: `report.json` (versioned schema, documented in
-//! the README), `report.md` (a CI step summary), `junit.xml` (one testcase per arm × budget),
+//! The run's results and how they are written: `report.json` (its versioned schema is
+//! [`crate::model::report`], re-exported here; documented in docs/report-schema.md), `report.md`
+//! (a CI step summary), `junit.xml` (one testcase per arm × budget),
 //! `report.html` (self-contained, inline SVG charts, no external URL); [`browser`] opens a page
 //! in headless Chromium to check it and take its picture.
 

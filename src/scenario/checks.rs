@@ -14,10 +14,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::faults::fault;
-use super::file::{ArmSpec, DatasetSpec, FaultSpec, FlipSpec, ScenarioFile};
+use super::file::{AbortSpec, ArmSpec, DatasetSpec, FaultSpec, FlipSpec, ScenarioFile};
 use super::ScenarioError;
 use crate::model::{
-    default_arms, Arm, Autoscale, EndpointKind, FaultKind, FaultTarget, FleetSpec, Flip,
+    default_arms, Abort, Arm, Autoscale, EndpointKind, FaultKind, FaultTarget, FleetSpec, Flip,
     PgSettings, Phase, PoolerSpec, Reconnect, Scale, StreamSpec, TimedFault,
 };
 
@@ -448,4 +448,48 @@ pub(super) fn arms(
         }
         None => default_arms(),
     })
+}
+
+/// `[abort]`: a threshold to cross, a share within 0–100, a multiple over 1, and a stretch of
+/// at least a second that fits in the run.
+pub(super) fn abort(
+    doc: &Doc<'_>,
+    raw: Option<&Spanned<AbortSpec>>,
+    duration: Duration,
+) -> Result<Option<Abort>, ScenarioError> {
+    let Some(spec) = raw else {
+        return Ok(None);
+    };
+    let (a, span) = (spec.get_ref(), Some(spec.span()));
+    let bad = |m: String| Err(doc.at(span.clone(), format!("[abort] {m}")));
+    let failed_pct = a.failed_share.map(|s| s.0);
+    if failed_pct.is_none() && a.p95_over_budget.is_none() {
+        return bad("needs `failed_share` or `p95_over_budget`: a threshold to stop at".into());
+    }
+    if let Some(p) = failed_pct {
+        if !(p > 0.0 && p <= 100.0) {
+            return bad(format!(
+                "field `failed_share` = {p}% must be over 0 and at most 100"
+            ));
+        }
+    }
+    if let Some(k) = a.p95_over_budget {
+        if !(k.is_finite() && k > 1.0) {
+            return bad(format!(
+                "field `p95_over_budget` = {k} must be a multiple of the budget over 1"
+            ));
+        }
+    }
+    if a.lasting < Duration::from_secs(1) || a.lasting >= duration {
+        return bad(format!(
+            "field `for` = {} must be at least 1s and shorter than the run ({})",
+            incident_wire::duration::format(a.lasting),
+            incident_wire::duration::format(duration)
+        ));
+    }
+    Ok(Some(Abort {
+        failed_pct,
+        p95_over_budget: a.p95_over_budget,
+        lasting: a.lasting,
+    }))
 }

@@ -144,6 +144,7 @@ pub(super) struct ScenarioFile {
     #[serde(default)]
     pub(super) flips: Vec<Spanned<FlipSpec>>,
     pub(super) hypothesis: Option<Spanned<HypothesisSpec>>,
+    pub(super) abort: Option<Spanned<AbortSpec>>,
 }
 
 /// `[[faults]]` as written.
@@ -206,6 +207,45 @@ fn default_true() -> bool {
 }
 fn default_incident_phase() -> String {
     "burst".into()
+}
+
+/// `[abort]` as written: `failed_share = "20%"` (or `20.0`), `p95_over_budget = 3.0`,
+/// `for = "10s"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AbortSpec {
+    pub(super) failed_share: Option<Share>,
+    pub(super) p95_over_budget: Option<f64>,
+    #[serde(rename = "for", with = "incident_wire::duration")]
+    pub(super) lasting: Duration,
+}
+
+/// A share in %: `"20%"` or `20.0`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Share(pub(super) f64);
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(f64),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(Share(n)),
+            Written::Text(t) => t
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse().ok())
+                .map(Share)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{t:?} is not a share: write it as \"20%\" or 20.0"
+                    ))
+                }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,7 @@ impl Scenario {
         let (fleet, pooler) = checks::fleet(&doc, &raw, platform)?;
         let postgres = checks::postgres(&doc, &raw.postgres)?;
         let arms = checks::arms(&doc, raw.arms.as_ref())?;
+        let abort = checks::abort(&doc, raw.abort.as_ref(), duration)?;
 
         Ok(Self {
             name: raw.name,
@@ -136,6 +137,7 @@ impl Scenario {
             faults,
             flips,
             hypothesis,
+            abort,
         })
     }
 }

@@ -281,3 +281,48 @@ fn command_line_faults_and_flips_are_checked_as_the_files_are() {
         "{err}"
     );
 }
+
+#[test]
+fn an_abort_threshold_is_read_and_checked() {
+    let ok = Scenario::parse(
+        "ok.toml",
+        &format!(
+            "{SMOKE}\n[abort]\nfailed_share = \"20%\"\np95_over_budget = 3.0\nfor = \"10s\"\n"
+        ),
+    )
+    .unwrap();
+    let abort = ok.abort.unwrap();
+    assert_eq!(
+        (
+            abort.failed_pct,
+            abort.p95_over_budget,
+            abort.lasting.as_secs()
+        ),
+        (Some(20.0), Some(3.0), 10)
+    );
+    for (body, says) in [
+        (
+            "failed_share = \"120%\"\nfor = \"5s\"",
+            "`failed_share` = 120% must be over 0",
+        ),
+        ("failed_share = \"lots\"\nfor = \"5s\"", "is not a share"),
+        ("for = \"5s\"", "needs `failed_share` or `p95_over_budget`"),
+        (
+            "p95_over_budget = 0.5\nfor = \"5s\"",
+            "must be a multiple of the budget over 1",
+        ),
+        ("failed_share = 20.0\nfor = \"0s\"", "must be at least 1s"),
+        (
+            "failed_share = 20.0\nfor = \"5s\"\nwhen = 3",
+            "unknown field `when`",
+        ),
+    ] {
+        let text = format!("{SMOKE}\n[abort]\n{body}\n");
+        let err = Scenario::parse("bad.toml", &text).unwrap_err();
+        assert!(err.to_string().contains(says), "{body}: {err}");
+        assert!(
+            err.line.is_some_and(|l| l >= line_of(&text, "[abort]")),
+            "{err}"
+        );
+    }
+}

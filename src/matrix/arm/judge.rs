@@ -13,8 +13,8 @@ use super::super::figures::{background, endpoint_reports, load_health};
 use super::super::gate;
 use super::super::invariant::connect;
 use super::super::verdict::{
-    accounting, accounting_check, cron_check, gate_check, judge, load_check, status, Unfinished,
-    ACCOUNTING_CHECK,
+    abort_check, accounting, accounting_check, cron_check, gate_check, judge, load_check, status,
+    Unfinished, ACCOUNTING_CHECK,
 };
 use super::load::Loaded;
 use super::measure::Measured;
@@ -42,6 +42,7 @@ pub(super) async fn report(
         reconnected,
         played,
         cpu,
+        aborted,
         ..
     } = loaded;
     let Measured {
@@ -79,6 +80,7 @@ pub(super) async fn report(
     );
     accounting.rows_by_table = rows_by_table;
     let mut checks = vec![load_check(&load)];
+    checks.extend(aborted.as_ref().map(abort_check));
     checks.extend(judge(
         scenario,
         arm.expect,
@@ -211,6 +213,7 @@ pub(super) async fn report(
         faults: played.faults,
         flips,
         hypothesis,
+        aborted,
     })
 }
 

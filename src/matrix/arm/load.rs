@@ -1,6 +1,7 @@
 //! The load, watched: the generator plays the plan while the watcher scrapes the service, and
 //! the reconnections, faults and flips are played on the schedule's own clock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -8,11 +9,13 @@ use anyhow::Context;
 use loadgen::{Plan, Recording, RunSummary};
 
 use super::super::gate::{self, Reconnected};
+use super::super::rails;
 use super::super::watch::{CpuSample, Watcher};
 use super::start::Started;
 use crate::chaos::run::{Played, Targets};
 use crate::model::{Arm, Scenario};
 use crate::postgres::PgServer;
+use crate::report::Aborted;
 
 /// What the load left: the recording, the generator's summary, what the timeline played.
 pub(super) struct Loaded {
@@ -23,6 +26,8 @@ pub(super) struct Loaded {
     pub played: Played,
     /// The harness's CPU over the load (user, system seconds).
     pub cpu: (f64, f64),
+    /// When and why an `[abort]` threshold stopped the load.
+    pub aborted: Option<Aborted>,
 }
 
 /// Runs the plan against the started service; the watcher goes on scraping through the drain.
@@ -115,12 +120,25 @@ pub(super) async fn load(
         }
         played
     };
-    let (summary, reconnected, played) = tokio::join!(
+    // An `[abort]` threshold, watched on the same clock until the load ends.
+    let done = AtomicBool::new(false);
+    let budgets = crate::chaos::hypothesis::budgeted(scenario);
+    let aborting = async {
+        let abort = scenario.abort?;
+        let zero = zero().await;
+        rails::watch_abort(&recording, &budgets, abort, zero, &done).await
+    };
+    let load = async {
         // The schedule's zero is the one the faults, flips and reconnections are played on.
-        loadgen::engine::run_from(plan.clone(), recording.clone(), Some(zero_tx)),
-        reconnecting,
-        chaos
-    );
+        let summary =
+            loadgen::engine::run_from(plan.clone(), recording.clone(), Some(zero_tx)).await;
+        done.store(true, Ordering::Relaxed);
+        summary
+    };
+    let (summary, reconnected, played, aborted) = tokio::join!(load, reconnecting, chaos, aborting);
+    if let Some(a) = &aborted {
+        crate::interrupt::say(&format!("arm {}: load stopped: {}", arm.name, a.reason));
+    }
     let played = played.context("the chaos timeline")?;
     let summary = summary.context("load generator")?;
     let reconnected = reconnected.transpose().context("reconnecting accounts")?;
@@ -133,6 +151,7 @@ pub(super) async fn load(
         reconnected,
         played,
         cpu,
+        aborted,
     };
     Ok((loaded, watcher))
 }

@@ -12,3 +12,5 @@ pub const EXACTLY_ONCE_CHECK: &str = "every acknowledged EMAIL_SENT applied exac
 pub const STEADY_CHECK: &str = "steady state before the first fault or flip";
 /// The budgets held again after the last one.
 pub const RECOVERY_CHECK: &str = "recovered after the last fault or flip";
+/// The load ran to its end: no `[abort]` threshold was crossed.
+pub const ABORT_CHECK: &str = "the load ran to its end (no abort threshold crossed)";

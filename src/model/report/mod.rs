@@ -168,6 +168,20 @@ pub struct ArmReport {
     /// The steady-state hypothesis, judged before, during and after the faults and flips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hypothesis: Option<HypothesisReport>,
+    /// When and why an `[abort]` threshold stopped the load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<Aborted>,
+}
+
+/// An `[abort]` threshold crossed: the load stopped there.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Aborted {
+    /// Seconds into the load (on its schedule's clock) it was stopped.
+    pub at_s: f64,
+    /// The first second of the failing stretch.
+    pub failing_from_s: u32,
+    /// What failed, in words.
+    pub reason: String,
 }
 
 /// One flag flip of the scenario's timeline, as it was made.
@@ -327,6 +341,7 @@ impl ArmReport {
             faults: Vec::new(),
             flips: Vec::new(),
             hypothesis: None,
+            aborted: None,
         }
     }
 }
