@@ -32,6 +32,7 @@ fn plan(rate: f64, secs: u64) -> Plan {
         late_after: Duration::from_millis(50),
         run_id: "bench".into(),
         shard: Default::default(),
+        tls: Default::default(),
     }
 }
 

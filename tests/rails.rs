@@ -2,8 +2,10 @@
 //! nothing else without `--yes`; `--max-rate` refuses a scenario that plans more. Each is shown
 //! able to let the load through, so the refusal is the rail's and not a failure elsewhere.
 
+mod common;
+
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 const SMOKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml");
@@ -15,14 +17,8 @@ fn run(target: &str, extra: &[&str]) -> Output {
 
 /// `run SCENARIO --arm all-on --target TARGET EXTRA…` with the secrets set and no terminal.
 fn run_scenario(scenario: &str, target: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_incident-lab"))
-        .args(["run", scenario, "--arm", "all-on", "--target", target])
+    common::against_target(&["run", scenario, "--arm", "all-on", "--target", target])
         .args(extra)
-        .env("WEBHOOK_SECRET", "w")
-        .env("SESSION_SECRET", "s")
-        .env("CRON_SECRET", "c")
-        .env_remove("ADMIN_TOKEN")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }

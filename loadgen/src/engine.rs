@@ -40,8 +40,12 @@ pub enum LoadgenError {
     EmptyPlan,
     #[error("stream {0:?} has max_in_flight 0: it could never send")]
     NoUsers(String),
-    #[error("the plan's host {0:?} is not an http:// URL: the generator speaks plain HTTP/1.1")]
+    #[error("the plan's host {0:?} is not an http:// or https:// URL")]
     Host(String),
+    /// The host's client could not be built (a scheme it does not speak, a CA file that is no
+    /// PEM certificate).
+    #[error("the plan's host {0:?}: {1}")]
+    Client(String, String),
 }
 
 /// goose's view of one endpoint: each request timed from its actual start, not its intended
@@ -405,7 +409,8 @@ pub async fn run_from(
     let run_secs = (START_DELAY + plan.duration + plan.client_timeout).as_secs() as usize + 2;
     let host_err = || LoadgenError::Host(plan.host.clone());
     let base = reqwest::Url::parse(&plan.host).map_err(|_| host_err())?;
-    let client = crate::http::Client::new(&base).ok_or_else(host_err)?;
+    let client = crate::http::Client::new(&base, &plan.tls)
+        .map_err(|why| LoadgenError::Client(plan.host.clone(), why))?;
     let shared = Arc::new(Shared {
         targets: (0..plan.streams.len())
             .map(|i| Target::of(&plan, &base, i))
@@ -530,6 +535,7 @@ mod tests {
             late_after: Duration::from_millis(50),
             run_id: "t".into(),
             shard: Default::default(),
+            tls: Default::default(),
         };
         for host in ["http://127.0.0.1:9", "http://[::1]:9/prefix/"] {
             let plan = plan_on(host);
@@ -545,14 +551,14 @@ mod tests {
                 assert!(!goose.as_str().contains("prefix"));
             }
         }
-        for host in ["not a host", "https://127.0.0.1:9"] {
+        for host in ["not a host", "ftp://127.0.0.1:9"] {
             let recording = Arc::new(Mutex::new(Recording::default()));
             let err = tokio::runtime::Runtime::new()
                 .unwrap()
                 .block_on(run(plan_on(host), recording))
                 .unwrap_err();
             assert!(
-                matches!(&err, LoadgenError::Host(h) if h == host),
+                matches!(&err, LoadgenError::Host(h) | LoadgenError::Client(h, _) if h == host),
                 "{err:?}"
             );
         }

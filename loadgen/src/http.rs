@@ -1,22 +1,28 @@
 //! The generator's HTTP/1.1 client: keep-alive connections to the one host a plan targets,
-//! straight on hyper's connection API.
+//! straight on hyper's connection API, over TLS (rustls) for an `https://` host.
 //!
 //! goose's users send through reqwest, whose request path (URL handling, the redirect policy,
 //! hyper-util's pool keyed by scheme and authority, its timeout layer) was about two thirds of
 //! the user-space instructions a request cost the generator (`scripts/generator-instructions`).
-//! A plan targets one plain-HTTP host, so a request needs none of that: take an idle connection
+//! A plan targets one host, so a request needs none of that: take an idle connection
 //! (the last one given back, still warm) or open one, send, read the body to its last byte,
 //! give the connection back. As with reqwest's pool, the connections open at once never exceed
 //! the requests in flight, which the streams' `max_in_flight` bound. TCP_NODELAY is set, as
 //! reqwest sets it; redirects are not followed (a 3xx is recorded as what the service said).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, HOST};
 use hyper_util::rt::TokioIo;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use crate::plan::Tls;
 
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +33,17 @@ pub enum SendError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the TLS handshake with {host} failed")]
+    Tls {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the exchange failed")]
     Http(#[from] hyper::Error),
 }
 
 /// A plan's host, as the client reaches it.
-#[derive(Debug)]
 pub struct Client {
     /// Where to connect: `host:port`, an IPv6 host in brackets.
     addr: String,
@@ -40,28 +51,50 @@ pub struct Client {
     host: HeaderValue,
     /// Connections no request holds, the most recently given back last.
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// For an `https://` host: the handshake's configuration and the name it checks.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the service answered: the status and headers (the body was read to its end).
 pub type Answer = hyper::http::response::Parts;
 
 impl Client {
-    /// The client for `base`, an `http://` URL; `None` for anything else (https, a host that
-    /// does not parse).
-    pub fn new(base: &reqwest::Url) -> Option<Self> {
-        if base.scheme() != "http" {
-            return None;
-        }
-        let host = base.host_str()?;
-        let port = base.port_or_known_default()?;
+    /// The client for `base`, an `http://` or `https://` URL (trusted as `tls` says); `Err`
+    /// says why not (another scheme, no host, a CA that is no PEM certificate).
+    pub fn new(base: &reqwest::Url, tls: &Tls) -> Result<Self, String> {
+        let host = base
+            .host_str()
+            .ok_or_else(|| format!("{base} has no host"))?;
+        let port = base
+            .port_or_known_default()
+            .ok_or_else(|| format!("{base} has no port"))?;
         let header = match base.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
-        Some(Self {
+        let tls = match base.scheme() {
+            "http" => None,
+            "https" => {
+                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| format!("{host} is not a name TLS can check: {e}"))?;
+                Some((TlsConnector::from(Arc::new(client_config(tls)?)), name))
+            }
+            other => return Err(format!("{base}: {other}:// is neither http nor https")),
+        };
+        Ok(Self {
             addr: format!("{host}:{port}"),
-            host: HeaderValue::from_str(&header).ok()?,
+            host: HeaderValue::from_str(&header).map_err(|e| format!("{header}: {e}"))?,
             idle: Mutex::new(Vec::new()),
+            tls,
         })
     }
 
@@ -115,9 +148,23 @@ impl Client {
             .await
             .map_err(connect_err)?;
         stream.set_nodelay(true).map_err(connect_err)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         // The connection's own task reads and writes the socket; it ends when the server
         // closes it or the last sender is dropped (a request timed out, the run ended).
+        let Some((connector, name)) = &self.tls else {
+            let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            return Ok(sender);
+        };
+        let stream = connector
+            .connect(name.clone(), stream)
+            .await
+            .map_err(|source| SendError::Tls {
+                host: self.addr.clone(),
+                source,
+            })?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -128,6 +175,90 @@ impl Client {
     #[cfg(test)]
     fn idle(&self) -> usize {
         self.idle.lock().expect("idle lock").len()
+    }
+}
+
+/// The handshake's configuration: the system's roots and `tls.ca_pem`'s certificates, HTTP/1.1
+/// by ALPN; with `tls.insecure`, any certificate.
+fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
+    let builder = ClientConfig::builder();
+    let mut config = if tls.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            )))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        // The system's roots; a machine without any still trusts a given CA.
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        if let Some(pem) = &tls.ca_pem {
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("the CA file is not PEM certificates: {e}"))?;
+            if certs.is_empty() {
+                return Err("the CA file holds no PEM certificate".into());
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("the CA file's certificate: {e}"))?;
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// `--insecure`: every certificate accepted, the handshake's signatures still checked.
+#[derive(Debug)]
+struct AcceptAny(rustls::crypto::CryptoProvider);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -186,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_kept_and_reused_with_the_host_header_set() {
         let (url, accepted) = server().await;
-        let client = Client::new(&url).unwrap();
+        let client = Client::new(&url, &Tls::default()).unwrap();
         for path in ["/a", "/b?x=1", "/c"] {
             let answer = client.send(get(path)).await.unwrap();
             let echo = answer.headers["x-echo"].to_str().unwrap();
@@ -221,7 +352,7 @@ mod tests {
                 .unwrap();
         })
         .await;
-        let client = Client::new(&url).unwrap();
+        let client = Client::new(&url, &Tls::default()).unwrap();
         for _ in 0..3 {
             let answer = client.send(get("/")).await.unwrap();
             assert_eq!(answer.status, 200);
@@ -246,7 +377,11 @@ mod tests {
             .unwrap()
             .port();
         let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/prefix/")).unwrap();
-        let err = Client::new(&url).unwrap().send(get("/")).await.unwrap_err();
+        let err = Client::new(&url, &Tls::default())
+            .unwrap()
+            .send(get("/"))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, SendError::Connect { addr, .. } if *addr == format!("127.0.0.1:{port}")),
             "{err:?}"
@@ -254,9 +389,22 @@ mod tests {
     }
 
     #[test]
-    fn only_a_plain_http_host_has_a_client() {
-        let client = |s: &str| Client::new(&reqwest::Url::parse(s).unwrap());
-        assert!(client("https://127.0.0.1:9").is_none());
+    fn an_http_or_https_host_has_a_client_and_nothing_else() {
+        let client = |s: &str| Client::new(&reqwest::Url::parse(s).unwrap(), &Tls::default());
+        assert!(client("https://127.0.0.1:9").unwrap().tls.is_some());
+        assert!(client("ftp://127.0.0.1:9")
+            .unwrap_err()
+            .contains("neither http nor https"));
+        let bad_ca = Tls {
+            ca_pem: Some("not a certificate".into()),
+            insecure: false,
+        };
+        let err = Client::new(
+            &reqwest::Url::parse("https://127.0.0.1:9").unwrap(),
+            &bad_ca,
+        )
+        .unwrap_err();
+        assert!(err.contains("no PEM certificate"), "{err}");
         let v6 = client("http://[::1]:9/prefix/").unwrap();
         assert_eq!(
             (v6.addr.as_str(), v6.host.to_str().unwrap()),

@@ -18,6 +18,6 @@ pub mod record;
 pub mod traffic;
 
 pub use engine::{run, stop, LoadgenError, RunSummary};
-pub use plan::{Arrival, AtLeastOnce, Delivery, Plan, RatePoint, RetryPolicy, Shard, Stream};
+pub use plan::{Arrival, AtLeastOnce, Delivery, Plan, RatePoint, RetryPolicy, Shard, Stream, Tls};
 pub use record::{EndpointRecording, Hist, Recording};
 pub use traffic::{Endpoint, Sessions};

@@ -237,6 +237,21 @@ pub struct Plan {
     /// Which part of the schedule this process sends (the whole of it by default).
     #[serde(default)]
     pub shard: Shard,
+    /// How an `https://` host is trusted.
+    #[serde(default)]
+    pub tls: Tls,
+}
+
+/// How the generator trusts an `https://` host: the system's roots, plus a private CA; or
+/// nothing checked at all (`insecure`, which the report says).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tls {
+    /// PEM certificates trusted beside the system's roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Accept any certificate (a self-signed staging host).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// The `index`-th of `count` shards (0-based): every `count`-th arrival of every stream,

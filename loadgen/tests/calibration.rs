@@ -105,6 +105,7 @@ fn plan(host: String, streams: Vec<Stream>, secs: u64) -> Plan {
         late_after: Duration::from_millis(50),
         run_id: "calibration".into(),
         shard: Default::default(),
+        tls: Default::default(),
     }
 }
 

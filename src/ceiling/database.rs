@@ -408,6 +408,7 @@ async fn ingest_step(
         late_after: Duration::from_millis(HARNESS_LATE_MS as u64),
         run_id: run_id.to_owned(),
         shard: Default::default(),
+        tls: Default::default(),
     };
     let recording = std::sync::Arc::new(std::sync::Mutex::new(Recording::default()));
     let summary = loadgen::run(plan, recording.clone()).await?;

@@ -271,6 +271,7 @@ fn plan(base: &str, rate: f64, duration: Duration, opts: &CeilingOptions) -> Pla
         late_after: opts.max_lateness_p99,
         run_id: format!("ceiling-{rate}"),
         shard: Default::default(),
+        tls: Default::default(),
     }
 }
 

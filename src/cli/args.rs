@@ -340,6 +340,13 @@ pub struct TargetArgs {
     /// anything is sent (exit 2).
     #[arg(long, value_name = "PER_SECOND")]
     pub max_rate: Option<f64>,
+    /// An https:// target's private CA (PEM), trusted beside the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Accept any certificate from an https:// target (a self-signed staging host): the
+    /// report says its certificate was not verified.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl TargetArgs {
@@ -352,6 +359,10 @@ impl TargetArgs {
             Some("--shard")
         } else if self.start_at.is_some() {
             Some("--start-at")
+        } else if self.ca_cert.is_some() {
+            Some("--ca-cert")
+        } else if self.insecure {
+            Some("--insecure")
         } else if self.yes {
             Some("--yes")
         } else if self.max_rate.is_some() {

@@ -53,7 +53,17 @@ pub(super) async fn run_target(args: RunArgs) -> Result<(), Failure> {
         PathBuf::from("target/incident-lab")
             .join(format!("{}-{}-target{suffix}", scenario.name, arm.name))
     });
+    let ca_pem = match &t.ca_cert {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            Failure::Usage(format!("--ca-cert {}: cannot read: {e}", path.display()))
+        })?),
+        None => None,
+    };
     let target = crate::matrix::target::Target {
+        tls: loadgen::Tls {
+            ca_pem,
+            insecure: t.insecure,
+        },
         base: t.target.clone().unwrap_or_default(),
         secrets,
         admin_token: t.admin_token.clone(),
@@ -69,6 +79,7 @@ pub(super) async fn run_target(args: RunArgs) -> Result<(), Failure> {
         &target.run_id,
     );
     plan.shard = shard;
+    plan.tls = target.tls.clone();
     crate::matrix::rails::check(&plan, t.max_rate, t.yes)
         .map_err(|e| Failure::Usage(e.to_string()))?;
     println!(

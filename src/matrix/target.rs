@@ -53,6 +53,8 @@ pub struct Target {
     pub run_id: String,
     /// Unix time at which the load starts (so shards on many machines start together).
     pub start_at: Option<i64>,
+    /// How an https:// target is trusted.
+    pub tls: loadgen::Tls,
 }
 
 /// One shard's recording and what it saw, as `shard.json`.
@@ -78,6 +80,23 @@ pub struct ShardRecording {
     /// When and why an `[abort]` threshold stopped this shard's load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<Aborted>,
+    /// The target's certificate was not verified (`--insecure`).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// The harness's own client for the target (health, flags, metrics, cron), trusting it as the
+/// generator does.
+fn http_client(tls: &loadgen::Tls) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().tls_danger_accept_invalid_certs(tls.insecure);
+    if let Some(pem) = &tls.ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .context("the CA file is not PEM certificates")?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().context("building the HTTP client")
 }
 
 /// Runs `arm`'s load (this shard's part of it) against `target`; writes `shard.json` into
@@ -91,7 +110,7 @@ pub async fn run(
     out: &Path,
 ) -> anyhow::Result<(ShardRecording, Option<ArmReport>)> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let http = reqwest::Client::new();
+    let http = http_client(&target.tls)?;
     let base = target.base.trim_end_matches('/').to_owned();
     http.get(format!("{base}{}", incident_wire::ops::HEALTHZ))
         .timeout(Duration::from_secs(10))
@@ -114,6 +133,7 @@ pub async fn run(
 
     let mut plan = plan_for(scenario, &base, &target.secrets, &target.run_id);
     plan.shard = target.shard;
+    plan.tls = target.tls.clone();
     // The service's counters before this run: it may have served before (and will after).
     let counters_before = scrape(&http, &base, 0.0).await;
     warm_up(&http, &plan).await;
@@ -171,6 +191,7 @@ pub async fn run(
         flags,
         recording,
         aborted,
+        insecure: target.tls.insecure,
     };
     let file = out.join(SHARD_FILE);
     std::fs::write(&file, serde_json::to_string(&shard)?)
@@ -212,13 +233,17 @@ pub async fn run(
     Ok((shard, Some(report)))
 }
 
-async fn connect(url: &str) -> anyhow::Result<PgConnection> {
-    PgConnectOptions::from_str(url)
+/// The harness's connection to `--database-url`: over TLS as its `sslmode` says (`require`,
+/// `verify-ca`, `verify-full` with `sslrootcert=FILE`); an error names the host.
+pub async fn connect(url: &str) -> anyhow::Result<PgConnection> {
+    let options = PgConnectOptions::from_str(url)
         .context("--database-url is not a postgres:// URL")?
-        .options([("statement_timeout", "0")])
+        .options([("statement_timeout", "0")]);
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    options
         .connect()
         .await
-        .context("cannot connect to --database-url")
+        .with_context(|| format!("cannot connect to --database-url ({at})"))
 }
 
 /// The invariant over `acked`: by event id always; the counters too when their values before
@@ -345,6 +370,12 @@ pub fn judge_run(
             reason: reason.to_owned(),
         })
     };
+    if shards.iter().any(|s| s.insecure) {
+        skip(
+            "the target's certificate verified",
+            "--insecure: any certificate was accepted",
+        );
+    }
     let mut checks = vec![load_check(&load)];
     let aborted = shards.iter().find_map(|s| s.aborted.clone());
     checks.extend(aborted.as_ref().map(super::verdict::abort_check));

@@ -60,6 +60,7 @@ pub(crate) fn plan_for(scenario: &Scenario, base: &str, secrets: &Secrets, run_i
         late_after: scenario.late_after,
         run_id: run_id.to_owned(),
         shard: loadgen::Shard::default(),
+        tls: loadgen::Tls::default(),
     }
 }
 

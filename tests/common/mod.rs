@@ -64,8 +64,22 @@ pub fn port_open(port: u16) -> bool {
 }
 
 pub mod app;
+pub mod certs;
 pub mod docker;
 pub mod harness;
 pub mod logs;
 pub mod scenarios;
 pub mod skip;
+
+/// `incident-lab ARGS…` for a run against a service the harness did not start: the service's
+/// secrets set (as `up` prints them), no ADMIN_TOKEN from the environment, no terminal.
+pub fn against_target(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_incident-lab"));
+    cmd.args(args)
+        .env("WEBHOOK_SECRET", "w")
+        .env("SESSION_SECRET", "s")
+        .env("CRON_SECRET", "c")
+        .env_remove("ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null());
+    cmd
+}

@@ -54,6 +54,7 @@ fn plan_of(shard: Shard) -> Plan {
         late_after: Duration::from_millis(50),
         run_id: "r".into(),
         shard,
+        tls: Default::default(),
     }
 }
 

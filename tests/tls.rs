@@ -1,0 +1,152 @@
+//! The generator and the harness over HTTPS: a target behind TLS (a CA and a certificate made
+//! in the test with openssl, nothing fetched) is reached with `--ca-cert`; with another CA the
+//! run stops at once naming the host (exit 3); `--insecure` reaches it and the report says the
+//! certificate was not verified.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+
+use axum::routing::get;
+use common::scenarios::tiny_scenario;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+/// A service that answers every request at once (with a /healthz and an empty /metrics),
+/// behind TLS on a port of its own: returns `https://127.0.0.1:PORT`.
+async fn service_behind_tls(dir: &Path) -> String {
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(|| async { "" }))
+        .fallback(|| async { "ok" });
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = plain.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(plain, app).await });
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", front.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = front.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    url
+}
+
+/// `run` of a 6-second scenario's `all-on` arm against `target`, with `extra` options.
+async fn run(dir: &Path, target: &str, out: &str, extra: &[&str]) -> Output {
+    let scenario = dir.join("tiny.toml");
+    std::fs::write(&scenario, tiny_scenario(|s| s)).unwrap();
+    let mut args: Vec<String> = ["run", scenario.to_str().unwrap(), "--arm", "all-on"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--target".into(), target.into(), "--out".into()]);
+    args.push(dir.join(out).display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::against_target(&args).output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn report(dir: &Path, out: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(out).join("report.json")).unwrap())
+        .unwrap()
+}
+
+/// Requests answered 2xx and failed, over every endpoint of the run's one arm.
+fn answered(report: &serde_json::Value) -> (u64, u64) {
+    let mut ok = 0;
+    let mut failed = 0;
+    for e in report["arms"][0]["endpoints"].as_array().unwrap() {
+        for (status, n) in e["status_counts"].as_object().unwrap() {
+            let n = n.as_u64().unwrap();
+            if status.starts_with('2') {
+                ok += n;
+            } else {
+                failed += n;
+            }
+        }
+    }
+    (ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_behind_tls_is_reached_with_its_ca_refused_with_another_and_insecure_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    common::certs::make(dir.path());
+    let target = service_behind_tls(dir.path()).await;
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let other = dir.path().join("other.pem").display().to_string();
+
+    let trusted = run(dir.path(), &target, "trusted", &["--ca-cert", &ca]).await;
+    let said = String::from_utf8_lossy(&trusted.stderr);
+    let r = report(dir.path(), "trusted");
+    let (ok, failed) = answered(&r);
+    assert!(
+        ok > 50 && failed == 0,
+        "{ok} answered, {failed} failed: {said}"
+    );
+    assert!(
+        !r["arms"][0]["skipped"].to_string().contains("certificate"),
+        "{}",
+        r["arms"][0]["skipped"]
+    );
+
+    let started = std::time::Instant::now();
+    let refused = run(dir.path(), &target, "refused", &["--ca-cert", &other]).await;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains(&format!("cannot reach the target {target}")),
+        "{said}"
+    );
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "a wrong CA took {:?}",
+        started.elapsed()
+    );
+
+    let insecure = run(dir.path(), &target, "insecure", &["--insecure"]).await;
+    let said = String::from_utf8_lossy(&insecure.stderr);
+    let r = report(dir.path(), "insecure");
+    let (ok, failed) = answered(&r);
+    assert!(
+        ok > 50 && failed == 0,
+        "{ok} answered, {failed} failed: {said}"
+    );
+    let skipped = r["arms"][0]["skipped"].to_string();
+    assert!(
+        skipped.contains("the target's certificate verified") && skipped.contains("--insecure"),
+        "{skipped}"
+    );
+}
