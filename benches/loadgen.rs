@@ -61,6 +61,7 @@ fn recording(c: &mut Criterion) {
         delivery: loadgen::Delivery::Original,
         categories: Vec::new(),
         service_time: None,
+        connect: None,
     };
     let samples: Vec<Sample> = (0..10_000).map(sample).collect();
     let mut g = c.benchmark_group("record 10k samples");

@@ -72,6 +72,7 @@ fn merging(c: &mut Criterion) {
                 delivery: loadgen::Delivery::Original,
                 categories: Vec::new(),
                 service_time: None,
+                connect: None,
             };
             r.record(&s, Duration::from_millis(50));
         }

@@ -128,6 +128,25 @@ async fn a_target_behind_tls_is_reached_with_its_ca_refused_with_another_and_ins
         "{}",
         r["arms"][0]["skipped"]
     );
+    // The connections' set-up (TCP and the TLS handshake) is measured apart, and said.
+    let endpoints = r["arms"][0]["endpoints"].as_array().unwrap();
+    let opened: u64 = endpoints
+        .iter()
+        .map(|e| e["connections"].as_u64().unwrap())
+        .sum();
+    assert!(opened > 0, "no connection set-up recorded");
+    assert!(
+        endpoints
+            .iter()
+            .filter(|e| e["connections"].as_u64().unwrap() > 0)
+            .all(|e| e["connect_p95_ms"].as_f64().is_some_and(|p| p > 0.0)),
+        "{endpoints:?}"
+    );
+    let md = std::fs::read_to_string(dir.path().join("trusted").join("report.md")).unwrap();
+    assert!(
+        md.contains("| connection set-up |") && md.contains(" new, p95 "),
+        "{md}"
+    );
 
     let started = std::time::Instant::now();
     let refused = run(dir.path(), &target, "refused", &["--ca-cert", &other]).await;

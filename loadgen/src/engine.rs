@@ -169,6 +169,8 @@ struct Reply {
     external_calls: Option<u32>,
     categories: Vec<String>,
     service_time: Option<Duration>,
+    /// A new connection's set-up time, when the request opened one.
+    connect: Option<Duration>,
 }
 
 impl Reply {
@@ -180,6 +182,7 @@ impl Reply {
             external_calls: None,
             categories: Vec::new(),
             service_time: None,
+            connect: None,
         }
     }
 }
@@ -264,6 +267,7 @@ impl Shared {
             delivery: item.delivery,
             categories: reply.categories,
             service_time: reply.service_time,
+            connect: reply.connect,
         };
         {
             let mut rec = self.recording.lock().expect("recording lock");
@@ -289,9 +293,9 @@ impl Shared {
 
     /// Sends `http` within the plan's client timeout and reads what the service said of it.
     async fn exchange(&self, http: hyper::Request<Full<Bytes>>) -> Reply {
-        let answer =
+        let (answer, connect) =
             match tokio::time::timeout(self.plan.client_timeout, self.client.send(http)).await {
-                Ok(Ok(answer)) => answer,
+                Ok(Ok(answered)) => answered,
                 Ok(Err(_)) => return Reply::failed(Outcome::Error),
                 Err(_elapsed) => return Reply::failed(Outcome::Timeout),
             };
@@ -306,6 +310,7 @@ impl Shared {
                 .unwrap_or_default(),
             service_time: header(incident_wire::SERVER_TIMING_HEADER)
                 .and_then(incident_wire::parse_server_timing),
+            connect,
         }
     }
 

@@ -11,6 +11,7 @@
 //! reqwest sets it; redirects are not followed (a 3xx is recorded as what the service said).
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -99,24 +100,31 @@ impl Client {
     }
 
     /// Sends `request` (its URI in origin form, `/path?query`) and reads the response to its
-    /// last byte. A request an idle connection could not take (the server had closed it) goes
-    /// on a new one; one that was written and then failed is not sent again.
+    /// last byte; with the answer, how long a new connection took to set up (TCP, and the TLS
+    /// handshake for https), if the request opened one. A request an idle connection could not
+    /// take (the server had closed it) goes on a new one; one that was written and then failed
+    /// is not sent again.
     pub async fn send(
         &self,
         mut request: hyper::Request<Full<Bytes>>,
-    ) -> Result<Answer, SendError> {
+    ) -> Result<(Answer, Option<Duration>), SendError> {
         request.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut sender, fresh) = match self.idle_ready().await {
-                Some(sender) => (sender, false),
-                None => (self.connect().await?, true),
+            let (mut sender, set_up) = match self.idle_ready().await {
+                Some(sender) => (sender, None),
+                None => {
+                    let began = Instant::now();
+                    let sender = self.connect().await?;
+                    (sender, Some(began.elapsed()))
+                }
             };
+            let fresh = set_up.is_some();
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
                     body.collect().await?;
                     self.idle.lock().expect("idle lock").push(sender);
-                    return Ok(parts);
+                    return Ok((parts, set_up));
                 }
                 Err(mut e) => match e.take_message() {
                     // Not written: the idle connection closed as it was taken. The request
@@ -318,8 +326,10 @@ mod tests {
     async fn a_connection_is_kept_and_reused_with_the_host_header_set() {
         let (url, accepted) = server().await;
         let client = Client::new(&url, &Tls::default()).unwrap();
-        for path in ["/a", "/b?x=1", "/c"] {
-            let answer = client.send(get(path)).await.unwrap();
+        for (i, path) in ["/a", "/b?x=1", "/c"].into_iter().enumerate() {
+            let (answer, set_up) = client.send(get(path)).await.unwrap();
+            // Only the first request paid for a connection.
+            assert_eq!(set_up.is_some(), i == 0, "{path}");
             let echo = answer.headers["x-echo"].to_str().unwrap();
             let authority = format!("127.0.0.1:{}", url.port().unwrap());
             assert_eq!(echo, format!("{authority} {path}"));
@@ -354,8 +364,9 @@ mod tests {
         .await;
         let client = Client::new(&url, &Tls::default()).unwrap();
         for _ in 0..3 {
-            let answer = client.send(get("/")).await.unwrap();
+            let (answer, set_up) = client.send(get("/")).await.unwrap();
             assert_eq!(answer.status, 200);
+            assert!(set_up.is_some(), "each request needed a new connection");
             // Time for the client's connection task to read the close (not a timing check:
             // without it, a request may be written before the close is seen, and fail as it
             // would with any client).

@@ -252,6 +252,8 @@ pub struct Sample {
     pub categories: Vec<String>,
     /// The service's own time for it (`server-timing: handler;dur=`), when it answered.
     pub service_time: Option<Duration>,
+    /// A new connection's set-up time (TCP, and TLS for https), when the request opened one.
+    pub connect: Option<Duration>,
 }
 
 /// Everything recorded for one endpoint.
@@ -285,6 +287,12 @@ pub struct EndpointRecording {
     /// service never answered, such as one the client gave up on, is not in them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub service_windows: BTreeMap<u32, Hist>,
+    /// Connections its requests opened, and how long each took to set up (TCP, and the TLS
+    /// handshake for https): the part of the client's time spent before the request left.
+    #[serde(default)]
+    pub connects: u64,
+    #[serde(default)]
+    pub connect: Hist,
 }
 
 impl EndpointRecording {
@@ -351,6 +359,8 @@ impl EndpointRecording {
         self.external_calls_total += other.external_calls_total;
         self.external_calls_max = self.external_calls_max.max(other.external_calls_max);
         self.instrumented += other.instrumented;
+        self.connects += other.connects;
+        self.connect.merge(&other.connect);
     }
 }
 
@@ -432,6 +442,10 @@ impl Recording {
                 .or_default() += 1;
         }
         e.requests += 1;
+        if let Some(d) = s.connect {
+            e.connects += 1;
+            e.connect.record(d);
+        }
         let lateness = s.started.saturating_sub(s.intended);
         let late = lateness > late_after;
         e.lateness.record(lateness);

@@ -195,6 +195,8 @@ pub(crate) fn endpoint_report(
         lateness_p95_ms: lateness_p95,
         lateness_max_ms: e.lateness.max_ms(),
         retries: e.retries,
+        connections: e.connects,
+        connect_p95_ms: e.connect.quantile_ms(0.95),
         time_spent: time_spent(
             p95,
             lateness_p95,
@@ -448,6 +450,7 @@ mod tests {
                     delivery: loadgen::plan::Delivery::Original,
                     categories: vec![],
                     service_time: Some(std::time::Duration::from_millis(took_ms)),
+                    connect: None,
                 },
                 std::time::Duration::from_millis(50),
             )

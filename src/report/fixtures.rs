@@ -25,6 +25,8 @@ pub fn endpoint(name: &str, p95: f64, budget: Option<f64>) -> EndpointReport {
         retries: 0,
         service: None,
         time_spent: None,
+        connections: 0,
+        connect_p95_ms: None,
         db_writes_per_request: Some(1.0),
         db_writes_max: 1,
         external_calls_per_request: Some(0.0),

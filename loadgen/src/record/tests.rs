@@ -19,6 +19,7 @@ fn sample(endpoint: &str, intended_ms: u64, ended_ms: u64) -> Sample {
             vec![]
         },
         service_time: None,
+        connect: None,
     }
 }
 

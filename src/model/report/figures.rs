@@ -52,6 +52,12 @@ pub struct EndpointReport {
     /// A replay's figures per recorded minute (scenarios with `[observed]` only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub minutes: Vec<MinuteFigures>,
+    /// Connections the client opened for this endpoint, and the p95 of their set-up (TCP, and
+    /// the TLS handshake for https).
+    #[serde(default)]
+    pub connections: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_p95_ms: Option<f64>,
 }
 
 /// One recorded minute of a replay: at speed N it is played in `60 / N` s (rounded to whole

@@ -166,17 +166,18 @@ pub fn render(r: &Report) -> String {
     out.push_str(&timeouts_by_phase(r));
     out.push_str(&wall_time(r));
     let _ = writeln!(out, "\n## Where the time went\n");
-    let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | where |\n|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| arm | endpoint | client p95 | service p95 | late starts p95 | connection set-up | where |\n|---|---|---|---|---|---|---|");
     for a in &r.arms {
         for e in a.endpoints.iter().filter(|e| e.budget_p95_ms.is_some()) {
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} | {} |",
                 a.name,
                 e.endpoint,
                 ms(e.p95_ms),
                 service_p95(e),
                 ms(e.lateness_p95_ms),
+                connection_set_up(e),
                 e.time_spent.as_deref().unwrap_or("–")
             );
         }
@@ -244,6 +245,16 @@ pub fn summary(r: &Report) -> String {
         chaos_summary(r),
         fleet(r)
     )
+}
+
+/// The connections the client opened for an endpoint and the p95 of their set-up (TCP, and
+/// the TLS handshake for https): time spent before a request left, on top of the service's.
+fn connection_set_up(e: &crate::report::EndpointReport) -> String {
+    match (e.connections, e.connect_p95_ms) {
+        (0, _) => "–".into(),
+        (n, Some(p)) => format!("{n} new, p95 {p:.1} ms"),
+        (n, None) => format!("{n} new"),
+    }
 }
 
 #[cfg(test)]
