@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-
 use incident_lab::matrix::target::connect;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,47 +14,8 @@ async fn the_database_url_is_reached_over_tls_as_its_sslmode_says() {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     common::certs::make(dir);
-    // The server reads its key as its own user, readable by no one else.
-    let owner = std::fs::metadata(&data).unwrap();
-    for name in ["server.pem", "server.key"] {
-        let to = data.join(name);
-        std::fs::copy(dir.join(name), &to).unwrap();
-        std::os::unix::fs::chown(&to, Some(owner.uid()), Some(owner.gid())).unwrap();
-        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    }
     let plain = server.url("postgres", true);
-    let mut admin = connect(&plain).await.unwrap();
-    for sql in [
-        format!(
-            "ALTER SYSTEM SET ssl_cert_file = '{}'",
-            data.join("server.pem").display()
-        ),
-        format!(
-            "ALTER SYSTEM SET ssl_key_file = '{}'",
-            data.join("server.key").display()
-        ),
-        "ALTER SYSTEM SET ssl = on".into(),
-        "SELECT pg_reload_conf()".into(),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-    }
-    // The reload is asynchronous: wait until a new session sees it.
-    let mut on = String::new();
-    for _ in 0..50 {
-        let mut c = connect(&plain).await.unwrap();
-        on = sqlx::query_scalar("SHOW ssl")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        if on == "on" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(on, "on");
+    common::certs::postgres_over_tls(&data, dir, &plain).await;
 
     let over_tls = |query: &str| format!("{plain}?{query}");
     let ca = dir.join("ca.pem").display().to_string();

@@ -183,7 +183,6 @@ async fn a_target_behind_tls_is_reached_with_its_ca_refused_with_another_and_ins
 /// …?sslmode=verify-full` passes, and its exactly-once check read the database over TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_behind_tls_with_its_database_over_tls_is_checked_exactly_once() {
-    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
     let certs = tempfile::tempdir().unwrap();
     common::certs::make(certs.path());
     let out = tempfile::tempdir().unwrap();
@@ -219,34 +218,8 @@ async fn the_stack_behind_tls_with_its_database_over_tls_is_checked_exactly_once
         .map(|k| (k.to_string(), printed(&format!("{k}="))))
         .collect();
 
-    // Postgres over TLS: its certificate beside its data, its own, then `ssl = on`.
-    let owner = std::fs::metadata(&cluster).unwrap();
-    for name in ["server.pem", "server.key"] {
-        let to = cluster.join(name);
-        std::fs::copy(certs.path().join(name), &to).unwrap();
-        chown(&to, Some(owner.uid()), Some(owner.gid())).unwrap();
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let mut admin = incident_lab::matrix::target::connect(&database)
-        .await
-        .unwrap();
-    for sql in [
-        format!(
-            "ALTER SYSTEM SET ssl_cert_file = '{}'",
-            cluster.join("server.pem").display()
-        ),
-        format!(
-            "ALTER SYSTEM SET ssl_key_file = '{}'",
-            cluster.join("server.key").display()
-        ),
-        "ALTER SYSTEM SET ssl = on".into(),
-        "SELECT pg_reload_conf()".into(),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-    }
+    // Postgres over TLS: its certificate beside its data, then `ssl = on`.
+    common::certs::postgres_over_tls(&cluster, certs.path(), &database).await;
     let ca = certs.path().join("ca.pem").display().to_string();
     let sep = if database.contains('?') { '&' } else { '?' };
     let over_tls = format!("{database}{sep}sslmode=verify-full&sslrootcert={ca}");
