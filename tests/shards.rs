@@ -59,15 +59,7 @@ fn shards_against_one_service_merge_into_the_run_one_process_sends() {
         &d("up"),
     ]);
     up.wait_for("up; Ctrl-C");
-    let printed = |prefix: &str| -> String {
-        up.seen
-            .iter()
-            .map(|l| l.trim())
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} in {:?}", up.seen))
-            .trim()
-            .to_owned()
-    };
+    let printed = |prefix: &str| up.printed(prefix);
     let service = printed("service:");
     let database = printed("database:");
     let secret = |name: &str| (name.to_owned(), printed(&format!("{name}=")));

@@ -199,15 +199,7 @@ async fn the_stack_behind_tls_with_its_database_over_tls_is_checked_exactly_once
     ]);
     let (cluster, _) = common::harness::cluster_of(&up.wait_for("data dir: "));
     up.wait_for("up; Ctrl-C");
-    let printed = |prefix: &str| -> String {
-        up.seen
-            .iter()
-            .map(|l| l.trim())
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} in {:?}", up.seen))
-            .trim()
-            .to_owned()
-    };
+    let printed = |prefix: &str| up.printed(prefix);
     let service: std::net::SocketAddr = printed("service:")
         .trim_start_matches("http://")
         .parse()

@@ -34,6 +34,18 @@ impl Drop for Harness {
 }
 
 impl Harness {
+    /// What a line seen so far says after `prefix` (the line trimmed; the value trimmed):
+    /// `up`'s `service:`, `database:`, `WEBHOOK_SECRET=` …
+    pub fn printed(&self, prefix: &str) -> String {
+        self.seen
+            .iter()
+            .map(|l| l.trim())
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:?}", self.seen))
+            .trim()
+            .to_owned()
+    }
+
     pub fn start(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_incident-lab"))
             .args(args)
