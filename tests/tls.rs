@@ -135,6 +135,13 @@ async fn a_target_behind_tls_is_reached_with_its_ca_refused_with_another_and_ins
         .map(|e| e["connections"].as_u64().unwrap())
         .sum();
     assert!(opened > 0, "no connection set-up recorded");
+    // The front offers no protocol by ALPN: HTTP/1.1, every connection counted and said.
+    let load = &r["arms"][0]["load"];
+    assert_eq!(
+        load["connections"]["HTTP/1.1"].as_u64(),
+        Some(opened),
+        "{load}"
+    );
     assert!(
         endpoints
             .iter()

@@ -488,6 +488,11 @@ pub async fn run_from(
         .set_client_builder_without_cookies(client)
         .map_err(goose_err)?;
     attack.execute().await.map_err(goose_err)?;
+    let mut rec = shared.recording.lock().expect("recording lock");
+    for (protocol, n) in shared.client.connections() {
+        *rec.connections.entry(protocol).or_default() += n;
+    }
+    drop(rec);
     let unsent = shared.dispatch.unsent();
     Ok(RunSummary {
         unsent,

@@ -1,23 +1,30 @@
-//! The generator's HTTP/1.1 client: keep-alive connections to the one host a plan targets,
-//! straight on hyper's connection API, over TLS (rustls) for an `https://` host.
+//! The generator's HTTP client: keep-alive connections to the one host a plan targets,
+//! straight on hyper's connection API, over TLS (rustls) for an `https://` host, HTTP/2 when
+//! the server chooses it by ALPN.
 //!
 //! goose's users send through reqwest, whose request path (URL handling, the redirect policy,
 //! hyper-util's pool keyed by scheme and authority, its timeout layer) was about two thirds of
 //! the user-space instructions a request cost the generator (`scripts/generator-instructions`).
 //! A plan targets one host, so a request needs none of that: take an idle connection
 //! (the last one given back, still warm) or open one, send, read the body to its last byte,
-//! give the connection back. As with reqwest's pool, the connections open at once never exceed
-//! the requests in flight, which the streams' `max_in_flight` bound. TCP_NODELAY is set, as
-//! reqwest sets it; redirects are not followed (a 3xx is recorded as what the service said).
+//! give the connection back. As with reqwest's pool, the HTTP/1.1 connections open at once
+//! never exceed the requests in flight, which the streams' `max_in_flight` bound. Over HTTP/2
+//! every request shares one connection (a new one only when it closes), as browsers do, the
+//! server's `max_concurrent_streams` queueing any beyond it. TCP_NODELAY is set, as reqwest
+//! sets it; redirects are not followed (a 3xx is recorded as what the service said).
 
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::{http1, http2};
 use hyper::header::{HeaderValue, HOST};
-use hyper_util::rt::TokioIo;
+use hyper::http::uri::{Authority, Scheme};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -44,14 +51,34 @@ pub enum SendError {
     Http(#[from] hyper::Error),
 }
 
+type Body = Full<Bytes>;
+
+/// A connection just opened, in the protocol the server chose.
+enum Opened {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// The names a report gives the protocols (the keys of [`Client::connections`]).
+pub const HTTP1: &str = "HTTP/1.1";
+pub const HTTP2: &str = "HTTP/2";
+
 /// A plan's host, as the client reaches it.
 pub struct Client {
     /// Where to connect: `host:port`, an IPv6 host in brackets.
     addr: String,
-    /// The `Host` header every request carries.
+    /// The `Host` header every HTTP/1.1 request carries (HTTP/2's `:authority`).
     host: HeaderValue,
-    /// Connections no request holds, the most recently given back last.
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    authority: Authority,
+    /// HTTP/1.1 connections no request holds, the most recently given back last.
+    idle: Mutex<Vec<http1::SendRequest<Body>>>,
+    /// The server chose HTTP/2 by ALPN: requests go on [`Self::h2`].
+    speaks_h2: AtomicBool,
+    /// The HTTP/2 connection every request shares; its lock is held while one is opened, so
+    /// requests arriving meanwhile wait for it instead of opening their own.
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Body>>>,
+    /// Connections opened, HTTP/1.1 and HTTP/2.
+    opened: [AtomicU64; 2],
     /// For an `https://` host: the handshake's configuration and the name it checks.
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
@@ -94,9 +121,24 @@ impl Client {
         Ok(Self {
             addr: format!("{host}:{port}"),
             host: HeaderValue::from_str(&header).map_err(|e| format!("{header}: {e}"))?,
+            authority: Authority::from_str(&header).map_err(|e| format!("{header}: {e}"))?,
             idle: Mutex::new(Vec::new()),
+            speaks_h2: AtomicBool::new(false),
+            h2: tokio::sync::Mutex::new(None),
+            opened: Default::default(),
             tls,
         })
+    }
+
+    /// Connections this client opened, by protocol ([`HTTP1`], [`HTTP2`]), those it opened
+    /// none of left out.
+    pub fn connections(&self) -> BTreeMap<String, u64> {
+        [HTTP1, HTTP2]
+            .into_iter()
+            .zip(&self.opened)
+            .map(|(name, n)| (name.to_owned(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Sends `request` (its URI in origin form, `/path?query`) and reads the response to its
@@ -106,7 +148,17 @@ impl Client {
     /// is not sent again.
     pub async fn send(
         &self,
-        mut request: hyper::Request<Full<Bytes>>,
+        request: hyper::Request<Body>,
+    ) -> Result<(Answer, Option<Duration>), SendError> {
+        if self.speaks_h2.load(Ordering::Relaxed) {
+            return self.send_h2(request).await;
+        }
+        self.send_h1(request).await
+    }
+
+    async fn send_h1(
+        &self,
+        mut request: hyper::Request<Body>,
     ) -> Result<(Answer, Option<Duration>), SendError> {
         request.headers_mut().insert(HOST, self.host.clone());
         loop {
@@ -114,8 +166,17 @@ impl Client {
                 Some(sender) => (sender, None),
                 None => {
                     let began = Instant::now();
-                    let sender = self.connect().await?;
-                    (sender, Some(began.elapsed()))
+                    match self.connect().await? {
+                        Opened::H1(sender) => (sender, Some(began.elapsed())),
+                        Opened::H2(sender) => {
+                            request.headers_mut().remove(HOST);
+                            *self.h2.lock().await = Some(sender.clone());
+                            self.speaks_h2.store(true, Ordering::Relaxed);
+                            return self
+                                .send_on_h2(sender, request, Some(began.elapsed()))
+                                .await;
+                        }
+                    }
                 }
             };
             let fresh = set_up.is_some();
@@ -136,8 +197,61 @@ impl Client {
         }
     }
 
+    /// On the shared HTTP/2 connection, opening it if it closed (a server that answers a new
+    /// connection in HTTP/1.1 after all gets the request that way).
+    async fn send_h2(
+        &self,
+        request: hyper::Request<Body>,
+    ) -> Result<(Answer, Option<Duration>), SendError> {
+        let mut shared = self.h2.lock().await;
+        let (sender, set_up) = match shared.as_ref().filter(|s| !s.is_closed()) {
+            Some(sender) => (sender.clone(), None),
+            None => {
+                let began = Instant::now();
+                match self.connect().await? {
+                    Opened::H2(sender) => {
+                        *shared = Some(sender.clone());
+                        (sender, Some(began.elapsed()))
+                    }
+                    Opened::H1(sender) => {
+                        self.speaks_h2.store(false, Ordering::Relaxed);
+                        *shared = None;
+                        drop(shared);
+                        self.idle.lock().expect("idle lock").push(sender);
+                        return self.send_h1(request).await;
+                    }
+                }
+            }
+        };
+        drop(shared);
+        self.send_on_h2(sender, request, set_up).await
+    }
+
+    async fn send_on_h2(
+        &self,
+        mut sender: http2::SendRequest<Body>,
+        mut request: hyper::Request<Body>,
+        set_up: Option<Duration>,
+    ) -> Result<(Answer, Option<Duration>), SendError> {
+        // HTTP/2 carries the scheme and the authority as pseudo-headers, from an absolute URI.
+        let mut uri = std::mem::take(request.uri_mut()).into_parts();
+        uri.scheme = Some(if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri.authority = Some(self.authority.clone());
+        *request.uri_mut() = hyper::Uri::from_parts(uri).expect("a path, a scheme and a host");
+        // Waits while the server's limit of concurrent streams is reached.
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        body.collect().await?;
+        Ok((parts, set_up))
+    }
+
     /// An idle connection ready for a request, dropping those the server has closed.
-    async fn idle_ready(&self) -> Option<SendRequest<Full<Bytes>>> {
+    async fn idle_ready(&self) -> Option<http1::SendRequest<Body>> {
         loop {
             let mut sender = self.idle.lock().expect("idle lock").pop()?;
             // Ready at once unless the connection is still finishing the last exchange.
@@ -147,7 +261,11 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, SendError> {
+    /// A new connection: TCP, the TLS handshake for https (offering HTTP/2 and HTTP/1.1 by
+    /// ALPN), then the protocol's own handshake. Its task reads and writes the socket; it ends
+    /// when the server closes it or the last sender is dropped (a request timed out, the run
+    /// ended).
+    async fn connect(&self) -> Result<Opened, SendError> {
         let connect_err = |source| SendError::Connect {
             addr: self.addr.clone(),
             source,
@@ -156,14 +274,8 @@ impl Client {
             .await
             .map_err(connect_err)?;
         stream.set_nodelay(true).map_err(connect_err)?;
-        // The connection's own task reads and writes the socket; it ends when the server
-        // closes it or the last sender is dropped (a request timed out, the run ended).
         let Some((connector, name)) = &self.tls else {
-            let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            return Ok(sender);
+            return h1(stream, &self.opened[0]).await;
         };
         let stream = connector
             .connect(name.clone(), stream)
@@ -172,11 +284,16 @@ impl Client {
                 host: self.addr.clone(),
                 source,
             })?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return h1(stream, &self.opened[0]).await;
+        }
+        let (sender, connection) =
+            http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(sender)
+        self.opened[1].fetch_add(1, Ordering::Relaxed);
+        Ok(Opened::H2(sender))
     }
 
     /// Connections open and idle now.
@@ -186,8 +303,21 @@ impl Client {
     }
 }
 
-/// The handshake's configuration: the system's roots and `tls.ca_pem`'s certificates, HTTP/1.1
-/// by ALPN; with `tls.insecure`, any certificate.
+/// An HTTP/1.1 connection on `stream`, counted in `opened`.
+async fn h1<S>(stream: S, opened: &AtomicU64) -> Result<Opened, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    opened.fetch_add(1, Ordering::Relaxed);
+    Ok(Opened::H1(sender))
+}
+
+/// The handshake's configuration: the system's roots and `tls.ca_pem`'s certificates, HTTP/2
+/// then HTTP/1.1 offered by ALPN; with `tls.insecure`, any certificate.
 fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
     let builder = ClientConfig::builder();
     let mut config = if tls.insecure {
@@ -217,7 +347,7 @@ fn client_config(tls: &Tls) -> Result<ClientConfig, String> {
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
@@ -271,158 +401,4 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    fn get(path: &str) -> hyper::Request<Full<Bytes>> {
-        hyper::Request::get(path).body(Full::default()).unwrap()
-    }
-
-    /// A server on loopback that counts the connections it accepts and hands each to `serve`
-    /// in a task of its own.
-    async fn listen<F, Fut>(serve: F) -> (reqwest::Url, Arc<AtomicUsize>)
-    where
-        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url =
-            reqwest::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream));
-            }
-        });
-        (url, accepted)
-    }
-
-    /// A server that answers each request with its Host header and path.
-    async fn server() -> (reqwest::Url, Arc<AtomicUsize>) {
-        listen(|stream| async move {
-            let service = hyper::service::service_fn(|req: hyper::Request<_>| async move {
-                let host = req.headers()[HOST].to_str().unwrap().to_owned();
-                let text = format!("{host} {}", req.uri());
-                Ok::<_, std::convert::Infallible>(
-                    hyper::Response::builder()
-                        .header("x-echo", text)
-                        .body(Full::new(Bytes::from_static(b"body")))
-                        .unwrap(),
-                )
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = conn.await;
-        })
-        .await
-    }
-
-    #[tokio::test]
-    async fn a_connection_is_kept_and_reused_with_the_host_header_set() {
-        let (url, accepted) = server().await;
-        let client = Client::new(&url, &Tls::default()).unwrap();
-        for (i, path) in ["/a", "/b?x=1", "/c"].into_iter().enumerate() {
-            let (answer, set_up) = client.send(get(path)).await.unwrap();
-            // Only the first request paid for a connection.
-            assert_eq!(set_up.is_some(), i == 0, "{path}");
-            let echo = answer.headers["x-echo"].to_str().unwrap();
-            let authority = format!("127.0.0.1:{}", url.port().unwrap());
-            assert_eq!(echo, format!("{authority} {path}"));
-        }
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            1,
-            "three requests, one connection"
-        );
-        assert_eq!(client.idle(), 1);
-    }
-
-    /// A server that answers one request per connection and then closes it, without
-    /// `Connection: close`: the client sees the close and opens a new connection for the next
-    /// request instead of failing it.
-    #[tokio::test]
-    async fn a_connection_the_server_closed_is_replaced() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (url, accepted) = listen(|mut stream| async move {
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = stream.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the client closed before its request ended");
-                seen.extend_from_slice(&buf[..n]);
-            }
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-        })
-        .await;
-        let client = Client::new(&url, &Tls::default()).unwrap();
-        for _ in 0..3 {
-            let (answer, set_up) = client.send(get("/")).await.unwrap();
-            assert_eq!(answer.status, 200);
-            assert!(set_up.is_some(), "each request needed a new connection");
-            // Time for the client's connection task to read the close (not a timing check:
-            // without it, a request may be written before the close is seen, and fail as it
-            // would with any client).
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            3,
-            "one connection per request"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_host_that_refuses_is_a_connect_error_naming_it() {
-        // A port bound and released: nothing listens there now.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/prefix/")).unwrap();
-        let err = Client::new(&url, &Tls::default())
-            .unwrap()
-            .send(get("/"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, SendError::Connect { addr, .. } if *addr == format!("127.0.0.1:{port}")),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn an_http_or_https_host_has_a_client_and_nothing_else() {
-        let client = |s: &str| Client::new(&reqwest::Url::parse(s).unwrap(), &Tls::default());
-        assert!(client("https://127.0.0.1:9").unwrap().tls.is_some());
-        assert!(client("ftp://127.0.0.1:9")
-            .unwrap_err()
-            .contains("neither http nor https"));
-        let bad_ca = Tls {
-            ca_pem: Some("not a certificate".into()),
-            insecure: false,
-        };
-        let err = Client::new(
-            &reqwest::Url::parse("https://127.0.0.1:9").unwrap(),
-            &bad_ca,
-        )
-        .unwrap_err();
-        assert!(err.contains("no PEM certificate"), "{err}");
-        let v6 = client("http://[::1]:9/prefix/").unwrap();
-        assert_eq!(
-            (v6.addr.as_str(), v6.host.to_str().unwrap()),
-            ("[::1]:9", "[::1]:9")
-        );
-        let default_port = client("http://localhost").unwrap();
-        assert_eq!(default_port.addr, "localhost:80");
-        assert_eq!(default_port.host.to_str().unwrap(), "localhost");
-    }
-}
+mod tests;

@@ -412,6 +412,10 @@ pub struct Recording {
     /// Distinct events with a dedupe id sent (first deliveries, not retries or copies).
     #[serde(default)]
     pub sent_events: u64,
+    /// Connections the client opened, by the protocol the server chose (`HTTP/1.1`,
+    /// `HTTP/2`), written when the run ends.
+    #[serde(default)]
+    pub connections: BTreeMap<String, u64>,
 }
 
 impl Recording {
@@ -490,6 +494,9 @@ impl Recording {
         }
         self.acked.extend(other.acked.iter().cloned());
         self.sent_events += other.sent_events;
+        for (protocol, n) in &other.connections {
+            *self.connections.entry(protocol.clone()).or_default() += n;
+        }
     }
 
     /// Requests sent, all endpoints.

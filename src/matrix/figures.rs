@@ -368,6 +368,7 @@ pub(crate) fn load_health(
             .collect(),
         generator_cpu_pct: cpu.0,
         machine_cpu_pct: cpu.1,
+        connections: recording.connections.clone(),
     }
 }
 

@@ -212,6 +212,19 @@ pub fn abort_check(a: &crate::report::Aborted) -> Check {
     )
 }
 
+/// "; connections: 1 HTTP/2", the connections the generator opened by protocol, when known.
+fn connections(load: &LoadHealth) -> String {
+    if load.connections.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = load
+        .connections
+        .iter()
+        .map(|(protocol, n)| format!("{n} {protocol}"))
+        .collect();
+    format!("; connections: {}", each.join(", "))
+}
+
 /// Whether the load generator kept every stream's schedule: at most `max_late_pct` of a
 /// stream's sends late (rounded up, and never less than one send). When not, says which stream and why: its concurrency ran out, or the
 /// generator itself did not get the CPU (the machine is too small for the scenario).
@@ -251,8 +264,9 @@ pub fn load_check(load: &LoadHealth) -> Check {
             LOAD_CHECK,
             true,
             format!(
-                "every stream within {:.1}% late (worst {worst:.2}%); harness {:.0}% of a core, machine {:.0}% busy",
-                load.max_late_pct, load.generator_cpu_pct, load.machine_cpu_pct
+                "every stream within {:.1}% late (worst {worst:.2}%); harness {:.0}% of a core, machine {:.0}% busy{}",
+                load.max_late_pct, load.generator_cpu_pct, load.machine_cpu_pct,
+                connections(load)
             ),
         )
     } else {

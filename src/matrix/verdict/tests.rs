@@ -313,7 +313,23 @@ fn load(streams: Vec<StreamLoad>) -> LoadHealth {
         streams,
         generator_cpu_pct: 97.0,
         machine_cpu_pct: 100.0,
+        connections: Default::default(),
     }
+}
+
+/// The connections opened, by protocol, are said with the load's check when known.
+#[test]
+fn the_load_check_says_the_protocol_of_the_connections() {
+    let mut l = load(vec![stream("hooks", 1000, 0, 0)]);
+    assert!(!load_check(&l).detail.contains("connections"));
+    l.connections = [("HTTP/2".to_owned(), 1)].into();
+    let said = load_check(&l);
+    assert!(said.passed);
+    assert!(
+        said.detail.ends_with("; connections: 1 HTTP/2"),
+        "{}",
+        said.detail
+    );
 }
 
 #[test]

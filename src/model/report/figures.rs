@@ -131,6 +131,10 @@ pub struct LoadHealth {
     pub generator_cpu_pct: f64,
     /// The whole machine's CPU use during the load, in % of all cores.
     pub machine_cpu_pct: f64,
+    /// Connections the generator opened, by the protocol the server chose (`HTTP/1.1`,
+    /// `HTTP/2` by ALPN over TLS).
+    #[serde(default)]
+    pub connections: BTreeMap<String, u64>,
 }
 
 /// What the service said it did against what Postgres and the fake providers counted.
