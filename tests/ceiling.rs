@@ -98,6 +98,38 @@ fn the_generator_is_stepped_up_and_measured_beside_wrk() {
     }
 }
 
+/// `--https`: the same ramp and wrk on the endpoint behind TLS (a certificate made for the
+/// run), every step sent and answered over HTTPS, and what TLS costs a request said.
+#[test]
+fn the_generator_and_wrk_are_measured_over_https_too() {
+    let (run, report, said) = ceiling(
+        &["--rates", "200", "--step", "2s", "--no-database", "--https"],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    let h = &report["https"];
+    let steps = h["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{h}");
+    let s = &steps[0];
+    assert!(s["sent"].as_f64().unwrap() >= 380.0, "{s}");
+    assert_eq!(s["failed"], 0, "no request failed over TLS: {s}");
+    assert!(s["cpu_us_per_request"].as_f64().unwrap() > 0.0, "{s}");
+    if incident_lab::tools::on_path(&["wrk"]).is_some() {
+        let wrk = &h["reference"];
+        assert!(wrk["rate"].as_f64().unwrap() > 100.0, "{wrk}");
+        assert!(
+            wrk["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("wrk -t1 -c64 -d2s https://127.0.0.1:"),
+            "{wrk}"
+        );
+    }
+    assert!(said.contains("**Over HTTPS**"), "{said}");
+    let held = s["held"].as_bool().unwrap() && report["generator"]["steps"][0]["held"] == true;
+    assert_eq!(said.contains("TLS costs the generator"), held, "{said}");
+}
+
 /// The memory soak: RSS read every second at the soak's rate, judged after the warm-up (the
 /// judgement's own failing case, a leak, is a unit test in src/ceiling/soak.rs).
 #[test]

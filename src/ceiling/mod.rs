@@ -15,14 +15,15 @@
 //! ratio is invented. Writes `ceiling.json` and `ceiling.md`.
 
 pub mod database;
+mod echo;
 pub mod pgbench;
 mod render;
 pub mod soak;
 
+pub use echo::{echo_server, ServerCert};
 pub use render::{body, markdown};
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,9 +34,9 @@ use crate::dataset::Template;
 use crate::matrix::watch::MachineTicks;
 use crate::model::Scenario;
 use crate::postgres::PgServer;
+use echo::Echo;
 use loadgen::record::FAILED;
-use loadgen::{Arrival, Endpoint, Plan, Recording, Stream};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use loadgen::{Arrival, Endpoint, Plan, Recording, Stream, Tls};
 
 /// The path the generator and wrk both ask for.
 const PATH: &str = "/ceiling";
@@ -58,6 +59,8 @@ pub struct CeilingOptions {
     pub out: PathBuf,
     /// The memory soak: how long, at which rate; `None`: not run.
     pub soak: Option<(Duration, f64)>,
+    /// Also the generator and wrk over HTTPS, and what TLS costs each a request.
+    pub https: bool,
 }
 
 /// One step of the ramp.
@@ -178,6 +181,9 @@ pub struct CeilingReport {
     pub step_s: f64,
     pub max_lateness_p99_ms: f64,
     pub generator: GeneratorCeiling,
+    /// The generator and wrk over HTTPS; `None` without `--https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<GeneratorCeiling>,
     /// Ingest and drain against pgbench; `None` with `--no-database`.
     #[serde(default)]
     pub database: Option<DatabaseCeiling>,
@@ -196,61 +202,8 @@ pub struct DatabaseRun<'a> {
     pub rates: Vec<f64>,
 }
 
-/// The trivial endpoint: `incident-lab echo-server` in a process of its own, killed on drop.
-struct Echo {
-    child: tokio::process::Child,
-    base: String,
-}
-
-impl Echo {
-    async fn start() -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find incident-lab's own binary")?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["echo-server", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start the echo server")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-            .await
-            .context("the echo server did not say where it listens within 10 s")??
-            .context("the echo server ended before listening")?;
-        let addr = line
-            .strip_prefix("listening on ")
-            .with_context(|| format!("unexpected first line from the echo server: {line:?}"))?;
-        Ok(Self {
-            child,
-            base: format!("http://{addr}"),
-        })
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// Serves `200 ok` on every path until the process is stopped; prints `listening on ADDR`.
-pub async fn echo_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    println!("listening on {}", listener.local_addr()?);
-    let app = axum::Router::new().fallback(|| async { "ok" });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            crate::interrupt::stopped().await;
-        })
-        .await?;
-    Ok(())
-}
-
 /// The generator's plan: one stream at `rate` to the trivial endpoint for `duration`.
-fn plan(base: &str, rate: f64, duration: Duration, opts: &CeilingOptions) -> Plan {
+fn plan(base: &str, tls: &Tls, rate: f64, duration: Duration, opts: &CeilingOptions) -> Plan {
     Plan {
         host: base.to_owned(),
         streams: vec![Stream {
@@ -271,7 +224,7 @@ fn plan(base: &str, rate: f64, duration: Duration, opts: &CeilingOptions) -> Pla
         late_after: opts.max_lateness_p99,
         run_id: format!("ceiling-{rate}"),
         shard: Default::default(),
-        tls: Default::default(),
+        tls: tls.clone(),
     }
 }
 
@@ -290,11 +243,12 @@ fn outcome(recording: &Mutex<Recording>) -> (loadgen::record::StreamRecording, u
 /// One step: the generator at `rate` for `opts.step`.
 async fn step(
     base: &str,
+    tls: &Tls,
     rate: f64,
     refining: bool,
     opts: &CeilingOptions,
 ) -> anyhow::Result<Step> {
-    let plan = plan(base, rate, opts.step, opts);
+    let plan = plan(base, tls, rate, opts.step, opts);
     let recording = Arc::new(Mutex::new(Recording::default()));
     let self_cpu = || cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF);
     let cpu_before = self_cpu();
@@ -403,26 +357,29 @@ fn steal_since(before: Option<MachineTicks>) -> Option<f64> {
     MachineTicks::now()?.steal_pct_since(&before?)
 }
 
-/// Runs the ramp and the reference, writes ceiling.json and ceiling.md into `opts.out`.
-pub async fn run(
+/// The generator's ramp on the echo server at `base` (reached as `tls` says), up to its first
+/// step that does not hold and `opts.refine` steps below it, then wrk on the same endpoint.
+/// `over` names the ramp in the progress lines ("" or " over HTTPS").
+async fn generator(
+    base: &str,
+    tls: &Tls,
+    over: &str,
     opts: &CeilingOptions,
-    db: Option<DatabaseRun<'_>>,
-) -> anyhow::Result<CeilingReport> {
-    for rates in std::iter::once(&opts.rates).chain(db.as_ref().map(|d| &d.rates)) {
-        if rates.is_empty() || rates.windows(2).any(|w| w[1] <= w[0]) {
-            bail!("rates must be ascending and not empty: {rates:?}");
-        }
-    }
-    let echo = Echo::start().await?;
+) -> anyhow::Result<GeneratorCeiling> {
+    // A second of the lowest rate first, not kept: a process's first TLS handshake pays for
+    // its crypto library's set-up, once, which would otherwise make the first step late.
+    let warm_up = plan(base, tls, opts.rates[0], Duration::from_secs(1), opts);
+    loadgen::run(warm_up, Arc::default())
+        .await
+        .with_context(|| format!("the generator's warm-up{over} failed"))?;
     let mut steps = Vec::new();
-    // The ramp up to its first failure, then the refining steps below it.
     let mut ramp = opts.rates.iter().map(|&r| (r, false));
     let mut next = ramp.next();
     let mut refining_left = opts.refine;
     while let Some((rate, refining)) = next {
-        let s = step(&echo.base, rate, refining, opts).await?;
+        let s = step(base, tls, rate, refining, opts).await?;
         eprintln!(
-            "generator at {rate}/s{}: sent {}, failed {}, unsent {}, lateness p99 {} → {}",
+            "generator{over} at {rate}/s{}: sent {}, failed {}, unsent {}, lateness p99 {} → {}",
             if refining { " (refining)" } else { "" },
             s.sent,
             s.failed,
@@ -443,14 +400,87 @@ pub async fn run(
             None
         };
     }
-    let (reference, wrk_cpu_us_per_request, wrk_steal_pct) = wrk(&echo.base, opts).await;
+    let (reference, wrk_cpu_us_per_request, wrk_steal_pct) = wrk(base, opts).await;
     eprintln!(
-        "reference: {}",
+        "reference{over}: {}",
         reference.rate.map_or(reference.detail.clone(), |r| format!(
             "{r:.0}/s by {}",
             reference.detail
         ))
     );
+    let (ceiling_rate, above_last_step) = ceiling_of(&steps);
+    Ok(GeneratorCeiling {
+        above_last_step,
+        ratio: ceiling_rate.zip(reference.rate).map(|(c, w)| c / w),
+        ceiling_rate,
+        steps,
+        reference,
+        wrk_cpu_us_per_request,
+        wrk_steal_pct,
+        goal: 0.5,
+    })
+}
+
+/// The generator and wrk over HTTPS: the echo server behind TLS (HTTP/1.1, as wrk speaks it)
+/// with a certificate made for the run in `opts.out/tls`, its CA trusted by the generator as
+/// `--ca-cert` would (wrk checks no certificate).
+async fn over_https(opts: &CeilingOptions) -> anyhow::Result<GeneratorCeiling> {
+    let (cert, ca) = echo::certificates(&opts.out.join("tls"))?;
+    let echo = Echo::start(Some(&cert)).await?;
+    let tls = Tls {
+        ca_pem: Some(ca),
+        insecure: false,
+    };
+    generator(&echo.base, &tls, " over HTTPS", opts).await
+}
+
+/// What TLS costs a request, in µs of CPU: at the highest rate both ramps held, the
+/// generator's over HTTPS less over HTTP; wrk's over its two runs. `None` where a figure is
+/// missing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TlsCost {
+    /// The rate the generator's two figures were read at.
+    pub rate: f64,
+    pub generator_http_us: f64,
+    pub generator_https_us: f64,
+    pub wrk: Option<(f64, f64)>,
+}
+
+/// [`TlsCost`] of the plain ramp `http` and the ramp over HTTPS `https`.
+pub fn tls_cost(http: &GeneratorCeiling, https: &GeneratorCeiling) -> Option<TlsCost> {
+    let held = |g: &GeneratorCeiling, rate: f64| {
+        g.steps
+            .iter()
+            .find(|s| s.held && s.rate == rate)
+            .and_then(|s| s.cpu_us_per_request)
+    };
+    let (rate, generator_http_us, generator_https_us) = http
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.rate, held(http, s.rate)?, held(https, s.rate)?)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    Some(TlsCost {
+        rate,
+        generator_http_us,
+        generator_https_us,
+        wrk: http
+            .wrk_cpu_us_per_request
+            .zip(https.wrk_cpu_us_per_request),
+    })
+}
+
+/// Runs the ramp and the reference, writes ceiling.json and ceiling.md into `opts.out`.
+pub async fn run(
+    opts: &CeilingOptions,
+    db: Option<DatabaseRun<'_>>,
+) -> anyhow::Result<CeilingReport> {
+    for rates in std::iter::once(&opts.rates).chain(db.as_ref().map(|d| &d.rates)) {
+        if rates.is_empty() || rates.windows(2).any(|w| w[1] <= w[0]) {
+            bail!("rates must be ascending and not empty: {rates:?}");
+        }
+    }
+    let echo = Echo::start(None).await?;
+    let generator = generator(&echo.base, &Tls::default(), "", opts).await?;
     let soak = match opts.soak {
         Some((duration, rate)) => {
             eprintln!(
@@ -462,6 +492,10 @@ pub async fn run(
         None => None,
     };
     drop(echo);
+    let https = match opts.https {
+        true => Some(over_https(opts).await?),
+        false => None,
+    };
     let database = match db {
         Some(d) => Some(
             database::measure(
@@ -480,22 +514,13 @@ pub async fn run(
         ),
         None => None,
     };
-    let (ceiling_rate, above_last_step) = ceiling_of(&steps);
     let report = CeilingReport {
         commit: crate::matrix::commit(),
         machine: crate::matrix::machine(),
         step_s: opts.step.as_secs_f64(),
         max_lateness_p99_ms: opts.max_lateness_p99.as_secs_f64() * 1000.0,
-        generator: GeneratorCeiling {
-            above_last_step,
-            ratio: ceiling_rate.zip(reference.rate).map(|(c, w)| c / w),
-            ceiling_rate,
-            steps,
-            reference,
-            wrk_cpu_us_per_request,
-            wrk_steal_pct,
-            goal: 0.5,
-        },
+        generator,
+        https,
         database,
         soak,
     };

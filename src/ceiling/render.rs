@@ -13,6 +13,29 @@ pub fn markdown(r: &CeilingReport) -> String {
 /// What was measured where, the generator's ceiling and ratio, its steps (docs/performance.md's block).
 pub fn body(r: &CeilingReport) -> String {
     let g = &r.generator;
+    let mut out = format!(
+        "Measured by `incident-lab ceiling` at commit `{}` on {}; each step {:.0} s.\n\n**Load generator** (open model, a trivial endpoint): {} Steal: the share of the machine's CPU its hypervisor took during the step (a shared virtual machine's figures move with it).\n\n{}",
+        r.commit,
+        r.machine,
+        r.step_s,
+        ceiling_words(g, r.max_lateness_p99_ms),
+        steps_table(&g.steps)
+    );
+    if let Some(h) = &r.https {
+        out.push_str(&format!(
+            "\n**Over HTTPS** (the same ramp, the endpoint behind TLS: HTTP/1.1, a certificate made for the run, its CA trusted as `--ca-cert` trusts one): {}{}\n\n{}",
+            ceiling_words(h, r.max_lateness_p99_ms),
+            tls_cost_words(g, h),
+            steps_table(&h.steps)
+        ));
+    }
+    out.push_str(&soak::body(r.soak.as_ref()));
+    out.push_str(&database_body(r.database.as_ref()));
+    out
+}
+
+/// "ceiling …, lateness p99 ≤ …; 0.52 of wrk (…). wrk: …/s (…). CPU per request …".
+fn ceiling_words(g: &GeneratorCeiling, max_lateness_p99_ms: f64) -> String {
     let ceiling = match (g.ceiling_rate, lowest_failed(&g.steps)) {
         (None, _) => "no rate held".to_owned(),
         (Some(c), None) => format!("≥ {c:.0}/s (every step held; try higher --rates)"),
@@ -25,21 +48,41 @@ pub fn body(r: &CeilingReport) -> String {
         "rate held",
         &g.reference,
     );
-    let mut out = format!(
-        "Measured by `incident-lab ceiling` at commit `{}` on {}; each step {:.0} s.\n\n**Load generator** (open model, a trivial endpoint): ceiling {ceiling}, lateness p99 ≤ {} ms; {ratio}. wrk: {}.{} Steal: the share of the machine's CPU its hypervisor took during the step (a shared virtual machine's figures move with it).\n\n| rate /s | sent | failed | unsent | lateness p99 | late, no connection free | steal | held |\n|---|---|---|---|---|---|---|---|\n",
-        r.commit,
-        r.machine,
-        r.step_s,
-        r.max_lateness_p99_ms,
-        g.reference.rate.map_or(g.reference.detail.clone(), |w| format!(
-            "{w:.0}/s (`{}`; steal {})",
-            g.reference.detail,
-            steal_words(g.wrk_steal_pct)
-        )),
+    format!(
+        "ceiling {ceiling}, lateness p99 ≤ {max_lateness_p99_ms} ms; {ratio}. wrk: {}.{}",
+        g.reference
+            .rate
+            .map_or(g.reference.detail.clone(), |w| format!(
+                "{w:.0}/s (`{}`; steal {})",
+                g.reference.detail,
+                steal_words(g.wrk_steal_pct)
+            )),
         cpu_words(g)
-    );
-    // By rate: the refining steps, run last, between the two they split.
-    let mut steps: Vec<&Step> = g.steps.iter().collect();
+    )
+}
+
+/// " TLS costs the generator … µs of CPU a request …", where both ramps held a rate.
+fn tls_cost_words(http: &GeneratorCeiling, https: &GeneratorCeiling) -> String {
+    let Some(c) = super::tls_cost(http, https) else {
+        return " What TLS costs a request: no rate held both over HTTP and over HTTPS.".into();
+    };
+    format!(
+        " TLS costs the generator {:.1} µs of CPU a request ({:.1} over HTTPS against {:.1} over HTTP, both at {:.0}/s){}.",
+        c.generator_https_us - c.generator_http_us,
+        c.generator_https_us,
+        c.generator_http_us,
+        c.rate,
+        c.wrk.map_or(String::new(), |(plain, tls)| format!(
+            ", wrk {:.1} µs ({tls:.1} against {plain:.1})",
+            tls - plain
+        ))
+    )
+}
+
+/// The ramp's steps by rate: the refining steps, run last, between the two they split.
+fn steps_table(steps: &[Step]) -> String {
+    let mut out = "| rate /s | sent | failed | unsent | lateness p99 | late, no connection free | steal | held |\n|---|---|---|---|---|---|---|---|\n".to_owned();
+    let mut steps: Vec<&Step> = steps.iter().collect();
     steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     for s in steps {
         out.push_str(&format!(
@@ -55,8 +98,6 @@ pub fn body(r: &CeilingReport) -> String {
             if s.held { "yes" } else { "**no**" }
         ));
     }
-    out.push_str(&soak::body(r.soak.as_ref()));
-    out.push_str(&database_body(r.database.as_ref()));
     out
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use loadgen::Recording;
+use loadgen::{Recording, Tls};
 
 /// The most RSS may grow after the warm-up.
 pub const MAX_GROWTH: f64 = 0.10;
@@ -91,7 +91,7 @@ pub async fn run(
     opts: &super::CeilingOptions,
 ) -> anyhow::Result<Soak> {
     rss_kib()?;
-    let plan = super::plan(base, rate, duration, opts);
+    let plan = super::plan(base, &Tls::default(), rate, duration, opts);
     let recording = Arc::new(Mutex::new(Recording::default()));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {

@@ -36,6 +36,7 @@ fn report(steps: Vec<Step>, wrk: Option<f64>) -> CeilingReport {
             wrk_steal_pct: None,
             goal: 0.5,
         },
+        https: None,
         database: None,
         soak: None,
     }
@@ -172,6 +173,58 @@ fn a_missing_reference_gives_no_ratio_and_a_low_one_misses_the_goal() {
     );
     let md = markdown(&report(vec![step(100.0, false)], Some(150.0)));
     assert!(md.contains("no rate held"), "{md}");
+}
+
+/// What TLS costs is read at the highest rate both ramps held (not at either ceiling), the
+/// generator's and wrk's each as HTTPS less HTTP; with no rate held by both, it says so.
+#[test]
+fn tls_cost_is_read_where_both_ramps_held() {
+    let cpu = |rate, held, us| Step {
+        cpu_us_per_request: Some(us),
+        ..step(rate, held)
+    };
+    let mut r = report(
+        vec![
+            cpu(100.0, true, 20.0),
+            cpu(200.0, true, 15.0),
+            cpu(400.0, true, 14.0),
+        ],
+        Some(800.0),
+    );
+    r.generator.wrk_cpu_us_per_request = Some(10.0);
+    let mut https = report(
+        vec![
+            cpu(100.0, true, 30.0),
+            cpu(200.0, true, 24.0),
+            cpu(400.0, false, 22.0),
+        ],
+        Some(600.0),
+    )
+    .generator;
+    https.wrk_cpu_us_per_request = Some(13.5);
+    let cost = tls_cost(&r.generator, &https).unwrap();
+    assert_eq!(
+        (
+            cost.rate,
+            cost.generator_http_us,
+            cost.generator_https_us,
+            cost.wrk
+        ),
+        (200.0, 15.0, 24.0, Some((10.0, 13.5)))
+    );
+    r.https = Some(https.clone());
+    let md = markdown(&r);
+    assert!(md.contains("**Over HTTPS**"), "{md}");
+    assert!(
+        md.contains("TLS costs the generator 9.0 µs of CPU a request (24.0 over HTTPS against 15.0 over HTTP, both at 200/s), wrk 3.5 µs (13.5 against 10.0)."),
+        "{md}"
+    );
+    assert!(md.contains("ceiling 200/s (400/s did not hold)"), "{md}");
+    // Nothing held over HTTPS: no cost, said.
+    https.steps = vec![cpu(100.0, false, 30.0)];
+    assert_eq!(tls_cost(&r.generator, &https), None);
+    r.https = Some(https);
+    assert!(markdown(&r).contains("no rate held both over HTTP and over HTTPS"));
 }
 
 /// The drain says how it ran (the runner's own limit, beside the scenario's model) — and a

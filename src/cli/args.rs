@@ -47,6 +47,12 @@ pub enum Command {
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// Serve over TLS with this certificate (PEM; with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Compare a run with a baseline (each a report.json or a directory of repeats); exit 1 on a
     /// p95 regression: beyond the allowance and the floor (or across the budget), and
@@ -464,6 +470,11 @@ pub struct CeilingArgs {
     /// Measure the load generator only: no Postgres, no ingest, drain or pgbench.
     #[arg(long)]
     pub no_database: bool,
+    /// Also measure the generator and wrk over HTTPS (HTTP/1.1 over TLS, the endpoint's
+    /// certificate made with openssl for the run and trusted as --ca-cert trusts one), and say
+    /// what TLS costs each of them a request.
+    #[arg(long)]
+    pub https: bool,
     /// Also run the memory soak: the generator at --soak-rate for this long (e.g. 10m), its
     /// RSS read every second; growth after the warm-up (the first tenth) must stay < 10 %.
     #[arg(long, value_parser = parse_duration_arg, value_name = "DURATION")]

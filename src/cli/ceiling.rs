@@ -19,6 +19,7 @@ pub(super) async fn ceiling(args: CeilingArgs) -> Result<(), Failure> {
         refine: args.refine,
         out: args.out.clone(),
         soak: args.soak.map(|d| (d, args.soak_rate)),
+        https: args.https,
     };
     let report = if args.no_database {
         crate::ceiling::run(&opts, None).await

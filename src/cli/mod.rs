@@ -159,9 +159,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Compare(args) => compare(&args),
         Command::Ceiling(args) => ceiling(args).await,
-        Command::EchoServer { listen } => crate::ceiling::echo_server(listen)
-            .await
-            .map_err(Failure::Infrastructure),
+        Command::EchoServer {
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| crate::ceiling::ServerCert { cert, key });
+            crate::ceiling::echo_server(listen, tls)
+                .await
+                .map_err(Failure::Infrastructure)
+        }
         Command::Scenario(ScenarioCommand::FromLogs(args)) => logs::from_logs(&args),
         Command::Triage(args) => logs::triage(&args),
         Command::Replay(args) => logs::replay(args).await,

@@ -19,29 +19,12 @@ pub fn openssl(dir: &Path, args: &str) {
 }
 
 /// Writes into `dir`: `ca.pem` (and its key), `server.pem` and `server.key` (signed by it, for
-/// IP 127.0.0.1), `other.pem` (a CA that signed nothing here). P-256 keys, a day's validity.
+/// IP 127.0.0.1), as the harness makes them, and `other.pem` (a CA that signed nothing here).
 pub fn make(dir: &Path) {
-    let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1";
+    incident_lab::tools::make_certificates(dir).unwrap();
     openssl(
         dir,
-        &format!("req -x509 {key} -keyout ca.key -out ca.pem -subj /CN=test-ca"),
-    );
-    openssl(
-        dir,
-        &format!("req -x509 {key} -keyout other.key -out other.pem -subj /CN=other"),
-    );
-    openssl(
-        dir,
-        &format!("req {key} -keyout server.key -out server.csr -subj /CN=127.0.0.1"),
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext",
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -keyout other.key -out other.pem -subj /CN=other",
     );
 }
 
