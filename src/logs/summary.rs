@@ -457,14 +457,21 @@ pub fn summarize(
 }
 
 impl Summary {
-    /// Per endpoint label, the requests in each second of the window (index 0 = its first
-    /// second).
+    /// The start of the minute the window starts in, ms since the epoch: recorded minute 0,
+    /// as `[observed]` counts minutes and the replay plays them.
+    pub fn first_minute_ms(&self) -> Option<i64> {
+        self.window.map(|w| w.from_ms.div_euclid(60_000) * 60_000)
+    }
+
+    /// Per endpoint label, the requests in each second from the window's first minute (index
+    /// 0 = that minute's first second; seconds 60m.. are recorded minute m, the minute
+    /// `[observed]` holds production's figures of, whatever second the window starts at).
     pub fn seconds(&self) -> BTreeMap<String, Vec<u32>> {
-        let Some(w) = self.window else {
+        let (Some(w), Some(start_ms)) = (self.window, self.first_minute_ms()) else {
             return BTreeMap::new();
         };
-        let first = w.from_ms.div_euclid(1000);
-        let n = (w.to_ms - w.from_ms + 999).div_euclid(1000) as usize;
+        let first = start_ms / 1000;
+        let n = (w.to_ms - start_ms + 999).div_euclid(1000) as usize;
         self.series
             .iter()
             .map(|(label, s)| {
@@ -515,8 +522,10 @@ mod tests {
         let s = summary_of(&text, None).unwrap();
         assert_eq!(s.requests, 3);
         let secs = s.seconds();
-        assert_eq!(secs["POST /api/webhooks/email"], vec![1, 0]);
-        assert_eq!(secs["GET /"], vec![0, 1]);
+        // From the window's first minute (the epoch's): seconds 10 and 11.
+        assert_eq!(secs["POST /api/webhooks/email"][10..], [1, 0]);
+        assert_eq!(secs["GET /"][10..], [0, 1]);
+        assert!(secs["GET /"][..10].iter().all(|&n| n == 0));
         assert_eq!(s.unmatched["GET /settings"], 1, "never dropped silently");
     }
 

@@ -88,7 +88,9 @@ pub fn scenario_text(
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("logs");
-    let (from, to) = (utc(window.from_ms), utc(window.to_ms));
+    // From the window's first minute: the minutes of [observed] and of the replay line up.
+    let start_ms = summary.first_minute_ms().unwrap_or(window.from_ms);
+    let (from, to) = (utc(start_ms), utc(window.to_ms));
     doc.insert("name".into(), format!("replay-{stem}").into());
     doc.insert(
         "description".into(),
@@ -204,7 +206,7 @@ fn phases(
 }
 
 fn observed(summary: &Summary, opts: &Options, from: &str, to: &str) -> Observed {
-    let first_minute = summary.window.map_or(0, |w| w.from_ms.div_euclid(60_000));
+    let first_minute = summary.first_minute_ms().unwrap_or(0) / 60_000;
     let endpoints = summary
         .series
         .iter()
@@ -237,5 +239,60 @@ fn observed(summary: &Summary, opts: &Options, from: &str, to: &str) -> Observed
         endpoints,
         unmatched: summary.unmatched.clone(),
         ignored: summary.ignored.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The export of a new user's report: a stray request in the last second of 17:57, then
+    /// 100 webhooks in 17:58:10–17:58:39. Production's minute 1 (17:58) holds the 100; so must
+    /// the replay's minute 1, recorded seconds 60–119, not 0–59 counted from the stray one.
+    #[test]
+    fn recorded_minutes_and_replayed_minutes_line_up() {
+        let minute = 1_769_190_420_000_i64; // 2026-01-23T17:47:00Z
+        let start = minute + 10 * 60_000; // 17:57:00
+        let mut csv = "timestampInMs,requestPath,requestMethod,responseStatusCode,durationMs,level,message,requestId\n".to_owned();
+        csv.push_str(&format!(
+            "{},/api/webhooks/email,POST,200,5,,,stray\n",
+            start + 59_500
+        ));
+        for i in 0..100 {
+            let at = start + 70_000 + i * 300;
+            csv.push_str(&format!("{at},/api/webhooks/email,POST,200,5,,,r{i}\n"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, csv).unwrap();
+        let summary =
+            crate::logs::summarize(&path, &crate::logs::PathMap::defaults(), None, false).unwrap();
+        let base = include_str!("../../scenarios/smoke.toml");
+        let opts = Options {
+            speed: 60.0,
+            function_limit: Duration::from_secs(60),
+            command: "test".into(),
+        };
+        let text = scenario_text(&summary, base, "smoke.toml", &opts).unwrap();
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let observed: Observed = doc["observed"].clone().try_into().unwrap();
+        assert_eq!(observed.from, "2026-01-23T17:57:00Z");
+        assert_eq!(observed.minutes(), 2);
+        let prod: Vec<(u32, u64)> = observed.endpoints[0]
+            .minutes
+            .iter()
+            .map(|m| (m.minute, m.requests))
+            .collect();
+        assert_eq!(prod, [(0, 1), (1, 100)]);
+        let stream = &doc["streams"].as_array().unwrap()[0];
+        let counts: Vec<i64> = stream["arrival"]["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_integer().unwrap())
+            .collect();
+        // Per recorded minute, the replay's arrivals: what production had in that minute.
+        let per_minute: Vec<i64> = counts.chunks(60).map(|c| c.iter().sum()).collect();
+        assert_eq!(per_minute, [1, 100]);
     }
 }
