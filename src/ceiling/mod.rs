@@ -41,6 +41,8 @@ use loadgen::{Arrival, Endpoint, Plan, Recording, Stream, Tls};
 /// The path the generator and wrk both ask for.
 const PATH: &str = "/ceiling";
 const STREAM: &str = "ceiling";
+/// The warm-up's rate (requests per second, for one second) before each ramp.
+const WARM_UP_RATE: f64 = 100.0;
 
 /// What `ceiling` measures and how.
 #[derive(Debug, Clone)]
@@ -366,9 +368,10 @@ async fn generator(
     over: &str,
     opts: &CeilingOptions,
 ) -> anyhow::Result<GeneratorCeiling> {
-    // A second of the lowest rate first, not kept: a process's first TLS handshake pays for
-    // its crypto library's set-up, once, which would otherwise make the first step late.
-    let warm_up = plan(base, tls, opts.rates[0], Duration::from_secs(1), opts);
+    // A second at WARM_UP_RATE first, not kept: a process's first TLS handshake pays for its
+    // crypto library's set-up, once, which would otherwise make the first step late. The same
+    // whatever the rates, so scripts/generator-instructions' difference of two runs cancels it.
+    let warm_up = plan(base, tls, WARM_UP_RATE, Duration::from_secs(1), opts);
     loadgen::run(warm_up, Arc::default())
         .await
         .with_context(|| format!("the generator's warm-up{over} failed"))?;
