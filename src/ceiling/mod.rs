@@ -6,6 +6,8 @@
 //!   5 ms, no failed request, nothing unsent) against a trivial endpoint — a server process of
 //!   its own answering `200 ok` — stepping the rate up until a step does not hold. Reference:
 //!   `wrk` (Debian's package) on the same endpoint for the same time. Goal: ≥ 0.5 of wrk.
+//!   With `--https`, the same again with the endpoint behind TLS (`echo.rs`), and what TLS
+//!   costs each a request ([`tls_cost`]).
 //!
 //! - **Ingest and drain on Postgres** ([`database`]), beside `pgbench` on the same cluster.
 //!
