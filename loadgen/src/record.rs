@@ -267,6 +267,10 @@ pub struct EndpointRecording {
     pub status_counts: BTreeMap<String, u64>,
     /// Error category → requests that reported it.
     pub error_categories: BTreeMap<String, u64>,
+    /// The same, of the failed requests only ([`Outcome::failed`]): what the user saw, where
+    /// `error_categories` also holds what the service absorbed (a stale fallback's timeout).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_categories: BTreeMap<String, u64>,
     pub requests: u64,
     /// Requests that started more than `late_after` after their intended time.
     pub late: u64,
@@ -349,6 +353,9 @@ impl EndpointRecording {
         }
         for (k, n) in &other.error_categories {
             *self.error_categories.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &other.failed_categories {
+            *self.failed_categories.entry(k.clone()).or_default() += n;
         }
         self.requests += other.requests;
         self.late += other.late;
@@ -439,6 +446,9 @@ impl Recording {
         }
         for c in &s.categories {
             *e.error_categories.entry(c.clone()).or_default() += 1;
+            if s.outcome.failed() {
+                *e.failed_categories.entry(c.clone()).or_default() += 1;
+            }
             *e.category_windows
                 .entry(s.intended.as_secs() as u32)
                 .or_default()

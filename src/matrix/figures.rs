@@ -190,6 +190,7 @@ pub(crate) fn endpoint_report(
         },
         status_counts: e.status_counts.clone(),
         error_categories: e.error_categories.clone(),
+        failed_categories: e.failed_categories.clone(),
         late: e.late,
         late_pct: pct(e.late, e.requests),
         lateness_p95_ms: lateness_p95,

@@ -18,6 +18,7 @@ pub fn endpoint(name: &str, p95: f64, budget: Option<f64>) -> EndpointReport {
         within_budget: budget.is_none_or(|b| p95 <= b),
         status_counts: BTreeMap::new(),
         error_categories: BTreeMap::new(),
+        failed_categories: BTreeMap::new(),
         late: 0,
         late_pct: 0.0,
         lateness_p95_ms: Some(1.0),

@@ -229,3 +229,25 @@ fn old_windows_are_packed_losslessly_and_a_late_sample_reopens_one() {
     assert!((e.windows[&5].max_ms().unwrap() - 194_500.0).abs() <= 1_945.0);
     assert_eq!(e.between(0, 200).count(), 20_001);
 }
+
+/// A category on an answer the user got (a 200 from a fallback) is counted apart from one on
+/// a failed answer; merging keeps both.
+#[test]
+fn categories_of_failed_answers_are_counted_apart() {
+    let mut r = Recording::default();
+    let mut absorbed = sample("POST /c", 0, 100);
+    absorbed.categories = vec!["db_timeout".into()];
+    let mut seen = absorbed.clone();
+    seen.outcome = Outcome::Status(500);
+    let mut cut = absorbed.clone();
+    cut.outcome = Outcome::Timeout;
+    for s in [&absorbed, &seen, &cut] {
+        r.record(s, Duration::from_secs(1));
+    }
+    let e = &r.endpoints["POST /c"];
+    assert_eq!(e.error_categories["db_timeout"], 3);
+    assert_eq!(e.failed_categories["db_timeout"], 2);
+    let mut twice = e.clone();
+    twice.merge(e);
+    assert_eq!(twice.failed_categories["db_timeout"], 4);
+}

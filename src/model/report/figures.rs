@@ -31,6 +31,10 @@ pub struct EndpointReport {
     pub within_budget: bool,
     pub status_counts: BTreeMap<String, u64>,
     pub error_categories: BTreeMap<String, u64>,
+    /// The error categories of failed answers only: what users saw (`error_categories` also
+    /// counts what the service absorbed, such as a timeout the stale fallback answered).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_categories: BTreeMap<String, u64>,
     pub late: u64,
     /// Late sends in % of requests.
     pub late_pct: f64,
