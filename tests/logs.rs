@@ -146,10 +146,22 @@ fn the_replayed_timeline_is_the_exports_own_second_by_second() {
     let burst = scenario.phases.iter().find(|p| p.name == "burst").unwrap();
     assert_eq!((burst.from.as_secs(), burst.to.as_secs()), (360, 960));
 
-    // Ten times faster: the same requests in windows a tenth as long.
-    let (fast, every, scenario) = replayed(&["--speed", "10"]);
+    // Ten times faster with every arrival: the same requests in windows a tenth as long.
+    let (fast, every, scenario) = replayed(&["--speed", "10", "--arrivals", "all"]);
     assert_eq!(every, Duration::from_millis(100));
-    assert_eq!(fast, full, "speed scales time, not counts");
+    assert_eq!(fast, full, "--arrivals all scales time, not counts");
+    // By default, 1 in 10 of them: each recorded minute keeps a tenth of its requests (to
+    // within one), so a second of the run holds what a second of production did.
+    let (thinned, _, _) = replayed(&["--speed", "10"]);
+    for (label, got) in &thinned {
+        for (minute, (t, f)) in got.chunks(60).zip(full[label].chunks(60)).enumerate() {
+            let (t, f): (u32, u32) = (t.iter().sum(), f.iter().sum());
+            assert!(
+                (f64::from(t) - f64::from(f) / 10.0).abs() <= 1.0,
+                "{label}, minute {minute}: {t} of {f} replayed at --speed 10"
+            );
+        }
+    }
     assert!(scenario.duration.as_secs_f64() * 10.0 >= full["GET /"].len() as f64);
     let burst = scenario.phases.iter().find(|p| p.name == "burst").unwrap();
     assert_eq!(

@@ -34,6 +34,9 @@ fn a_replay_puts_production_beside_the_legacy_and_the_fixed_service() {
         &scenario_path("smoke.toml"),
         "--speed",
         "15",
+        // Every arrival, at 15x production's rate: the over-reproduction this test pins.
+        "--arrivals",
+        "all",
         "--window",
         "17:56..17:59",
         "--arms",
@@ -52,6 +55,10 @@ fn a_replay_puts_production_beside_the_legacy_and_the_fixed_service() {
     let fidelity: Value = serde_json::from_str(&read("fidelity.json")).unwrap();
     let md = read("fidelity.md");
     assert!(read("scenario.toml").contains("kind = \"counts\""));
+    assert!(
+        md.contains("Every recorded request sent, at 15.00x production's arrival rate"),
+        "the table says the replay is a heavier regime than production's:\n{md}"
+    );
 
     // The recorded minutes 1 and 2 are the burst (17:57, 17:58).
     assert_eq!(fidelity["incident_minutes"], serde_json::json!([1, 3]));

@@ -98,7 +98,8 @@ pub enum ChaosCommand {
 #[derive(Debug, Subcommand)]
 pub enum ScenarioCommand {
     /// Write a scenario that replays a log export: per endpoint of the reference service, the
-    /// requests that arrived each second of the window (time scaled by --speed, counts kept),
+    /// requests that arrived each second of the window (time scaled by --speed, thinned to
+    /// keep production's arrival rate unless --arrivals all),
     /// plus an [observed] section with production's p50/p95 and status mix per minute.
     /// Everything else (dataset, limits, budgets, arms) comes from --base.
     FromLogs(FromLogsArgs),
@@ -132,6 +133,12 @@ pub struct ReplayShape {
     /// the rate). Speeds dividing 60 keep recorded minutes on whole seconds of the run.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
+    /// What a speed above 1 does to the load: `thin` sends 1 in SPEED of the recorded
+    /// requests (evenly, per endpoint), so the world sees production's arrival rate and
+    /// only the run is shorter; `all` sends every one, at SPEED times production's rate (a
+    /// stress, another regime than production's). The report says which.
+    #[arg(long, value_enum, default_value_t = crate::logs::to_scenario::Arrivals::Thin)]
+    pub arrivals: crate::logs::to_scenario::Arrivals,
     /// The scenario the world comes from: dataset, Postgres and service limits, providers,
     /// budgets, arms.
     #[arg(

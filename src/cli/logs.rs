@@ -97,6 +97,7 @@ fn scenario_text(summary: &Summary, shape: &ReplayShape) -> Result<String, Failu
         &shape.base.display().to_string(),
         &logs::to_scenario::Options {
             speed: shape.speed,
+            arrivals: shape.arrivals,
             function_limit: shape.function_limit,
             command: command.join(" "),
         },

@@ -54,6 +54,21 @@ fn within(a: f64, b: f64, factor: f64) -> bool {
     a > 0.0 && b > 0.0 && (a / b) <= factor && (b / a) <= factor
 }
 
+/// What the replay did to the load, in a sentence.
+fn load_said(observed: &Observed) -> String {
+    let load = observed.load_factor();
+    if observed.kept < 1.0 {
+        format!(
+            "Arrivals thinned to 1 in {:.3}: the world saw production's arrival rate ({load:.2}x), so the arms' requests per minute are that share of production's; compare the shares and the p95s.",
+            1.0 / observed.kept
+        )
+    } else if load > 1.0 {
+        format!("Every recorded request sent, at {load:.2}x production's arrival rate: a heavier regime than production's (`--arrivals thin` keeps its rate).")
+    } else {
+        "Every recorded request sent, at production's arrival rate.".into()
+    }
+}
+
 /// Compares `report` (a replay's) with `observed`; `request_timeout_ms` is the service's limit.
 pub fn compare(
     report: &Report,
@@ -74,10 +89,11 @@ pub fn compare(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Fidelity: `{}` replayed at {speed}x\n\nProduction {} .. {} UTC. Latency as a share of each side's limit (production's function limit {:.0} s, the service's request timeout {:.1} s); failed = 5xx, 504 and no response. Incident phase: recorded minutes {}..{}. Factor allowed: {factor}x.\n",
+        "# Fidelity: `{}` replayed at {speed}x\n\nProduction {} .. {} UTC. {} Latency as a share of each side's limit (production's function limit {:.0} s, the service's request timeout {:.1} s); failed = 5xx, 504 and no response. Incident phase: recorded minutes {}..{}. Factor allowed: {factor}x.\n",
         observed.source,
         observed.from,
         observed.to,
+        load_said(observed),
         limit_ms / 1000.0,
         request_timeout_ms / 1000.0,
         incident.0,
@@ -294,6 +310,7 @@ mod tests {
             from: "2026-01-23T17:57:00Z".into(),
             to: "2026-01-23T17:59:00Z".into(),
             speed: 30.0,
+            kept: 1.0,
             function_limit: Duration::from_secs(60),
             endpoints: vec![ObservedEndpoint {
                 endpoint: WEBHOOK.into(),
@@ -339,6 +356,21 @@ mod tests {
         assert_eq!(f.incident_minutes, (1, 2));
         assert!(f.passed, "{}", f.markdown);
         assert_eq!(f.checks.len(), 4);
+        // Each question once per arm and endpoint, in the table as in the checks (a user saw
+        // the all-on webhook rows twice; two questions, or one printed twice, must differ).
+        let rows: Vec<&str> = f
+            .markdown
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .collect();
+        assert_eq!(rows.len(), 4, "{}", f.markdown);
+        let mut unique = rows.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), rows.len(), "{}", f.markdown);
+        assert!(f
+            .markdown
+            .contains("Every recorded request sent, at 30.00x"));
         assert!(
             f.markdown.contains("| 1 ▲ | 100, 60.0 s, 40% |"),
             "{}",
@@ -374,5 +406,26 @@ mod tests {
             ]
         );
         assert!(f.markdown.contains("**NO**"));
+    }
+
+    #[test]
+    fn the_table_says_when_arrivals_were_thinned() {
+        let mut o = observed();
+        o.kept = 1.0 / 30.0;
+        assert_eq!(o.load_factor(), 1.0);
+        let mut report = fixtures::report(vec![arm("legacy", Expect::Incident, 60, 3000.0)]);
+        report.scenario.phases = vec![PhaseInfo {
+            name: "burst".into(),
+            from_s: 2.0,
+            to_s: 4.0,
+        }];
+        let f = compare(&report, &o, 3000.0, 2.0);
+        assert!(
+            f.markdown.contains(
+                "Arrivals thinned to 1 in 30.000: the world saw production's arrival rate (1.00x)"
+            ),
+            "{}",
+            f.markdown
+        );
     }
 }

@@ -13,10 +13,52 @@ use std::time::Duration;
 use super::summary::Summary;
 use crate::model::{Observed, ObservedEndpoint, ObservedMinute};
 
+/// What a replay faster than production does with the recorded arrivals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arrivals {
+    /// 1 in `speed` of them, evenly: the world sees production's arrival rate (the load,
+    /// arrival rate × service time against capacity, is the same at every speed).
+    Thin,
+    /// Every one, at `speed` times production's rate.
+    All,
+}
+
+impl Arrivals {
+    /// The share of the recorded arrivals sent at `speed`.
+    pub fn kept(self, speed: f64) -> f64 {
+        match self {
+            Arrivals::Thin if speed > 1.0 => 1.0 / speed,
+            _ => 1.0,
+        }
+    }
+}
+
+/// `counts` (arrivals per recorded second) keeping `kept` of them, evenly: the kept arrivals
+/// through second k are the recorded ones through k times `kept`, rounded, so any stretch of
+/// seconds keeps its share to within one request and the result is the same every time.
+pub fn thin(counts: &[u32], kept: f64) -> Vec<u32> {
+    if kept >= 1.0 {
+        return counts.to_vec();
+    }
+    let mut recorded = 0u64;
+    let mut sent = 0u64;
+    counts
+        .iter()
+        .map(|&n| {
+            recorded += u64::from(n);
+            let through = (recorded as f64 * kept).round() as u64;
+            let now = through - sent;
+            sent = through;
+            now as u32
+        })
+        .collect()
+}
+
 /// What `from-logs` was asked.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub speed: f64,
+    pub arrivals: Arrivals,
     pub function_limit: Duration,
     /// The command line, for the file's first comment.
     pub command: String,
@@ -51,6 +93,7 @@ pub fn scenario_text(
     // Rounded up to the ms, so the last window's arrivals all fall inside the run.
     let duration_ms = (n as f64 * every.as_secs_f64() * 1000.0).ceil() as u64;
     let every_text = format!("{:.6}ms", every.as_secs_f64() * 1000.0);
+    let kept = opts.arrivals.kept(opts.speed);
 
     let mut streams = Vec::new();
     for (label, counts) in &seconds {
@@ -72,7 +115,12 @@ pub fn scenario_text(
         arrival.insert("every".into(), every_text.clone().into());
         arrival.insert(
             "counts".into(),
-            toml::Value::Array(counts.iter().map(|&c| i64::from(c).into()).collect()),
+            toml::Value::Array(
+                thin(counts, kept)
+                    .iter()
+                    .map(|&c| i64::from(c).into())
+                    .collect(),
+            ),
         );
         st.insert("arrival".into(), arrival.into());
         for key in ["scope_workspaces", "users", "signed_out_pct"] {
@@ -92,11 +140,22 @@ pub fn scenario_text(
     let start_ms = summary.first_minute_ms().unwrap_or(window.from_ms);
     let (from, to) = (utc(start_ms), utc(window.to_ms));
     doc.insert("name".into(), format!("replay-{stem}").into());
+    let load = if kept < 1.0 {
+        format!(
+            "1 in {} of its {} requests, at production's arrival rate",
+            opts.speed, summary.requests
+        )
+    } else {
+        format!(
+            "all its {} requests, at {}x production's arrival rate",
+            summary.requests, opts.speed
+        )
+    };
     doc.insert(
         "description".into(),
         format!(
-            "{} replayed at {}x: {from} .. {to} UTC ({} requests); everything but the load from {base_name}.",
-            summary.source, opts.speed, summary.requests
+            "{} replayed at {}x: {from} .. {to} UTC ({load}); everything but the load from {base_name}.",
+            summary.source, opts.speed
         )
         .into(),
     );
@@ -120,8 +179,13 @@ pub fn scenario_text(
     );
     let body = toml::to_string(&doc).map_err(|e| e.to_string())?;
     Ok(format!(
-        "# Written by `{}`.\n# The streams replay the export's requests per second ({every_text} per recorded second);\n# [observed] holds production's figures per minute. The rest is {base_name}'s.\n{body}",
-        opts.command
+        "# Written by `{}`.\n# The streams replay the export's requests per second ({every_text} per recorded second{});\n# [observed] holds production's figures per minute. The rest is {base_name}'s.\n{body}",
+        opts.command,
+        if kept < 1.0 {
+            format!(", 1 in {} kept: production's arrival rate", opts.speed)
+        } else {
+            String::new()
+        }
     ))
 }
 
@@ -235,6 +299,7 @@ fn observed(summary: &Summary, opts: &Options, from: &str, to: &str) -> Observed
         from: from.into(),
         to: to.into(),
         speed: opts.speed,
+        kept: opts.arrivals.kept(opts.speed),
         function_limit: opts.function_limit,
         endpoints,
         unmatched: summary.unmatched.clone(),
@@ -270,6 +335,7 @@ mod tests {
         let base = include_str!("../../scenarios/smoke.toml");
         let opts = Options {
             speed: 60.0,
+            arrivals: Arrivals::All,
             function_limit: Duration::from_secs(60),
             command: "test".into(),
         };
@@ -294,5 +360,95 @@ mod tests {
         // Per recorded minute, the replay's arrivals: what production had in that minute.
         let per_minute: Vec<i64> = counts.chunks(60).map(|c| c.iter().sum()).collect();
         assert_eq!(per_minute, [1, 100]);
+    }
+
+    /// Production's per-second arrivals for a few minutes: 5/s, 40/s in a burst minute.
+    fn recorded() -> Vec<u32> {
+        (0..240)
+            .map(|s| if (60..120).contains(&s) { 40 } else { 5 })
+            .collect()
+    }
+
+    /// Arrivals per second of the run: `counts` are per recorded second, `speed` of them in
+    /// each second of the run.
+    fn run_rate(counts: &[u32], speed: usize) -> Vec<u32> {
+        counts.chunks(speed).map(|c| c.iter().sum()).collect()
+    }
+
+    #[test]
+    fn thinned_arrivals_keep_production_s_rate_at_every_speed() {
+        let rec = recorded();
+        for speed in [2_usize, 4, 15, 60] {
+            let kept = Arrivals::Thin.kept(speed as f64);
+            let sent = thin(&rec, kept);
+            // Each recorded minute keeps its share, to within one request.
+            for (minute, (s, r)) in sent.chunks(60).zip(rec.chunks(60)).enumerate() {
+                let (s, r): (u32, u32) = (s.iter().sum(), r.iter().sum());
+                let want = f64::from(r) / speed as f64;
+                assert!(
+                    (f64::from(s) - want).abs() <= 1.0,
+                    "speed {speed}, minute {minute}: {s} sent of {r}"
+                );
+            }
+            // The world sees production's rate: 5/s calm, 40/s in the burst (±1 a second).
+            let rate = run_rate(&sent, speed);
+            let burst = (60 / speed)..(120 / speed);
+            for (second, &n) in rate.iter().enumerate() {
+                let want = if burst.contains(&second) { 40 } else { 5 };
+                assert!(
+                    n.abs_diff(want) <= 1,
+                    "speed {speed}, run second {second}: {n}/s, production {want}/s"
+                );
+            }
+        }
+        // Sending every arrival multiplies the rate by the speed; so does thinning at speed 1.
+        assert_eq!(thin(&rec, Arrivals::All.kept(4.0)), rec);
+        assert_eq!(thin(&rec, Arrivals::Thin.kept(1.0)), rec);
+        assert_eq!(run_rate(&rec, 4)[0], 20);
+    }
+
+    /// The written scenario says which it did, and [observed] carries the share kept.
+    #[test]
+    fn the_scenario_says_whether_arrivals_were_thinned() {
+        let minute = 1_769_190_420_000_i64;
+        let mut csv = "timestampInMs,requestPath,requestMethod,responseStatusCode,durationMs,level,message,requestId\n".to_owned();
+        for i in 0..120 {
+            csv.push_str(&format!(
+                "{},/api/webhooks/email,POST,200,5,,,r{i}\n",
+                minute + i * 1000
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, csv).unwrap();
+        let summary =
+            crate::logs::summarize(&path, &crate::logs::PathMap::defaults(), None, false).unwrap();
+        let base = include_str!("../../scenarios/smoke.toml");
+        for (arrivals, sent, kept, says) in [
+            (Arrivals::Thin, 30, 0.25, "1 in 4 of its 120 requests"),
+            (Arrivals::All, 120, 1.0, "all its 120 requests, at 4x"),
+        ] {
+            let opts = Options {
+                speed: 4.0,
+                arrivals,
+                function_limit: Duration::from_secs(60),
+                command: "test".into(),
+            };
+            let text = scenario_text(&summary, base, "smoke.toml", &opts).unwrap();
+            let doc: toml::Table = toml::from_str(&text).unwrap();
+            let observed: Observed = doc["observed"].clone().try_into().unwrap();
+            assert_eq!(observed.kept, kept);
+            assert!(
+                doc["description"].as_str().unwrap().contains(says),
+                "{text}"
+            );
+            let counts: i64 = doc["streams"].as_array().unwrap()[0]["arrival"]["counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_integer().unwrap())
+                .sum();
+            assert_eq!(counts, sent, "{arrivals:?}");
+        }
     }
 }

@@ -19,6 +19,11 @@ pub struct Observed {
     pub to: String,
     /// Replay speed: recorded time ÷ replayed time.
     pub speed: f64,
+    /// The share of the recorded arrivals the replay sends: `1 / speed` when they were thinned
+    /// so that the world sees production's arrival rate, 1 when every one was sent (at `speed`
+    /// times production's rate). Files written before it had none: every arrival.
+    #[serde(default = "every_arrival")]
+    pub kept: f64,
     /// The platform's function limit in production: latencies compare as shares of it against
     /// the service's `request_timeout`.
     #[serde(with = "incident_wire::duration")]
@@ -32,7 +37,17 @@ pub struct Observed {
     pub ignored: BTreeMap<String, u64>,
 }
 
+fn every_arrival() -> f64 {
+    1.0
+}
+
 impl Observed {
+    /// The load the replay puts on the world against production's: its arrival rate ÷
+    /// production's (1 when thinned, `speed` when every arrival was sent).
+    pub fn load_factor(&self) -> f64 {
+        self.speed * self.kept
+    }
+
     /// Recorded minutes in the window (a partial last minute counts).
     pub fn minutes(&self) -> u32 {
         let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|t| t.timestamp());
