@@ -104,13 +104,22 @@ fn the_smoke_matrix_reproduces_the_incident_and_proves_the_fix() {
     let hook = endpoint(fixed, "POST /api/webhooks/email");
     assert_eq!(hook["db_writes_max"], 1);
     assert_eq!(hook["external_calls_max"], 0);
-    // No statement timeout on the endpoints the fix bounds (a cron tick may still hit one on a
-    // slow machine: that one is counted service-wide, in `statement_timeouts`).
+    // No statement timeout reaches a user of the endpoints the fix bounds. On a loaded machine
+    // the live counts query may run past its own bound (below the database's timeout) and be
+    // answered from the stale fallback: those are 200s, counted in `error_categories` only (a
+    // cron tick's are counted service-wide, in `statement_timeouts`).
     for name in ["GET /", "POST /api/actions/inbox-counts"] {
-        let own = endpoint(fixed, name)["error_categories"]["db_timeout"]
-            .as_u64()
-            .unwrap_or(0);
-        assert_eq!(own, 0, "{name}: {own} statement timeouts");
+        let e = endpoint(fixed, name);
+        let seen = e["failed_categories"]["db_timeout"].as_u64().unwrap_or(0);
+        assert_eq!(seen, 0, "{name}: {seen} statement timeouts users saw");
+        let failed: u64 = e["status_counts"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| !k.starts_with('2') && !k.starts_with('3') && *k != "401")
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(failed, 0, "{name}: {e}");
     }
     let inv = &fixed["invariants"];
     assert!(inv["acked"].as_u64().unwrap() > 100, "{inv}");
