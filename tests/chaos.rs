@@ -393,11 +393,16 @@ const EXACTLY_ONCE: &str = "every acknowledged EMAIL_SENT applied exactly once";
 fn durable(a: &Value) {
     let inv = &a["invariants"];
     assert_eq!(check(a, EXACTLY_ONCE)["passed"], true, "{inv}");
-    assert_eq!(inv["lost"], 0, "{inv}");
     let effects = inv["effects"].as_array().unwrap();
     assert_eq!(effects.len(), 5, "{inv}");
     for e in effects {
-        assert_eq!(e["lost"], 0, "{e}");
+        // Nothing lost but what the service declared skipped (the best-effort slot ledger: a
+        // statement cancelled when a paused Postgres resumes is rolled back alone and logged).
+        let declared = e["declared_skips"].as_u64().unwrap_or(0);
+        assert!(e["lost"].as_u64().unwrap() <= declared, "{e}");
+        if e["effect"] != "slot ledger" {
+            assert_eq!(e["lost"], 0, "{e}");
+        }
         if e["at_least_once"].is_null() {
             assert_eq!(e["duplicates"], 0, "{e}");
         }

@@ -506,6 +506,14 @@ pub fn invariant_detail(inv: &Invariants) -> String {
             e.at_least_once.as_deref().unwrap_or("")
         ));
     }
+    for e in inv.effects.iter().filter(|e| e.lost > 0 && e.clean()) {
+        text.push_str(&format!(
+            "; {} missing {} increments, skipped as the service declared ({} skipped: best effort, never failing the event)",
+            e.effect,
+            e.lost,
+            e.declared_skips.unwrap_or(0)
+        ));
+    }
     let dirty: Vec<String> = inv
         .effects
         .iter()

@@ -143,6 +143,10 @@ pub(super) async fn measure(
             "the outbox calls GHL, then marks its row done: a crash or a cut connection between the two makes the retry call again, as any outbox delivers at least once",
         );
     }
+    super::super::invariant::ledger_best_effort(
+        &mut invariants,
+        last.ledger.get("skipped").copied().unwrap_or(0.0) as u64,
+    );
     std::fs::write(
         out.join(format!("arm-{}.recording.json", arm.name)),
         serde_json::to_string(&recording)?,

@@ -118,6 +118,7 @@ fn a_provider_call_required_at_least_once_may_repeat_but_not_go_missing() {
         duplicates,
         lost,
         at_least_once: None,
+        declared_skips: None,
     };
     let mut repeated = Invariants {
         effects: vec![ghl(3, 0)],
@@ -278,6 +279,7 @@ fn a_fixed_arm_fails_on_any_broken_budget_or_invariant() {
             duplicates: 50,
             lost: 0,
             at_least_once: None,
+            declared_skips: None,
         }],
         ..clean()
     };

@@ -275,12 +275,20 @@ pub struct EffectCount {
     /// after the call and retried calls it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_least_once: Option<String>,
+    /// For a best-effort effect (the slot ledger: a failed increment is rolled back alone and
+    /// logged, never failing its event), the increments the service declared skipped
+    /// (`ledger_increments_total{outcome="skipped"}`): up to that many lost are reported, not
+    /// failed. A loss the service did not declare fails as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_skips: Option<u64>,
 }
 
 impl EffectCount {
-    /// Neither lost nor duplicated (repeats allowed where only at-least-once is required).
+    /// Neither lost nor duplicated (repeats allowed where only at-least-once is required,
+    /// losses where the service declared them skipped).
     pub fn clean(&self) -> bool {
-        self.lost == 0 && (self.duplicates == 0 || self.at_least_once.is_some())
+        self.lost <= self.declared_skips.unwrap_or(0)
+            && (self.duplicates == 0 || self.at_least_once.is_some())
     }
 }
 
