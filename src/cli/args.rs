@@ -80,6 +80,14 @@ pub enum Command {
     /// Exit 1 when the legacy arm does not reproduce production or the fixed arm does not
     /// remove it.
     Replay(ReplayArgs),
+    /// Fit the legacy world to a log export: probes the legacy arm on the recorded arrivals
+    /// while a pattern search turns the knobs the export cannot say (pool size, the function
+    /// limit and statement timeout as scaled, the providers' latency) until, per endpoint and
+    /// recorded minute with ≥ 20 requests, its failed share is within ±25 % (±3 points under
+    /// 10 %) and its p95 (share of the limit) within 1.5× of production's; then runs every arm
+    /// on the calibrated world. Writes scenario.toml, fit.md/.json, fidelity.md/.json. Exit 1
+    /// when a fitted cell stays outside or the fixed arm does not remove the failures.
+    Calibrate(CalibrateArgs),
     /// Chaos: the faults a scenario's `[[faults]]` (or `--fault`) can inject, and flag flips.
     #[command(subcommand)]
     Chaos(ChaosCommand),
@@ -193,6 +201,40 @@ pub struct ReplayArgs {
     pub factor: f64,
     /// Output folder (default: target/incident-lab/replay-LOGS-NAME): scenario.toml, the
     /// matrix's reports, fidelity.md and fidelity.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    #[command(flatten)]
+    pub logs: LogsArgs,
+    /// The scenario the world comes from (dataset, limits, providers, budgets, arms); its
+    /// service and provider settings are where the search starts.
+    #[arg(
+        long,
+        value_name = "SCENARIO",
+        default_value = "scenarios/incident.toml"
+    )]
+    pub base: PathBuf,
+    /// Recorded seconds per replayed second. Every recorded request is sent (at this many
+    /// times production's rate): the knobs found scale the world to it.
+    #[arg(long, default_value_t = 30.0)]
+    pub speed: f64,
+    /// The platform's function limit in production.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    pub function_limit: std::time::Duration,
+    /// Time for the search's probes; the search stops at the first probe that would end past
+    /// it (the base is always probed), then the arms run once on the calibrated world.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_duration_arg)]
+    pub budget: std::time::Duration,
+    /// Fit on the first N recorded minutes, and report the rest as held out (default: the
+    /// first three quarters).
+    #[arg(long, value_name = "N")]
+    pub fit_minutes: Option<u32>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Output folder (default: target/incident-lab/calibrate-LOGS-NAME).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

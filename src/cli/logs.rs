@@ -12,7 +12,7 @@ fn usage(e: impl std::fmt::Display) -> Failure {
 }
 
 /// Reads and sums up the export, saying on stderr what it read and what it could not.
-fn summarize(args: &LogsArgs) -> Result<Summary, Failure> {
+pub(super) fn summarize(args: &LogsArgs) -> Result<Summary, Failure> {
     let map = match &args.map {
         Some(file) => logs::PathMap::with_file(file).map_err(usage)?,
         None => logs::PathMap::defaults(),
@@ -106,7 +106,7 @@ fn scenario_text(summary: &Summary, shape: &ReplayShape) -> Result<String, Failu
 }
 
 /// Writes `text` to `path` and loads it back as a scenario (what a run will do with it).
-fn write_scenario(path: &Path, text: &str) -> Result<crate::model::Scenario, Failure> {
+pub(super) fn write_scenario(path: &Path, text: &str) -> Result<crate::model::Scenario, Failure> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| usage(format!("{}: cannot create: {e}", dir.display())))?;
@@ -121,7 +121,7 @@ fn write_scenario(path: &Path, text: &str) -> Result<crate::model::Scenario, Fai
     })
 }
 
-fn describe(scenario: &crate::model::Scenario) {
+pub(super) fn describe(scenario: &crate::model::Scenario) {
     for st in &scenario.streams {
         let n: u64 = match &st.arrival {
             loadgen::Arrival::Counts { counts, .. } => counts.iter().map(|&c| u64::from(c)).sum(),

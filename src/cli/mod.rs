@@ -15,6 +15,7 @@ use crate::dataset::Template;
 use crate::postgres::{PgServer, ProvisionRequest};
 
 mod args;
+mod calibrate;
 mod ceiling;
 mod chaos;
 mod compare;
@@ -174,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Scenario(ScenarioCommand::FromLogs(args)) => logs::from_logs(&args),
         Command::Triage(args) => logs::triage(&args),
         Command::Replay(args) => logs::replay(args).await,
+        Command::Calibrate(args) => calibrate::calibrate(args).await,
         Command::Chaos(ChaosCommand::List) => {
             print!("{}", chaos_list());
             Ok(())

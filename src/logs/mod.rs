@@ -2,6 +2,7 @@
 //! turn it into a scenario that replays its arrivals (`scenario from-logs`), rank its errors
 //! into the fix list (`triage`), and compare a replay with what production saw (`replay`).
 
+pub mod calibrate;
 pub mod classify;
 pub mod fidelity;
 pub mod read;
