@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::logs::{describe, summarize, write_scenario};
+use super::logs::{default_out, describe, summarize, write_scenario};
 use super::{CalibrateArgs, Failure};
 use crate::logs::calibrate::{self as fit, Loss, Probe, Setting};
 use crate::logs::to_scenario::{Arrivals, Options};
@@ -44,15 +44,10 @@ pub(super) async fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
         },
     )
     .map_err(usage)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let stem = args
-            .logs
-            .logs
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("logs");
-        PathBuf::from("target/incident-lab").join(format!("calibrate-{stem}"))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out("calibrate", &args.logs.logs));
     let replay = write_scenario(&out.join("replay.toml"), &replay_text)?;
     let observed = replay
         .observed

@@ -181,6 +181,15 @@ pub(super) fn triage(args: &TriageArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `target/incident-lab/COMMAND-EXPORT` (the export's file name without its extension).
+pub(super) fn default_out(command: &str, export: &Path) -> PathBuf {
+    let stem = export
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("logs");
+    PathBuf::from("target/incident-lab").join(format!("{command}-{stem}"))
+}
+
 /// `replay`.
 pub(super) async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     if !(args.factor.is_finite() && args.factor >= 1.0) {
@@ -188,15 +197,10 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<(), Failure> {
     }
     let summary = summarize(&args.logs)?;
     let text = scenario_text(&summary, &args.shape)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let stem = args
-            .logs
-            .logs
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("logs");
-        PathBuf::from("target/incident-lab").join(format!("replay-{stem}"))
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out("replay", &args.logs.logs));
     let path = out.join("scenario.toml");
     let scenario = write_scenario(&path, &text)?;
     println!(

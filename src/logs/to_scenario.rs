@@ -311,6 +311,14 @@ fn observed(summary: &Summary, opts: &Options, from: &str, to: &str) -> Observed
 mod tests {
     use super::*;
 
+    /// The summary of an export with this CSV text.
+    fn summary_of(csv: &str) -> Summary {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, csv).unwrap();
+        crate::logs::summarize(&path, &crate::logs::PathMap::defaults(), None, false).unwrap()
+    }
+
     /// The export of a new user's report: a stray request in the last second of 17:57, then
     /// 100 webhooks in 17:58:10–17:58:39. Production's minute 1 (17:58) holds the 100; so must
     /// the replay's minute 1, recorded seconds 60–119, not 0–59 counted from the stray one.
@@ -327,11 +335,7 @@ mod tests {
             let at = start + 70_000 + i * 300;
             csv.push_str(&format!("{at},/api/webhooks/email,POST,200,5,,,r{i}\n"));
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.csv");
-        std::fs::write(&path, csv).unwrap();
-        let summary =
-            crate::logs::summarize(&path, &crate::logs::PathMap::defaults(), None, false).unwrap();
+        let summary = summary_of(&csv);
         let base = include_str!("../../scenarios/smoke.toml");
         let opts = Options {
             speed: 60.0,
@@ -418,11 +422,7 @@ mod tests {
                 minute + i * 1000
             ));
         }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.csv");
-        std::fs::write(&path, csv).unwrap();
-        let summary =
-            crate::logs::summarize(&path, &crate::logs::PathMap::defaults(), None, false).unwrap();
+        let summary = summary_of(&csv);
         let base = include_str!("../../scenarios/smoke.toml");
         for (arrivals, sent, kept, says) in [
             (Arrivals::Thin, 30, 0.25, "1 in 4 of its 120 requests"),
