@@ -95,11 +95,10 @@ pub(super) async fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let mut probes: Vec<Probe> = Vec::new();
     let mut failure: Option<Failure> = None;
-    let timeout_of = |s: &Setting| s.request_timeout_ms;
     let (_, best) = fit::search(&knobs, base, async |setting: Setting| {
         let spent = started.elapsed().as_secs_f64();
-        let typical = probes.iter().map(|p| p.seconds).fold(0.0, f64::max);
-        if !probes.is_empty() && spent + typical > args.budget.as_secs_f64() {
+        let longest = probes.iter().map(|p| p.seconds).fold(0.0, f64::max);
+        if !probes.is_empty() && spent + longest > args.budget.as_secs_f64() {
             return None;
         }
         if crate::interrupt::requested().is_some() {
@@ -128,7 +127,7 @@ pub(super) async fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
             }
         };
         let arm = report.arms.first()?;
-        let residuals = fit::residuals(arm, &observed, timeout_of(&setting), fit_minutes);
+        let residuals = fit::residuals(arm, &observed, setting.request_timeout_ms, fit_minutes);
         let loss = Loss::of(&residuals);
         let seconds = t.elapsed().as_secs_f64();
         eprintln!(
@@ -166,19 +165,26 @@ pub(super) async fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
 
     // Every arm once on the calibrated world: the legacy one again (its residuals are the
     // ones written), the fixed ones against production.
-    let calibrated_text = best.apply(&replay_text).map_err(usage)?;
     let scenario_path = out.join("scenario.toml");
-    let calibrated = write_scenario(
-        &scenario_path,
-        &format!(
-            "# Calibrated by `incident-lab calibrate` ({} probes): {}.\n{calibrated_text}",
-            probes.len(),
-            best.said()
-        ),
-    )?;
-    let ran = run(&calibrated, out.clone(), None).await;
+    let calibrated = best.apply(&replay_text).map_err(usage).and_then(|text| {
+        write_scenario(
+            &scenario_path,
+            &format!(
+                "# Calibrated by `incident-lab calibrate` ({} probes): {}.\n{text}",
+                probes.len(),
+                best.said()
+            ),
+        )
+    });
+    let ran = match &calibrated {
+        Ok(scenario) => Some(run(scenario, out.clone(), None).await),
+        Err(_) => None,
+    };
     server.shutdown().await;
-    let report = ran.map_err(Failure::Infrastructure)?;
+    let calibrated = calibrated?;
+    let report = ran
+        .expect("run when the scenario was written")
+        .map_err(Failure::Infrastructure)?;
     let Some(arm) = report.arms.iter().find(|a| a.name == legacy) else {
         return Err(Failure::Infrastructure(anyhow::anyhow!(
             "the calibrated run has no arm {legacy}"
