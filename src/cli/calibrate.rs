@@ -95,7 +95,7 @@ pub(super) async fn calibrate(args: CalibrateArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let mut probes: Vec<Probe> = Vec::new();
     let mut failure: Option<Failure> = None;
-    let (_, best) = fit::search(&knobs, base, async |setting: Setting| {
+    let best = fit::search(&knobs, base, async |setting: Setting| {
         let spent = started.elapsed().as_secs_f64();
         let longest = probes.iter().map(|p| p.seconds).fold(0.0, f64::max);
         if !probes.is_empty() && spent + longest > args.budget.as_secs_f64() {

@@ -23,10 +23,20 @@ use crate::report::ArmReport;
 /// Cells with fewer production requests than this are shown, not judged.
 pub const MIN_REQUESTS: u64 = 20;
 
+/// Which part of a [`Setting`] a knob turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    PoolMax,
+    RequestTimeout,
+    StatementTimeout,
+    ProviderLatency,
+}
+
 /// A knob the search may turn, and the values it may take (sorted).
 #[derive(Debug, Clone, Serialize)]
 pub struct Knob {
-    pub name: &'static str,
+    pub name: Which,
     pub unit: &'static str,
     pub grid: Vec<f64>,
 }
@@ -42,24 +52,24 @@ pub fn knobs(base: &Setting) -> Vec<Knob> {
     };
     let mut out = vec![
         Knob {
-            name: "pool_max",
+            name: Which::PoolMax,
             unit: "connections",
             grid: vec![
                 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0,
             ],
         },
         Knob {
-            name: "request_timeout",
+            name: Which::RequestTimeout,
             unit: "ms",
             grid: around(base.request_timeout_ms),
         },
         Knob {
-            name: "statement_timeout",
+            name: Which::StatementTimeout,
             unit: "ms",
             grid: around(base.statement_timeout_ms),
         },
         Knob {
-            name: "provider_latency",
+            name: Which::ProviderLatency,
             unit: "× the base's",
             grid: vec![0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0],
         },
@@ -81,21 +91,16 @@ pub struct Setting {
 }
 
 impl Setting {
-    fn get(&self, knob: &str) -> f64 {
-        match knob {
-            "pool_max" => self.pool_max,
-            "request_timeout" => self.request_timeout_ms,
-            "statement_timeout" => self.statement_timeout_ms,
-            _ => self.provider_latency,
-        }
+    fn get(mut self, knob: Which) -> f64 {
+        *self.value(knob)
     }
 
-    fn set(&mut self, knob: &str, v: f64) {
+    fn value(&mut self, knob: Which) -> &mut f64 {
         match knob {
-            "pool_max" => self.pool_max = v,
-            "request_timeout" => self.request_timeout_ms = v,
-            "statement_timeout" => self.statement_timeout_ms = v,
-            _ => self.provider_latency = v,
+            Which::PoolMax => &mut self.pool_max,
+            Which::RequestTimeout => &mut self.request_timeout_ms,
+            Which::StatementTimeout => &mut self.statement_timeout_ms,
+            Which::ProviderLatency => &mut self.provider_latency,
         }
     }
 
@@ -295,32 +300,27 @@ fn nearest(grid: &[f64], v: f64) -> usize {
 /// places), each knob is moved down and up by it while that improves the fit; the step
 /// shrinks when no move does. `probe` runs one setting and gives its loss, or `None` when
 /// the budget is spent (the search stops there). Each setting is probed at most once.
-/// Returns the probes in order, the best first in `best`.
+/// Returns the best setting probed, with its loss (`None` when not even `start` was).
 pub async fn search(
     knobs: &[Knob],
     start: Setting,
     mut probe: impl AsyncFnMut(Setting) -> Option<Loss>,
-) -> (Vec<(Setting, Loss)>, Option<(Setting, Loss)>) {
-    let mut at: Vec<usize> = knobs
+) -> Option<(Setting, Loss)> {
+    let at: Vec<usize> = knobs
         .iter()
         .map(|k| nearest(&k.grid, start.get(k.name)))
         .collect();
     let setting_of = |at: &[usize]| {
         let mut s = start;
         for (k, &i) in knobs.iter().zip(at) {
-            s.set(k.name, k.grid[i]);
+            *s.value(k.name) = k.grid[i];
         }
         s
     };
     let mut seen: BTreeMap<Vec<usize>, Loss> = BTreeMap::new();
-    let mut probes = Vec::new();
-    let first = setting_of(&at);
-    let Some(loss) = probe(first).await else {
-        return (probes, None);
-    };
+    let loss = probe(setting_of(&at)).await?;
     seen.insert(at.clone(), loss);
-    probes.push((first, loss));
-    let mut best = (at.clone(), loss);
+    let mut best = (at, loss);
     'steps: for step in [4_isize, 2, 1] {
         loop {
             let mut moved = false;
@@ -337,12 +337,10 @@ pub async fn search(
                         let loss = match seen.get(&cand) {
                             Some(l) => *l,
                             None => {
-                                let s = setting_of(&cand);
-                                let Some(l) = probe(s).await else {
+                                let Some(l) = probe(setting_of(&cand)).await else {
                                     break 'steps;
                                 };
                                 seen.insert(cand.clone(), l);
-                                probes.push((s, l));
                                 l
                             }
                         };
@@ -360,8 +358,7 @@ pub async fn search(
             }
         }
     }
-    at.clone_from(&best.0);
-    (probes, Some((setting_of(&at), best.1)))
+    Some((setting_of(&best.0), best.1))
 }
 
 /// The fit in Markdown: the knobs, the probes, and per endpoint × minute the residuals.
@@ -454,12 +451,12 @@ mod tests {
             provider_latency: 2.0,
         };
         let off = |a: f64, b: f64| (a / b).ln().abs();
-        let mut calls = 0;
+        let mut probed: Vec<String> = Vec::new();
         let run = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (probes, best) = run.block_on(search(&knobs, base(), async |s: Setting| {
-            calls += 1;
+        let best = run.block_on(search(&knobs, base(), async |s: Setting| {
+            probed.push(s.said());
             let e = [
                 off(s.pool_max, truth.pool_max),
                 off(s.request_timeout_ms, truth.request_timeout_ms),
@@ -473,14 +470,13 @@ mod tests {
             })
         }));
         let (found, loss) = best.unwrap();
+        let calls = probed.len();
         assert_eq!(found, truth, "after {calls} probes");
         assert_eq!(loss.outside, 0);
-        assert_eq!(probes.len(), calls);
         // Each setting once.
-        let mut said: Vec<String> = probes.iter().map(|(s, _)| s.said()).collect();
-        said.sort();
-        said.dedup();
-        assert_eq!(said.len(), probes.len());
+        probed.sort();
+        probed.dedup();
+        assert_eq!(probed.len(), calls);
         assert!(calls < 40, "{calls} probes");
     }
 
@@ -492,7 +488,7 @@ mod tests {
         let run = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (probes, best) = run.block_on(search(&knobs, base(), async |s: Setting| {
+        let best = run.block_on(search(&knobs, base(), async |s: Setting| {
             if left == 0 {
                 return None;
             }
@@ -503,7 +499,7 @@ mod tests {
                 squares: s.pool_max,
             })
         }));
-        assert_eq!(probes.len(), 3);
+        assert_eq!(left, 0);
         let (found, _) = best.unwrap();
         assert!(found.pool_max < 10.0, "{}", found.said());
     }
