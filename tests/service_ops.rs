@@ -270,3 +270,119 @@ async fn backend_pid(conn: &mut sqlx::PgConnection) -> i32 {
         .await
         .unwrap()
 }
+
+/// The access log (`ACCESS_LOG`, `matrix --access-log`): one line per answered request with
+/// the status the client got, and `logs export` turns it into an export the log reader sums
+/// up as the same requests, time stretched.
+#[tokio::test]
+async fn the_access_log_holds_each_answer_and_exports_as_production_would() {
+    let app = TestApp::spawn(Switches::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.jsonl");
+    app.state
+        .set_access_log(inbox_service::access_log::AccessLog::open(&log).unwrap());
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let r = app
+            .post_webhook(&email_sent(&format!("evt-log-{i}"), 2, "l@example.test"))
+            .await;
+        sent.push(("POST", "/api/webhooks/email", r.status().as_u16()));
+    }
+    let refused = app.post_webhook_raw(b"{}".to_vec()).await;
+    sent.push(("POST", "/api/webhooks/email", refused.status().as_u16()));
+    // Signed out, the page redirects to the login page (the client follows): two requests.
+    let page = app.get("/", None).await;
+    assert_eq!(page.url().path(), "/login");
+    sent.push(("GET", "/", 307));
+    sent.push(("GET", "/login", page.status().as_u16()));
+    assert_eq!(refused.status(), 400, "a refused request is logged too");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let logged: Vec<(String, String, u16)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["method"].as_str().unwrap().to_owned(),
+                l["path"].as_str().unwrap().to_owned(),
+                l["statusCode"].as_u64().unwrap() as u16,
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, u16)> = sent
+        .iter()
+        .map(|(m, p, s)| (m.to_string(), p.to_string(), *s))
+        .collect();
+    assert_eq!(logged, want);
+    for l in &lines {
+        assert!(l["durationMs"].as_f64().unwrap() >= 0.0);
+        assert!(l["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+        // What a log drain holds, nothing more: no query, no client, no workspace.
+        assert_eq!(l.as_object().unwrap().len(), 5, "{l}");
+    }
+    app.shutdown().await;
+
+    // Stretched ×10 into Vercel's CSV: the same requests, statuses and durations ×10.
+    let csv = dir.path().join("export.csv");
+    let export_by = |slower: &str| {
+        common::incident_lab(&[
+            "logs",
+            "export",
+            log.to_str().unwrap(),
+            "--slower",
+            slower,
+            "--out",
+            csv.to_str().unwrap(),
+        ])
+    };
+    let run = export_by("10");
+    assert!(run.status.success(), "{}", common::scenarios::text(&run));
+    let export = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<&str> = export.lines().skip(1).collect();
+    assert_eq!(rows.len(), lines.len());
+    let first = lines
+        .iter()
+        .map(|l| l["timestamp"].as_f64().unwrap() - l["durationMs"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    // (start, duration, status) of each request, stretched by hand and as exported.
+    let mut expected: Vec<(f64, f64, String)> = lines
+        .iter()
+        .map(|l| {
+            let d = l["durationMs"].as_f64().unwrap();
+            let start = l["timestamp"].as_f64().unwrap() - d;
+            (
+                first + 10.0 * (start - first),
+                10.0 * d,
+                l["statusCode"].to_string(),
+            )
+        })
+        .collect();
+    let mut exported: Vec<(f64, f64, String)> = rows
+        .iter()
+        .map(|row| {
+            let f: Vec<&str> = row.split(',').collect();
+            let (end, d): (f64, f64) = (f[1].parse().unwrap(), f[6].parse().unwrap());
+            (end - d, d, f[4].to_owned())
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.total_cmp(&b.0));
+    exported.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (e, x) in expected.iter().zip(&exported) {
+        assert!(
+            (e.0 - x.0).abs() <= 2.0 && (e.1 - x.1).abs() <= 1.0,
+            "{e:?} vs {x:?}"
+        );
+        assert_eq!(e.2, x.2);
+    }
+    // A factor that is not one is refused, naming it.
+    let bad = export_by("0");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        common::scenarios::text(&bad).contains("--slower 0"),
+        "{}",
+        common::scenarios::text(&bad)
+    );
+}

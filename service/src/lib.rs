@@ -19,7 +19,9 @@
 //! - [`error`]: the HTTP error type and the error categories.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`db`]: migrations and the Phase 53 indexes.
+//! - [`access_log`]: one JSON line per request, as a log drain holds (opt-in, `ACCESS_LOG`).
 
+pub mod access_log;
 pub mod app_state;
 pub mod auth;
 pub mod config;
@@ -69,6 +71,9 @@ pub async fn serve_from_env() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind {}", config.bind))?;
     let state = AppState::new(config).context("invalid DATABASE_URL")?;
+    if let Some(log) = access_log::AccessLog::from_env()? {
+        state.set_access_log(log);
+    }
     if let Some(faults) = state.test_faults_from_env().map_err(anyhow::Error::msg)? {
         tracing::warn!(?faults, "deliberate bugs turned on (a test)");
     }

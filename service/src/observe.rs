@@ -28,6 +28,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let route = incident_wire::endpoint_label(&method, &path, None);
+    let uri_path = state.access_log().map(|_| request.uri().path().to_owned());
     let sticky = state.faults().sticky_failure && !path.starts_with("/api/cron");
     if sticky && state.stuck.load(std::sync::atomic::Ordering::Relaxed) {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -112,6 +113,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             largest_statement: tally.largest_statement(),
         },
     );
+    if let (Some(log), Some(uri_path)) = (state.access_log(), uri_path) {
+        log.write(&method, &uri_path, response.status().as_u16(), took);
+    }
     response
 }
 

@@ -10,6 +10,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, Switches};
 use crate::error::AppError;
 use crate::metrics::Metrics;
@@ -107,6 +108,8 @@ pub struct Inner {
     waiters: AtomicU64,
     /// Set by the first 5xx when the `sticky_failure` deliberate bug is on.
     pub stuck: AtomicBool,
+    /// The per-request access log, when [`crate::access_log::ACCESS_LOG_ENV`] asks for one.
+    access_log: std::sync::OnceLock<AccessLog>,
 }
 
 impl std::ops::Deref for Resources {
@@ -155,7 +158,18 @@ impl Resources {
             http,
             waiters: AtomicU64::new(0),
             stuck: Default::default(),
+            access_log: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Writes an access line per request to `log` from now on (once; a second is ignored).
+    pub fn set_access_log(&self, log: AccessLog) {
+        let _ = self.access_log.set(log);
+    }
+
+    /// The access log, when one is on.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.get()
     }
 
     /// Connects once, so a wrong URL fails at start-up rather than on the first request.

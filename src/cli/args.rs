@@ -42,6 +42,15 @@ pub enum Command {
     /// wrk on the same endpoint; the service's EMAIL_SENT ingest and job drain on Postgres,
     /// beside pgbench on the same cluster. Writes ceiling.json and ceiling.md.
     Ceiling(CeilingArgs),
+    /// Print a generated block of docs/replay.md from the stored run it shows
+    /// (`scripts/readme-render`): triage EXPORT, replay-fidelity FIDELITY.json,
+    /// calibrate-fit FIT.json, recovery RECOVERY.json...
+    #[command(hide = true)]
+    DocBlock {
+        name: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// A trivial HTTP server (200 "ok" on every path) for `ceiling`; prints `listening on ADDR`.
     #[command(hide = true)]
     EchoServer {
@@ -91,6 +100,9 @@ pub enum Command {
     /// Chaos: the faults a scenario's `[[faults]]` (or `--fault`) can inject, and flag flips.
     #[command(subcommand)]
     Chaos(ChaosCommand),
+    /// Log exports made here.
+    #[command(subcommand)]
+    Logs(LogsCommand),
     /// Run the reference service (inbox-service) with its configuration from the environment
     /// (DATABASE_URL, BIND, secrets, provider URLs, limits, switches; see service/README.md). The
     /// matrix starts one per arm this way; JSON logs on stderr.
@@ -101,6 +113,27 @@ pub enum Command {
 pub enum ChaosCommand {
     /// Describe the fault kinds and their parameters.
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Write a service's access log (`matrix --access-log`: OUT/arm-NAME.access.jsonl) as a
+    /// production log export — Vercel's runtime-log CSV, newest row first — with its time
+    /// stretched --slower F× (gaps between starts and every duration), so a world run here
+    /// with known knobs reads as a slower production whose parameters `calibrate` must recover.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The access log (JSON lines, as the service writes them).
+    pub access_log: PathBuf,
+    /// Stretch time by this factor (> 0; 1 keeps the run's own clock).
+    #[arg(long, default_value_t = 1.0, value_name = "F")]
+    pub slower: f64,
+    /// The CSV file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +364,12 @@ pub struct ChaosArgs {
     /// `at=10s,flag=INBOXXIA_EMAIL_SENT_ASYNC,to=true`. Repeatable.
     #[arg(long = "flip", value_name = "FIELDS")]
     pub flips: Vec<String>,
+    /// Have each arm's service write an access log, OUT/arm-NAME.access.jsonl: one JSON line
+    /// per request (end time, method, path, status, duration), as a platform's log drain holds.
+    /// `logs export` turns one into a production-style export (e.g. to check that `calibrate`
+    /// recovers the knobs of a world it did not see).
+    #[arg(long, help_heading = "Output")]
+    pub access_log: bool,
 }
 
 #[derive(Debug, Args)]

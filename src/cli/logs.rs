@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Failure;
-use super::{FromLogsArgs, LogsArgs, ReplayArgs, ReplayShape, TriageArgs};
+use super::{ExportArgs, FromLogsArgs, LogsArgs, ReplayArgs, ReplayShape, TriageArgs};
 use crate::logs::{self, Summary};
 
 fn usage(e: impl std::fmt::Display) -> Failure {
@@ -262,4 +262,46 @@ pub(super) async fn replay(args: ReplayArgs) -> Result<(), Failure> {
             failed.join("; ")
         )))
     }
+}
+
+/// `logs export`: an access log written as a production export, time stretched.
+pub(super) fn export(args: &ExportArgs) -> Result<(), Failure> {
+    if !(args.slower.is_finite() && args.slower > 0.0) {
+        return Err(usage(format!(
+            "--slower {}: expected a positive factor (1 keeps the run's clock)",
+            args.slower
+        )));
+    }
+    let mut rows = Vec::new();
+    let read = logs::read::read(&args.access_log, true, |r| rows.push(r)).map_err(usage)?;
+    if rows.is_empty() {
+        return Err(usage(format!(
+            "{}: no requests in it (an arm run with --access-log writes one line per request)",
+            args.access_log.display()
+        )));
+    }
+    let write = |e: std::io::Error| {
+        Failure::Infrastructure(anyhow::anyhow!("{}: cannot write: {e}", args.out.display()))
+    };
+    let file = std::fs::File::create(&args.out).map_err(write)?;
+    let mut out = std::io::BufWriter::new(file);
+    let done = logs::export::export(rows, args.slower, &mut out).map_err(write)?;
+    std::io::Write::flush(&mut out).map_err(write)?;
+    let span_s = (done.last_ms - done.first_ms) as f64 / 1000.0;
+    eprintln!(
+        "{}: {} requests from {} ({} lines, {}), time ×{}: {span_s:.0} s from the first start to the last end",
+        args.out.display(),
+        done.rows,
+        args.access_log.display(),
+        read.rows,
+        read.format,
+        args.slower
+    );
+    if done.skipped > 0 {
+        eprintln!(
+            "{} lines without a path or a duration left out",
+            done.skipped
+        );
+    }
+    Ok(())
 }

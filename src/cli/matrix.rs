@@ -18,6 +18,7 @@ pub(super) async fn matrix(
     scenario
         .add_timeline(&chaos.faults, &chaos.flips)
         .map_err(Failure::Usage)?;
+    scenario.access_log = chaos.access_log;
     if let Some(names) = &only {
         if let Some(name) = names
             .iter()

@@ -123,9 +123,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             .await
         }
         Command::Run(args) if args.target.target.is_some() => {
-            if !args.chaos.faults.is_empty() || !args.chaos.flips.is_empty() {
+            if !args.chaos.faults.is_empty()
+                || !args.chaos.flips.is_empty()
+                || args.chaos.access_log
+            {
                 return Err(Failure::Usage(
-                    "--fault and --flip need a run the harness starts (without --target)".into(),
+                    "--fault, --flip and --access-log need a run the harness starts (without --target)".into(),
                 ));
             }
             run_target(args).await
@@ -176,6 +179,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Triage(args) => logs::triage(&args),
         Command::Replay(args) => logs::replay(args).await,
         Command::Calibrate(args) => calibrate::calibrate(args).await,
+        Command::Logs(LogsCommand::Export(args)) => logs::export(&args),
+        Command::DocBlock { name, files } => {
+            let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+            let block = crate::logs::doc_blocks::render(&name, &files, std::path::Path::new("."))
+                .map_err(Failure::Usage)?;
+            print!("{block}");
+            Ok(())
+        }
         Command::Chaos(ChaosCommand::List) => {
             print!("{}", chaos_list());
             Ok(())

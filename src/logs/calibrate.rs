@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Observed, StatusMix};
 use crate::report::ArmReport;
@@ -27,6 +27,8 @@ pub const MIN_REQUESTS: u64 = 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Which {
+    /// The share of the recorded arrivals sent: the load the world sees, at a fixed speed.
+    Kept,
     PoolMax,
     RequestTimeout,
     StatementTimeout,
@@ -51,6 +53,12 @@ pub fn knobs(base: &Setting) -> Vec<Knob> {
             .collect()
     };
     let mut out = vec![
+        // First: at a speed that overloads the world every other knob is moot.
+        Knob {
+            name: Which::Kept,
+            unit: "of the recorded arrivals",
+            grid: vec![0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.0],
+        },
         Knob {
             name: Which::PoolMax,
             unit: "connections",
@@ -81,8 +89,11 @@ pub fn knobs(base: &Setting) -> Vec<Knob> {
 }
 
 /// One setting of the knobs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Setting {
+    /// The share of the recorded arrivals sent (1: every one, at the replay's speed × production's
+    /// rate), thinned evenly per endpoint: the load factor is `speed × kept`.
+    pub kept: f64,
     pub pool_max: f64,
     pub request_timeout_ms: f64,
     pub statement_timeout_ms: f64,
@@ -97,6 +108,7 @@ impl Setting {
 
     fn value(&mut self, knob: Which) -> &mut f64 {
         match knob {
+            Which::Kept => &mut self.kept,
             Which::PoolMax => &mut self.pool_max,
             Which::RequestTimeout => &mut self.request_timeout_ms,
             Which::StatementTimeout => &mut self.statement_timeout_ms,
@@ -107,7 +119,8 @@ impl Setting {
     /// In words: `pool_max 4, request_timeout 2100 ms, …`.
     pub fn said(&self) -> String {
         format!(
-            "pool_max {}, request_timeout {} ms, statement_timeout {} ms, provider latency ×{}",
+            "kept {}, pool_max {}, request_timeout {} ms, statement_timeout {} ms, provider latency ×{}",
+            self.kept,
             self.pool_max,
             self.request_timeout_ms,
             self.statement_timeout_ms,
@@ -115,18 +128,65 @@ impl Setting {
         )
     }
 
-    /// `scenario`'s text (a replay's) with this setting in `[service]` and `[providers]`.
+    /// `scenario`'s text (a replay's, every arrival sent) with this setting in `[service]`,
+    /// `[providers]`, the streams' counts (thinned to `kept`) and `[observed] kept`.
     pub fn apply(&self, scenario: &str) -> Result<String, String> {
         let mut doc: toml::Table = toml::from_str(scenario).map_err(|e| e.to_string())?;
+        if self.kept < 1.0 {
+            for stream in doc
+                .get_mut("streams")
+                .and_then(|s| s.as_array_mut())
+                .into_iter()
+                .flatten()
+            {
+                let Some(arrival) = stream.get_mut("arrival").and_then(|a| a.as_table_mut()) else {
+                    continue;
+                };
+                if arrival.get("kind").and_then(|k| k.as_str()) != Some("counts") {
+                    continue;
+                }
+                let counts: Vec<u32> = arrival
+                    .get("counts")
+                    .and_then(|c| c.as_array())
+                    .ok_or("a counts stream without counts")?
+                    .iter()
+                    .map(|c| c.as_integer().and_then(|c| u32::try_from(c).ok()))
+                    .collect::<Option<_>>()
+                    .ok_or("a count that is not a whole number")?;
+                let thinned = crate::logs::to_scenario::thin(&counts, self.kept);
+                arrival.insert(
+                    "counts".into(),
+                    toml::Value::Array(thinned.iter().map(|&c| i64::from(c).into()).collect()),
+                );
+            }
+            if let Some(observed) = doc.get_mut("observed").and_then(|o| o.as_table_mut()) {
+                let was = observed
+                    .get("kept")
+                    .and_then(|k| k.as_float())
+                    .unwrap_or(1.0);
+                observed.insert("kept".into(), (was * self.kept).into());
+            }
+        }
         let service = doc
             .entry("service")
             .or_insert_with(|| toml::Table::new().into())
             .as_table_mut()
             .ok_or("[service] is not a table")?;
         service.insert("pool_max".into(), (self.pool_max as i64).into());
+        // The service's limit is what cuts a request, as production's function limit did: the
+        // client waits longer than any limit the search tries.
+        let client_ms = (self.request_timeout_ms + 2000.0).round() as i64;
         let ms = |v: f64| toml::Value::from(format!("{}ms", v.round() as i64));
         service.insert("request_timeout".into(), ms(self.request_timeout_ms));
         service.insert("statement_timeout".into(), ms(self.statement_timeout_ms));
+        let client = doc
+            .get("client_timeout")
+            .and_then(|v| v.as_str())
+            .and_then(|v| incident_wire::duration::parse(v).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        if client < client_ms {
+            doc.insert("client_timeout".into(), format!("{client_ms}ms").into());
+        }
         if let Some(providers) = doc.get_mut("providers").and_then(|p| p.as_table_mut()) {
             for (_, p) in providers.iter_mut() {
                 let Some(lat) = p.get_mut("latency").and_then(|l| l.as_table_mut()) else {
@@ -149,6 +209,7 @@ impl Setting {
 pub fn base_setting(scenario: &crate::model::Scenario) -> Setting {
     let ms = |d: Duration| (d.as_secs_f64() * 1000.0).round();
     Setting {
+        kept: 1.0,
         pool_max: f64::from(scenario.service.pool_max),
         request_timeout_ms: ms(scenario.service.request_timeout),
         statement_timeout_ms: ms(scenario
@@ -161,7 +222,7 @@ pub fn base_setting(scenario: &crate::model::Scenario) -> Setting {
 }
 
 /// One endpoint × recorded minute: production's figures beside the probe's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Residual {
     pub endpoint: String,
     pub minute: u32,
@@ -254,7 +315,7 @@ pub fn residuals(
 }
 
 /// How well a probe fits: cells out of tolerance first, then the squared errors.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Loss {
     pub outside: usize,
     pub cells: usize,
@@ -282,7 +343,7 @@ impl Loss {
 }
 
 /// One probe: the setting and how it fitted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Probe {
     pub setting: Setting,
     pub loss: Loss,
@@ -370,6 +431,20 @@ pub fn markdown(
     residuals: &[Residual],
     seconds: f64,
 ) -> String {
+    format!(
+        "# Calibration: `{source}`\n\n{}",
+        fit_body(base, best, probes, residuals, seconds)
+    )
+}
+
+/// fit.md without its title: what the docs show of a stored fit.
+pub fn fit_body(
+    base: &Setting,
+    best: &Setting,
+    probes: &[Probe],
+    residuals: &[Residual],
+    seconds: f64,
+) -> String {
     use std::fmt::Write as _;
     let mut md = String::new();
     let fitted: Vec<&Residual> = residuals.iter().filter(|r| !r.held_out).collect();
@@ -377,12 +452,14 @@ pub fn markdown(
     let within = |rs: &[&Residual]| rs.iter().filter(|r| r.within()).count();
     let _ = writeln!(
         md,
-        "# Calibration: `{source}`\n\n{} probes of the legacy arm in {seconds:.0} s. Tolerance per endpoint × minute with ≥ {MIN_REQUESTS} production requests: failed share ±25 % relative (±3 points under 10 %), p95 as a share of the limit within 1.5×.\n\n- Fitted minutes: **{} of {} cells within**.\n- Held-out minutes (not used by the fit): **{} of {} cells within**.\n\n| knob | base | calibrated |\n|---|---|---|\n| pool_max | {} | **{}** |\n| request_timeout (ms) | {} | **{}** |\n| statement_timeout (ms) | {} | **{}** |\n| provider latency (× base) | {} | **{}** |\n",
+        "{} probes of the legacy arm in {seconds:.0} s. Tolerance per endpoint × minute with ≥ {MIN_REQUESTS} production requests: failed share ±25 % relative (±3 points under 10 %), p95 as a share of the limit within 1.5×.\n\n- Fitted minutes: **{} of {} cells within**.\n- Held-out minutes (not used by the fit): **{} of {} cells within**.\n\n| knob | base | calibrated |\n|---|---|---|\n| kept (share of the recorded arrivals) | {} | **{}** |\n| pool_max | {} | **{}** |\n| request_timeout (ms) | {} | **{}** |\n| statement_timeout (ms) | {} | **{}** |\n| provider latency (× base) | {} | **{}** |\n",
         probes.len(),
         within(&fitted),
         fitted.len(),
         within(&held),
         held.len(),
+        base.kept,
+        best.kept,
         base.pool_max,
         best.pool_max,
         base.request_timeout_ms,
@@ -426,12 +503,134 @@ pub fn markdown(
     md
 }
 
+/// What docs and checks read back of a fit.json (the rest of it is for a reader).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FitFile {
+    pub source: String,
+    pub speed: f64,
+    pub base: Setting,
+    pub calibrated: Setting,
+    pub probes: Vec<Probe>,
+    pub search_seconds: f64,
+    pub residuals: Vec<Residual>,
+}
+
+/// Recovered time factors may be off by this much (relative); the pool must be exact.
+pub const RECOVERY_TOLERANCE: f64 = 0.25;
+
+/// One knob of a world whose knobs are known: what `calibrate` found against the truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovered {
+    pub knob: &'static str,
+    pub truth: f64,
+    /// Where the search started (a knob found at its start may never have moved).
+    pub base: f64,
+    pub found: f64,
+    /// `exact`, or within [`RECOVERY_TOLERANCE`].
+    pub exact: bool,
+    pub recovered: bool,
+}
+
+/// `found` (a fit at `speed`) against `truth`, the world's own knobs, whose log was stretched
+/// `slower`× into the export: the time compression the fit found is `speed × kept`, the truth
+/// `slower`.
+pub fn recovery(
+    truth: &Setting,
+    base: &Setting,
+    found: &Setting,
+    speed: f64,
+    slower: f64,
+) -> Vec<Recovered> {
+    let near = |knob, truth: f64, base: f64, found: f64| Recovered {
+        knob,
+        truth,
+        base,
+        found,
+        exact: false,
+        recovered: truth > 0.0 && ((found - truth) / truth).abs() <= RECOVERY_TOLERANCE + 1e-9,
+    };
+    vec![
+        Recovered {
+            knob: "pool_max",
+            truth: truth.pool_max,
+            base: base.pool_max,
+            found: found.pool_max,
+            exact: true,
+            recovered: truth.pool_max == found.pool_max,
+        },
+        near(
+            "time compression (speed × kept)",
+            slower,
+            speed * base.kept,
+            speed * found.kept,
+        ),
+        near(
+            "request_timeout (ms)",
+            truth.request_timeout_ms,
+            base.request_timeout_ms,
+            found.request_timeout_ms,
+        ),
+        near(
+            "statement_timeout (ms)",
+            truth.statement_timeout_ms,
+            base.statement_timeout_ms,
+            found.statement_timeout_ms,
+        ),
+        near(
+            "provider latency (× base)",
+            truth.provider_latency,
+            base.provider_latency,
+            found.provider_latency,
+        ),
+    ]
+}
+
+/// A recovery as Markdown: the knobs against the truth, then how well the fit matched.
+pub fn recovery_markdown(world: &str, rows: &[Recovered], fit: &FitFile) -> String {
+    use std::fmt::Write as _;
+    let fitted: Vec<&Residual> = fit.residuals.iter().filter(|r| !r.held_out).collect();
+    let held: Vec<&Residual> = fit.residuals.iter().filter(|r| r.held_out).collect();
+    let within = |rs: &[&Residual]| rs.iter().filter(|r| r.within()).count();
+    let mut md = format!(
+        "**`{world}`**: {} probes in {:.0} s; fitted cells within {} of {}, held-out {} of {}; {} of {} knobs recovered ({} of them where the search started: a knob the base already had right is no evidence).\n\n| knob | truth | search started at | found | rule | recovered |\n|---|---|---|---|---|---|\n",
+        fit.probes.len(),
+        fit.search_seconds,
+        within(&fitted),
+        fitted.len(),
+        within(&held),
+        held.len(),
+        rows.iter().filter(|r| r.recovered).count(),
+        rows.len(),
+        rows.iter()
+            .filter(|r| r.recovered && r.found == r.base)
+            .count()
+    );
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.knob,
+            r.truth,
+            (r.base * 1000.0).round() / 1000.0,
+            (r.found * 1000.0).round() / 1000.0,
+            if r.exact {
+                "exactly".to_string()
+            } else {
+                format!("within {:.0} %", 100.0 * RECOVERY_TOLERANCE)
+            },
+            if r.recovered { "yes" } else { "**NO**" }
+        );
+    }
+    md
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn base() -> Setting {
         Setting {
+            kept: 1.0,
             pool_max: 10.0,
             request_timeout_ms: 3000.0,
             statement_timeout_ms: 300.0,
@@ -439,12 +638,13 @@ mod tests {
         }
     }
 
-    /// A world whose fit is best at pool 4, a 2100 ms limit, a 300 ms statement timeout and
+    /// A world whose fit is best at 0.3 of the arrivals, pool 4, a 2100 ms limit, a 300 ms statement timeout and
     /// providers 2× slower: the search, started at the base, finds exactly that setting.
     #[test]
     fn the_search_recovers_a_known_optimum() {
         let knobs = knobs(&base());
         let truth = Setting {
+            kept: 0.3,
             pool_max: 4.0,
             request_timeout_ms: 2100.0,
             statement_timeout_ms: 300.0,
@@ -458,6 +658,7 @@ mod tests {
         let best = run.block_on(search(&knobs, base(), async |s: Setting| {
             probed.push(s.said());
             let e = [
+                off(s.kept, truth.kept),
                 off(s.pool_max, truth.pool_max),
                 off(s.request_timeout_ms, truth.request_timeout_ms),
                 off(s.statement_timeout_ms, truth.statement_timeout_ms),
@@ -465,7 +666,7 @@ mod tests {
             ];
             Some(Loss {
                 outside: e.iter().filter(|&&x| x > 0.01).count(),
-                cells: 4,
+                cells: 5,
                 squares: e.iter().map(|x| x * x).sum(),
             })
         }));
@@ -477,7 +678,7 @@ mod tests {
         probed.sort();
         probed.dedup();
         assert_eq!(probed.len(), calls);
-        assert!(calls < 40, "{calls} probes");
+        assert!(calls < 50, "{calls} probes");
     }
 
     /// The budget ends the search where it stands; the best so far is kept.
@@ -504,6 +705,57 @@ mod tests {
         assert!(found.pool_max < 10.0, "{}", found.said());
     }
 
+    /// The pool must be exact, the time factors within 25 %: a check that fails when they are
+    /// not, and the compression read as speed × kept.
+    #[test]
+    fn recovery_wants_the_pool_exactly_and_time_within_a_quarter() {
+        let truth = Setting {
+            kept: 1.0,
+            pool_max: 5.0,
+            request_timeout_ms: 2000.0,
+            statement_timeout_ms: 300.0,
+            provider_latency: 1.0,
+        };
+        let found = Setting {
+            kept: 0.45,
+            request_timeout_ms: 2100.0,
+            ..truth
+        };
+        let base = Setting {
+            pool_max: 10.0,
+            ..truth
+        };
+        let rows = recovery(&truth, &base, &found, 12.0, 6.0);
+        assert!(rows.iter().all(|r| r.recovered), "{rows:?}");
+        assert_eq!((rows[0].base, rows[1].base), (10.0, 12.0));
+        assert_eq!(rows[1].found, 12.0 * 0.45);
+        // One pool connection off, or time 30 % off: not recovered.
+        let off = recovery(
+            &truth,
+            &base,
+            &Setting {
+                pool_max: 6.0,
+                ..found
+            },
+            12.0,
+            6.0,
+        );
+        assert!(!off[0].recovered);
+        let slow = recovery(&truth, &base, &Setting { kept: 0.3, ..found }, 12.0, 6.0);
+        assert!(!slow[1].recovered, "3.6 against 6");
+        let late = recovery(
+            &truth,
+            &base,
+            &Setting {
+                statement_timeout_ms: 390.0,
+                ..found
+            },
+            12.0,
+            6.0,
+        );
+        assert!(!late[3].recovered, "390 against 300");
+    }
+
     #[test]
     fn the_allowance_is_relative_above_ten_percent_and_three_points_below() {
         assert_eq!(failed_allowance(0.05), 0.03);
@@ -513,10 +765,35 @@ mod tests {
         assert!((0.48_f64 - 0.40).abs() / failed_allowance(0.40) <= 1.0);
     }
 
+    /// `kept` thins every counts stream evenly and says so in `[observed]`.
+    #[test]
+    fn kept_thins_the_recorded_arrivals() {
+        let text = "[[streams]]\nname = \"a\"\narrival = { kind = \"counts\", every = \"100ms\", counts = [10, 0, 10, 10] }\n\n[[streams]]\nname = \"b\"\narrival = { kind = \"constant\", rate = 3.0 }\n\n[observed]\nkept = 1.0\n";
+        let s = Setting {
+            kept: 0.3,
+            ..base()
+        };
+        let doc: toml::Table = toml::from_str(&s.apply(text).unwrap()).unwrap();
+        let streams = doc["streams"].as_array().unwrap();
+        let counts: Vec<i64> = streams[0]["arrival"]["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_integer().unwrap())
+            .collect();
+        assert_eq!(counts, vec![3, 0, 3, 3]);
+        assert_eq!(streams[1]["arrival"]["rate"].as_float(), Some(3.0));
+        assert_eq!(doc["observed"]["kept"].as_float(), Some(0.3));
+        // Every arrival: the counts untouched.
+        let all = base().apply(text).unwrap();
+        assert!(all.contains("[10, 0, 10, 10]"), "{all}");
+    }
+
     #[test]
     fn a_setting_is_written_into_the_scenario() {
         let text = include_str!("../../scenarios/smoke.toml");
         let s = Setting {
+            kept: 1.0,
             pool_max: 4.0,
             request_timeout_ms: 2100.0,
             statement_timeout_ms: 450.0,
@@ -546,5 +823,14 @@ mod tests {
             doc["providers"]["ghl"]["latency"]["base_ms"].as_integer(),
             Some(300)
         );
+        // The client waits past the service's limit: the smoke's 5 s stays for 2.1 s, and a
+        // 12 s limit gets 14 s.
+        assert_eq!(scenario.client_timeout, Duration::from_secs(5));
+        let long = Setting {
+            request_timeout_ms: 12000.0,
+            ..s
+        };
+        let scenario = crate::model::Scenario::parse("x.toml", &long.apply(text).unwrap()).unwrap();
+        assert_eq!(scenario.client_timeout, Duration::from_secs(14));
     }
 }

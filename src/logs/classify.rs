@@ -116,6 +116,11 @@ ignore = true
 [[map]]
 path = "/favicon.ico"
 ignore = true
+
+[[map]]
+method = "GET"
+path = "/metrics"
+ignore = true
 "#;
 
 impl PathMap {

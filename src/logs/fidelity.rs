@@ -7,13 +7,13 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Expect, Observed, StatusMix};
 use crate::report::{ArmReport, Report};
 
 /// One question and its answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FidelityCheck {
     pub arm: String,
     pub endpoint: String,
@@ -22,8 +22,8 @@ pub struct FidelityCheck {
     pub detail: String,
 }
 
-/// The whole comparison.
-#[derive(Debug, Clone, Serialize)]
+/// The whole comparison (fidelity.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fidelity {
     pub factor: f64,
     /// Minutes of the recording that make the incident phase.
@@ -57,15 +57,20 @@ fn within(a: f64, b: f64, factor: f64) -> bool {
 /// What the replay did to the load, in a sentence.
 fn load_said(observed: &Observed) -> String {
     let load = observed.load_factor();
+    let rate = if (load - 1.0).abs() < 0.01 {
+        "production's arrival rate".to_string()
+    } else {
+        format!("{load:.2}x production's arrival rate")
+    };
     if observed.kept < 1.0 {
         format!(
-            "Arrivals thinned to 1 in {:.3}: the world saw production's arrival rate ({load:.2}x), so the arms' requests per minute are that share of production's; compare the shares and the p95s.",
+            "Arrivals thinned to 1 in {:.3}: the world saw {rate}, so the arms' requests per minute are that share of production's; compare the shares and the p95s.",
             1.0 / observed.kept
         )
     } else if load > 1.0 {
-        format!("Every recorded request sent, at {load:.2}x production's arrival rate: a heavier regime than production's (`--arrivals thin` keeps its rate).")
+        format!("Every recorded request sent, at {rate}: a heavier regime than production's (`--arrivals thin` keeps its rate).")
     } else {
-        "Every recorded request sent, at production's arrival rate.".into()
+        format!("Every recorded request sent, at {rate}.")
     }
 }
 
@@ -257,8 +262,25 @@ pub fn compare(
         }
     }
     let passed = checks.iter().all(|c| c.passed);
-    md.push_str("## Did the replay reproduce production, and the fix remove it?\n\n| arm | endpoint | question | | detail |\n|---|---|---|---|---|\n");
-    for c in &checks {
+    md.push_str("## Did the replay reproduce production, and the fix remove it?\n\n");
+    md.push_str(&checks_table(&checks));
+    Fidelity {
+        factor,
+        incident_minutes: incident,
+        checks,
+        passed,
+        markdown: md,
+    }
+}
+
+/// The questions and their answers as a Markdown table (what fidelity.md ends with, and what
+/// the docs show of a stored run).
+pub fn checks_table(checks: &[FidelityCheck]) -> String {
+    if checks.is_empty() {
+        return "No arm expects the incident or the fix, or no endpoint had enough requests: nothing to judge.\n".into();
+    }
+    let mut md = String::from("| arm | endpoint | question | | detail |\n|---|---|---|---|---|\n");
+    for c in checks {
         let _ = writeln!(
             md,
             "| `{}` | `{}` | {} | {} | {} |",
@@ -269,16 +291,7 @@ pub fn compare(
             c.detail
         );
     }
-    if checks.is_empty() {
-        md.push_str("\nNo arm expects the incident or the fix, or no endpoint had enough requests: nothing to judge.\n");
-    }
-    Fidelity {
-        factor,
-        incident_minutes: incident,
-        checks,
-        passed,
-        markdown: md,
-    }
+    md
 }
 
 #[cfg(test)]
@@ -422,7 +435,17 @@ mod tests {
         let f = compare(&report, &o, 3000.0, 2.0);
         assert!(
             f.markdown.contains(
-                "Arrivals thinned to 1 in 30.000: the world saw production's arrival rate (1.00x)"
+                "Arrivals thinned to 1 in 30.000: the world saw production's arrival rate, so"
+            ),
+            "{}",
+            f.markdown
+        );
+        // Thinned less than the speed: a heavier world, and the table says how much.
+        o.kept = 0.2;
+        let f = compare(&report, &o, 3000.0, 2.0);
+        assert!(
+            f.markdown.contains(
+                "Arrivals thinned to 1 in 5.000: the world saw 6.00x production's arrival rate"
             ),
             "{}",
             f.markdown

@@ -100,20 +100,11 @@ pub fn triage(summary: &Summary) -> Triage {
     }
 }
 
-/// The fix list as Markdown.
-pub fn markdown(t: &Triage) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# Triage of `{}`\n", t.source);
-    let _ = writeln!(
-        out,
-        "{} requests in {} rows ({} malformed). Ranked by priority (P0: the burst and its cascade; P1: timeouts and noise that hide them; P2: what must degrade safely), then by requests.\n",
-        t.requests, t.rows, t.malformed_rows
+/// The ranked categories as a Markdown table (the fix list's first part; what the docs show).
+pub fn table(t: &Triage) -> String {
+    let mut out = String::from(
+        "| rank | priority | category | requests | rows | where | first – last (UTC) |\n|---|---|---|---|---|---|---|\n",
     );
-    if t.groups.is_empty() {
-        out.push_str("No errors found.\n");
-        return out;
-    }
-    out.push_str("| rank | priority | category | requests | rows | where | first – last (UTC) |\n|---|---|---|---|---|---|---|\n");
     for g in &t.groups {
         let prio = match g.priority {
             Priority::Unranked => "–".to_string(),
@@ -142,6 +133,23 @@ pub fn markdown(t: &Triage) -> String {
             g.last
         );
     }
+    out
+}
+
+/// The fix list as Markdown.
+pub fn markdown(t: &Triage) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Triage of `{}`\n", t.source);
+    let _ = writeln!(
+        out,
+        "{} requests in {} rows ({} malformed). Ranked by priority (P0: the burst and its cascade; P1: timeouts and noise that hide them; P2: what must degrade safely), then by requests.\n",
+        t.requests, t.rows, t.malformed_rows
+    );
+    if t.groups.is_empty() {
+        out.push_str("No errors found.\n");
+        return out;
+    }
+    out.push_str(&table(t));
     out.push_str("\n## Why, and one example of each\n\n");
     for g in &t.groups {
         let _ = writeln!(

@@ -299,6 +299,9 @@ pub struct Scenario {
     pub hypothesis: Option<Hypothesis>,
     /// `[abort]`: when the load stops early because it is hurting the target.
     pub abort: Option<Abort>,
+    /// Not from the file (`matrix --access-log`): each arm's service writes an access log,
+    /// `OUT/arm-NAME.access.jsonl`, one JSON line per request as a log drain holds.
+    pub access_log: bool,
 }
 
 /// `[abort]`, as k6's `abortOnFail`: the load stops once every second of a stretch of `lasting`

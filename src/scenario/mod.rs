@@ -138,6 +138,7 @@ impl Scenario {
             flips,
             hypothesis,
             abort,
+            access_log: false,
         })
     }
 }

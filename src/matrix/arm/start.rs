@@ -106,6 +106,14 @@ pub(super) async fn start(
     timings.prepare_s = prepared.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let log = out.join(format!("arm-{}.service.log", arm.name));
+    let access_log = scenario
+        .access_log
+        .then(|| access_log_path(out, &arm.name))
+        .map(|p| {
+            // A fresh file per arm: the service appends.
+            let _ = std::fs::remove_file(&p);
+            p.display().to_string()
+        });
     let env_for = {
         let mut scenario = scenario.clone();
         if pooler.is_some() {
@@ -118,14 +126,18 @@ pub(super) async fn start(
                 switches: *switches,
                 ..arm.clone()
             };
-            service_env(
+            let mut env = service_env(
                 &scenario,
                 &arm,
                 database_url.clone(),
                 &fakes_base,
                 &secrets,
                 bind,
-            )
+            );
+            if let Some(p) = &access_log {
+                env.push((inbox_service::access_log::ACCESS_LOG_ENV.into(), p.clone()));
+            }
+            env
         }
     };
     let env_for = Arc::new(env_for);
@@ -182,4 +194,9 @@ pub(super) async fn start(
         service,
         fleet,
     })
+}
+
+/// Where `matrix --access-log` has an arm's service write its access log.
+pub fn access_log_path(out: &Path, arm: &str) -> std::path::PathBuf {
+    out.join(format!("arm-{arm}.access.jsonl"))
 }
