@@ -137,6 +137,49 @@ fn the_readme_chaos_results_are_rendered_from_the_stored_reports() {
     }
 }
 
+/// docs/replay.md's generated blocks: the fix list of the shipped export (rendered here from
+/// the export itself), and a replay's questions, a calibration's fit and the parameter
+/// recoveries, each from the run stored under docs/results/replay and docs/results/recovery
+/// (`scripts/readme-replay`, `scripts/recover`; `scripts/readme-render` writes the page).
+#[test]
+fn the_replay_page_tables_are_rendered_from_stored_runs() {
+    use incident_lab::logs::doc_blocks::render;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/replay.md")).unwrap();
+    let results = root.join("docs/results");
+    let mut recoveries: Vec<_> = std::fs::read_dir(results.join("recovery"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    recoveries.sort();
+    assert_eq!(recoveries.len(), 2, "two worlds recovered: {recoveries:?}");
+    let recoveries: Vec<&Path> = recoveries.iter().map(|p| p.as_path()).collect();
+    for (name, sources) in [
+        (
+            "triage",
+            vec![root.join("scenarios/logs/incident-2026-01-23.csv")],
+        ),
+        (
+            "replay-fidelity",
+            vec![results.join("replay/fidelity.json")],
+        ),
+        ("calibrate-fit", vec![results.join("replay/fit.json")]),
+    ] {
+        let sources: Vec<&Path> = sources.iter().map(|p| p.as_path()).collect();
+        assert_eq!(
+            block(&page, name),
+            render(name, &sources, root).unwrap(),
+            "docs/replay.md's {name} block differs from its stored run: run scripts/readme-render"
+        );
+    }
+    assert_eq!(
+        block(&page, "recovery"),
+        render("recovery", &recoveries, root).unwrap(),
+        "docs/replay.md's recovery block differs from docs/results/recovery: run scripts/readme-render"
+    );
+}
+
 /// The README is a front door a newcomer reads (at most ~200 lines), and every link in it and
 /// in the pages under docs/ resolves to a file of the repository: none leaves it.
 #[test]
