@@ -105,7 +105,11 @@ fn calibrate_fits_the_legacy_world_and_runs_the_fix_on_it() {
         let kept = best["kept"].as_f64().unwrap();
         let sent = r["replayed_requests"].as_f64().unwrap();
         let recorded = r["production_requests"].as_f64().unwrap();
-        assert!((sent - recorded * kept).abs() <= 1.0, "kept {kept}: {r}");
+        if kept == 1.0 {
+            assert_eq!(sent, recorded, "every recorded request: {r}");
+        } else {
+            assert!((sent - recorded * kept).abs() <= 1.0, "kept {kept}: {r}");
+        }
         let share = m["failed"].as_f64().unwrap() / m["requests"].as_f64().unwrap();
         assert!(
             (r["replayed_failed"].as_f64().unwrap() - share).abs() < 1e-9,

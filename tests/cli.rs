@@ -42,6 +42,30 @@ fn an_unknown_postgres_choice_exits_2() {
     );
 }
 
+/// What only a run the harness starts can do (faults, flips, the service's access log) is bad
+/// usage against a running service: exit 2, the flag named, before anything is sent.
+#[test]
+fn access_log_and_faults_need_a_service_the_harness_starts() {
+    let scenario = common::scenarios::scenario_path("smoke.toml");
+    for flag in [
+        &["--access-log"][..],
+        &["--fault", "at=1s,for=1s,kind=latency,latency=5ms"],
+    ] {
+        let mut args = vec![
+            "run",
+            &scenario,
+            "--arm",
+            "all-on",
+            "--target",
+            "http://127.0.0.1:9",
+        ];
+        args.extend_from_slice(flag);
+        let out = incident_lab(&args);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(flag[0]), "{}", stderr(&out));
+    }
+}
+
 /// Nobody listening at the URL: infrastructure failure, exit 3, the address named.
 #[test]
 fn an_unreachable_url_exits_3() {
